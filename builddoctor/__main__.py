@@ -1,0 +1,3 @@
+from builddoctor.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The ``builddoctor`` command group: parse, call one stage function, render.
+
+Each sub-command lives in its own module beside this one. Errors a user can act on
+(``UserError``) end as one paragraph on stderr and their own exit code; nothing else
+should escape, and if it does it ends as an internal error (exit 70), with the
+traceback only under ``-v``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from builddoctor import __version__, errors
+from builddoctor.console import Console
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except errors.UserError as exc:
+            _fail(exc.message + (f"\n{exc.hint}" if exc.hint else ""), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("Interrupted.", errors.INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except OSError as exc:
+            if getattr(exc, "errno", None) == 28:
+                _fail(f"No space left on device ({exc.filename or 'disk'}). Free some space and run the command again; "
+                      "nothing was changed.", errors.NO_SPACE)
+            _internal(ctx)
+        except Exception:  # noqa: BLE001 - last line of defence, reported as a bug
+            _internal(ctx)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message if sys.stderr.isatty() else "error: " + message,
+               err=True)
+    sys.exit(code)
+
+
+def _internal(ctx: click.Context) -> None:
+    verbose = (ctx.obj or {}).get("verbose", 0) if isinstance(ctx.obj, dict) else 0
+    if verbose:
+        traceback.print_exc()
+    exc = sys.exc_info()[1]
+    _fail(f"internal error in builddoctor ({type(exc).__name__}: {exc}). This is a bug; "
+          "run again with -v for the traceback and report it.", errors.INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="builddoctor")
+@click.option("-v", "--verbose", count=True, help="Say more (repeat for more).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the result.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Find out why llama.cpp is slow on this machine, and fix the build."""
+    ctx.obj = {"verbose": verbose, "quiet": quiet, "console": Console(verbose=verbose, quiet=quiet)}
+
+
+def console(ctx: click.Context) -> Console:
+    return ctx.find_root().obj["console"]
+
+
+def _register() -> None:
+    from builddoctor.cli import commands
+
+    for command in commands.all_commands():
+        cli.add_command(command)
+
+
+def main() -> None:
+    _register()
+    cli(prog_name="builddoctor")

@@ -1,0 +1,32 @@
+"""Options shared by several commands, and turning them into stage inputs."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (a versioned schema) instead of text.")
+
+
+def machine_options(func):
+    """--profile / --cpuinfo / --nvidia-smi: describe another machine instead of probing this one."""
+
+    @click.option("--profile", "profile_path", type=click.Path(path_type=Path, dir_okay=False),
+                  help="A machine profile JSON written by `builddoctor probe --json` elsewhere.")
+    @click.option("--cpuinfo", "cpuinfo_path", type=click.Path(path_type=Path, dir_okay=False),
+                  help="A Linux /proc/cpuinfo text or macOS `sysctl -a` output to use instead of this CPU.")
+    @click.option("--nvidia-smi", "nvidia_smi_path", type=click.Path(path_type=Path, dir_okay=False),
+                  help="Recorded `nvidia-smi -q -x` or CSV query output to use instead of this machine's GPUs.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def load_machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None):
+    from builddoctor.probe import machine_profile
+
+    return machine_profile(profile=profile_path, cpuinfo=cpuinfo_path, nvidia_smi=nvidia_smi_path)
