@@ -241,6 +241,8 @@ class BinaryFile(Serializable):
     backends: list[str] = field(default_factory=list)  # backends this file carries
     debug_info: bool = False
     error: Optional[str] = None  # why it could not be read
+    missing_versions: list[str] = field(default_factory=list)  # "GLIBC_2.99 (libc.so.6)": required, not defined here
+    isa_detail: list[str] = field(default_factory=list)  # finer CPUID names seen: AVX512F, AVX512BW, AVX512VL...
 
 
 @dataclass
@@ -270,6 +272,11 @@ class BuildProfile(Serializable):
     runtime: list[RuntimeResult] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)  # from --list-devices
     errors: list[str] = field(default_factory=list)
+    isa_detail: list[str] = field(default_factory=list)  # AVX512F, AVX512BW... seen in the CPU code
+    openmp: Optional[bool] = None  # CPU backend links an OpenMP runtime (libgomp, libomp)
+    ggml_version: Optional[str] = None
+    ggml_commit: Optional[str] = None
+    evidence: dict[str, str] = field(default_factory=dict)  # field -> how it was learned, for findings
 
 
 # --------------------------------------------------------------------------- findings
@@ -283,6 +290,7 @@ class Finding(Serializable):
     evidence: str = ""
     fix: str = ""  # a command, or what to do
     speedup: str = ""  # expected class of gain, when known
+    area: str = ""  # the report line it belongs to: load, cpu, gpu, build, options, version, runtime
 
 
 @dataclass
@@ -323,11 +331,13 @@ class PlanOption(Serializable):
 class Prerequisite(Serializable):
     name: str  # tool or library
     kind: str  # tool, library, header
-    status: str  # found, missing, too-old
+    status: str  # found, missing, too-old, too-new
     min_version: Optional[str] = None
     found_version: Optional[str] = None
     recipe: str = ""
     install: dict[str, str] = field(default_factory=dict)  # debian, fedora, arch, macos, windows -> command
+    reason: str = ""  # why it is needed, and why it is missing / too old / too new
+    max_version: Optional[str] = None  # exclusive upper bound (CUDA 13 cannot build for Pascal: "13")
 
 
 @dataclass
@@ -348,6 +358,7 @@ class BuildPlan(Serializable):
     targets: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     machine: Optional[MachineProfile] = None
+    notes: list[str] = field(default_factory=list)  # what the user should know (forced backend, driver...)
 
     @classmethod
     def from_dict(cls, data: Any) -> "BuildPlan":

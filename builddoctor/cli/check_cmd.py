@@ -1,0 +1,52 @@
+"""`builddoctor check`: diagnose llama.cpp builds against this (or a recorded) machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builddoctor import errors
+from builddoctor.cli import console
+from builddoctor.cli.options import json_option, load_machine, machine_options
+
+
+@click.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--run/--no-run", "run", default=None,
+              help="Run `--version` and `--list-devices` of executables (time-limited, clean environment). "
+                   "Default: on for this machine, off with a profile from elsewhere.")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              help="Seconds each run may take before it is stopped.")
+@click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False),
+              help="llama.cpp checkout whose options the CMake options are compared with (default: the pinned one).")
+@machine_options
+@json_option
+@click.pass_context
+def check_cmd(ctx: click.Context, paths: tuple[Path, ...], run: bool | None, timeout: float, source_path: Path | None,
+              profile_path, cpuinfo_path, nvidia_smi_path, as_json: bool) -> None:
+    """Find llama.cpp builds (or check PATHS) and say what slows them down here.
+
+    Exit code: 0 when every build is healthy, 1 when problems were found, 2 for bad usage
+    or when none of the PATHS could be read.
+    """
+    from builddoctor import render
+    from builddoctor.findings import diagnose
+
+    out = console(ctx)
+    machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    if run is None:
+        run = machine.source == "live"
+    diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path)
+    if paths and not diagnosis.builds:
+        raise errors.InputError(
+            "nothing to check: " + " ".join(diagnosis.messages or ["none of the paths holds a llama.cpp build"]))
+    if as_json:
+        out.json(diagnosis)
+    else:
+        render.report(diagnosis, out)
+    if not diagnosis.healthy:
+        ctx.exit(errors.PROBLEMS)
+
+
+COMMANDS = [check_cmd]

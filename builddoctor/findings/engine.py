@@ -1,0 +1,163 @@
+"""Turns builds and a machine into findings, following the catalogue in checks.toml."""
+
+from __future__ import annotations
+
+import functools
+import string
+from pathlib import Path
+from typing import Any
+
+from builddoctor import errors, paths
+from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name
+from builddoctor.profiles import BuildProfile, BuildReport, Diagnosis, Finding, MachineProfile
+from builddoctor.tomlload import load_toml
+
+CATALOGUE = Path(__file__).with_name("checks.toml")
+SEVERITIES = ("error", "warning", "info", "ok")
+
+
+@functools.lru_cache(maxsize=1)
+def catalogue() -> dict[str, Any]:
+    data = load_toml(CATALOGUE)
+    codes = set()
+    for check in data["check"]:
+        if check["rule"] not in RULES:
+            raise errors.UserError(f"{CATALOGUE}: check {check['code']} names an unknown rule '{check['rule']}'",
+                                   exit_code=errors.INTERNAL)
+        if check["code"] in codes or check["severity"] not in SEVERITIES or check["area"] not in data["areas"]:
+            raise errors.UserError(f"{CATALOGUE}: check {check['code']} is duplicated or malformed",
+                                   exit_code=errors.INTERNAL)
+        codes.add(check["code"])
+    return data
+
+
+@functools.lru_cache(maxsize=8)
+def _variant_tables() -> dict[str, Any]:
+    return load_toml(paths.DATA_DIR / "cpu_variants.toml")
+
+
+def variant_table(machine: MachineProfile) -> tuple[dict[str, int], list[tuple[str, list[str]]]] | None:
+    """llama.cpp's CPU variants for the machine's architecture and OS: (tag weights, [(name, tags)])."""
+    for table in _variant_tables().values():
+        if not isinstance(table, dict) or "variants" not in table:
+            continue
+        if machine.cpu.arch in table.get("arch", []) and (machine.os in table.get("os", []) or not table.get("os")):
+            return table.get("weights", {}), [(v[0], list(v[1:])) for v in table["variants"]]
+    return None
+
+
+class _Values(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _fill(template: str, values: dict[str, Any]) -> str:
+    try:
+        return string.Formatter().vformat(template, (), _Values(values))
+    except (ValueError, IndexError, KeyError):
+        return template
+
+
+def _context(machine: MachineProfile, run_timeout: float, source: Path | None) -> Context:
+    from builddoctor.source import load_pin
+
+    pin = load_pin()
+    return Context(catalogue=catalogue(), live=machine.source == "live", pin_short_commit=pin.short_commit,
+                   pin_version=pin.llama_version, source=source, extra={"timeout": run_timeout})
+
+
+def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | None = None) -> list[Finding]:
+    """Every check of the catalogue on one build: problems first, then one ok line per clean area."""
+    ctx = ctx or _context(machine, 5.0, None)
+    cat = ctx.catalogue
+    found: list[Finding] = []
+    checks = cat["check"]
+    if not build.is_llama_cpp or not any(f.format for f in build.files):
+        checks = [c for c in checks if c["rule"] in ("not_llama_cpp", "unreadable")]
+    for check in checks:
+        evidence = RULES[check["rule"]](build, machine, ctx)
+        if evidence is None:
+            continue
+        for ev in evidence if isinstance(evidence, list) else [evidence]:
+            values = {"root": build.root, **ev}
+            found.append(Finding(
+                code=ev.get("_code", check["code"]),
+                severity=ev.get("_severity", check["severity"]),
+                title=_fill(check["title"], values),
+                evidence=_fill(check.get("evidence", ""), values),
+                fix=_fill(check.get("fix", ""), values),
+                speedup=_fill(check.get("speedup", ""), values),
+                area=check["area"],
+            ))
+    if build.is_llama_cpp and any(f.format for f in build.files):
+        dirty = {f.area for f in found if f.severity in ("error", "warning")}
+        summary = _summary(build, machine)
+        for area, spec in cat["areas"].items():
+            if area in dirty or summary.get(area) is None:
+                continue
+            found.append(Finding(code=f"ok:{area}", severity="ok", title=_fill(spec["ok"], summary[area]), area=area))
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    area_order = {a: i for i, a in enumerate(cat["areas"])}
+    found.sort(key=lambda f: (order.get(f.severity, 9), area_order.get(f.area, 99)))
+    return found
+
+
+def _summary(build: BuildProfile, machine: MachineProfile) -> dict[str, dict[str, Any] | None]:
+    """Values for each area's ok line, or None where there is nothing to say."""
+    out: dict[str, dict[str, Any] | None] = {}
+    readable = [f for f in build.files if f.format]
+    needs = sorted({lib for f in readable for lib in f.needed})
+    glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
+    if readable and machine.source == "live":
+        from packaging.version import Version
+
+        need = max(glibc, key=Version) if glibc else "none"
+        out["load"] = {"nlibs": len(needs), "glibc_need": need, "glibc_have": machine.libc_version or "?"}
+    cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
+    if build.cpu_variants:
+        out["cpu"] = {"cpu_code": f"CPU variants {', '.join(build.cpu_variants)}", "cpu_best": f"the loader picks {cpu_best}"}
+    elif build.isa and "CPU" in build.backends:
+        level = build.isa_level or _level_of(build.isa)
+        out["cpu"] = {"cpu_code": f"{level.upper()} code ({', '.join(sorted(build.isa))})", "cpu_best": cpu_best}
+    gpus = machine.usable_gpus()
+    if not gpus:
+        emulated = [g.name for g in machine.gpus if g.cpu_emulated]
+        extra = f" ({', '.join(emulated)} is CPU-emulated)" if emulated else ""
+        out["gpu"] = {"gpu_ok": f"no GPU on this machine{extra}: the CPU backend is the right one"}
+    else:
+        gpu_backends = [b for b in build.backends if b not in ("CPU", "BLAS", "RPC")]
+        archs = f" ({', '.join(build.cuda_archs)})" if build.cuda_archs else ""
+        out["gpu"] = {"gpu_ok": f"{', '.join(gpu_backends) or 'GPU'} backend{archs} for {gpus[0].name}"}
+    if build.build_type:
+        files = _cpu_files(build)
+        omp = any(lib.startswith(("libgomp", "libomp", "libiomp")) for f in files for lib in f.needed)
+        out["build"] = {"build_type": build.build_type, "openmp_ok": ", with OpenMP" if omp else ""}
+    if build.cmake_options:
+        out["options"] = {"options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, none deprecated or unknown"}
+    if build.version or build.commit:
+        bits = [f"llama.cpp {build.version or '?'}"]
+        if build.commit:
+            bits.append(f"commit {build.commit}")
+        if build.compiler:
+            bits.append(f"built with {build.compiler}")
+        out["version"] = {"version_ok": ", ".join(bits)}
+    if build.runtime and all(r.returncode == 0 for r in build.runtime):
+        names = ", ".join(" ".join([_name(r.argv[0])] + r.argv[1:]) for r in build.runtime)
+        devices = f"; devices: {', '.join(build.devices)}" if build.devices else ""
+        out["runtime"] = {"runtime_ok": f"{names} answered{devices}"}
+    return out
+
+
+def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: bool = True, timeout: float = 5.0,
+             source: Path | None = None) -> Diagnosis:
+    """Find (or take) builds, inspect them, and check each against ``machine``."""
+    from builddoctor.inspect import inspect_paths
+
+    if paths_:
+        missing = [p for p in paths_ if not p.exists() and not p.is_symlink()]
+        if missing and len(missing) == len(paths_):
+            raise errors.InputError(f"no such file or folder: {', '.join(str(p) for p in missing)}.")
+    builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout)
+    ctx = _context(machine, timeout, source)
+    reports = [BuildReport(build=b, findings=findings_for(b, machine, ctx)) for b in builds]
+    return Diagnosis(machine=machine, builds=reports, messages=list(messages))

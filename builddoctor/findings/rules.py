@@ -1,0 +1,498 @@
+"""The facts that checks.toml's rules test, one small function each.
+
+A rule takes (build, machine, ctx) and returns None when its check does not apply or
+passes, or the evidence (a dict of template values, or a list of them when it fires
+several times). What a finding says, how severe it is and how to fix it is in
+checks.toml, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from packaging.version import InvalidVersion, Version
+
+from builddoctor.profiles import BinaryFile, BuildProfile, Finding, GpuProfile, MachineProfile
+
+Evidence = Optional[dict[str, Any] | list[dict[str, Any]]]
+
+
+@dataclass
+class Context:
+    """What every rule may need besides the build and the machine."""
+
+    catalogue: dict[str, Any]
+    live: bool  # the machine profile is this machine (libraries can be looked up here)
+    pin_short_commit: str = ""
+    pin_version: str = ""
+    source: Optional[Path] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+RULES: dict[str, Callable[[BuildProfile, MachineProfile, Context], Evidence]] = {}
+
+
+def rule(func):
+    RULES[func.__name__] = func
+    return func
+
+
+# --------------------------------------------------------------------------- helpers
+
+X86_LEVELS = ("sse", "avx", "avx2", "avx512")
+GPU_RUNTIME_PREFIXES = ("libcudart", "libcublas", "libcuda.", "libnvrtc", "libamdhip64", "libhipblas", "librocblas",
+                        "libvulkan", "libsycl", "libOpenCL", "libmusa", "libmublas", "libze_loader")
+
+
+def _level_of(features: list[str] | set[str]) -> str:
+    f = set(features)
+    if "AVX512" in f:
+        return "avx512"
+    if "AVX2" in f:
+        return "avx2"
+    if "AVX" in f:
+        return "avx"
+    return "sse"
+
+
+def _is_x86(machine: MachineProfile) -> bool:
+    return machine.cpu.arch in ("x86_64", "amd64", "i686")
+
+
+def _cpu_files(build: BuildProfile) -> list[BinaryFile]:
+    """Files that carry the CPU backend (libggml-cpu*, or everything for static builds)."""
+    cpu = [f for f in build.files if "CPU" in f.backends]
+    return cpu or [f for f in build.files if f.format]
+
+
+def _name(path: str) -> str:
+    return Path(path).name
+
+
+def _comparable(machine: MachineProfile) -> set[str]:
+    """ISA features a build's code can be checked against on this machine's architecture."""
+    from builddoctor.findings.engine import catalogue
+
+    return set(catalogue()["isa"].get("comparable_" + ("x86" if _is_x86(machine) else machine.cpu.arch), []))
+
+
+def _variant_rank(features: set[str], machine: MachineProfile) -> tuple[str | None, int]:
+    """The best llama.cpp CPU variant whose requirements ``features`` meet, with its score."""
+    from builddoctor.findings.engine import variant_table
+
+    table = variant_table(machine)
+    if table is None:
+        return None, 0
+    weights, variants = table
+    best, score = None, 0
+    for name, reqs in variants:
+        if set(reqs) <= features:
+            s = 1 + sum(weights.get(r, 0) for r in reqs)
+            if s > score:
+                best, score = name, s
+    return best, score
+
+
+def _speedup(have: str, best: str, ctx: Context) -> str:
+    table = ctx.catalogue.get("speedups", {})
+    return table.get(f"{have}->{best}", table.get("default", "slower than this CPU allows"))
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@rule
+def not_llama_cpp(build, machine, ctx):
+    if build.is_llama_cpp or not any(f.format for f in build.files):
+        return None
+    return {"why": "no llama or ggml code in it" if not build.errors else build.errors[0]}
+
+
+@rule
+def unreadable(build, machine, ctx):
+    if any(f.format for f in build.files):
+        return None
+    why = build.errors[0] if build.errors else next((f.error for f in build.files if f.error), None)
+    if not why:
+        return None
+    return {"path": build.root, "why": why}
+
+
+# --------------------------------------------------------------------------- loads here
+
+
+@rule
+def missing_libraries(build, machine, ctx):
+    if not ctx.live:
+        return None
+    hits = []
+    for f in build.files:
+        if any(b in f.backends for b in ("CUDA", "HIP", "Vulkan", "SYCL", "OpenCL", "MUSA")):
+            libs = [lib for lib in f.missing_needed if not lib.startswith(GPU_RUNTIME_PREFIXES)]
+        else:
+            libs = list(f.missing_needed)
+        if libs:
+            hits.append({"file": _name(f.path), "libs": ", ".join(libs)})
+    return hits or None
+
+
+def _too_new(files: list[BinaryFile], key: str, have: str | None) -> dict | None:
+    if not have:
+        return None
+    try:
+        have_v = Version(have)
+    except InvalidVersion:
+        return None
+    worst: tuple[Version, str, str] | None = None
+    for f in files:
+        need = f.symbol_versions.get(key)
+        if not need:
+            continue
+        try:
+            v = Version(need)
+        except InvalidVersion:
+            continue
+        if v > have_v and (worst is None or v > worst[0]):
+            worst = (v, need, _name(f.path))
+    if worst is None:
+        return None
+    return {"need": worst[1], "have": have, "file": worst[2]}
+
+
+@rule
+def glibc_too_old(build, machine, ctx):
+    if machine.libc not in (None, "glibc"):
+        return None
+    return _too_new(build.files, "GLIBC", machine.libc_version)
+
+
+@rule
+def libstdcxx_too_old(build, machine, ctx):
+    return _too_new(build.files, "GLIBCXX", machine.libstdcxx_version)
+
+
+# --------------------------------------------------------------------------- runs here
+
+
+def _argv(r) -> str:
+    return " ".join([_name(r.argv[0])] + list(r.argv[1:])) if r.argv else "?"
+
+
+@rule
+def runtime_sigill(build, machine, ctx):
+    for r in build.runtime:
+        if r.signal == "SIGILL":
+            extra = sorted(set(build.isa) - set(machine.cpu.features) & _comparable(machine))
+            return {"argv": _argv(r), "extra": ", ".join(extra) or "instructions"}
+    return None
+
+
+@rule
+def runtime_hang(build, machine, ctx):
+    for r in build.runtime:
+        if r.timed_out:
+            return {"argv": _argv(r), "timeout": float(ctx.extra.get("timeout", 5.0))}
+    return None
+
+
+@rule
+def runtime_crash(build, machine, ctx):
+    for r in build.runtime:
+        if r.signal and r.signal != "SIGILL":
+            return {"argv": _argv(r), "how": f"died with {r.signal}", "output": r.output.strip()[-300:]}
+        if r.error:
+            return {"argv": _argv(r), "how": f"could not start: {r.error}", "output": r.output.strip()[-300:]}
+    return None
+
+
+# --------------------------------------------------------------------------- CPU code
+
+
+@rule
+def cpu_isa_above(build, machine, ctx):
+    comparable = _comparable(machine)
+    if not comparable:
+        return None
+    hits = []
+    for f in _cpu_files(build):
+        if f.arch and machine.cpu.arch and not _same_arch(f.arch, machine.cpu.arch):
+            continue
+        if build.cpu_variants and "CPU" in f.backends and _is_variant_file(f):
+            continue  # the loader only picks variants this CPU can run
+        extra = sorted((set(f.isa) & comparable) - set(machine.cpu.features))
+        if extra:
+            hits.append({"file": _name(f.path), "extra": ", ".join(extra), "cpu": machine.cpu.model or machine.cpu.arch,
+                         "cpu_best": machine.cpu.variant or _level_of(machine.cpu.features)})
+    return hits[:1] or None
+
+
+def _is_variant_file(f: BinaryFile) -> bool:
+    return bool(re.match(r"(lib)?ggml-cpu-.+\.(so|dll|dylib)$", _name(f.path)))
+
+
+def _same_arch(a: str, b: str) -> bool:
+    alias = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}
+    return alias.get(a.lower(), a.lower()) == alias.get(b.lower(), b.lower())
+
+
+def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | None:
+    """What the CPU code lacks that this CPU has and that would make it a better llama.cpp variant."""
+    if build.cpu_variants or not build.isa or "CPU" not in build.backends:
+        return None
+    comparable = _comparable(machine)
+    have = set(build.isa) & comparable
+    cpu = set(machine.cpu.features) & comparable
+    missing = sorted(cpu - have)
+    if not comparable or have - cpu or not missing:
+        return None  # nothing to compare, cpu_isa_above's case, or nothing missing
+    have_variant, have_score = _variant_rank(have, machine)
+    best_variant, best_score = _variant_rank(cpu, machine)
+    if have_score >= best_score:
+        return None  # what is missing does not change which llama.cpp variant this is
+    x86 = _is_x86(machine)
+    return {
+        "have": _level_of(have) if x86 else (have_variant or "baseline"),
+        "best": _level_of(cpu) if x86 else (best_variant or "?"),
+        "have_variant": have_variant or "baseline", "best_variant": best_variant or "?",
+        "missing": ", ".join(missing),
+        "have_features": ", ".join(sorted(have)) or "no SIMD beyond the baseline",
+        "file": _name(next((f.path for f in _cpu_files(build) if f.isa), build.root)),
+    }
+
+
+@rule
+def cpu_isa_below(build, machine, ctx):
+    ev = _below(build, machine)
+    if ev is None or ev["have"] == ev["best"]:
+        return None
+    ev["speedup"] = _speedup(ev["have"], ev["best"], ctx)
+    ev["have"], ev["best"] = ev["have"].upper(), ev["best"].upper()
+    return ev
+
+
+@rule
+def cpu_extensions_unused(build, machine, ctx):
+    ev = _below(build, machine)
+    if ev is None or ev["have"] != ev["best"]:
+        return None
+    return ev
+
+
+@rule
+def cpu_variant_missing(build, machine, ctx):
+    if not build.cpu_variants or not machine.cpu.variant:
+        return None
+    if machine.cpu.variant in build.cpu_variants:
+        return None
+    runnable = [v for v in machine.cpu.variants if v in build.cpu_variants]
+    best_have = runnable[-1] if runnable else "none"
+    return {"variants": ", ".join(build.cpu_variants), "best_have": best_have, "best": machine.cpu.variant}
+
+
+# --------------------------------------------------------------------------- GPU backend
+
+
+def _gpu_label(g: GpuProfile) -> str:
+    mem = f", {g.memory_mib // 1024} GiB" if g.memory_mib else ""
+    return f"{g.name}{mem}"
+
+
+@rule
+def no_gpu_backend(build, machine, ctx):
+    if not build.is_llama_cpp:
+        return None
+    table = ctx.catalogue["gpu_backends"]
+    for g in machine.usable_gpus():
+        want = table.get(g.vendor)
+        if not want:
+            continue
+        if not set(want["accept"]) & set(build.backends):
+            return {"want": want["accept"][0], "gpu": _gpu_label(g), "backends": ", ".join(build.backends) or "none found",
+                    "cmake": want["cmake"]}
+    return None
+
+
+@rule
+def gpu_backend_without_device(build, machine, ctx):
+    table = ctx.catalogue["gpu_backends"]
+    vendors = {g.vendor for g in machine.usable_gpus()}
+    hits = []
+    for vendor, want in table.items():
+        backend = want["accept"][0]
+        if backend not in build.backends or backend == "Vulkan":
+            continue
+        if vendor not in vendors and not any(set(t["accept"]) & {backend} for v, t in table.items() if v in vendors):
+            hits.append({"backend": backend, "why": f"this machine has no {want['label']}",
+                         "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
+                                "smaller and starts faster: builddoctor fix --rebuild " + build.root})
+    return hits or None
+
+
+def _runtime_major(lib: str, prefix: str) -> int | None:
+    m = re.match(re.escape(prefix) + r"\.so\.(\d+)", lib) or re.match(re.escape(prefix.replace("lib", "")) + r"64_(\d+)", lib)
+    return int(m.group(1)) if m else None
+
+
+@rule
+def cuda_driver_too_old(build, machine, ctx):
+    nvidia = [g for g in machine.gpus if g.vendor == "nvidia" and g.cuda_version]
+    if not nvidia or "CUDA" not in build.backends:
+        return None
+    driver = nvidia[0].cuda_version
+    try:
+        driver_major = Version(driver).major
+    except InvalidVersion:
+        return None
+    for f in build.files:
+        for lib in f.needed:
+            major = _runtime_major(lib, "libcudart")
+            if major is not None and major > driver_major:
+                return {"runtime": str(major), "driver": driver, "driver_version": nvidia[0].driver_version or "?",
+                        "file": _name(f.path), "lib": lib}
+    return None
+
+
+@rule
+def gpu_runtime_missing(build, machine, ctx):
+    if not ctx.live:
+        return None
+    install = ctx.catalogue["runtime_install"]
+    for f in build.files:
+        gpu = [b for b in f.backends if b not in ("CPU", "BLAS", "RPC")]
+        libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
+        if gpu and libs:
+            backend = gpu[0]
+            return {"backend": backend, "libs": ", ".join(libs), "file": _name(f.path),
+                    "install": install.get(backend, "install the runtime libraries of the " + backend + " toolkit")}
+    return None
+
+
+def _cc_digits(cc: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", cc or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _cuda_cover(archs: list[str], cc: tuple[int, int]) -> str:
+    """'sass' when native code runs on cc, 'ptx' when only JIT from PTX can, '' when nothing."""
+    sass = ptx = False
+    for a in archs:
+        m = re.match(r"(sm|compute)_(\d+)(\d)([af]?)$", a)
+        if not m:
+            continue
+        kind, major, minor, suffix = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+        if kind == "sm" and major == cc[0] and (minor == cc[1] if suffix else minor <= cc[1]):
+            sass = True
+        if kind == "compute" and not suffix and (major, minor) <= cc:
+            ptx = True
+    return "sass" if sass else "ptx" if ptx else ""
+
+
+@rule
+def cuda_arch_mismatch(build, machine, ctx):
+    if "CUDA" not in build.backends or not build.cuda_archs:
+        return None
+    for g in machine.usable_gpus():
+        cc = _cc_digits(g.compute_capability or "")
+        if g.vendor != "nvidia" or cc is None:
+            continue
+        if not _cuda_cover(build.cuda_archs, cc):
+            return {"archs": ", ".join(build.cuda_archs), "gpu": g.name, "cc": g.compute_capability,
+                    "ccn": f"{cc[0]}{cc[1]}"}
+    return None
+
+
+@rule
+def cuda_ptx_only(build, machine, ctx):
+    if "CUDA" not in build.backends or not build.cuda_archs:
+        return None
+    for g in machine.usable_gpus():
+        cc = _cc_digits(g.compute_capability or "")
+        if g.vendor == "nvidia" and cc and _cuda_cover(build.cuda_archs, cc) == "ptx":
+            return {"archs": ", ".join(build.cuda_archs), "gpu": g.name, "ccn": f"{cc[0]}{cc[1]}"}
+    return None
+
+
+@rule
+def fa_kernels_missing(build, machine, ctx):
+    if "CUDA" in build.backends and build.flash_attn_kernels is False:
+        return {}
+    return None
+
+
+# --------------------------------------------------------------------------- build type
+
+
+@rule
+def debug_build(build, machine, ctx):
+    bt = build.build_type or ""
+    if bt.lower() != "debug":
+        return None
+    if build.cmake_options.get("CMAKE_BUILD_TYPE", "").lower() == "debug":
+        evidence = f"CMAKE_BUILD_TYPE=Debug in {build.cmake_cache}"
+    else:
+        evidence = "the code was compiled without optimisation (-O0)"
+    return {"build_type": bt, "evidence": evidence}
+
+
+@rule
+def openmp_off(build, machine, ctx):
+    if "CPU" not in build.backends:
+        return None
+    opt = build.cmake_options.get("GGML_OPENMP", "").upper()
+    if opt in ("ON", "TRUE", "1", "YES"):
+        return None
+    files = _cpu_files(build)
+    if any(lib.startswith(("libgomp", "libomp", "libiomp", "vcomp")) for f in files for lib in f.needed):
+        return None
+    if not any(f.needed for f in files) and opt == "":
+        return None  # static or unreadable: no evidence either way
+    return {"evidence": f"GGML_OPENMP={opt}" if opt else "the CPU backend links no OpenMP runtime"}
+
+
+# --------------------------------------------------------------------------- options
+
+
+@rule
+def cmake_option_findings(build, machine, ctx):
+    if not build.cmake_options:
+        return None
+    try:
+        from builddoctor.flagcheck import check_cmake_options
+    except ImportError:
+        return None
+    # A CMakeCache holds every cache variable; only llama.cpp's own names say what the user asked for.
+    options = {k: v for k, v in build.cmake_options.items() if k.startswith(("LLAMA_", "GGML_"))}
+    found: list[Finding] = check_cmake_options(options, machine, ctx.source)
+    hits = []
+    for f in found:
+        if f.severity in ("ok",):
+            continue
+        hits.append({"title": f.title, "evidence": f.evidence or f"in {build.cmake_cache}", "fix": f.fix,
+                     "_severity": f.severity, "_code": f.code})
+    return hits or None
+
+
+# --------------------------------------------------------------------------- version
+
+
+@rule
+def old_build(build, machine, ctx):
+    if not build.is_llama_cpp:
+        return None
+    pinned = f"{ctx.pin_version} ({ctx.pin_short_commit})"
+    if build.commit and ctx.pin_short_commit and build.commit.startswith(ctx.pin_short_commit):
+        return None
+    old = ctx.catalogue["age"]
+    if build.build_number and 1 < build.build_number < old["build_number"]:
+        return {"what": f"build b{build.build_number}, from before {old['date']}", "pinned": pinned}
+    if build.version:
+        try:
+            v, p = Version(build.version.split("-")[0]), Version(ctx.pin_version.split("-")[0])
+        except InvalidVersion:
+            return None
+        if v < p:
+            return {"what": f"version {build.version}", "pinned": pinned, "_severity": "info"}
+    return None

@@ -1,0 +1,223 @@
+"""The findings engine alone: BuildProfile + MachineProfile values in, findings out.
+
+The values here are what the inspector and the probe produce (their own tests check that
+against real binaries and recorded tool outputs); this file checks the catalogue's rules
+and their wording, one situation each. End-to-end checks on real builds are in
+test_check_cli.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from builddoctor.findings import catalogue, findings_for
+from builddoctor.findings.rules import RULES
+from builddoctor.profiles import (BinaryFile, BuildProfile, CpuProfile, GpuProfile, MachineProfile, RuntimeResult,
+                                  Diagnosis, BuildReport)
+
+ZEN4 = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
+        "AVX512_VNNI", "AVX512_BF16"]
+HASWELL = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2"]
+
+
+def machine(features=ZEN4, variant="zen4", gpus=(), source="live") -> MachineProfile:
+    return MachineProfile(
+        os="linux", arch="x86_64", source=source, libc="glibc", libc_version="2.36", libstdcxx_version="3.4.30",
+        cpu=CpuProfile(arch="x86_64", vendor="AuthenticAMD", model="AMD EPYC 9R14", microarch="zen4",
+                       features=list(features), variant=variant, variants=["x64", variant]),
+        gpus=list(gpus))
+
+
+RTX4090 = GpuProfile(vendor="nvidia", name="NVIDIA GeForce RTX 4090", memory_mib=24564, compute_capability="8.9",
+                     driver_version="550.54.14", cuda_version="12.4", apis=["cuda"], source="nvidia-smi")
+
+
+def build(isa=ZEN4, backends=("CPU",), build_type="Release", **kw) -> BuildProfile:
+    files = kw.pop("files", None) or [
+        BinaryFile(path="/b/bin/llama-bench", role="executable", format="ELF", arch="x86_64",
+                   needed=["libllama.so", "libggml.so", "libc.so.6"], symbol_versions={"GLIBC": "2.34"}),
+        BinaryFile(path="/b/bin/libggml-cpu.so", role="backend", format="ELF", arch="x86_64", isa=list(isa),
+                   backends=["CPU"], needed=["libggml-base.so", "libgomp.so.1", "libc.so.6"],
+                   symbol_versions={"GLIBC": "2.34", "GLIBCXX": "3.4.29"}),
+    ]
+    return BuildProfile(root="/b/bin", name="llama-bench", files=files, backends=list(backends), isa=list(isa),
+                        isa_level=None, build_type=build_type, version="0.5.0-dev", commit="0c1e570",
+                        compiler="GNU 12.2.0", **kw)
+
+
+def codes(findings, severities=("error", "warning", "info")):
+    return sorted(f.code for f in findings if f.severity in severities)
+
+
+def test_catalogue_is_consistent():
+    cat = catalogue()
+    assert len({c["code"] for c in cat["check"]}) == len(cat["check"])
+    assert all(c["rule"] in RULES for c in cat["check"])
+    # every rule is used by some check: no dead code in rules.py
+    assert {c["rule"] for c in cat["check"]} == set(RULES)
+
+
+def test_healthy_native_build_on_its_machine():
+    found = findings_for(build(), machine())
+    assert codes(found) == []
+    titles = {f.area: f.title for f in found if f.severity == "ok"}
+    assert "AVX512" in titles["cpu"] and "zen4" in titles["cpu"]
+    assert titles["build"] == "Release build, with OpenMP"
+    assert "no GPU" in titles["gpu"]
+    assert "glibc 2.34" in titles["load"]
+
+
+def test_sse_only_build_on_avx512_cpu_warns_with_speedup():
+    found = findings_for(build(isa=["SSE3", "SSSE3"]), machine())
+    (f,) = [f for f in found if f.code == "BD130"]
+    assert f.severity == "warning"
+    assert "SSE" in f.title and "AVX512" in f.title and "4x" in f.title
+    assert "builddoctor fix --rebuild /b/bin" in f.fix
+
+
+def test_avx2_build_on_avx512_cpu_warns_smaller_gain():
+    found = findings_for(build(isa=HASWELL), machine())
+    (f,) = [f for f in found if f.code == "BD130"]
+    assert "AVX2" in f.title and "1.3x" in f.title
+
+
+def test_same_level_missing_extensions_is_info_only():
+    isa = [x for x in ZEN4 if x not in ("AVX512_VNNI", "AVX512_BF16", "AVX512_VBMI")]
+    found = findings_for(build(isa=isa), machine())
+    assert "BD130" not in codes(found)
+    (f,) = [f for f in found if f.code == "BD133"]
+    assert f.severity == "info" and "AVX512_VNNI" in f.title and "zen4" in f.title
+
+
+def test_avx512_code_on_cpu_without_it_is_an_error():
+    found = findings_for(build(isa=ZEN4), machine(features=HASWELL, variant="haswell"))
+    (f,) = [f for f in found if f.code == "BD131"]
+    assert f.severity == "error" and "AVX512" in f.title and "illegal instruction" in f.title
+    assert "BD130" not in codes(found)
+
+
+def test_sigill_at_runtime_names_the_missing_features():
+    b = build(isa=ZEN4, runtime=[RuntimeResult(argv=["/b/bin/llama-bench", "--version"], signal="SIGILL")])
+    found = findings_for(b, machine(features=HASWELL, variant="haswell"))
+    (f,) = [f for f in found if f.code == "BD190"]
+    assert "AVX512" in f.title and "llama-bench --version" in f.evidence
+
+
+def test_hang_and_crash_are_findings():
+    b = build(runtime=[RuntimeResult(argv=["/b/bin/llama-cli", "--version"], timed_out=True),
+                       RuntimeResult(argv=["/b/bin/llama-cli", "--list-devices"], signal="SIGSEGV")])
+    found = findings_for(b, machine())
+    assert {"BD191", "BD192"} <= set(codes(found))
+
+
+def test_debug_build_is_an_error_with_release_fix():
+    found = findings_for(build(build_type="Debug"), machine())
+    (f,) = [f for f in found if f.code == "BD140"]
+    assert f.severity == "error" and "CMAKE_BUILD_TYPE=Release" in f.fix
+
+
+def test_no_cuda_backend_with_nvidia_gpu():
+    found = findings_for(build(), machine(gpus=[RTX4090]))
+    (f,) = [f for f in found if f.code == "BD101"]
+    assert "RTX 4090" in f.title and "CUDA" in f.title and "-DGGML_CUDA=ON" in f.fix
+
+
+def test_cpu_emulated_vulkan_device_does_not_ask_for_a_gpu_backend():
+    llvmpipe = GpuProfile(vendor="other", name="llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True)
+    found = findings_for(build(), machine(gpus=[llvmpipe]))
+    assert codes(found) == []
+    assert any("CPU-emulated" in f.title for f in found if f.area == "gpu")
+
+
+def cuda_build(archs, needed=("libcudart.so.12", "libcublas.so.12"), missing=(), fa=True):
+    b = build(backends=("CPU", "CUDA"))
+    b.files.append(BinaryFile(path="/b/bin/libggml-cuda.so", role="backend", format="ELF", arch="x86_64",
+                              backends=["CUDA"], needed=list(needed), missing_needed=list(missing),
+                              cuda_archs=list(archs)))
+    b.cuda_archs = list(archs)
+    b.flash_attn_kernels = fa
+    return b
+
+
+@pytest.mark.parametrize("archs,expect", [
+    (["sm_89"], []),
+    (["sm_80", "sm_86"], []),             # same major, lower minor: SASS runs
+    (["sm_90", "compute_90"], ["BD120"]),  # newer only: nothing runs on 8.9
+    (["sm_75", "compute_75"], ["BD121"]),  # PTX JIT only
+    (["sm_90a"], ["BD120"]),              # arch-specific SASS runs on exactly 9.0
+])
+def test_cuda_architectures_against_the_gpu(archs, expect):
+    found = findings_for(cuda_build(archs), machine(gpus=[RTX4090]))
+    assert [c for c in codes(found) if c in ("BD120", "BD121")] == expect
+
+
+def test_cuda_runtime_newer_than_driver():
+    found = findings_for(cuda_build(["sm_89"], needed=["libcudart.so.13"]), machine(gpus=[RTX4090]))
+    (f,) = [f for f in found if f.code == "BD111"]
+    assert "CUDA 13" in f.title and "12.4" in f.title
+
+
+def test_cuda_backend_with_missing_runtime_and_no_gpu():
+    found = findings_for(cuda_build(["sm_89"], missing=["libcudart.so.99"]), machine())
+    assert "BD112" in codes(found)
+    assert "BD110" in codes(found)   # no NVIDIA GPU here at all
+    assert "BD170" not in codes(found)  # reported once, as a GPU runtime
+
+
+def test_flash_attention_kernels_missing():
+    found = findings_for(cuda_build(["sm_89"], fa=False), machine(gpus=[RTX4090]))
+    assert "BD150" in codes(found)
+
+
+def test_glibc_and_libstdcxx_too_new():
+    b = build()
+    b.files[0].symbol_versions = {"GLIBC": "2.99"}
+    b.files[1].symbol_versions = {"GLIBCXX": "3.4.33"}
+    found = findings_for(b, machine())
+    assert {"BD171", "BD172"} <= set(codes(found, ("error",)))
+    (g,) = [f for f in found if f.code == "BD171"]
+    assert "2.99" in g.title and "2.36" in g.title
+
+
+def test_missing_library_only_judged_for_this_machine():
+    b = build()
+    b.files[0].missing_needed = ["libllama.so"]
+    assert "BD170" in codes(findings_for(b, machine()))
+    assert "BD170" not in codes(findings_for(b, machine(source="profile:elsewhere.json")))
+
+
+def test_portable_build_without_this_cpus_variant():
+    b = build(isa=[])
+    b.cpu_variants = ["x64", "sse42", "haswell", "skylakex"]
+    m = machine()
+    m.cpu.variants = ["x64", "sse42", "haswell", "skylakex", "zen4"]
+    (f,) = [f for f in findings_for(b, m) if f.code == "BD132"]
+    assert "skylakex" in f.title and "zen4" in f.title
+    b.cpu_variants.append("zen4")
+    assert "BD132" not in codes(findings_for(b, m))
+
+
+def test_old_build_number_and_version():
+    b = build()
+    b.commit, b.build_number, b.version = "abc1234", 4000, None
+    (f,) = [f for f in findings_for(b, machine()) if f.code == "BD180"]
+    assert "b4000" in f.title and "0c1e570" in f.title
+    b.build_number, b.version = None, "0.3.0-dev"
+    (f,) = [f for f in findings_for(b, machine()) if f.code == "BD180"]
+    assert f.severity == "info"
+
+
+def test_not_llama_cpp_gets_one_finding_only():
+    b = BuildProfile(root="/x", name="ls", is_llama_cpp=False,
+                     files=[BinaryFile(path="/usr/bin/ls", role="executable", format="ELF", arch="x86_64")])
+    found = findings_for(b, machine())
+    assert [f.code for f in found] == ["BD001"]
+
+
+def test_diagnosis_json_round_trip():
+    d = Diagnosis(machine=machine(), builds=[BuildReport(build=build(), findings=findings_for(build(), machine()))])
+    again = Diagnosis.from_json(d.to_json())
+    assert again.to_json() == d.to_json()
+    assert again.healthy
