@@ -1,0 +1,601 @@
+"""Compose the recipes into one BuildPlan for a machine: options with reasons, prerequisites,
+what was not chosen and why.
+
+The rules live in ``recipes/*.toml``; this module only evaluates them. The few facts that need
+arithmetic (CUDA architectures from compute capabilities, which CUDA toolkit can build for
+which GPU, driver vs toolkit) are named ``checks`` in a recipe and implemented here, reading
+their tables from that recipe's ``[data]``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from builddoctor import errors
+from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
+from builddoctor.recipes import (
+    GOALS,
+    PLACEHOLDERS,
+    Context,
+    Recipe,
+    RecipeError,
+    cpu_features,
+    evaluate,
+    load_recipes,
+    norm_arch,
+)
+
+DEFAULT_TARGETS = ["llama-cli", "llama-server", "llama-bench", "llama-quantize"]
+OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
+
+_DISTROS = (
+    ("debian", ("debian", "ubuntu", "mint", "pop!_os", "pop_os", "elementary", "kali", "raspbian", "zorin")),
+    ("fedora", ("fedora", "red hat", "rhel", "rocky", "alma", "centos", "oracle linux", "amazon linux")),
+    ("arch", ("arch", "manjaro", "endeavouros", "garuda", "cachyos")),
+)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def version_tuple(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    m = re.search(r"\d+(?:\.\d+)*", text)
+    if not m:
+        return None
+    return tuple(int(x) for x in m.group(0).split("."))
+
+
+def _cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = max(len(a), len(b))
+    a = a + (0,) * (n - len(a))
+    b = b + (0,) * (n - len(b))
+    return (a > b) - (a < b)
+
+
+def version_at_least(found: str | None, wanted: str) -> bool:
+    f, w = version_tuple(found), version_tuple(wanted)
+    return f is not None and w is not None and _cmp(f, w) >= 0
+
+
+def version_below(found: str | None, limit: str) -> bool:
+    f, w = version_tuple(found), version_tuple(limit)
+    return f is not None and w is not None and _cmp(f[: len(w)], w) < 0
+
+
+def _short(v: str | None) -> str:
+    t = version_tuple(v)
+    return ".".join(str(x) for x in t[:2]) if t else (v or "?")
+
+
+# --------------------------------------------------------------------------- placeholders
+
+
+def _cc_int(cc: str | None) -> int | None:
+    t = version_tuple(cc)
+    if not t:
+        return None
+    return t[0] * 10 + (t[1] if len(t) > 1 else 0)
+
+
+def platform_key(machine: MachineProfile) -> list[str]:
+    """Which install commands apply: ['debian'], ['macos'], or all Linux ones when the distro is unknown."""
+    os_ = machine.os.lower()
+    if os_ == "darwin":
+        return ["macos"]
+    if os_ == "windows":
+        return ["windows"]
+    text = (machine.os_version or "").lower()
+    for key, words in _DISTROS:
+        if any(w in text for w in words):
+            return [key]
+    return ["debian", "fedora", "arch"]
+
+
+class Facts(dict):
+    """Placeholder values for recipe templates, computed on first use."""
+
+    def __init__(self, machine: MachineProfile, recipes: dict[str, Recipe]):
+        super().__init__()
+        self.machine = machine
+        self.recipes = recipes
+
+    def __missing__(self, key: str) -> str:
+        if key not in PLACEHOLDERS:
+            raise KeyError(key)
+        value = getattr(self, "_" + key)()
+        self[key] = value
+        return value
+
+    def render(self, template: str) -> str:
+        return template.format_map(self)
+
+    # -- CPU
+    def _cpu_model(self) -> str:
+        return self.machine.cpu.model or self.machine.cpu.vendor or "this CPU"
+
+    def _microarch(self) -> str:
+        return self.machine.cpu.microarch or self.machine.cpu.variant or "unknown"
+
+    def _cpu_variant(self) -> str:
+        return self.machine.cpu.variant or "unknown"
+
+    def _cpu_features(self) -> str:
+        return ", ".join(sorted(self.machine.cpu.features)) or "no features recorded"
+
+    def _cpu_isa(self) -> str:
+        f = cpu_features(self.machine)
+        arch = norm_arch(self.machine.arch or self.machine.cpu.arch)
+        if arch == "x86_64":
+            if "AVX512" in f:
+                extra = [n for n, k in (("VNNI", "AVX512_VNNI"), ("BF16", "AVX512_BF16"), ("VBMI", "AVX512_VBMI"))
+                         if k in f]
+                text = "AVX-512" + (f" ({', '.join(extra)})" if extra else "")
+            elif "AVX2" in f:
+                text = "AVX2, FMA" + (", AVX-VNNI" if "AVX_VNNI" in f else "")
+            elif "AVX" in f:
+                text = "AVX, no AVX2"
+            else:
+                text = "SSE only, no AVX"
+            if "AMX_INT8" in f or "AMX_TILE" in f:
+                text += ", AMX"
+            return text
+        if arch == "aarch64":
+            names = [n for n, k in (("DOTPROD", "DOTPROD"), ("FP16", "FP16_VECTOR_ARITHMETIC"), ("I8MM", "MATMUL_INT8"),
+                                    ("SVE", "SVE"), ("SVE2", "SVE2"), ("SME", "SME")) if k in f]
+            return "NEON" + (", " + ", ".join(names) if names else " only")
+        return ", ".join(sorted(f)) or "baseline ISA"
+
+    def _os_name(self) -> str:
+        return OS_NAMES.get(self.machine.os.lower(), self.machine.os)
+
+    def _compiler(self) -> str:
+        for name in ("gcc", "clang", "cl"):
+            t = self.machine.tool(name)
+            if t.found:
+                return f"{name} {t.version or ''}".strip()
+        return "no compiler found"
+
+    # -- GPUs
+    def _names(self, vendor: str | None, none: str) -> str:
+        gpus = [g for g in self.machine.usable_gpus() if vendor is None or g.vendor.lower() == vendor]
+        if not gpus:
+            return none
+        counts: dict[str, int] = {}
+        for g in gpus:
+            counts[g.name] = counts.get(g.name, 0) + 1
+        return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+
+    def _gpu_names(self) -> str:
+        return self._names(None, "no GPU")
+
+    def _nvidia_gpus(self) -> str:
+        return self._names("nvidia", "no NVIDIA GPU")
+
+    def _amd_gpus(self) -> str:
+        return self._names("amd", "no AMD GPU")
+
+    def _intel_gpus(self) -> str:
+        return self._names("intel", "no Intel GPU")
+
+    def _apple_gpus(self) -> str:
+        return self._names("apple", "the Apple GPU")
+
+    def nvidia(self) -> list[GpuProfile]:
+        return [g for g in self.machine.usable_gpus() if g.vendor.lower() == "nvidia"]
+
+    def _cuda_architectures(self) -> str:
+        ccs = sorted({c for c in (_cc_int(g.compute_capability) for g in self.nvidia()) if c})
+        return ";".join(f"{c}-real" for c in ccs)
+
+    def _cuda_arch_detail(self) -> str:
+        parts = []
+        for g in self.nvidia():
+            c = _cc_int(g.compute_capability)
+            if c:
+                parts.append(f"{g.name}: compute capability {g.compute_capability} -> sm_{c}")
+        return "; ".join(dict.fromkeys(parts)) or "no compute capability known"
+
+    def _nvcc_version(self) -> str:
+        t = self.machine.tool("nvcc")
+        return f"CUDA {t.version}" if t.found and t.version else ("nvcc" if t.found else "no nvcc")
+
+    def _nvcc_path(self) -> str:
+        t = self.machine.tool("nvcc")
+        return t.path or "" if t.found else ""
+
+    def hip_target_map(self) -> dict[str, str]:
+        sub = self.recipes.get("hip").data.get("gfx_substitute", {}) if "hip" in self.recipes else {}
+        out = {}
+        for g in self.machine.usable_gpus():
+            if g.vendor.lower() == "amd" and g.gfx_target:
+                out[g.gfx_target] = sub.get(g.gfx_target, g.gfx_target)
+        return out
+
+    def _hip_targets(self) -> str:
+        return ";".join(sorted(set(self.hip_target_map().values())))
+
+    def _rocm_path(self) -> str:
+        for name in ("hipconfig", "hipcc"):
+            t = self.machine.tool(name)
+            if t.found and t.path:
+                p = Path(t.path)
+                if p.parent.name == "bin":
+                    return str(p.parent.parent)
+        return "/opt/rocm"
+
+    def _rocm_clang(self) -> str:
+        return f"{self['rocm_path']}/llvm/bin/clang"
+
+    def _emulated_note(self) -> str:
+        """Why the Vulkan devices that are there do not count: CPU-emulated, or slower than the CPU."""
+        parts = []
+        emu = [g.name for g in self.machine.gpus if g.cpu_emulated]
+        if emu:
+            parts.append(f"{', '.join(emu)} is a CPU-emulated Vulkan device, far slower than the CPU backend")
+        vk = self.recipes.get("vulkan")
+        slow_names = vk.when.get("gpu", {}).get("name_none", []) if vk else []
+        slow = [g.name for g in self.machine.usable_gpus()
+                if any(s.lower() in g.name.lower() for s in slow_names)]
+        if slow:
+            parts.append(f"{', '.join(slow)} has a Vulkan driver, but llama.cpp runs slower on it than on the CPU")
+        return f" ({'; '.join(parts)}: never chosen on its own)" if parts else ""
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+@dataclass
+class _Opt:
+    value: str
+    reason: str
+    recipe: Recipe
+
+
+def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "auto",
+            source: Path | None = None, recipes: list[Recipe] | None = None) -> BuildPlan:
+    """The build plan for ``machine``: which recipes apply, and the options they set, with reasons."""
+    if goal not in GOALS:
+        raise errors.InputError(f"Unknown goal '{goal}': use one of {', '.join(GOALS)}.")
+    recipes = load_recipes() if recipes is None else recipes
+    by_name = {r.name: r for r in recipes}
+    facts = Facts(machine, by_name)
+    backends = sorted((r for r in recipes if r.kind == "backend"), key=lambda r: (-r.priority, r.name))
+    known = {r.backend: r for r in backends}
+    if backend != "auto" and backend not in known:
+        raise errors.InputError(f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(known))}.")
+    ctx = Context(machine, goal=goal)
+    verdicts = {r.name: evaluate(r.when, ctx) for r in backends}
+    notes: list[str] = []
+
+    if backend == "auto":
+        chosen = next((r for r in backends if verdicts[r.name][0]), None)
+        if chosen is None:
+            raise RecipeError("No backend recipe applies to this machine, not even the CPU one: the recipe folder "
+                              "lacks a backend recipe without conditions (recipes/cpu.toml).")
+    else:
+        chosen = known[backend]
+        ok, key = verdicts[chosen.name]
+        if not ok:
+            notes.append(f"--backend {backend} was asked for although {_unmet(chosen, key, facts, machine)}: "
+                         "the build is planned, but it may not run on this machine.")
+
+    skipped: list[Skipped] = []
+    for r in backends:
+        if r is chosen or not r.report_skip:
+            continue
+        ok, key = verdicts[r.name]
+        if ok:
+            if backend == "auto":
+                why = facts.render(chosen.preferred_because) if chosen.preferred_because else \
+                    f"{chosen.label} is preferred on this machine"
+            else:
+                why = f"--backend {backend} was asked for"
+            skipped.append(Skipped(r.label, f"skipped, {why}"))
+        else:
+            skipped.append(Skipped(r.label, f"skipped, {_unmet(r, key, facts, machine)}"))
+
+    ctx.backend = chosen.backend
+    active: list[Recipe] = []
+    for r in recipes:
+        if r.kind == "concern" and evaluate(r.when, ctx)[0]:
+            active.append(r)
+    active.sort(key=lambda r: (r.name != "release", r.name != "no-network", r.name))
+    active.append(chosen)
+    names = {r.name for r in active}
+    for r in active:
+        for other in r.conflicts:
+            if other in names:
+                o = by_name[other]
+                raise RecipeError(f"Recipes '{r.name}' ({r.path}) and '{other}' ({o.path}) both apply to this machine, "
+                                  f"but {r.path.name} says they conflict. Fix the 'when' of one of them.")
+
+    options: dict[str, _Opt] = {}
+    dropped: list[str] = []
+    for r in active:
+        for spec in r.options:
+            if not evaluate(spec.when, ctx)[0]:
+                continue
+            value = facts.render(spec.value)
+            reason = facts.render(spec.reason)
+            if value == "":
+                dropped.append(spec.name)
+                continue
+            prev = options.get(spec.name)
+            if prev is not None:
+                if prev.value != value:
+                    raise RecipeError(
+                        f"Contradicting recipes: {spec.name} is set to {prev.value} by '{prev.recipe.name}' "
+                        f"({prev.recipe.path}) and to {value} by '{r.name}' ({r.path}); both apply to this machine. "
+                        "Recipes are not merged silently: narrow the 'when' of one of them.")
+                continue
+            options[spec.name] = _Opt(value, reason, r)
+
+    prereqs: dict[str, Prerequisite] = {}
+    platforms = platform_key(machine)
+    for r in active:
+        for spec in r.prerequisites:
+            if not evaluate(spec.when, ctx)[0]:
+                continue
+            install = {k: v for k, v in spec.install.items() if k in platforms}
+            p = prereqs.get(spec.name)
+            if p is None:
+                p = Prerequisite(name=spec.name, kind=spec.kind, status="missing", min_version=spec.min_version,
+                                 max_version=spec.max_version, recipe=r.name, install=install,
+                                 reason=facts.render(spec.reason))
+                p._tools = list(spec.tools)  # type: ignore[attr-defined]
+                prereqs[spec.name] = p
+            else:
+                if spec.min_version and (not p.min_version or version_at_least(spec.min_version, p.min_version)):
+                    p.min_version = spec.min_version
+                if spec.max_version and (not p.max_version or version_below(spec.max_version, p.max_version)):
+                    p.max_version = spec.max_version
+                p.recipe += f"+{r.name}"
+                if spec.reason:
+                    p.reason = (p.reason + "; " if p.reason else "") + facts.render(spec.reason)
+                for k, v in install.items():
+                    p.install.setdefault(k, v)
+    for p in prereqs.values():
+        _locate(p, machine)
+        grade(p)
+
+    plan = BuildPlan(goal=goal, backend=chosen.backend or "cpu", machine=machine, targets=list(DEFAULT_TARGETS),
+                     recipes=[r.name for r in active], skipped=skipped, notes=notes)
+    plan.options = [PlanOption(n, o.value, o.reason, o.recipe.name) for n, o in options.items()]
+    plan.options.sort(key=lambda o: o.name != "CMAKE_BUILD_TYPE")
+    plan.prerequisites = list(prereqs.values())
+    for r in active:
+        for k, v in r.env.items():
+            plan.env[k] = facts.render(v)
+        plan.notes.extend(facts.render(n) for n in r.notes)
+    for r in active:
+        for check in r.checks:
+            fn = CHECKS.get(check)
+            if fn is None:
+                raise RecipeError(f"{r.path}: check '{check}' is not known to this builddoctor "
+                                  f"(known: {', '.join(sorted(CHECKS))}).")
+            fn(plan, r, facts, ctx)
+    for name in dropped:
+        if not any(o.name == name for o in plan.options):
+            plan.notes.append(f"{name} is not set: this machine gives nothing to set it from, "
+                              "so llama.cpp's default applies.")
+    if source is not None and (Path(source) / "CMakeLists.txt").is_file():
+        from builddoctor.flagcheck import scan_source
+
+        known = scan_source(Path(source))
+        for o in plan.options:
+            if o.name.startswith(("GGML_", "LLAMA_")) and o.name not in known.options:
+                plan.notes.append(f"{o.name} (recipe {o.recipe}) is not an option of the llama.cpp in {source}: "
+                                  "that tree is older or newer than the pinned one, and CMake will ignore it.")
+    for p in plan.prerequisites:
+        if hasattr(p, "_tools"):
+            del p._tools  # type: ignore[attr-defined]
+    return plan
+
+
+def _unmet(r: Recipe, key: str | None, facts: Facts, machine: MachineProfile) -> str:
+    if key and key in r.unmet:
+        text = facts.render(r.unmet[key])
+    elif key:
+        text = f"its condition '{key} = {r.when.get(key)!r}' does not hold on this machine"
+    else:
+        text = "it does not apply to this machine"
+    if r.toolkit and key in ("gpu_vendor", "gpu_api", "gpu"):
+        t = machine.tool(r.toolkit)
+        if t.found:
+            ver = f" {t.version}" if t.version else ""
+            where = f" at {t.path}" if t.path else ""
+            text += (f" ({r.toolkit}{ver} is installed{where}, but there is no {r.label} device "
+                     "for what it builds to run on)")
+    return text
+
+
+def _locate(p: Prerequisite, machine: MachineProfile) -> None:
+    """found_version / whether it is there, from the machine profile."""
+    tools: list[str] = getattr(p, "_tools", [p.name])
+    if p.kind == "driver":
+        return  # decided by a check (cuda_toolkit)
+    if p.kind == "library" and p.name == "libvulkan" and machine.vulkan_loader:
+        p.status = "found"
+        p.found_version = machine.vulkan_loader if version_tuple(machine.vulkan_loader) else None
+        return
+    for t in tools:
+        info = machine.tool(t)
+        if info.found:
+            p.status = "found"
+            p.found_version = info.version
+            if len(tools) > 1:
+                p.name = f"{p.name} ({t})" if t not in p.name else p.name
+            return
+    p.status = "missing"
+
+
+def grade(p: Prerequisite) -> None:
+    """found / too-old / too-new from found_version and the bounds (missing stays missing)."""
+    if p.status == "missing":
+        return
+    if p.found_version and p.min_version and not version_at_least(p.found_version, p.min_version):
+        p.status = "too-old"
+    elif p.found_version and p.max_version and not version_below(p.found_version, p.max_version):
+        p.status = "too-new"
+    else:
+        p.status = "found"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _prereq(plan: BuildPlan, name: str) -> Prerequisite | None:
+    return next((p for p in plan.prerequisites if p.name == name), None)
+
+
+def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
+    machine = facts.machine
+    table = sorted(recipe.data.get("nvcc_support", []), key=lambda row: version_tuple(row["since"]))
+    nvcc = _prereq(plan, "nvcc")
+    gpus = [g for g in facts.nvidia() if _cc_int(g.compute_capability)]
+    lo: str | None = None  # lowest toolkit that builds for every GPU
+    hi: str | None = None  # first toolkit that no longer builds for one of them (exclusive)
+    why_hi = why_lo = ""
+    for g in gpus:
+        cc = _cc_int(g.compute_capability)
+        supported = [row for row in table if row["min_cc"] <= cc <= row["max_cc"]]
+        if not supported:
+            plan.notes.append(f"{g.name} (compute capability {g.compute_capability}) is not supported by any CUDA "
+                              "toolkit that llama.cpp builds with: use the Vulkan or CPU backend.")
+            continue
+        first = supported[0]["since"]
+        if lo is None or _cmp(version_tuple(first), version_tuple(lo)) > 0:
+            lo, why_lo = first, f"{g.name} (compute capability {g.compute_capability}) needs CUDA {first} or newer"
+        later = [row for row in table if version_tuple(row["since"]) > version_tuple(supported[-1]["since"])]
+        if later:
+            cut = later[0]["since"]
+            if hi is None or version_below(cut, hi):
+                hi = cut
+                why_hi = (f"CUDA {_short(cut)} cannot build for compute capability {g.compute_capability} "
+                          f"({g.name}): it dropped GPUs below {later[0]['min_cc'] / 10:.1f}")
+    if nvcc is not None:
+        if lo and version_at_least(lo, nvcc.min_version or "0"):
+            nvcc.min_version = lo
+            nvcc.reason += f"; {why_lo}"
+        if hi:
+            nvcc.max_version = _short(hi)
+        grade(nvcc)
+        if nvcc.status == "too-new":
+            last = [row["since"] for row in table if version_below(row["since"], hi)][-1] if hi else "12"
+            nvcc.reason = (f"{why_hi}. Install a CUDA {version_tuple(last)[0]} toolkit (e.g. {_short(last)}) beside "
+                           f"it and configure with -DCMAKE_CUDA_COMPILER=<its bin/nvcc>")
+            plan.notes.append(f"The installed nvcc ({facts['nvcc_version']}) cannot build for this GPU: "
+                              f"{why_hi}. A CUDA {version_tuple(last)[0]} toolkit is required.")
+        elif nvcc.status == "too-old":
+            nvcc.reason = (f"{facts['nvcc_version']} is too old: "
+                           + (why_lo if lo and nvcc.min_version == lo else f"llama.cpp needs CUDA {nvcc.min_version}+"))
+        if nvcc.status != "found":
+            plan.options = [o for o in plan.options if o.name != "CMAKE_CUDA_COMPILER"]
+
+    drv = _prereq(plan, "nvidia-driver")
+    if drv is None:
+        return
+    os_key = "windows" if machine.os.lower() == "windows" else "linux"
+    mins = recipe.data.get("driver_min", {}).get(os_key, {})
+    if nvcc is not None and nvcc.status == "found" and nvcc.found_version:
+        toolkit = nvcc.found_version
+    else:
+        toolkit = nvcc.min_version if nvcc is not None and nvcc.min_version else "12.0"
+    major = str(version_tuple(toolkit)[0])
+    drv.min_version = mins.get(major)
+    with_driver = [g for g in facts.nvidia() if g.driver_version]
+    if not with_driver:
+        drv.status = "missing"
+        drv.reason = "no NVIDIA driver was found: the build can be made, but it cannot run here"
+        return
+    g = with_driver[0]
+    drv.found_version = g.driver_version
+    drv.status = "found"
+    if g.cuda_version and version_tuple(g.cuda_version)[0] < int(major):
+        drv.status = "too-old"
+        drv.reason = (f"driver {g.driver_version} supports CUDA up to {g.cuda_version}, but a build with CUDA "
+                      f"{_short(toolkit)} needs a driver for CUDA {major}.x (>= {drv.min_version or '?'}): "
+                      "update the driver, or build with an older toolkit that this driver supports")
+    elif drv.min_version and not version_at_least(g.driver_version, drv.min_version):
+        drv.status = "too-old"
+        drv.reason = (f"driver {g.driver_version} is older than {drv.min_version}, the lowest for CUDA {major}.x "
+                      "on this OS: update the driver")
+    elif g.cuda_version and version_below(g.cuda_version, _short(toolkit)):
+        plan.notes.append(f"The driver supports CUDA {g.cuda_version}, older than the toolkit ({_short(toolkit)}): "
+                          "it runs through CUDA minor-version compatibility because the plan builds real GPU code "
+                          "(SASS) for these GPUs; PTX from this toolkit could not be JIT-compiled by this driver.")
+
+
+def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
+    hipcc = _prereq(plan, "hipcc")
+    if hipcc is not None and hipcc.status == "found" and not hipcc.found_version and facts.machine.rocm_version:
+        hipcc.found_version = facts.machine.rocm_version
+        grade(hipcc)
+    for real, used in facts.hip_target_map().items():
+        if real != used:
+            digits = used[3:]
+            override = f"{digits[:-2]}.{int(digits[-2], 16)}.{int(digits[-1], 16)}" if len(digits) >= 3 else "?"
+            plan.notes.append(f"{real} is not a target ROCm ships kernels for: the plan builds for {used}; run with "
+                              f"HSA_OVERRIDE_GFX_VERSION={override}.")
+    if not facts.hip_target_map() and ctx.goal == "native":
+        plan.notes.append("No AMD GPU architecture (gfx target) is known: GPU_TARGETS is left to ROCm's default list.")
+
+
+def _check_vulkan(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
+    machine = facts.machine
+    real = [g for g in machine.usable_gpus() if "vulkan" in [a.lower() for a in g.apis]]
+    emulated = [g for g in machine.gpus if g.cpu_emulated]
+    if not real and emulated:
+        plan.notes.append(f"The only Vulkan device here, {emulated[0].name}, is CPU-emulated: the build proves the "
+                          "Vulkan path works, but it runs far slower than the CPU backend. ggml lists it only with "
+                          "GGML_VK_VISIBLE_DEVICES=0.")
+
+
+CHECKS: dict[str, Callable[[BuildPlan, Recipe, Facts, Context], None]] = {
+    "cuda_toolkit": _check_cuda,
+    "hip_targets": _check_hip,
+    "vulkan_devices": _check_vulkan,
+}
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def cmake_command(plan: BuildPlan, source_dir: str | Path, build_dir: str | Path) -> list[str]:
+    """The configure command line for ``plan`` (argument list; environment in plan.env)."""
+    argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir)]
+    if plan.machine is None or plan.machine.tool("ninja").found:
+        argv += ["-G", "Ninja"]
+    return argv + plan.cmake_args()
+
+
+def build_command(plan: BuildPlan, build_dir: str | Path, jobs: int | None = None) -> list[str]:
+    argv = ["cmake", "--build", str(build_dir), "--config", _build_type(plan)]
+    if jobs:
+        argv += ["-j", str(jobs)]
+    if plan.targets:
+        argv += ["--target", *plan.targets]
+    return argv
+
+
+def _build_type(plan: BuildPlan) -> str:
+    return next((o.value for o in plan.options if o.name == "CMAKE_BUILD_TYPE"), "Release")
+
+
+def shell_line(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """A line to paste into a POSIX shell."""
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    line = shlex.join(argv)
+    return f"{prefix} {line}" if prefix else line
+
+
+def describe(plan: BuildPlan) -> dict[str, Any]:
+    """A short summary used by the CLI."""
+    m = plan.machine
+    return {"goal": plan.goal, "backend": plan.backend, "cpu": m.cpu.model if m else "", "ready": plan.ready}
