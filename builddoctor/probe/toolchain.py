@@ -1,0 +1,132 @@
+"""Build tools and their versions (data/toolchains.toml): cmake, ninja, compilers, ccache, nvcc...
+
+Each version query is a short, time-limited child (builddoctor.proc.run); they run at once in
+threads. A missing or broken tool is a ``ToolInfo(found=False)`` with the reason in ``detail``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from builddoctor.probe import _data
+from builddoctor.profiles import ToolInfo
+
+TIMEOUT = 3.0
+
+
+def specs(system: str) -> dict[str, dict[str, Any]]:
+    table = _data.load("toolchains")
+    return {name: spec for name, spec in table.items()
+            if name != "kinds" and system in spec.get("os", [system])}
+
+
+def _version_key(path: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", path)]
+
+
+def locate(spec: dict[str, Any]) -> str | None:
+    for name in spec["names"]:
+        found = shutil.which(name)
+        if found:
+            return found
+    for pattern in spec.get("dirs", []):
+        for d in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            for name in spec["names"]:
+                cand = os.path.join(d, name)
+                if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                    return cand
+    return None
+
+
+def compiler_kind(output: str) -> str:
+    for row in _data.load("toolchains").get("kinds", []):
+        if re.search(row["regex"], output):
+            return row["kind"]
+    return ""
+
+
+def query(name: str, spec: dict[str, Any], path: str | None = None) -> ToolInfo:
+    from builddoctor import proc
+
+    path = path or locate(spec)
+    if path is None:
+        return ToolInfo(name=name, found=False, detail="not found")
+    return interpret(name, spec, path, proc.run([path, *spec["args"]], timeout=TIMEOUT))
+
+
+def interpret(name: str, spec: dict[str, Any], path: str, done) -> ToolInfo:
+    """A version query's result (builddoctor.proc.Completed) -> ToolInfo."""
+    output = done.stdout + done.stderr
+    if done.timed_out:
+        return ToolInfo(name=name, found=True, path=path, detail=f"`{name} {' '.join(spec['args'])}` timed out")
+    if done.error:
+        return ToolInfo(name=name, found=False, path=path, detail=f"cannot run: {done.error}")
+    m = re.search(spec["regex"], output, re.M)
+    if spec.get("version_is_path"):
+        return ToolInfo(name=name, found=done.ok, path=path, detail=m.group(1).strip() if m and done.ok else output.strip()[:200])
+    version = m.group(1) if m else None
+    detail = ""
+    if spec.get("compiler"):
+        detail = compiler_kind(output)
+        real = os.path.realpath(path)
+        if real != path:
+            detail = f"{detail} -> {real}".strip()
+    elif not done.ok:
+        detail = f"exit status {done.returncode}: {output.strip()[:200]}"
+    elif version is None:
+        detail = output.strip().splitlines()[0][:200] if output.strip() else "no version printed"
+    return ToolInfo(name=name, found=True, path=path, version=version, detail=detail)
+
+
+Pending = "ToolInfo | tuple[dict[str, Any], str, Future]"
+
+
+def submit_all(system: str, pool: Executor) -> dict[str, Pending]:
+    """Start every version query in ``pool``; collect with ``collect``.
+
+    Names that are the same program (cc -> gcc-12, gcc -> gcc-12) share one query.
+    """
+    out: dict[str, Pending] = {}
+    by_program: dict[tuple[str, tuple[str, ...]], Future] = {}
+    for name, spec in specs(system).items():
+        path = locate(spec)
+        if path is None:
+            out[name] = ToolInfo(name=name, found=False, detail="not found")
+            continue
+        key = (os.path.realpath(path), tuple(spec["args"]))
+        if key not in by_program:
+            by_program[key] = pool.submit(_run_version, path, spec)
+        out[name] = (spec, path, by_program[key])
+    return out
+
+
+def collect(pending: dict[str, Pending]) -> dict[str, ToolInfo]:
+    out = {}
+    for name, item in pending.items():
+        if isinstance(item, ToolInfo):
+            out[name] = item
+            continue
+        spec, path, fut = item
+        try:
+            out[name] = interpret(name, spec, path, fut.result())
+        except Exception as exc:  # noqa: BLE001 - a probe never fails the command
+            out[name] = ToolInfo(name=name, found=False, detail=f"probe failed: {type(exc).__name__}: {exc}")
+    return out
+
+
+def _run_version(path: str, spec: dict[str, Any]):
+    from builddoctor import proc
+
+    return proc.run([path, *spec["args"]], timeout=TIMEOUT)
+
+
+def probe_all(system: str) -> dict[str, ToolInfo]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return collect(submit_all(system, pool))
