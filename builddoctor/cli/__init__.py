@@ -8,6 +8,7 @@ traceback only under ``-v``.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -27,6 +28,11 @@ class _Group(click.Group):
             _fail("Interrupted.", errors.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            # the reader went away (`builddoctor check | head`): stop quietly, as cat does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(errors.OK)
         except OSError as exc:
             if getattr(exc, "errno", None) == 28:
                 _fail(f"No space left on device ({exc.filename or 'disk'}). Free some space and run the command again; "

@@ -72,6 +72,22 @@ def _name(path: str) -> str:
     return Path(path).name
 
 
+def _closed(features, machine: MachineProfile) -> set[str]:
+    """Features plus what they imply: VEX-encoded code (AVX) subsumes SSE4, AVX-512 code was
+    compiled with AVX2/FMA/F16C on, and so on (the [isa.implies] table)."""
+    from builddoctor.findings.engine import catalogue
+
+    implies = catalogue()["isa"].get("implies", {})
+    out = set(features)
+    todo = list(out)
+    while todo:
+        for extra in implies.get(todo.pop(), []):
+            if extra not in out:
+                out.add(extra)
+                todo.append(extra)
+    return out
+
+
 def _comparable(machine: MachineProfile) -> set[str]:
     """ISA features a build's code can be checked against on this machine's architecture."""
     from builddoctor.findings.engine import catalogue
@@ -243,8 +259,8 @@ def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | Non
     if build.cpu_variants or not build.isa or "CPU" not in build.backends:
         return None
     comparable = _comparable(machine)
-    have = set(build.isa) & comparable
-    cpu = set(machine.cpu.features) & comparable
+    have = _closed(build.isa, machine) & comparable
+    cpu = _closed(machine.cpu.features, machine) & comparable
     missing = sorted(cpu - have)
     if not comparable or have - cpu or not missing:
         return None  # nothing to compare, cpu_isa_above's case, or nothing missing
@@ -455,6 +471,40 @@ def openmp_off(build, machine, ctx):
 # --------------------------------------------------------------------------- options
 
 
+_TRUTHY = {"ON", "TRUE", "YES", "Y", "1"}
+_FALSY = {"OFF", "FALSE", "NO", "N", "0", ""}
+
+
+def _same_value(a: str, b: str) -> bool:
+    a, b = a.strip().upper(), b.strip().upper()
+    if a in _TRUTHY | _FALSY and b in _TRUTHY | _FALSY:
+        return (a in _TRUTHY) == (b in _TRUTHY)
+    return a == b
+
+
+def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
+    """The llama.cpp options a CMakeCache holds because the user asked for them.
+
+    A cache records every option(), defaults included (GGML_RVV=ON sits in every x86 cache);
+    only names llama.cpp no longer declares, and values that differ from a literal default,
+    say what the user asked for.
+    """
+    from builddoctor.flagcheck import known_options
+
+    known = known_options(source)
+    out = {}
+    for name, value in options.items():
+        if not name.startswith(("LLAMA_", "GGML_")):
+            continue
+        spec = known.options.get(name)
+        default = (spec or {}).get("default")
+        if spec is None or name in known.deprecated:
+            out[name] = value
+        elif default is not None and "${" not in default and not _same_value(value, default):
+            out[name] = value
+    return out
+
+
 @rule
 def cmake_option_findings(build, machine, ctx):
     if not build.cmake_options:
@@ -463,9 +513,7 @@ def cmake_option_findings(build, machine, ctx):
         from builddoctor.flagcheck import check_cmake_options
     except ImportError:
         return None
-    # A CMakeCache holds every cache variable; only llama.cpp's own names say what the user asked for.
-    options = {k: v for k, v in build.cmake_options.items() if k.startswith(("LLAMA_", "GGML_"))}
-    found: list[Finding] = check_cmake_options(options, machine, ctx.source)
+    found: list[Finding] = check_cmake_options(_user_set(build.cmake_options, ctx.source), machine, ctx.source)
     hits = []
     for f in found:
         if f.severity in ("ok",):
