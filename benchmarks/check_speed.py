@@ -1,0 +1,133 @@
+"""How fast inspect is: a check of the three real test builds, and one 100 MB library.
+
+    .venv/bin/python benchmarks/check_speed.py [--repeat N]
+
+Prints, for each case, the wall time of a fresh Python process doing it (what a user of
+``builddoctor check`` waits for, imports included) and the time inside a warm process
+(best of N). Goals: the three builds under 1.0 s in total, the 100 MB library under 0.3 s.
+The three builds come from tests/llama_builds.py (built first when missing: minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from builddoctor import proc  # noqa: E402
+
+BIG_C = """
+const char big_weights_blob[100 * 1024 * 1024] = {1};
+float ggml_vec_dot_f32(int n, const float *x, const float *y) {
+    float s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i] + big_weights_blob[i]; return s;
+}
+int ggml_backend_cpu_reg(void) { return 1; }
+int ggml_cpu_has_avx2(void) {
+#ifdef __AVX2__
+    return 1;
+#else
+    return 0;
+#endif
+}
+"""
+
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from builddoctor.inspect import inspect_binary, inspect_paths
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "builds-norun":
+    b, m = inspect_paths(args, run=False)
+elif mode == "builds-run":
+    b, m = inspect_paths(args, run=True)
+else:
+    b = [inspect_binary(args[0])]
+print(json.dumps({"inside": time.perf_counter() - t0, "n": len(b)}))
+"""
+
+
+def make_big_lib(d: Path) -> Path:
+    src = d / "big.c"
+    src.write_text(BIG_C)
+    lib = d / "libggml-cpu.so"
+    res = proc.run(["gcc", "-O2", "-mavx2", "-shared", "-fPIC", str(src), "-o", str(lib)], timeout=300)
+    if not res.ok:
+        raise SystemExit(f"gcc failed: {res.stderr}")
+    return lib
+
+
+def fresh(mode: str, args: list[str], repeat: int) -> tuple[float, float]:
+    walls = []
+    insides = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = proc.run([sys.executable, "-c", CHILD, mode, *args], timeout=120, cwd=str(ROOT))
+        walls.append(time.perf_counter() - t0)
+        if not res.ok:
+            raise SystemExit(f"child failed: {res.stderr[-2000:]}")
+        insides.append(json.loads(res.stdout.strip().splitlines()[-1])["inside"])
+    return statistics.median(walls), statistics.median(insides)
+
+
+def warm(fn, repeat: int) -> float:
+    fn()  # imports, ldconfig cache
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    opts = ap.parse_args()
+
+    from tests.llama_builds import ensure_build
+
+    from builddoctor.inspect import inspect_binary, inspect_paths
+
+    roots = [str(ensure_build(n).parent) for n in ("native", "sse", "debug")]
+    files = sum(1 for r in roots for p in Path(r, "bin").iterdir() if not p.is_symlink())
+    print(f"three real builds ({files} files): {', '.join(roots)}")
+    t_ps = time.perf_counter()
+    res = proc.run([sys.executable, "-c", "import lief"], timeout=60)
+    t_lief = time.perf_counter() - t_ps
+    t_ps = time.perf_counter()
+    proc.run([sys.executable, "-c", "pass"], timeout=60)
+    t_py = time.perf_counter() - t_ps
+    print(f"  python start-up alone: {t_py:.3f} s; 'import lief' alone: {t_lief - t_py:.3f} s "
+          f"({'not used for ELF' if res.ok else 'lief missing'})")
+    for mode, label in (("builds-norun", "static only (--no-run)"), ("builds-run", "with --version/--list-devices")):
+        wall, inside = fresh(mode, roots, opts.repeat)
+        run = mode == "builds-run"
+        w = warm(lambda: inspect_paths(roots, run=run), opts.repeat)
+        verdict = "OK" if wall < 1.0 else "over goal"
+        print(f"  {label:32s} fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
+              f"warm {w:.3f} s   [goal < 1.0 s: {verdict}]")
+
+    with tempfile.TemporaryDirectory(prefix="bd-bench-") as tmp:
+        lib = make_big_lib(Path(tmp))
+        size = lib.stat().st_size
+        # drop it from nothing: the file was just written, so it is in the page cache, as a
+        # library on a machine in use is
+        wall, inside = fresh("binary", [str(lib)], opts.repeat)
+        w = warm(lambda: inspect_binary(lib), opts.repeat)
+        bf = inspect_binary(lib)
+        verdict = "OK" if inside < 0.3 else "over goal"
+        print(f"one {size / 1e6:.0f} MB library: fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
+              f"warm {w * 1000:.1f} ms   [goal < 0.3 s: {verdict}]  (isa_level={bf.isa_level}, "
+              f"backends={bf.backends})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

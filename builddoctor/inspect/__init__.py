@@ -1,0 +1,89 @@
+"""inspect: llama.cpp builds on this machine -> BuildProfile.
+
+Public API (the findings engine and ``check`` call these):
+
+* ``inspect_paths(paths, *, run=True, timeout=5.0) -> (builds, messages)``: ``paths`` None
+  means discover (PATH, checkouts' build folders, pip packages, install prefixes); else each
+  path is a file or folder. Never raises for a bad file: skipped paths come back as messages,
+  each one clear sentence; files that cannot be read are in BuildProfile.errors.
+* ``inspect_binary(path) -> BinaryFile``: one file, statically.
+* ``read_cmake_cache(path) -> dict[str, str]``.
+
+Heavy modules (pyelftools, iced-x86, LIEF) are imported only when a file is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from builddoctor.profiles import BinaryFile, BuildProfile
+
+__all__ = ["inspect_paths", "inspect_binary", "read_cmake_cache"]
+
+
+def inspect_binary(path: Path) -> BinaryFile:
+    from builddoctor.inspect.binary import inspect_binary as _ib
+
+    return _ib(Path(path))
+
+
+def read_cmake_cache(path: Path) -> dict[str, str]:
+    from builddoctor.inspect.cmakecache import read_cmake_cache as _rc
+
+    return _rc(Path(path))
+
+
+def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
+                  timeout: float = 5.0) -> tuple[list[BuildProfile], list[str]]:
+    from builddoctor.inspect import assemble, discover
+    from builddoctor.inspect.binary import analyze
+
+    messages: list[str] = []
+    cache: dict[Path, object] = {}
+
+    def facts_of(p: Path):
+        got = cache.get(p)
+        if got is None:
+            got = cache[p] = analyze(p)
+        return got
+
+    discovering = paths is None
+    if discovering:
+        cands = discover.default_candidates(messages)
+    else:
+        cands = []
+        for raw in paths:
+            p = Path(os.path.expanduser(str(raw)))
+            found = discover.expand(p, messages)
+            # a file the user named that is not a program at all: say so plainly
+            if len(found) == 1 and found[0].origin == "given" and not p.is_dir():
+                f = facts_of(found[0].path)
+                if f.file.format is None and f.file.error:
+                    messages.append(f"{p}: {f.file.error}.")
+                    continue
+            cands += found
+    groups = discover.group(cands, facts_of)
+    builds: list[BuildProfile] = []
+    skipped: dict[str, list[str]] = {}  # folder -> "path: why" of files that are not binaries / unreadable
+    for g in groups:
+        facts = [facts_of(f) for f in g.files]
+        readable = [f for f in facts if f.file.format is not None]
+        if not readable or all(f.file.error for f in readable):
+            # nothing usable here: tell (in discovery only about damaged binaries), don't profile
+            for f in facts:
+                if f.file.format is not None or not discovering:
+                    skipped.setdefault(str(Path(f.file.path).parent), []).append(f"{f.file.path}: {f.file.error}.")
+            continue
+        bp = assemble.make_profile(g, facts, run=run, timeout=timeout)
+        if discovering and not bp.is_llama_cpp:
+            continue
+        builds.append(bp)
+    for folder, lines in skipped.items():
+        if len(lines) <= 3:
+            messages += lines
+        else:
+            messages.append(f"{folder}: {len(lines)} files there are not usable programs or libraries "
+                            f"(for example {lines[0]}); skipped.")
+    return builds, messages

@@ -1,0 +1,149 @@
+"""Turn a group of files (one build) into a BuildProfile: the union of what its files say,
+the CMakeCache.txt beside it, and (optionally) what its executable says when run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+from builddoctor.inspect import isa as isa_mod
+from builddoctor.inspect.binary import FileFacts
+from builddoctor.inspect.discover import Group, _data as discover_data
+from builddoctor.profiles import BuildProfile
+
+BACKEND_ORDER = ["CPU", "CUDA", "HIP", "MUSA", "Metal", "Vulkan", "SYCL", "OpenCL", "BLAS", "RPC", "CANN",
+                 "WebGPU", "ZDNN", "ZenDNN", "Hexagon", "OpenVINO", "VirtGPU"]
+
+
+def _name(g: Group) -> str:
+    if g.origin.startswith("pip:"):
+        return f"{g.origin[4:]} (pip package)"
+    parts = g.root.parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else str(g.root)
+
+
+def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[Optional[str], str]:
+    for f in cpu + facts:
+        opts = f.opt_flags
+        if opts.get("opt"):
+            opt = opts["opt"]
+            prod = f.producers[0] if f.producers else ""
+            where = f"DW_AT_producer of {os.path.basename(f.file.path)}: {prod[:160]}"
+            if opt == "-O0":
+                return "Debug", where
+            if opt == "-Os" or opt == "-Oz":
+                return "MinSizeRel", where
+            if opt in ("-O1", "-O2", "-Og") and opts.get("g"):
+                return "RelWithDebInfo", where
+            return "Release", where
+    for f in cpu + facts:
+        if f.unoptimized is True:
+            return "Debug", (f"unoptimised code in {os.path.basename(f.file.path)} (frame set up in trivial "
+                             "functions), no compiler switches recorded")
+        if f.unoptimized is False:
+            return "Release", (f"optimised code in {os.path.basename(f.file.path)} and no debug information")
+    return None, ""
+
+
+def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
+                 probe: Optional[Callable] = None) -> BuildProfile:
+    bp = BuildProfile(root=str(g.root), name=_name(g), origin=g.origin)
+    bp.files = [f.file for f in facts]
+    bp.is_llama_cpp = any(f.is_llama for f in facts)
+    # backends
+    seen: set[str] = set()
+    for f in facts:
+        seen.update(f.file.backends)
+    bp.backends = [b for b in BACKEND_ORDER if b in seen] + sorted(seen - set(BACKEND_ORDER))
+    bp.cpu_variants = sorted({f.cpu_variant for f in facts if f.cpu_variant})
+    # CPU code: the files that carry the CPU backend; else every file we decoded
+    cpu = [f for f in facts if "CPU" in f.file.backends and not f.cpu_variant]
+    variants = [f for f in facts if f.cpu_variant]
+    if cpu:
+        src = cpu
+    elif variants:
+        src = []
+        bp.evidence["isa"] = (f"the CPU backend is built as {len(variants)} variants (GGML_CPU_ALL_VARIANTS: "
+                              f"{', '.join(bp.cpu_variants)}); ggml loads the best one this CPU runs")
+    else:
+        src = [f for f in facts if f.file.isa_level]
+    feats: set[str] = set()
+    detail: set[str] = set()
+    for f in src:
+        feats.update(f.file.isa)
+        detail.update(f.file.isa_detail)
+    bp.isa = sorted(feats)
+    bp.isa_detail = sorted(detail)
+    if src and any(f.file.isa_level for f in src):
+        bp.isa_level = isa_mod.level_of(feats) or "sse"
+    if src and "isa" not in bp.evidence:
+        bp.evidence["isa"] = "; ".join(f"{os.path.basename(f.file.path)}: {f.isa_how}" for f in src if f.isa_how)
+    # GPU
+    archs: list[str] = []
+    for f in facts:
+        archs += [a for a in f.file.cuda_archs if a not in archs]
+    bp.cuda_archs = archs
+    fa = [f.flash_attn for f in facts if f.flash_attn is not None]
+    if fa:
+        bp.flash_attn_kernels = any(fa)
+    bp.openmp = any(f.openmp for f in facts) if cpu or variants else None
+    # embedded build info
+    for f in facts:
+        info = f.info
+        for key in ("version", "build_number", "commit", "compiler", "target", "ggml_version", "ggml_commit"):
+            if getattr(bp, key) is None and info.get(key) is not None:
+                setattr(bp, key, info[key])
+                bp.evidence.setdefault(key, f"embedded in {os.path.basename(f.file.path)}")
+    # cmake cache
+    if g.cmake_cache is not None:
+        from builddoctor.inspect.cmakecache import read_cmake_cache, user_options
+
+        bp.cmake_cache = str(g.cmake_cache)
+        try:
+            bp.cmake_options = user_options(g.cmake_cache)
+            full = read_cmake_cache(g.cmake_cache)
+        except OSError as exc:
+            bp.errors.append(f"{g.cmake_cache}: cannot read it ({exc.strerror or exc})")
+            full = {}
+        if full.get("CMAKE_BUILD_TYPE"):
+            bp.build_type = full["CMAKE_BUILD_TYPE"]
+            bp.evidence["build_type"] = f"CMAKE_BUILD_TYPE in {g.cmake_cache}"
+        if bp.flash_attn_kernels is not None and full.get("GGML_CUDA_FA", "").upper() in ("OFF", "0", "FALSE", "NO"):
+            bp.flash_attn_kernels = False
+            bp.evidence["flash_attn_kernels"] = "GGML_CUDA_FA=OFF in CMakeCache.txt (kernels compiled empty)"
+    if bp.build_type is None:
+        bp.build_type, why = _build_type(facts, cpu or variants)
+        if why:
+            bp.evidence["build_type"] = why
+    for f in facts:
+        if f.file.error:
+            bp.errors.append(f"{f.file.path}: {f.file.error}")
+    # run it
+    if run and bp.is_llama_cpp:
+        exe = _pick_executable(facts)
+        if exe is not None:
+            from builddoctor.inspect import runtime
+
+            ri = (probe or runtime.probe)(exe.file.path, timeout=timeout)
+            bp.runtime = ri.results
+            bp.devices = ri.devices
+            for key in ("version", "build_number", "commit", "compiler", "target"):
+                val = getattr(ri, key)
+                if val is not None and getattr(bp, key) is None:
+                    setattr(bp, key, val)
+                    bp.evidence[key] = f"{os.path.basename(exe.file.path)} --version"
+    return bp
+
+
+def _pick_executable(facts: list[FileFacts]) -> Optional[FileFacts]:
+    pref = discover_data()["run_preference"]
+    exes = [f for f in facts if f.executable_here and f.is_llama and not f.file.error]
+    if not exes:
+        return None
+
+    def rank(f: FileFacts) -> tuple[int, str]:
+        name = Path(f.file.path).name
+        return (pref.index(name) if name in pref else len(pref), name)
+
+    return min(exes, key=rank)

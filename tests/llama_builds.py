@@ -1,0 +1,160 @@
+"""Real llama.cpp builds for the tests, built once from vendor/llama.cpp and reused.
+
+``ensure_build(name)`` returns the ``bin`` folder of a finished build under
+``<repo>/.cache/test-builds/<name>`` (git-ignored). A build is reused when it finished
+before with the same cmake arguments; otherwise it is configured and built (llama-bench
+and the shared libraries it loads) under an exclusive lock on
+``/tmp/builddoctor-llama-build.lock``, with ccache, so that parallel test sessions and
+other compiles on this 2-core machine do not fight.
+
+Builds:
+- ``native``: Release, GGML_NATIVE=ON (the best ISA of the CPU that runs the tests).
+- ``sse``: Release, GGML_NATIVE=OFF with AVX, AVX2, FMA, F16C, BMI2 off (AVX-512 and
+  AMX default to OFF when GGML_NATIVE is OFF, so SSE 4.2 is the highest level left).
+- ``debug``: CMAKE_BUILD_TYPE=Debug (native ISA, -O0 -g).
+
+Run ``python -m tests.llama_builds [name...]`` to build them ahead of a test session.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUILDS_DIR = REPO / ".cache" / "test-builds"
+LOCK_PATH = Path("/tmp/builddoctor-llama-build.lock")
+TARGETS = ["llama-bench"]
+MARKER = "builddoctor-test-build.json"
+BUILD_TIMEOUT = 3 * 3600  # cold builds on a busy 2-core machine take a while
+
+COMMON_ARGS = [
+    "-G", "Ninja",
+    "-DCMAKE_C_COMPILER_LAUNCHER=ccache",
+    "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache",
+    "-DLLAMA_BUILD_COMMIT=0c1e570",
+    "-DLLAMA_BUILD_NUMBER=1",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+]
+
+BUILDS: dict[str, list[str]] = {
+    "native": ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON"],
+    "sse": [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_AVX=OFF",
+        "-DGGML_AVX2=OFF",
+        "-DGGML_FMA=OFF",
+        "-DGGML_F16C=OFF",
+        "-DGGML_BMI2=OFF",
+        "-DGGML_AVX512=OFF",
+        "-DGGML_AVX_VNNI=OFF",
+    ],
+    "debug": ["-DCMAKE_BUILD_TYPE=Debug", "-DGGML_NATIVE=ON"],
+}
+
+
+class BuildUnavailable(RuntimeError):
+    """The build cannot be made here (no source, no compiler, build failed): tests skip."""
+
+
+def build_dir(name: str) -> Path:
+    return BUILDS_DIR / name
+
+
+def _source_dir() -> Path:
+    from builddoctor.paths import vendor_dir
+
+    src = vendor_dir()
+    if (src / "CMakeLists.txt").is_file():
+        return src
+    try:
+        from builddoctor import source  # written by the lead
+    except ImportError:
+        raise BuildUnavailable(f"the pinned llama.cpp source is not at {src} and builddoctor.source is not "
+                               "available to fetch it") from None
+    try:
+        got = source.ensure_source()
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch means: skip
+        raise BuildUnavailable(f"could not fetch the pinned llama.cpp source: {exc}") from None
+    got = Path(got) if got else src
+    if not (got / "CMakeLists.txt").is_file():
+        raise BuildUnavailable(f"the pinned llama.cpp source is not at {got}")
+    return got
+
+
+def _args(name: str, src: Path, out: Path) -> list[str]:
+    return ["cmake", "-S", str(src), "-B", str(out), *COMMON_ARGS, *BUILDS[name]]
+
+
+def is_complete(name: str) -> bool:
+    out = build_dir(name)
+    marker = out / MARKER
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    want = BUILDS[name] + COMMON_ARGS + TARGETS
+    return saved.get("args") == want and (out / "bin" / "llama-bench").is_file()
+
+
+def ensure_build(name: str) -> Path:
+    """The bin folder of test build ``name``, building it first when needed."""
+    if name not in BUILDS:
+        raise KeyError(f"unknown test build {name!r}; known: {', '.join(BUILDS)}")
+    out = build_dir(name)
+    if is_complete(name):
+        return out / "bin"
+    from builddoctor import proc
+
+    src = _source_dir()
+    BUILDS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if is_complete(name):  # built by someone else while we waited
+                return out / "bin"
+            (out / MARKER).unlink(missing_ok=True)
+            log = out.parent / f"{name}.log"
+            env = proc.clean_env({"CCACHE_DIR": os.environ.get("CCACHE_DIR", str(Path.home() / ".cache" / "ccache"))})
+            t0 = time.monotonic()
+            steps = [
+                _args(name, src, out),
+                ["cmake", "--build", str(out), "--target", *TARGETS, "-j", str(os.cpu_count() or 2)],
+            ]
+            with open(log, "w") as fh:
+                for argv in steps:
+                    res = proc.run(argv, timeout=BUILD_TIMEOUT, env=env)
+                    fh.write(f"$ {' '.join(argv)}\n{res.stdout}\n{res.stderr}\n")
+                    if not res.ok:
+                        raise BuildUnavailable(
+                            f"building test build {name!r} failed ({res.error or res.signal or res.returncode}"
+                            f"{', timed out' if res.timed_out else ''}); see {log}")
+            (out / MARKER).write_text(json.dumps({
+                "args": BUILDS[name] + COMMON_ARGS + TARGETS,
+                "seconds": round(time.monotonic() - t0, 1),
+            }, indent=1))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out / "bin"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BUILDS)
+    for name in names:
+        t0 = time.monotonic()
+        print(f"{name}: {ensure_build(name)} ({time.monotonic() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
