@@ -184,8 +184,11 @@ def test_glibc_and_libstdcxx_too_new():
 def test_missing_library_only_judged_for_this_machine():
     b = build()
     b.files[0].missing_needed = ["libllama.so"]
-    assert "BD170" in codes(findings_for(b, machine()))
-    assert "BD170" not in codes(findings_for(b, machine(source="profile:elsewhere.json")))
+    from builddoctor.findings.engine import _context
+
+    m = machine()
+    assert "BD170" in codes(findings_for(b, m, _context(m, 5.0, None, here=True)))
+    assert "BD170" not in codes(findings_for(b, m, _context(m, 5.0, None, here=False)))
 
 
 def test_portable_build_without_this_cpus_variant():

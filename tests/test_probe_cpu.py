@@ -17,6 +17,9 @@ AVX512_SET = {"AVX512", "AVX512F", "AVX512CD", "AVX512VL", "AVX512DQ", "AVX512BW
 
 # file -> (arch, microarch, features exactly, best variant, every variant it runs, threads, cores)
 CASES = {
+    "cpuinfo/sandybridge-i7-2600.txt": (
+        "x86_64", "sandybridge", {"SSE3", "SSSE3", "SSE41", "SSE42", "AVX"}, "sandybridge",
+        ["x64", "sse42", "sandybridge"], 8, 4),
     "cpuinfo/haswell-i7-4770.txt": (
         "x86_64", "haswell", X86_BASE, "haswell",
         ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 8, 4),

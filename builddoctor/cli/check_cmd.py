@@ -35,9 +35,12 @@ def check_cmd(ctx: click.Context, paths: tuple[Path, ...], run: bool | None, tim
 
     out = console(ctx)
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    # A machine described by a file is not this one: its libraries cannot be looked up here and
+    # running the programs here would say nothing about it.
+    here = profile_path is None and cpuinfo_path is None and nvidia_smi_path is None
     if run is None:
-        run = machine.source == "live"
-    diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path)
+        run = here
+    diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path, here=here)
     if paths and not diagnosis.builds:
         raise errors.InputError(
             "nothing to check: " + " ".join(diagnosis.messages or ["none of the paths holds a llama.cpp build"]))

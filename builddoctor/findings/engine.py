@@ -58,11 +58,11 @@ def _fill(template: str, values: dict[str, Any]) -> str:
         return template
 
 
-def _context(machine: MachineProfile, run_timeout: float, source: Path | None) -> Context:
+def _context(machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True) -> Context:
     from builddoctor.source import load_pin
 
     pin = load_pin()
-    return Context(catalogue=catalogue(), live=machine.source == "live", pin_short_commit=pin.short_commit,
+    return Context(catalogue=catalogue(), live=here, pin_short_commit=pin.short_commit,
                    pin_version=pin.llama_version, source=source, extra={"timeout": run_timeout})
 
 
@@ -91,7 +91,7 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
             ))
     if build.is_llama_cpp and any(f.format for f in build.files):
         dirty = {f.area for f in found if f.severity in ("error", "warning")}
-        summary = _summary(build, machine)
+        summary = _summary(build, machine, ctx)
         for area, spec in cat["areas"].items():
             if area in dirty or summary.get(area) is None:
                 continue
@@ -102,13 +102,13 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     return found
 
 
-def _summary(build: BuildProfile, machine: MachineProfile) -> dict[str, dict[str, Any] | None]:
+def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, dict[str, Any] | None]:
     """Values for each area's ok line, or None where there is nothing to say."""
     out: dict[str, dict[str, Any] | None] = {}
     readable = [f for f in build.files if f.format]
     needs = sorted({lib for f in readable for lib in f.needed})
     glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
-    if readable and machine.source == "live":
+    if readable and ctx.live:
         from packaging.version import Version
 
         need = max(glibc, key=Version) if glibc else "none"
@@ -149,8 +149,12 @@ def _summary(build: BuildProfile, machine: MachineProfile) -> dict[str, dict[str
 
 
 def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: bool = True, timeout: float = 5.0,
-             source: Path | None = None) -> Diagnosis:
-    """Find (or take) builds, inspect them, and check each against ``machine``."""
+             source: Path | None = None, here: bool = True) -> Diagnosis:
+    """Find (or take) builds, inspect them, and check each against ``machine``.
+
+    ``here``: the machine is this one (not a profile from a file), so missing libraries
+    can be judged by looking them up on this system.
+    """
     from builddoctor.inspect import inspect_paths
 
     if paths_:
@@ -158,6 +162,6 @@ def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: 
         if missing and len(missing) == len(paths_):
             raise errors.InputError(f"no such file or folder: {', '.join(str(p) for p in missing)}.")
     builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout)
-    ctx = _context(machine, timeout, source)
+    ctx = _context(machine, timeout, source, here)
     reports = [BuildReport(build=b, findings=findings_for(b, machine, ctx)) for b in builds]
     return Diagnosis(machine=machine, builds=reports, messages=list(messages))
