@@ -30,6 +30,8 @@ def _version_key(path: str) -> list[int]:
 
 
 def locate(spec: dict[str, Any]) -> str | None:
+    if "files" in spec:
+        return _first_file(spec["files"])
     for name in spec["names"]:
         found = shutil.which(name)
         if found:
@@ -41,6 +43,34 @@ def locate(spec: dict[str, Any]) -> str | None:
                 if os.path.isfile(cand) and os.access(cand, os.X_OK):
                     return cand
     return None
+
+
+def _first_file(patterns: list[str]) -> str | None:
+    for pattern in patterns:
+        pattern = os.path.expandvars(os.path.expanduser(pattern))
+        for cand in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            if os.path.isfile(cand):
+                return cand
+    return None
+
+
+def file_fact(name: str, spec: dict[str, Any], path: str) -> ToolInfo:
+    """A header, library or CMake package found on disk; its version read from the file's text
+    (``content_regex``, groups joined in ``groups`` order) or from its resolved name (``name_regex``)."""
+    version = None
+    if "content_regex" in spec:
+        try:
+            with open(path, "rb") as f:
+                text = f.read(1 << 20).decode("utf-8", errors="replace")
+        except OSError as exc:
+            return ToolInfo(name=name, found=False, path=path, detail=f"unreadable: {exc.strerror}")
+        m = re.search(spec["content_regex"], text, re.S | re.M)
+        if m:
+            version = ".".join(m.group(i) for i in spec.get("groups", [1]))
+    elif "name_regex" in spec:
+        m = re.search(spec["name_regex"], os.path.basename(os.path.realpath(path)))
+        version = m.group(1) if m else None
+    return ToolInfo(name=name, found=True, path=path, version=version, detail=spec.get("detail", ""))
 
 
 def compiler_kind(output: str) -> str:
@@ -97,6 +127,9 @@ def submit_all(system: str, pool: Executor) -> dict[str, Pending]:
         path = locate(spec)
         if path is None:
             out[name] = ToolInfo(name=name, found=False, detail="not found")
+            continue
+        if "files" in spec:
+            out[name] = file_fact(name, spec, path)
             continue
         key = (os.path.realpath(path), tuple(spec["args"]))
         if key not in by_program:
