@@ -1,0 +1,90 @@
+"""`builddoctor which` and `builddoctor run`: the llama.cpp bundled in the installed package."""
+
+from __future__ import annotations
+
+import click
+
+from builddoctor.cli import console
+from builddoctor.cli.options import json_option
+
+
+def _describe() -> dict:
+    from builddoctor import bundled
+
+    folder = bundled.bundled_dir()
+    if folder is None:
+        raise bundled.NotBundledError(
+            "this builddoctor has no bundled llama.cpp: it was installed without the binaries "
+            "(BUILDDOCTOR_BINARY=skip, or a pure-Python wheel). `pip install .` from a checkout (or "
+            "`pip install --force-reinstall --no-binary builddoctor builddoctor`) compiles one for this machine; "
+            "`builddoctor build` builds one outside the package.")
+    plan = bundled.plan()
+    info = bundled.info()
+    return {
+        "schema_version": 1,
+        "dir": str(folder),
+        "binaries": {name: str(path) for name, path in bundled.binaries().items()},
+        "libraries": [p.name for p in bundled.libraries()],
+        "info": info.to_dict() if info else None,
+        "plan": plan.to_dict() if plan else None,
+    }
+
+
+@click.command("which")
+@json_option
+@click.pass_context
+def which_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Show the llama.cpp bundled with builddoctor: its binaries and the plan it was built with.
+
+    Exit code 4 when this builddoctor was installed without binaries.
+    """
+    out = console(ctx)
+    data = _describe()
+    if as_json:
+        out.json(data)
+        return
+    info, plan = data["info"] or {}, data["plan"] or {}
+    out.echo(out.style("bundled llama.cpp", bold=True) + f" in {data['dir']}")
+    width = max((len(n) for n in data["binaries"]), default=0)
+    for name, path in data["binaries"].items():
+        out.echo(f"  {name:<{width}}  {path}")
+    if data["libraries"]:
+        out.echo(f"  libraries: {', '.join(data['libraries'])}")
+    if info:
+        version = f"llama.cpp {info.get('llama_version') or ''} commit {info['llama_commit']}".replace("  ", " ")
+        source = "pinned source" if info.get("source") == "pinned" else f"checkout {info.get('source_path')}"
+        built_on = f", tuned for {info['built_on']}" if info.get("built_on") and info["goal"] == "native" else ""
+        out.echo(f"built from {version} ({source}): goal {info['goal']}, backend {info['backend']}{built_on}")
+    if plan:
+        out.echo(out.style("plan", bold=True) + (f" (recipes {', '.join(plan.get('recipes', []))})"
+                                                  if plan.get("recipes") else ""))
+        for o in plan.get("options", []):
+            mark = out.style("!", "warning") if o["recipe"] == "user" else " "
+            out.echo(f" {mark} {o['name']}={o['value']}  " + out.style(o["reason"], "dim"))
+    for o in (info.get("overrides") or []):
+        planned = f" (the plan had {o['planned']})" if o.get("planned") is not None else " (not in the plan)"
+        out.echo(out.style("overridden", "warning") + f": {o['name']}={o['value']} by {o['source']}{planned}")
+    out.echo("start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
+             "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)")
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
+                                        "help_option_names": []})
+@click.argument("tool")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_cmd(ctx: click.Context, tool: str, args: tuple[str, ...]) -> None:
+    """Run a bundled llama.cpp tool: TOOL is llama-server, llama-cli, llama-bench or llama-quantize
+    (or server, cli, bench, quantize); ARGS go to it unchanged (`--help` included).
+
+    The tool replaces builddoctor (same process, same environment): no time limit, its exit code.
+    """
+    from builddoctor import bundled
+
+    if tool in ("-h", "--help"):  # `run TOOL --help` is the tool's help, `run --help` is this one
+        click.echo(ctx.get_help())
+        return
+    bundled.exec_tool(tool, list(args))
+
+
+COMMANDS = [which_cmd, run_cmd]
