@@ -1,0 +1,334 @@
+"""Smoke-speed benchmarks: llama-bench on a random-weight model, and the bandwidth roofline.
+
+- ``run_bench``: one llama-bench run (``-o json``) -> BenchResult with tokens/s and spread.
+- ``memory_bandwidth``: this machine's memory read bandwidth with all cores, from a tiny C
+  kernel compiled here at first use (numpy threads when there is no compiler).
+- ``roofline_fraction``: generation speed as a fraction of what memory bandwidth allows
+  (every generated token reads every weight once: tokens/s x model bytes / bandwidth).
+- ``compare``: old vs new build, interleaved runs (A B A B ...), the ratio with its spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from builddoctor import paths, proc
+from builddoctor.profiles import BenchResult, Serializable, Stat
+
+BENCH_TIMEOUT = 900.0  # one llama-bench run; a Debug build on a big model is slow
+GPU_BACKEND_LIBS = ("cuda", "hip", "vulkan", "metal", "sycl", "opencl", "musa", "cann")
+DEFAULT_PP = 128
+DEFAULT_TG = 64
+DEFAULT_REPS = 3
+
+
+# --------------------------------------------------------------------------- finding llama-bench
+
+
+def find_llama_bench(path: Path) -> Path | None:
+    """llama-bench itself, or the llama-bench beside a build's program or in its folder."""
+    path = Path(path)
+    names = ("llama-bench", "llama-bench.exe")
+    if path.is_file() and path.name in names:
+        return path
+    folder = path if path.is_dir() else path.parent
+    for cand in (folder / n for n in names):
+        if cand.is_file():
+            return cand
+    for cand in (folder / "bin" / n for n in names):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def has_gpu_backend(bench_binary: Path) -> bool:
+    """Whether the build carries a GPU backend (its libraries, or the inspector's reading)."""
+    folder = Path(bench_binary).resolve().parent
+    for f in folder.iterdir():
+        low = f.name.lower()
+        if low.startswith("libggml-") or low.startswith("ggml-"):
+            if any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
+                return True
+    try:
+        from builddoctor.inspect import inspect_paths
+    except ImportError:
+        return False
+    try:
+        builds, _ = inspect_paths([Path(bench_binary)], run=False)
+    except Exception:  # noqa: BLE001 - the inspector failing must not stop a benchmark
+        return False
+    return any(b.lower() not in ("cpu", "blas", "rpc") for p in builds for b in p.backends)
+
+
+def physical_cores(machine=None) -> int:
+    if machine is not None and getattr(machine.cpu, "cores", None):
+        return int(machine.cpu.cores)
+    try:
+        from builddoctor.probe import machine_profile
+
+        cores = machine_profile().cpu.cores
+        if cores:
+            return int(cores)
+    except Exception:  # noqa: BLE001 - fall back to the OS count
+        pass
+    return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def bench_command(binary: Path, model: Path, *, threads: int, ngl: int = 0, pp: int = DEFAULT_PP,
+                  tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS) -> list[str]:
+    argv = [str(binary), "-m", str(model), "-p", str(pp), "-n", str(tg), "-r", str(reps),
+            "-t", str(threads), "-o", "json"]
+    if ngl:
+        argv += ["-ngl", str(ngl)]
+    return argv
+
+
+def parse_bench_json(text: str) -> list[dict]:
+    """llama-bench -o json prints one JSON array (possibly after log lines)."""
+    start = text.find("[")
+    if start < 0:
+        raise ValueError("no JSON array in llama-bench output")
+    data = json.loads(text[start:text.rfind("]") + 1])
+    if not isinstance(data, list):
+        raise ValueError("llama-bench JSON is not a list")
+    return data
+
+
+def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int | None = None,
+              pp: int = DEFAULT_PP, tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS,
+              timeout: float = BENCH_TIMEOUT, bandwidth_gbs: float | None = None) -> BenchResult:
+    """One llama-bench run. A crash, a hang or unreadable output ends in ``BenchResult.error``."""
+    binary = Path(binary)
+    threads = threads or physical_cores()
+    if ngl is None:
+        ngl = 99 if has_gpu_backend(binary) else 0
+    res = BenchResult(binary=str(binary), model=str(model), threads=threads, n_gpu_layers=ngl,
+                      pp_tokens=pp, tg_tokens=tg, bandwidth_gbs=bandwidth_gbs)
+    try:
+        res.model_bytes = Path(model).stat().st_size
+    except OSError:
+        pass
+    argv = bench_command(binary, model, threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
+    # the Vulkan device filter is a choice the user made on purpose (llvmpipe needs it)
+    extra = {k: os.environ[k] for k in ("GGML_VK_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    done = proc.run(argv, timeout=timeout, extra_env=extra)
+    if not done.ok:
+        res.error = _describe_failure(done, timeout)
+        return res
+    try:
+        rows = parse_bench_json(done.stdout)
+    except ValueError as exc:
+        res.error = f"{binary} printed no readable result ({exc}); last output: {_tail(done.output)}"
+        return res
+    for row in rows:
+        stat = Stat(mean=float(row.get("avg_ts", 0.0)), stddev=float(row.get("stddev_ts", 0.0)),
+                    n=len(row.get("samples_ts") or []) or reps)
+        if row.get("model_size"):
+            res.model_bytes = int(row["model_size"])
+        if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
+            res.pp = stat
+        elif row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
+            res.tg = stat
+    if res.pp is None and res.tg is None:
+        res.error = f"{binary} reported no prompt or generation test"
+    if bandwidth_gbs and res.tg and res.model_bytes:
+        res.roofline_fraction = roofline_fraction(res.tg.mean, res.model_bytes, bandwidth_gbs)
+    return res
+
+
+def _describe_failure(done: proc.Completed, timeout: float) -> str:
+    name = Path(done.argv[0]).name
+    if done.error:
+        return f"could not run {done.argv[0]}: {done.error}"
+    if done.timed_out:
+        return f"{name} did not finish within {timeout:.0f} s and was stopped (a hang, or a far too slow build)"
+    if done.signal:
+        hint = {"SIGILL": " (an instruction this CPU does not have: the build targets another CPU)",
+                "SIGSEGV": " (a crash)", "SIGBUS": " (a crash)", "SIGABRT": " (it aborted)"}.get(done.signal, "")
+        return f"{name} died from {done.signal}{hint}; last output: {_tail(done.output)}"
+    return f"{name} failed (exit code {done.returncode}); last output: {_tail(done.output)}"
+
+
+def _tail(text: str, n: int = 4) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) or "(none)"
+
+
+def roofline_fraction(tg_tokens_per_s: float, bytes_per_token: int, bandwidth_gbs: float) -> float:
+    """Generation speed over the memory-bandwidth limit: 1.0 means every byte read at full speed."""
+    return tg_tokens_per_s * bytes_per_token / (bandwidth_gbs * 1e9)
+
+
+# --------------------------------------------------------------------------- memory bandwidth
+
+_KERNEL = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <omp.h>
+/* read bandwidth: sum a large array with all threads, best of N passes (builddoctor) */
+int main(int argc, char **argv) {
+    size_t bytes = strtoull(argv[1], 0, 10);
+    int reps = atoi(argv[2]);
+    int threads = atoi(argv[3]);
+    omp_set_num_threads(threads);
+    size_t n = bytes / sizeof(uint64_t);
+    uint64_t *a = aligned_alloc(4096, n * sizeof(uint64_t));
+    if (!a) { fprintf(stderr, "out of memory\n"); return 2; }
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = i;
+    double best = 1e30; uint64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        uint64_t s = 0;
+        double t0 = omp_get_wtime();
+        #pragma omp parallel for schedule(static) reduction(+:s)
+        for (size_t i = 0; i < n; i++) s += a[i];
+        double t = omp_get_wtime() - t0;
+        if (t < best) best = t;
+        sink += s;
+    }
+    printf("%.3f %d\n", (double)bytes / best / 1e9, (int)(sink & 1));
+    return 0;
+}
+"""
+
+
+def _kernel_binary() -> Path | None:
+    digest = hashlib.sha256(_KERNEL.encode()).hexdigest()[:12]
+    folder = paths.cache_dir() / "tools"
+    exe = folder / f"bw-read-{digest}"
+    if exe.is_file():
+        return exe
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / f"bw-read-{digest}.c"
+    src.write_text(_KERNEL)
+    tmp = folder / f".bw-read-{digest}.{os.getpid()}"
+    for flags in (["-O3", "-march=native"], ["-O3"]):
+        res = proc.run(["cc", *flags, "-fopenmp", str(src), "-o", str(tmp)], timeout=120)
+        if res.ok:
+            os.replace(tmp, exe)
+            return exe
+    tmp.unlink(missing_ok=True)
+    return None
+
+
+def memory_bandwidth(threads: int | None = None, size_bytes: int | None = None, l3_bytes: int | None = None,
+                     reps: int = 7) -> float:
+    """Read bandwidth in GB/s (1e9 bytes/s) with ``threads`` threads (default: all CPUs)."""
+    threads = threads or os.cpu_count() or 1
+    size = size_bytes or max(512 << 20, 16 * (l3_bytes or 0))
+    exe = _kernel_binary()
+    if exe is not None:
+        res = proc.run([str(exe), str(size), str(reps), str(threads)], timeout=300)
+        if res.ok:
+            try:
+                return float(res.stdout.split()[0])
+            except (IndexError, ValueError):
+                pass
+    return _numpy_bandwidth(threads, size, reps)
+
+
+def _numpy_bandwidth(threads: int, size: int, reps: int) -> float:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    a = np.ones(size // 8, dtype=np.float64)
+    chunks = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, chunks))
+            best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best / 1e9
+
+
+# --------------------------------------------------------------------------- before / after
+
+
+@dataclass
+class Comparison(Serializable):
+    """Builds benchmarked in interleaved rounds; ratios are each build over the first."""
+
+    results: list[BenchResult] = field(default_factory=list)
+    pp_ratio: list[Optional[Stat]] = field(default_factory=list)  # per build, vs results[0]
+    tg_ratio: list[Optional[Stat]] = field(default_factory=list)
+    rounds: int = 0
+    model: str = ""
+    bandwidth_gbs: Optional[float] = None
+
+
+def _stat(values: list[float]) -> Optional[Stat]:
+    if not values:
+        return None
+    return Stat(mean=statistics.fmean(values), stddev=statistics.stdev(values) if len(values) > 1 else 0.0,
+                n=len(values))
+
+
+def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2, threads: int | None = None,
+            bandwidth_gbs: float | None = None, timeout: float = BENCH_TIMEOUT,
+            on_run: Callable[[int, int, BenchResult], None] | None = None) -> Comparison:
+    """Run each build ``rounds`` times, interleaved (A B A B ...), so that drift of the machine
+    (other load, heat) hits all builds alike; report speeds and per-round ratios to the first."""
+    threads = threads or physical_cores()
+    per: list[list[BenchResult]] = [[] for _ in binaries]
+    for r in range(rounds):
+        for i, b in enumerate(binaries):
+            if per[i] and per[i][-1].error:
+                continue  # a build that crashed once is not run again
+            res = run_bench(b, model, threads=threads, reps=reps, timeout=timeout, bandwidth_gbs=bandwidth_gbs)
+            per[i].append(res)
+            if on_run:
+                on_run(r, i, res)
+    out = Comparison(rounds=rounds, model=str(model), bandwidth_gbs=bandwidth_gbs)
+    for runs in per:
+        ok = [x for x in runs if not x.error]
+        first = runs[0]
+        agg = BenchResult(binary=first.binary, model=first.model, model_bytes=first.model_bytes,
+                          threads=first.threads, n_gpu_layers=first.n_gpu_layers, pp_tokens=first.pp_tokens,
+                          tg_tokens=first.tg_tokens, bandwidth_gbs=bandwidth_gbs)
+        if not ok:
+            agg.error = first.error or runs[-1].error
+        else:
+            agg.pp = _pool([x.pp for x in ok])
+            agg.tg = _pool([x.tg for x in ok])
+            if bandwidth_gbs and agg.tg and agg.model_bytes:
+                agg.roofline_fraction = roofline_fraction(agg.tg.mean, agg.model_bytes, bandwidth_gbs)
+        out.results.append(agg)
+    base = per[0]
+    for runs in per:
+        out.pp_ratio.append(_ratio(base, runs, "pp"))
+        out.tg_ratio.append(_ratio(base, runs, "tg"))
+    return out
+
+
+def _pool(stats: list[Optional[Stat]]) -> Optional[Stat]:
+    """Mean and spread over runs: the spread of the run means, or within a run when only one."""
+    stats = [s for s in stats if s is not None]
+    if not stats:
+        return None
+    if len(stats) == 1:
+        return stats[0]
+    means = [s.mean for s in stats]
+    return Stat(mean=statistics.fmean(means), stddev=statistics.stdev(means), n=sum(s.n for s in stats))
+
+
+def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Optional[Stat]:
+    vals = []
+    for a, b in zip(base, runs):
+        sa, sb = getattr(a, kind), getattr(b, kind)
+        if a.error or b.error or not sa or not sb or sa.mean <= 0:
+            continue
+        vals.append(sb.mean / sa.mean)
+    return _stat(vals)

@@ -1,0 +1,176 @@
+"""A small random-weight llama model (GGUF, Q4_0) for smoke-speed benchmarks.
+
+The weights are random (speed does not depend on their values); the tokenizer is the
+real one shipped in the pinned tree (``models/ggml-vocab-llama-spm.gguf``), so every
+llama.cpp tool loads the file as an ordinary llama model. Models are cached under
+``<cache>/models`` keyed by shape and seed, and written atomically (a temp file renamed
+into place), so an interrupted generation never leaves a truncated model behind.
+
+``gguf`` and ``numpy`` are imported lazily: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BYTES = 100 * 1000 * 1000  # ~100 MB
+VOCAB_FILE = "models/ggml-vocab-llama-spm.gguf"
+Q4_0_BYTES_PER_WEIGHT = 18 / 32  # 32 weights -> 2-byte scale + 16 bytes of nibbles
+
+#: (largest target size in bytes, n_embd, n_head): wider models for larger targets, so that
+#: a big model is a few wide layers rather than hundreds of thin ones (as real models are).
+_WIDTHS = (
+    (8 * 1000**2, 256, 4),
+    (40 * 1000**2, 512, 8),
+    (160 * 1000**2, 768, 12),
+    (600 * 1000**2, 1024, 16),
+    (2500 * 1000**2, 2048, 16),
+    (float("inf"), 4096, 32),
+)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    n_vocab: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ctx: int = 2048
+
+    @property
+    def params(self) -> int:
+        d, f = self.n_embd, self.n_ff
+        kv = d * self.n_head_kv // self.n_head
+        per_layer = 2 * d * d + 2 * d * kv + 3 * d * f
+        return 2 * self.n_vocab * d + self.n_layer * per_layer
+
+    @property
+    def approx_bytes(self) -> int:
+        return int(self.params * Q4_0_BYTES_PER_WEIGHT)
+
+
+def shape_for_bytes(target_bytes: int, n_vocab: int = 32000) -> ModelShape:
+    """A llama shape whose Q4_0 weights take about ``target_bytes``."""
+    if target_bytes <= 0:
+        raise ValueError("target size must be positive")
+    for limit, d, heads in _WIDTHS:
+        if target_bytes <= limit:
+            break
+    n_ff = ((d * 8 // 3) + 255) // 256 * 256
+    per_layer = ModelShape(n_vocab, d, n_ff, 1, heads, heads).params - 2 * n_vocab * d
+    budget = target_bytes / Q4_0_BYTES_PER_WEIGHT - 2 * n_vocab * d
+    n_layer = max(1, round(budget / per_layer))
+    return ModelShape(n_vocab=n_vocab, n_embd=d, n_ff=n_ff, n_layer=n_layer, n_head=heads, n_head_kv=heads)
+
+
+def roofline_bytes(l3_cache_bytes: int | None) -> int:
+    """Model size for a bandwidth-roofline figure: several times the last-level cache."""
+    return max(DEFAULT_BYTES, 4 * (l3_cache_bytes or 0))
+
+
+def model_path(shape: ModelShape, seed: int, cache_root: Path | None = None) -> Path:
+    from builddoctor import paths
+
+    root = cache_root or (paths.cache_dir() / "models")
+    name = (f"smoke-llama-v{shape.n_vocab}-d{shape.n_embd}-f{shape.n_ff}-l{shape.n_layer}"
+            f"-h{shape.n_head}-s{seed}-q4_0.gguf")
+    return root / name
+
+
+def ensure_model(
+    target_bytes: int = DEFAULT_BYTES,
+    *,
+    seed: int = 0,
+    vocab: Path | None = None,
+    cache_root: Path | None = None,
+) -> Path:
+    """The path of a cached smoke model of about ``target_bytes``, generated if missing."""
+    from builddoctor import paths
+
+    vocab = Path(vocab) if vocab else paths.vendor_dir() / VOCAB_FILE
+    if not vocab.is_file():
+        from builddoctor.errors import SourceError
+
+        raise SourceError(f"the tokenizer for the smoke model is missing: {vocab}. "
+                          "Fetch the pinned llama.cpp tree with `builddoctor source fetch`.")
+    shape = shape_for_bytes(target_bytes)
+    out = model_path(shape, seed, cache_root)
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        write_model(tmp, shape, seed=seed, vocab=vocab)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path) -> None:
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(vocab))
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"builddoctor smoke llama {shape.params / 1e6:.0f}M (random weights)")
+    writer.add_context_length(shape.n_ctx)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_rope_dimension_count(shape.n_embd // shape.n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(shape.n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
+
+    rng = np.random.default_rng(seed)
+    q4 = gguf.GGMLQuantizationType.Q4_0
+    d, f = shape.n_embd, shape.n_ff
+    kv = d * shape.n_head_kv // shape.n_head
+
+    def weight(name: str, rows: int, cols: int) -> None:
+        data = rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
+        writer.add_tensor(name, gguf.quants.quantize(data, q4), raw_dtype=q4)  # byte shape
+
+    def norm(name: str) -> None:
+        writer.add_tensor(name, np.ones(d, dtype=np.float32))
+
+    weight("token_embd.weight", shape.n_vocab, d)
+    for i in range(shape.n_layer):
+        p = f"blk.{i}."
+        norm(p + "attn_norm.weight")
+        weight(p + "attn_q.weight", d, d)
+        weight(p + "attn_k.weight", kv, d)
+        weight(p + "attn_v.weight", kv, d)
+        weight(p + "attn_output.weight", d, d)
+        norm(p + "ffn_norm.weight")
+        weight(p + "ffn_gate.weight", f, d)
+        weight(p + "ffn_up.weight", f, d)
+        weight(p + "ffn_down.weight", d, f)
+    norm("output_norm.weight")
+    weight("output.weight", shape.n_vocab, d)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def tensor_bytes(path: Path) -> int:
+    """Bytes of tensor data in a GGUF file (what one generated token reads, for a dense model)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return int(sum(t.n_bytes for t in reader.tensors))

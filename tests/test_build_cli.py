@@ -1,0 +1,72 @@
+"""The `build`, `bench`, `fix` and `rollback` commands: dry runs, refusals and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from builddoctor import errors
+from builddoctor.cli import cli, _register
+
+_register()
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUILDDOCTOR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BUILDDOCTOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BUILDDOCTOR_BUILD_LOCK", str(tmp_path / "build.lock"))
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _vendor():
+    from builddoctor.paths import vendor_dir
+
+    if not (vendor_dir() / "CMakeLists.txt").is_file():
+        pytest.skip("pinned tree not fetched")
+
+
+def test_build_dry_run_prints_the_commands():
+    _vendor()
+    res = invoke("build", "--dry-run")
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("cmake -S ") and "-G Ninja" in lines[0] and "-DGGML_NATIVE=ON" in lines[0]
+    assert "--target llama-cli llama-server llama-bench llama-quantize" in lines[1]
+
+
+def test_build_with_a_bad_plan_file_is_a_usage_error(tmp_path):
+    _vendor()
+    bad = tmp_path / "plan.json"
+    bad.write_text('{"goal": "native"}')
+    res = invoke("build", "--plan", str(bad))
+    assert res.exit_code == errors.USAGE
+    assert "not a builddoctor build plan" in res.output
+
+
+def test_rollback_without_backup_explains():
+    res = invoke("rollback")
+    assert res.exit_code != 0 and "no backup" in res.output
+
+
+def test_fix_needs_rebuild():
+    res = invoke("fix")
+    assert res.exit_code == errors.USAGE and "--rebuild" in res.output
+
+
+def test_bench_with_a_crashing_llama_bench(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    src = folder / "main.c"
+    src.write_text("#include <signal.h>\nint main(void){ raise(SIGSEGV); return 0; }\n")
+    subprocess.run(["cc", str(src), "-o", str(folder / "llama-bench")], check=True, timeout=60)
+    _vendor()
+    res = invoke("bench", "--size", "8", "--no-bandwidth", str(folder))
+    assert res.exit_code == errors.BENCH_FAILED
+    assert "SIGSEGV" in res.output

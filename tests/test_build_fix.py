@@ -1,0 +1,85 @@
+"""`builddoctor fix --rebuild` end to end on the deliberately bad test builds (slow)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from builddoctor import errors
+from builddoctor.cli import _register, cli
+from builddoctor.profiles import BuildPlan, PlanOption
+
+_register()
+pytestmark = pytest.mark.slow
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if not p.is_symlink() else "->" + str(p.readlink())
+            for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def sse_copy(tmp_path):
+    from tests.llama_builds import BuildUnavailable, ensure_build
+
+    try:
+        bin_dir = ensure_build("sse")
+    except BuildUnavailable as exc:
+        pytest.skip(str(exc))
+    copy = tmp_path / "sse"
+    shutil.copytree(bin_dir.parent / "bin", copy / "bin", symlinks=True)
+    shutil.copy2(bin_dir.parent / "CMakeCache.txt", copy / "CMakeCache.txt")
+    return copy / "bin"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUILDDOCTOR_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_fix_dry_run_changes_nothing(sse_copy, home):
+    before = _tree(sse_copy)
+    res = invoke("fix", "--rebuild", "--dry-run", "--replace", str(sse_copy))
+    assert res.exit_code == 0, res.output
+    assert "would build: cmake -S" in res.output and "-DGGML_NATIVE=ON" in res.output
+    assert "would verify:" in res.output and "would bench:" in res.output and "would install: back up" in res.output
+    assert _tree(sse_copy) == before and not home.exists()
+
+
+def test_fix_with_a_failing_build_leaves_the_old_binaries(sse_copy, home, tmp_path):
+    before = _tree(sse_copy)
+    plan = BuildPlan(goal="native", backend="cpu", targets=["llama-bench"], options=[
+        PlanOption("GGML_NATIVE", "ON", "t", "t"),
+        PlanOption("CMAKE_C_FLAGS_RELEASE", "-O3 -include builddoctor_no_such_header.h", "t", "t")])
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    res = invoke("fix", "--rebuild", "--replace", "--yes", "--plan", str(plan_file), str(sse_copy))
+    assert res.exit_code == errors.BUILD_FAILED, res.output
+    assert "builddoctor_no_such_header.h" in res.output and "Full log:" in res.output
+    assert "old binaries are untouched" in res.output
+    assert _tree(sse_copy) == before
+
+
+def test_fix_replace_then_rollback(sse_copy, home):
+    before = _tree(sse_copy)
+    res = invoke("fix", "--rebuild", "--replace", "--yes", "--rounds", "1", str(sse_copy))
+    if res.exit_code == errors.VERIFY_FAILED:
+        pytest.fail("verification failed: " + res.output)
+    assert res.exit_code == 0, res.output
+    assert "fixed" in res.output and "builddoctor rollback" in res.output
+    assert _tree(sse_copy) != before
+    res = invoke("check", str(sse_copy))
+    assert res.exit_code == 0, res.output
+    res = invoke("rollback")
+    assert res.exit_code == 0, res.output
+    after = _tree(sse_copy)
+    assert after == before
