@@ -224,3 +224,19 @@ def test_diagnosis_json_round_trip():
     again = Diagnosis.from_json(d.to_json())
     assert again.to_json() == d.to_json()
     assert again.healthy
+
+
+def test_option_set_against_the_plan():
+    b = build()
+    b.cmake_cache = "/b/CMakeCache.txt"
+    b.cmake_options = {"GGML_NATIVE": "OFF", "CMAKE_BUILD_TYPE": "Release", "GGML_RVV": "ON"}
+    (f,) = [f for f in findings_for(b, machine()) if f.code == "BD161"]
+    assert f.severity == "warning"
+    assert "GGML_NATIVE=OFF" in f.title and "GGML_NATIVE=ON" in f.title and "this CPU" in f.evidence
+    # GGML_RVV=ON is llama.cpp's default in every cache: not something the user asked for
+    assert not [f for f in findings_for(b, machine()) if "RVV" in f.title]
+    b.cmake_options["GGML_NATIVE"] = "ON"
+    assert "BD161" not in codes(findings_for(b, machine()))
+    # a portable build is compared with the portable plan, not flagged for GGML_NATIVE=OFF
+    b.cmake_options.update(GGML_NATIVE="OFF", GGML_CPU_ALL_VARIANTS="ON", GGML_BACKEND_DL="ON")
+    assert "BD161" not in codes(findings_for(b, machine()))

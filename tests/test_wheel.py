@@ -145,6 +145,11 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     for exe in site.iterdir():
         if exe.is_file() and not exe.name.endswith(".json"):
             assert _runpath(exe) in ([], ["$ORIGIN"]), (exe, _runpath(exe))
+    # `builddoctor check` finds the bundled build by itself and finds it healthy on the machine it was built on.
+    bundled = _check_bundled(bindir, venv_env, site)
+    assert [f for f in bundled["findings"] if f["severity"] in ("error", "warning")] == [], bundled["findings"]
+    assert bundled["build"]["isa_level"] == _best_level(), bundled["build"]
+
     # Moved once more, without the venv: still runs (the libraries are found beside it).
     moved = tmp_path / "moved-bin"
     shutil.copytree(site, moved)
@@ -167,6 +172,13 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
         assert "GGML_NATIVE:UNINITIALIZED=OFF" in cache or "GGML_NATIVE:BOOL=OFF" in cache, cache[:2000]
         assert "GGML_AVX2:BOOL=ON" in cache  # GGML_NATIVE=OFF's defaults, not the native build's leftovers
         assert "override: GGML_NATIVE=OFF set by CMAKE_ARGS (the plan had ON)" in log2
+        # ...and the tool catches its own suboptimal install.
+        done = proc.run([str(bindir / "pip"), "install", "-q", "--force-reinstall", "--no-deps", str(wheel2)],
+                        timeout=900, env=_env())
+        assert done.ok, done.output[-4000:]
+        off = _check_bundled(bindir, venv_env, site)
+        (warn,) = [f for f in off["findings"] if f["code"] == "BD161"]
+        assert "GGML_NATIVE=OFF" in warn["title"] and warn["severity"] == "warning"
 
         # Without CMAKE_ARGS again: back to the plan (the override did not stay in the build folder).
         wheel3, took3, log3 = _pip_wheel(tmp_path / "wheels-again", env=_env(), timeout=3600)
@@ -181,6 +193,22 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     assert _compiles(log2) > 0  # GGML_NATIVE=OFF changed the CPU backend's flags
     assert took3 < took2, (took2, took3)  # switching back: the same compiles, from ccache
     assert _compiles(log4) == 0, log4[-3000:]
+
+
+def _check_bundled(bindir: Path, env: dict, site: Path) -> dict:
+    """The report `builddoctor check` (no argument) gives for the bundled build in ``site``."""
+    done = proc.run([str(bindir / "builddoctor"), "check", "--json"], timeout=300, env=env)
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.output[-4000:]
+    reports = [r for r in json.loads(done.stdout)["builds"] if r["build"]["root"].startswith(str(site.parent))]
+    assert len(reports) == 1, [r["build"]["root"] for r in json.loads(done.stdout)["builds"]]
+    return reports[0]
+
+
+def _best_level() -> str:
+    from builddoctor.probe import machine_profile
+
+    features = machine_profile().cpu.features
+    return "avx512" if "AVX512" in features else "avx2" if "AVX2" in features else "avx" if "AVX" in features else "sse"
 
 
 def _compiles(log: str) -> int:

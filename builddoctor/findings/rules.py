@@ -523,6 +523,38 @@ def cmake_option_findings(build, machine, ctx):
     return hits or None
 
 
+@rule
+def plan_departure(build, machine, ctx):
+    """Options the build set differently from builddoctor's own plan for this machine."""
+    if not build.cmake_options or not build.is_llama_cpp:
+        return None
+    watched = set(ctx.catalogue["plan_watch"]["options"])
+    goal = "portable" if build.cmake_options.get("GGML_CPU_ALL_VARIANTS", "").upper() in _TRUTHY else "native"
+    plan = _plan(machine, goal, ctx)
+    if plan is None:
+        return None
+    hits = []
+    for opt in plan.options:
+        if opt.name not in watched or opt.name not in build.cmake_options:
+            continue
+        value = build.cmake_options[opt.name]
+        if not _same_value(value, opt.value):
+            hits.append({"name": opt.name, "value": value, "planned": opt.value, "reason": opt.reason})
+    return hits or None
+
+
+def _plan(machine: MachineProfile, goal: str, ctx: Context):
+    key = ("plan", goal)
+    if key not in ctx.extra:
+        try:
+            from builddoctor.resolve import resolve
+
+            ctx.extra[key] = resolve(machine, goal=goal)
+        except Exception:  # noqa: BLE001 - no plan (e.g. broken recipes) means no comparison, not a failed check
+            ctx.extra[key] = None
+    return ctx.extra[key]
+
+
 # --------------------------------------------------------------------------- version
 
 

@@ -226,6 +226,11 @@ def default_candidates(messages: list[str]) -> list[Candidate]:
         for sub in subs[:20]:
             if (co / sub / "CMakeCache.txt").is_file():
                 found += expand_dir(co / sub, quiet, "build-folder")
+    from builddoctor.bundled import bundled_dir
+
+    bundled = bundled_dir()  # the llama.cpp that `pip install builddoctor` compiled
+    if bundled is not None and bundled.is_dir():
+        found += expand_dir(bundled, quiet, "bundled")
     for site in site_dirs():
         for pkg in data["pip"]:
             for rel in pkg["dirs"]:
