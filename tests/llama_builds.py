@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,7 +65,11 @@ BUILDS: dict[str, list[str]] = {
 
 
 class BuildUnavailable(RuntimeError):
-    """The build cannot be made here (no source, no compiler, build failed): tests skip."""
+    """This machine lacks the tools to build at all (cmake, ninja, a C++ compiler): tests skip."""
+
+
+class BuildFailed(RuntimeError):
+    """The source could not be fetched or the build failed: a test error, never a skip."""
 
 
 def build_dir(name: str) -> Path:
@@ -80,15 +85,15 @@ def _source_dir() -> Path:
     try:
         from builddoctor import source  # written by the lead
     except ImportError:
-        raise BuildUnavailable(f"the pinned llama.cpp source is not at {src} and builddoctor.source is not "
-                               "available to fetch it") from None
+        raise BuildFailed(f"the pinned llama.cpp source is not at {src} and builddoctor.source is not "
+                          "available to fetch it") from None
     try:
         got = source.ensure_source()
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch means: skip
-        raise BuildUnavailable(f"could not fetch the pinned llama.cpp source: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - reported as the test error it is
+        raise BuildFailed(f"could not fetch the pinned llama.cpp source: {exc}") from exc
     got = Path(got) if got else src
     if not (got / "CMakeLists.txt").is_file():
-        raise BuildUnavailable(f"the pinned llama.cpp source is not at {got}")
+        raise BuildFailed(f"the pinned llama.cpp source is not at {got}")
     return got
 
 
@@ -114,6 +119,9 @@ def ensure_build(name: str) -> Path:
     out = build_dir(name)
     if is_complete(name):
         return out / "bin"
+    missing = [tool for tool in ("cmake", "ninja", "c++") if shutil.which(tool) is None]
+    if missing:
+        raise BuildUnavailable(f"cannot build llama.cpp here: {', '.join(missing)} not installed")
     from builddoctor import proc
 
     src = _source_dir()
@@ -136,7 +144,7 @@ def ensure_build(name: str) -> Path:
                     res = proc.run(argv, timeout=BUILD_TIMEOUT, env=env)
                     fh.write(f"$ {' '.join(argv)}\n{res.stdout}\n{res.stderr}\n")
                     if not res.ok:
-                        raise BuildUnavailable(
+                        raise BuildFailed(
                             f"building test build {name!r} failed ({res.error or res.signal or res.returncode}"
                             f"{', timed out' if res.timed_out else ''}); see {log}")
             (out / MARKER).write_text(json.dumps({
