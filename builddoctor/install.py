@@ -25,6 +25,7 @@ from pathlib import Path
 from builddoctor import paths
 from builddoctor.errors import UserError
 from builddoctor.profiles import BuildResult
+from builddoctor.source import sha256_file
 
 MANIFEST = "manifest.json"
 DONE = "rolled-back"
@@ -58,14 +59,6 @@ def build_files(result: BuildResult) -> list[Path]:
     programs = [Path(b) for b in result.binaries]
     libs = sorted(p for p in bin_dir.iterdir() if _is_lib(p.name)) if bin_dir.is_dir() else []
     return programs + libs
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -172,9 +165,9 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
                 else:
                     shutil.copy2(dest, saved)
                     entry["backup"] = saved.name
-                    entry["sha256"] = sha256(dest)
+                    entry["sha256"] = sha256_file(dest)
                     entry["mode"] = stat.S_IMODE(dest.stat().st_mode)
-                    if sha256(saved) != entry["sha256"]:
+                    if sha256_file(saved) != entry["sha256"]:
                         raise InstallError(f"the backup copy of {dest} does not match it; nothing was changed.")
             entries.append(entry)
         (staging / MANIFEST).write_text(json.dumps({"created": stamp, "build": result.build_dir,
@@ -215,7 +208,7 @@ def _restore(backup: Path, entries: list[dict]) -> list[str]:
         else:
             _copy(backup / "files" / entry["backup"], dest)
             os.chmod(dest, entry["mode"])
-            if sha256(dest) != entry["sha256"]:
+            if sha256_file(dest) != entry["sha256"]:
                 raise InstallError(f"restoring {dest} from {backup} gave a different file; the backup is kept.")
         restored.append(str(dest))
     return restored

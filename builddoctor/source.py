@@ -112,7 +112,7 @@ def hash_tree(root: Path) -> dict[str, str]:
             rel = full.relative_to(root).as_posix()
             if rel == MANIFEST or not full.is_file() or full.is_symlink():
                 continue
-            out[rel] = _sha256_file(full)
+            out[rel] = sha256_file(full)
     return out
 
 
@@ -215,7 +215,7 @@ def _download(pin: Pin, say: Callable[[str], None]) -> Path:
     """The sdist from the download cache, or from the registry through pip."""
     cache = paths.cache_dir() / "downloads"
     cached = cache / pin.sdist_name
-    if cached.is_file() and _sha256_file(cached) == pin.sha256:
+    if cached.is_file() and sha256_file(cached) == pin.sha256:
         say(f"using the verified download in {cached}")
         return cached
     cache.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,7 @@ def _download(pin: Pin, say: Callable[[str], None]) -> Path:
 def _verify_archive(archive: Path, pin: Pin) -> None:
     if not archive.is_file():
         raise errors.InputError(f"{archive} does not exist or is not a file.")
-    digest = _sha256_file(archive)
+    digest = sha256_file(archive)
     if digest != pin.sha256:
         raise errors.SourceError(
             f"refused {archive}: its sha256 is {digest}, but the pin for {pin.package} {pin.version} is "
@@ -331,7 +331,8 @@ def _git_commit(root: Path) -> Optional[str]:
     return done.stdout.strip() or None if done.ok else None
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The file's sha256, read in blocks (the pin, the manifest and install backups all use it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
