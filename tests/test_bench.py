@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builddoctor import bench, smoke_model
+from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
 
@@ -125,11 +126,7 @@ def test_shape_for_bytes_hits_the_target():
 
 
 def _vocab() -> Path:
-    from builddoctor import paths
-
-    vocab = paths.vendor_dir() / smoke_model.VOCAB_FILE
-    if not vocab.is_file():
-        pytest.skip("the pinned llama.cpp tree (tokenizer) is not fetched")
+    vocab = ensure_source() / smoke_model.VOCAB_FILE
     return vocab
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from builddoctor import build, proc
 from builddoctor.profiles import BuildPlan, PlanOption
+from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 
 MINI = Path(__file__).parent / "fixtures" / "build" / "miniproj"
 REPO = Path(__file__).resolve().parent.parent
@@ -203,9 +204,7 @@ def test_choose_jobs_from_cores_and_memory():
 
 
 def test_configure_command_has_the_fixed_arguments(tmp_path):
-    vendor = build.paths.vendor_dir()
-    if not (vendor / "CMakeLists.txt").is_file():
-        pytest.skip("pinned tree not fetched")
+    vendor = ensure_source()
     env = build.build_env(mini_plan(), tmp_path)
     argv = build.configure_command(mini_plan(GGML_NATIVE="ON"), vendor, tmp_path / "b", env)
     assert argv[:1] == ["cmake"] and "-G" in argv and "Ninja" in argv
@@ -245,9 +244,7 @@ def test_relevant_error_lines():
 
 
 def _vendor() -> Path:
-    vendor = build.paths.vendor_dir()
-    if not (vendor / "CMakeLists.txt").is_file():
-        pytest.skip("the pinned llama.cpp tree is not fetched")
+    vendor = ensure_source()
     return vendor
 
 

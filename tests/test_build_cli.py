@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from builddoctor import errors
 from builddoctor.cli import cli, _register
+from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 
 _register()
 
@@ -26,10 +27,7 @@ def invoke(*args):
 
 
 def _vendor():
-    from builddoctor.paths import vendor_dir
-
-    if not (vendor_dir() / "CMakeLists.txt").is_file():
-        pytest.skip("pinned tree not fetched")
+    ensure_source()
 
 
 def test_build_dry_run_prints_the_commands():

@@ -18,7 +18,7 @@ from builddoctor.flagcheck import (
     render_snapshot,
     scan_source,
 )
-from builddoctor.paths import vendor_dir
+from builddoctor.source import ensure_source
 from builddoctor.profiles import MachineProfile
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
@@ -153,9 +153,7 @@ def test_snapshot_knows_the_source_options():
 
 
 def test_snapshot_matches_the_vendor_tree():
-    src = vendor_dir()
-    if not (src / "CMakeLists.txt").is_file():
-        pytest.skip("pinned llama.cpp tree not present")
+    src = ensure_source()
     fresh = scan_source(src)
     text = SNAPSHOT.read_text()
     commit = text.split('source_commit = "', 1)[1].split('"', 1)[0]
@@ -242,7 +240,5 @@ def test_all_variants_cache_does_not_trip_isa_check():
 
 
 def test_source_tree_is_read_when_given():
-    src = vendor_dir()
-    if not (src / "CMakeLists.txt").is_file():
-        pytest.skip("pinned llama.cpp tree not present")
+    src = ensure_source()
     assert codes(check_flags("-DLLAMA_CUDA=ON -DGGML_CUDA_FA=ON", None, source=src)) == ["BD401"]

@@ -304,7 +304,7 @@ def test_cmake_command_line():
 def test_every_emitted_option_is_known_to_the_pinned_source():
     """Every option any recipe can set is declared or read by the pinned llama.cpp (snapshot or tree)."""
     from builddoctor.flagcheck import STANDARD_NAMES, known_options, scan_source
-    from builddoctor.paths import vendor_dir
+    from builddoctor.source import ensure_source
 
     names = {o.name for r in load_recipes() for o in r.options}
     known = known_options()
@@ -312,16 +312,16 @@ def test_every_emitted_option_is_known_to_the_pinned_source():
                and n not in known.options}
     assert not unknown
     assert not names & set(known.deprecated)
-    if (vendor_dir() / "CMakeLists.txt").is_file():
-        tree = scan_source(vendor_dir())
-        declared = {n for n, o in tree.options.items() if o["kind"] != "variable"}
-        ggml = {n for n in names if n.startswith(("GGML_", "LLAMA_"))}
-        assert ggml <= declared, ggml - declared
+    tree = scan_source(ensure_source())
+    declared = {n for n, o in tree.options.items() if o["kind"] != "variable"}
+    ggml = {n for n in names if n.startswith(("GGML_", "LLAMA_"))}
+    assert ggml <= declared, ggml - declared
 
 
 def test_this_machine_live():
     """On the machine the tests run on: a native CPU plan, and CUDA skipped with nvcc named when present."""
-    probe = pytest.importorskip("builddoctor.probe")
+    from builddoctor import probe
+
     m = probe.machine_profile()
     plan = resolve(m)
     got = opts(plan)
