@@ -52,11 +52,7 @@ def report(d: Diagnosis, out: Console) -> None:
         sev = _HEADER[r.worst]
         out.echo(f"[{out.symbol(sev)}] " + out.style(build_title(r), bold=True))
         for f in r.findings:
-            if f.severity == "info" and not out.verbose and f.area != "cpu":
-                line = f"    {out.symbol('info')} {f.title}"
-            else:
-                line = f"    {out.symbol(f.severity)} {f.title}"
-            out.echo(line)
+            out.echo(f"    {out.symbol(f.severity)} {f.title}")
             if f.severity in ("error", "warning") or (f.severity == "info" and out.verbose):
                 if f.evidence:
                     out.echo(out.style(f"        {f.evidence}", "dim"))
