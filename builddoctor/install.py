@@ -138,6 +138,13 @@ def plan_replace(result: BuildResult, dest_dir: Path) -> list[tuple[Path, Path, 
     return plan
 
 
+def _write_marker(result: BuildResult, path: Path) -> None:
+    """Say which build the replaced programs come from (read by the inspector, removed by rollback)."""
+    cache = Path(result.build_dir) / "CMakeCache.txt"
+    path.write_text(json.dumps({"build_dir": result.build_dir,
+                                "cmake_cache": str(cache) if cache.is_file() else None}, indent=1))
+
+
 def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = None) -> InstallResult:
     """Replace the llama.cpp build in ``dest_dir`` with ``result``, keeping a backup."""
     dest_dir = Path(dest_dir)
@@ -154,6 +161,10 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
         backup = root / f"{stamp}-{n}"
     staging = root / f".{backup.name}.partial"
     (staging / "files").mkdir(parents=True)
+    marker_src = root / f".{backup.name}.marker.json"
+    _write_marker(result, marker_src)
+    marker = dest_dir / paths.REPLACED_MARKER
+    actions.append((marker_src, marker, "replaced" if marker.exists() else "added"))
     entries = []
     try:
         for i, (_src, dest, kind) in enumerate(actions):
@@ -175,15 +186,18 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
         os.rename(staging, backup)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        marker_src.unlink(missing_ok=True)
         raise
     done: list[dict] = []
     try:
         for (src, dest, _kind), entry in zip(actions, entries):
             _copy(src, dest)
             done.append(entry)
+        marker_src.unlink()
     except BaseException as exc:
         _restore(backup, done)
         shutil.rmtree(backup, ignore_errors=True)
+        marker_src.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise InstallError(f"replacing the files in {dest_dir} failed ({exc}); the old files were put "
                                "back, nothing changed.", exit_code=7 if exc.errno == 28 else 1) from None

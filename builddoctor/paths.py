@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: written by `fix --replace` beside the programs it replaced: which build they now come from, so that
+#: `check` reads that build's CMakeCache.txt, not the stale one of the folder's own build tree
+REPLACED_MARKER = ".builddoctor-replaced.json"
 DATA_DIR = PACKAGE_DIR / "data"
 
 
