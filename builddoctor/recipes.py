@@ -160,6 +160,9 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
     paths = sorted(directory.glob("*.toml"))
     if not paths:
         raise RecipeError(f"The recipe folder {directory} holds no *.toml recipe files.")
+    key = (str(directory.resolve()), tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    if key in _LOADED:  # one command resolves several plans (check compares each build with one)
+        return _LOADED[key]
     recipes = [load_recipe(p) for p in paths]
     seen: dict[str, Recipe] = {}
     backends: dict[str, Recipe] = {}
@@ -177,7 +180,12 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
             if other not in seen:
                 raise RecipeError(f"{_where(r.path, 'conflicts')}: conflicts names '{other}', which is no recipe "
                                   f"(known: {', '.join(sorted(seen))}).")
+    _LOADED[key] = recipes
     return recipes
+
+
+#: validated recipe folders, keyed by folder and each file's name, mtime and size (read-only after loading)
+_LOADED: dict[tuple, list[Recipe]] = {}
 
 
 def load_recipe(path: Path) -> Recipe:

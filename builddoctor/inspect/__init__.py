@@ -66,6 +66,7 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
             cands += found
     groups = discover.group(cands, facts_of)
     builds: list[BuildProfile] = []
+    to_run: list[tuple[BuildProfile, list]] = []
     skipped: dict[str, list[str]] = {}  # folder -> "path: why" of files that are not binaries / unreadable
     for g in groups:
         facts = [facts_of(f) for f in g.files]
@@ -76,10 +77,17 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
                 if f.file.format is not None or not discovering:
                     skipped.setdefault(str(Path(f.file.path).parent), []).append(f"{f.file.path}: {f.file.error}.")
             continue
-        bp = assemble.make_profile(g, facts, run=run, timeout=timeout)
+        bp = assemble.make_profile(g, facts, run=False, timeout=timeout)
         if discovering and not bp.is_llama_cpp:
             continue
         builds.append(bp)
+        to_run.append((bp, facts))
+    if run and to_run:
+        # each run waits on a child process: run the builds' programs side by side
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(to_run))) as pool:
+            list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
     for folder, lines in skipped.items():
         if len(lines) <= 3:
             messages += lines

@@ -119,21 +119,29 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
     for f in facts:
         if f.file.error:
             bp.errors.append(f"{f.file.path}: {f.file.error}")
-    # run it
-    if run and bp.is_llama_cpp:
-        exe = _pick_executable(facts)
-        if exe is not None:
-            from builddoctor.inspect import runtime
-
-            ri = (probe or runtime.probe)(exe.file.path, timeout=timeout)
-            bp.runtime = ri.results
-            bp.devices = ri.devices
-            for key in ("version", "build_number", "commit", "compiler", "target"):
-                val = getattr(ri, key)
-                if val is not None and getattr(bp, key) is None:
-                    setattr(bp, key, val)
-                    bp.evidence[key] = f"{os.path.basename(exe.file.path)} --version"
+    if run:
+        apply_runtime(bp, facts, timeout=timeout, probe=probe)
     return bp
+
+
+def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float,
+                  probe: Optional[Callable] = None) -> None:
+    """Run the build's best executable (--version, --list-devices) and add what it says."""
+    if not bp.is_llama_cpp:
+        return
+    exe = _pick_executable(facts)
+    if exe is None:
+        return
+    from builddoctor.inspect import runtime
+
+    ri = (probe or runtime.probe)(exe.file.path, timeout=timeout)
+    bp.runtime = ri.results
+    bp.devices = ri.devices
+    for key in ("version", "build_number", "commit", "compiler", "target"):
+        val = getattr(ri, key)
+        if val is not None and getattr(bp, key) is None:
+            setattr(bp, key, val)
+            bp.evidence[key] = f"{os.path.basename(exe.file.path)} --version"
 
 
 def _pick_executable(facts: list[FileFacts]) -> Optional[FileFacts]:
