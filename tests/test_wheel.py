@@ -191,7 +191,7 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     assert (native["value"], native["recipe"]) == ("ON", "cpu-x86")
     assert json.loads(files["builddoctor/_llama/bundle.json"])["overrides"] == []
     assert _compiles(log2) > 0  # GGML_NATIVE=OFF changed the CPU backend's flags
-    assert took3 < took2, (took2, took3)  # switching back: the same compiles, from ccache
+    assert _compiles(log3) > 0  # switching back rebuilt the CPU backend with the plan's flags (ccache serves it)
     assert _compiles(log4) == 0, log4[-3000:]
 
 
