@@ -183,25 +183,22 @@ def fetch(dest: Path | None = None, *, sdist: Path | None = None, force: bool = 
     _clean_partials(root)
     if not force and root.exists():
         manifest = _read_manifest(root)
-        if manifest is None and root.is_dir() and not any(root.iterdir()):
-            pass  # an empty folder: nothing to lose
-        elif manifest is None:
+        if manifest is None and not (root.is_dir() and not any(root.iterdir())):
             raise errors.SourceError(
                 f"{root} already holds files that builddoctor did not fetch; they were left as they are. "
                 "Use a llama.cpp checkout with --source, or run `builddoctor source fetch --force` to replace it "
                 "with the pinned tree.")
-        current = status(root) if manifest is not None else None
-        if current is None:
-            pass
-        elif current.state == "verified" and manifest.get("sha256") == pin.sha256:
-            current.message = "already there and verified; nothing to do"
-            return current
-        elif current.state == "modified":
-            example = (current.changed + current.added + current.removed)[0]
-            raise errors.SourceError(
-                f"{root} has local changes ({len(current.changed)} changed, {len(current.added)} added, "
-                f"{len(current.removed)} removed files, e.g. {example}). They were left as they are; run "
-                "`builddoctor source fetch --force` to replace the tree with the pinned one.")
+        if manifest is not None:  # an empty folder has nothing to lose; a fetched tree is checked first
+            current = status(root)
+            if current.state == "verified" and manifest.get("sha256") == pin.sha256:
+                current.message = "already there and verified; nothing to do"
+                return current
+            if current.state == "modified":
+                example = (current.changed + current.added + current.removed)[0]
+                raise errors.SourceError(
+                    f"{root} has local changes ({len(current.changed)} changed, {len(current.added)} added, "
+                    f"{len(current.removed)} removed files, e.g. {example}). They were left as they are; run "
+                    "`builddoctor source fetch --force` to replace the tree with the pinned one.")
     archive = Path(sdist) if sdist is not None else _download(pin, say)
     _verify_archive(archive, pin)
     say(f"extracting llama.cpp {pin.short_commit} into {root}")
