@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from packaging.version import InvalidVersion, Version
 
+from builddoctor._buildplan import same_value  # CMake's reading of ON/OFF values, one definition
 from builddoctor.profiles import BinaryFile, BuildProfile, Finding, GpuProfile, MachineProfile
 
 Evidence = Optional[dict[str, Any] | list[dict[str, Any]]]
@@ -406,15 +407,20 @@ def _cuda_cover(archs: list[str], cc: tuple[int, int]) -> str:
     return "sass" if sass else "ptx" if ptx else ""
 
 
-@rule
-def cuda_arch_mismatch(build, machine, ctx):
+def _nvidia_coverage(build: BuildProfile, machine: MachineProfile):
+    """(gpu, compute capability digits, 'sass' | 'ptx' | '') for each NVIDIA GPU, when this is a CUDA build."""
     if "CUDA" not in build.backends or not build.cuda_archs:
-        return None
+        return
     for g in machine.usable_gpus():
         cc = _cc_digits(g.compute_capability or "")
-        if g.vendor != "nvidia" or cc is None:
-            continue
-        if not _cuda_cover(build.cuda_archs, cc):
+        if g.vendor == "nvidia" and cc is not None:
+            yield g, cc, _cuda_cover(build.cuda_archs, cc)
+
+
+@rule
+def cuda_arch_mismatch(build, machine, ctx):
+    for g, cc, cover in _nvidia_coverage(build, machine):
+        if not cover:
             return {"archs": ", ".join(build.cuda_archs), "gpu": g.name, "cc": g.compute_capability,
                     "ccn": f"{cc[0]}{cc[1]}"}
     return None
@@ -422,11 +428,8 @@ def cuda_arch_mismatch(build, machine, ctx):
 
 @rule
 def cuda_ptx_only(build, machine, ctx):
-    if "CUDA" not in build.backends or not build.cuda_archs:
-        return None
-    for g in machine.usable_gpus():
-        cc = _cc_digits(g.compute_capability or "")
-        if g.vendor == "nvidia" and cc and _cuda_cover(build.cuda_archs, cc) == "ptx":
+    for g, cc, cover in _nvidia_coverage(build, machine):
+        if cover == "ptx":
             return {"archs": ", ".join(build.cuda_archs), "gpu": g.name, "ccn": f"{cc[0]}{cc[1]}"}
     return None
 
@@ -471,17 +474,6 @@ def openmp_off(build, machine, ctx):
 # --------------------------------------------------------------------------- options
 
 
-_TRUTHY = {"ON", "TRUE", "YES", "Y", "1"}
-_FALSY = {"OFF", "FALSE", "NO", "N", "0", ""}
-
-
-def _same_value(a: str, b: str) -> bool:
-    a, b = a.strip().upper(), b.strip().upper()
-    if a in _TRUTHY | _FALSY and b in _TRUTHY | _FALSY:
-        return (a in _TRUTHY) == (b in _TRUTHY)
-    return a == b
-
-
 def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
     """The llama.cpp options a CMakeCache holds because the user asked for them.
 
@@ -500,7 +492,7 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
         default = (spec or {}).get("default")
         if spec is None or name in known.deprecated:
             out[name] = value
-        elif default is not None and "${" not in default and not _same_value(value, default):
+        elif default is not None and "${" not in default and not same_value(value, default):
             out[name] = value
     return out
 
@@ -529,7 +521,7 @@ def plan_departure(build, machine, ctx):
     if not build.cmake_options or not build.is_llama_cpp:
         return None
     watched = set(ctx.catalogue["plan_watch"]["options"])
-    goal = "portable" if build.cmake_options.get("GGML_CPU_ALL_VARIANTS", "").upper() in _TRUTHY else "native"
+    goal = "portable" if same_value(build.cmake_options.get("GGML_CPU_ALL_VARIANTS", ""), "ON") else "native"
     plan = _plan(machine, goal, ctx)
     if plan is None:
         return None
@@ -538,7 +530,7 @@ def plan_departure(build, machine, ctx):
         if opt.name not in watched or opt.name not in build.cmake_options:
             continue
         value = build.cmake_options[opt.name]
-        if not _same_value(value, opt.value):
+        if not same_value(value, opt.value):
             hits.append({"name": opt.name, "value": value, "planned": opt.value, "reason": opt.reason})
     return hits or None
 
