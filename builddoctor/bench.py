@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -118,9 +119,7 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
     except OSError:
         pass
     argv = bench_command(binary, model, threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
-    # the Vulkan device filter is a choice the user made on purpose (llvmpipe needs it)
-    extra = {k: os.environ[k] for k in ("GGML_VK_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in os.environ}
-    done = proc.run(argv, timeout=timeout, extra_env=extra)
+    done = proc.run(argv, timeout=timeout, extra_env=proc.from_user(proc.DEVICE_ENV))
     if not done.ok:
         res.error = _describe_failure(done, timeout)
         return res
@@ -134,15 +133,23 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
                     n=len(row.get("samples_ts") or []) or reps)
         if row.get("model_size"):
             res.model_bytes = int(row["model_size"])
+        res.backends = str(row.get("backends") or res.backends)
+        res.gpu_info = str(row.get("gpu_info") or res.gpu_info)
         if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
             res.pp = stat
         elif row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
             res.tg = stat
     if res.pp is None and res.tg is None:
         res.error = f"{binary} reported no prompt or generation test"
-    if bandwidth_gbs and res.tg and res.model_bytes:
-        res.roofline_fraction = roofline_fraction(res.tg.mean, res.model_bytes, bandwidth_gbs)
+    _set_roofline(res)
     return res
+
+
+def _set_roofline(res: BenchResult) -> None:
+    """The fraction of the bandwidth limit, for runs on the CPU only (the host's memory bounds no GPU)."""
+    on_cpu = res.n_gpu_layers == 0 or res.backends in ("", "CPU")
+    if res.bandwidth_gbs and res.tg and res.model_bytes and on_cpu:
+        res.roofline_fraction = roofline_fraction(res.tg.mean, res.model_bytes, res.bandwidth_gbs)
 
 
 def _describe_failure(done: proc.Completed, timeout: float) -> str:
@@ -294,17 +301,15 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
     out = Comparison(rounds=rounds, model=str(model), bandwidth_gbs=bandwidth_gbs)
     for runs in per:
         ok = [x for x in runs if not x.error]
-        first = runs[0]
-        agg = BenchResult(binary=first.binary, model=first.model, model_bytes=first.model_bytes,
-                          threads=first.threads, n_gpu_layers=first.n_gpu_layers, pp_tokens=first.pp_tokens,
-                          tg_tokens=first.tg_tokens, bandwidth_gbs=bandwidth_gbs)
+        first = ok[0] if ok else runs[0]
+        agg = dataclasses.replace(first, pp=None, tg=None, roofline_fraction=None, error=None,
+                                  bandwidth_gbs=bandwidth_gbs)
         if not ok:
             agg.error = first.error or runs[-1].error
         else:
             agg.pp = _pool([x.pp for x in ok])
             agg.tg = _pool([x.tg for x in ok])
-            if bandwidth_gbs and agg.tg and agg.model_bytes:
-                agg.roofline_fraction = roofline_fraction(agg.tg.mean, agg.model_bytes, bandwidth_gbs)
+            _set_roofline(agg)
         out.results.append(agg)
     base = per[0]
     for runs in per:

@@ -45,7 +45,10 @@ CONFIGURE_TIMEOUT = 600.0
 TOOL_TIMEOUT = 20.0
 PIN_FALLBACK = ("0c1e570", 1)
 #: environment variables a user sets on purpose to choose compilers; passed through and keyed
-COMPILER_ENV = ("CC", "CXX", "CUDACXX", "CUDAHOSTCXX", "CUDAToolkit_ROOT", "CCACHE_DIR", "CCACHE_MAXSIZE")
+# Passed from the user's environment to cmake: compilers, and where toolkits live (VULKAN_SDK is
+# how the LunarG SDK, or newer headers unpacked by hand, are found).
+COMPILER_ENV = ("CC", "CXX", "CUDACXX", "CUDAHOSTCXX", "CUDAToolkit_ROOT", "CCACHE_DIR", "CCACHE_MAXSIZE",
+                "VULKAN_SDK", "CMAKE_PREFIX_PATH")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
@@ -194,6 +197,13 @@ def build_env(plan: BuildPlan, cache_root: Path, base_env: dict[str, str] | None
             if name in os.environ:
                 env[name] = os.environ[name]
     env.update(plan.env)
+    sdk = env.get("VULKAN_SDK")
+    if sdk:
+        # CMake's FindVulkan reads VULKAN_SDK, but find_package(SPIRV-Headers CONFIG) only looks
+        # in prefixes: make the SDK one, as the LunarG SDK's setup-env.sh does through PATH.
+        prefixes = [p for p in env.get("CMAKE_PREFIX_PATH", "").split(os.pathsep) if p]
+        if sdk not in prefixes:
+            env["CMAKE_PREFIX_PATH"] = os.pathsep.join([sdk, *prefixes])
     # ccache: paths under the cache folder are rewritten relative to each compile's working
     # folder, so the temp folder's name does not spoil hits between builds.
     env.setdefault("CCACHE_BASEDIR", str(cache_root.resolve()))
@@ -210,7 +220,7 @@ def cache_key(plan: BuildPlan, source_dir: Path, env: dict[str, str], *, identit
         "targets": sorted(targets_of(plan)),
         "env": sorted(plan.env.items()),
         "compilers": compiler_versions(plan, env),
-        "user_env": sorted((k, env[k]) for k in ("CC", "CXX", "CUDACXX", "CUDAHOSTCXX") if k in env),
+        "user_env": sorted((k, env[k]) for k in COMPILER_ENV if k in env and not k.startswith("CCACHE")),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -317,6 +327,31 @@ def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
                 Path(p).is_file() for p in ("/usr/local/cuda/bin/nvcc",)):
             return [n for n in need if shutil.which(n, path=path) is None] + ["nvcc"]
     return [n for n in need if shutil.which(n, path=path) is None]
+
+
+BLOCKING = ("missing", "too-old", "too-new")
+
+
+def unmet_prerequisites(plan: BuildPlan, exclude: list[str] = ()) -> list:
+    """The plan's prerequisites that the resolver found missing or of the wrong version.
+
+    Checked before configuring: a missing glslc or too-old Vulkan headers otherwise cost a
+    configure (or a 5-minute compile) before failing. Drivers are not needed to compile.
+    """
+    return [p for p in plan.prerequisites
+            if p.status in BLOCKING and p.kind != "driver" and p.name not in exclude]
+
+
+def prerequisite_hint(p) -> str:
+    distro = _distro()
+    cmd = p.install.get(distro) or p.install.get("debian") or next(iter(p.install.values()), "install it")
+    if p.status == "missing":
+        state = "not found"
+    else:
+        bound = f"needs {p.min_version} or newer" if p.status == "too-old" else f"needs below {p.max_version}"
+        state = f"{p.found_version} found, {bound}"
+    why = f"\n      why: {p.reason}" if p.reason else ""
+    return f"  {p.name} ({state}): {cmd}{why}"
 
 
 def install_hint(tools: list[str], plan: BuildPlan | None = None) -> str:
@@ -484,6 +519,10 @@ def build(
     source_dir = Path(source_dir).resolve()
     cache_root = Path(cache_root or default_cache_root()).absolute()
     benv = build_env(plan, cache_root, env)
+    if not is_git_checkout(source_dir):
+        # ggml's CMake asks git for its commit; in the pinned tree (inside builddoctor's own
+        # repository) git would answer with builddoctor's commit: stop its search at the tree.
+        benv["GIT_CEILING_DIRECTORIES"] = str(source_dir)
     targets = targets_of(plan)
 
     def result(status: str, **kw) -> BuildResult:
@@ -496,9 +535,14 @@ def build(
         raise InputError(f"{source_dir} is not a llama.cpp source tree (no CMakeLists.txt there).")
 
     missing = missing_tools(plan, benv)
-    if missing:
+    unmet = unmet_prerequisites(plan, exclude=missing)
+    if missing or unmet:
+        names = missing + [p.name for p in unmet]
+        lines = [install_hint(missing, plan)] if missing else []
+        lines += [prerequisite_hint(p) for p in unmet]
         return result("missing-toolchain", build_dir="",
-                      error=f"Missing build tools: {', '.join(missing)}. Install them:\n" + install_hint(missing, plan))
+                      error=f"Missing build prerequisites: {', '.join(names)}. builddoctor installs nothing by "
+                            "itself; install them, then run the build again:\n" + "\n".join(lines))
 
     key = cache_key(plan, source_dir, benv)
     entry = cache_root / key
@@ -606,12 +650,21 @@ def _configure_and_compile(plan, source_dir, bdir, env, jobs, timeout, log_file,
         started = time.monotonic()
         first_done: list[float] = []
 
+        biggest = [0]
+
         def on_line(line: str) -> None:
             write(line)
             m = _NINJA.match(_ANSI.sub("", line))
             if not m:
                 return
             done, total = int(m.group(1)), int(m.group(2))
+            # a nested build (the Vulkan shader generator is an ExternalProject) prints its
+            # own [n/total] lines through ours: follow the biggest one, the top level
+            if total < biggest[0]:
+                return
+            if total > biggest[0]:
+                biggest[0] = total
+                first_done.clear()  # the rate so far was the nested build's
             now = time.monotonic()
             if not first_done:
                 first_done.append(now)

@@ -45,7 +45,7 @@ class FixReport(Serializable):
 def build_error(result: BuildResult) -> UserError:
     code = STATUS_EXIT.get(result.status, errors.BUILD_FAILED)
     what = {"failed": "The build failed.", "interrupted": "The build was interrupted.",
-            "missing-toolchain": "A build tool is missing.",
+            "missing-toolchain": "Something the build needs is not installed.",
             "no-space": "There is not enough disk space for the build."}.get(result.status, "The build failed.")
     msg = f"{what} {result.error or ''}".strip()
     if result.log_path:

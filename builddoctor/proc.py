@@ -17,6 +17,10 @@ from typing import Mapping, Sequence
 #: nothing that changes how a llama.cpp binary or a compiler behaves behind our back.
 _KEEP = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "SYSTEMROOT", "USER", "LOGNAME")
 
+#: the user's choice of devices: passed to llama.cpp programs when set, because it was made on
+#: purpose (a CPU-emulated Vulkan device such as llvmpipe is listed only when named here).
+DEVICE_ENV = ("GGML_VK_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+
 MAX_OUTPUT = 1 << 20  # bytes of each stream kept
 
 
@@ -37,6 +41,11 @@ class Completed:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def from_user(names) -> dict[str, str]:
+    """The variables among ``names`` that the user set (non-empty)."""
+    return {k: os.environ[k] for k in names if os.environ.get(k)}
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -409,3 +409,5 @@ class BenchResult(Serializable):
     bandwidth_gbs: Optional[float] = None
     roofline_fraction: Optional[float] = None  # tg * bytes/token / bandwidth
     error: Optional[str] = None
+    backends: str = ""  # what llama-bench says it ran with: "CPU", "Vulkan", "CUDA"...
+    gpu_info: str = ""  # the GPU(s) it ran on, in llama-bench's words ("" on the CPU)

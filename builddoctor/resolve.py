@@ -172,7 +172,9 @@ class Facts(dict):
         return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
 
     def _gpu_names(self) -> str:
-        return self._names(None, "no GPU")
+        # a forced --backend vulkan on a machine with only llvmpipe builds for that device
+        emulated = ", ".join(dict.fromkeys(g.name for g in self.machine.gpus if g.cpu_emulated))
+        return self._names(None, f"{emulated} (CPU-emulated)" if emulated else "no GPU")
 
     def _nvidia_gpus(self) -> str:
         return self._names("nvidia", "no NVIDIA GPU")

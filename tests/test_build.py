@@ -273,3 +273,17 @@ def test_llama_cpp_native_build_and_cache(tmp_path):
     t0 = time.monotonic()
     again = build.build(plan, _vendor(), cache_root=cache)
     assert again.status == "cached" and time.monotonic() - t0 < 5
+
+
+def test_progress_follows_the_top_level_build_not_a_nested_one(mini, tmp_path, lock):
+    """ggml-vulkan's shader generator is an ExternalProject whose [n/2] lines come through ours."""
+    events = []
+    res = build.build(mini_plan(MINI_NESTED="ON"), mini, cache_root=tmp_path / "cache", progress=events.append,
+                      lock_path=lock)
+    assert res.status == "ok", res.error
+    log = Path(res.log_path).read_text()
+    totals = [int(m.group(2)) for m in map(build._NINJA.match, log.splitlines()) if m]
+    assert len(set(totals)) > 1, "the nested build printed its own progress lines"
+    shown = [e.total for e in events if e.stage == "compile"]
+    assert shown and shown == sorted(shown), "the bar never jumps back to the nested build's count"
+    assert shown[-1] == max(totals) and events[-2].done == events[-2].total

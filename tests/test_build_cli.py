@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -68,3 +68,21 @@ def test_bench_with_a_crashing_llama_bench(tmp_path):
     res = invoke("bench", "--size", "8", "--no-bandwidth", str(folder))
     assert res.exit_code == errors.BENCH_FAILED
     assert "SIGSEGV" in res.output
+
+
+def test_vulkan_build_names_what_is_missing_and_installs_nothing(tmp_path, monkeypatch):
+    """No glslc on PATH: `build --backend vulkan` stops before configuring and names the package."""
+    _vendor()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("cc", "c++", "gcc", "g++", "cmake", "ninja", "ccache"):
+        if shutil.which(name):
+            (tools / name).symlink_to(shutil.which(name))
+    monkeypatch.setenv("PATH", str(tools))
+    res = invoke("build", "--backend", "vulkan")
+    assert res.exit_code == errors.TOOLCHAIN, res.output
+    assert "glslc (not found)" in res.output and "install glslc" in res.output
+    assert "installs nothing by itself" in res.output
+    assert "compiles llama.cpp's Vulkan shaders" in res.output  # the reason comes with it
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "nothing configured, nothing cached"

@@ -8,7 +8,6 @@ test_check_cli.py.
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 

@@ -49,3 +49,19 @@ def test_recipe_says_debian12_vulkan_headers_are_too_old(tmp_path):
     assert prereq["vulkan-headers"]["found_version"] == "1.3.239"
     assert prereq["spirv-headers"]["status"] == "found"
     assert prereq["libvulkan"]["status"] == "found"
+
+
+def test_build_refuses_debian12_headers_before_configuring(tmp_path):
+    """The 5-minute compile failure the old headers lead to is caught before cmake runs."""
+    from builddoctor import errors
+    from builddoctor.source import ensure_source
+
+    ensure_source()
+    sdk = _sdk(tmp_path)
+    cache = tmp_path / "cache"
+    done = run("build", "--backend", "vulkan",
+               env={"VULKAN_SDK": str(sdk), "BUILDDOCTOR_CACHE": str(cache), "BUILDDOCTOR_HOME": str(tmp_path / "h")})
+    assert done.returncode == errors.TOOLCHAIN, done.stdout + done.stderr
+    assert "vulkan-headers (1.3.239 found, needs 1.3.272 or newer)" in done.stderr
+    assert "LayerSettingEXT" in done.stderr  # why, in the recipe's words
+    assert not cache.exists() or not any(cache.iterdir())

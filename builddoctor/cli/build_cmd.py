@@ -221,6 +221,8 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
                 continue
             frac = f"{res.roofline_fraction:10.0%}" if res.roofline_fraction is not None else "        n/a"
             out.echo(f"{name:<50} {_stat(res.pp):>16} {_stat(res.tg):>16} {frac:>11}")
+            if res.gpu_info:
+                out.echo(f"    ran on {res.backends or 'a GPU'}: {res.gpu_info}")
             if i > 0 and (cmp.pp_ratio[i] or cmp.tg_ratio[i]):
                 pr, tr = cmp.pp_ratio[i], cmp.tg_ratio[i]
                 out.echo(f"{'  vs first':<50} {(f'{pr.mean:.2f}x ± {pr.stddev:.2f}' if pr else 'n/a'):>16}"

@@ -18,7 +18,6 @@ Measured here: iced-x86 decodes about 4 million instructions a second, so the 1.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Optional

@@ -9,7 +9,6 @@ failure to start is recorded in the RuntimeResult, never raised.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -83,9 +82,8 @@ def parse_devices(text: str) -> Optional[list[str]]:
 
 def probe(path: str, *, timeout: float = 5.0) -> RunInfo:
     info = RunInfo()
-    extra = {}
-    if os.environ.get("LD_LIBRARY_PATH"):
-        extra["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    # The user's own library path and device choice reach the program (proc.DEVICE_ENV).
+    extra = proc.from_user(("LD_LIBRARY_PATH", *proc.DEVICE_ENV))
     env = proc.clean_env(extra)
     with tempfile.TemporaryDirectory(prefix="builddoctor-run-") as cwd:
         first = proc.run([path, "--version"], timeout=timeout, env=env, cwd=cwd)
