@@ -336,10 +336,11 @@ def unmet_prerequisites(plan: BuildPlan, exclude: list[str] = ()) -> list:
     """The plan's prerequisites that the resolver found missing or of the wrong version.
 
     Checked before configuring: a missing glslc or too-old Vulkan headers otherwise cost a
-    configure (or a 5-minute compile) before failing. Drivers are not needed to compile.
+    configure (or a 5-minute compile) before failing. Drivers are not needed to compile, and a
+    prerequisite marked ``required = false`` only costs a feature (the recipe's notes say which).
     """
     return [p for p in plan.prerequisites
-            if p.status in BLOCKING and p.kind != "driver" and p.name not in exclude]
+            if p.status in BLOCKING and p.required and p.kind != "driver" and p.name not in exclude]
 
 
 def prerequisite_hint(p) -> str:

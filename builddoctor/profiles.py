@@ -338,6 +338,7 @@ class Prerequisite(Serializable):
     install: dict[str, str] = field(default_factory=dict)  # debian, fedora, arch, macos, windows -> command
     reason: str = ""  # why it is needed, and why it is missing / too old / too new
     max_version: Optional[str] = None  # exclusive upper bound (CUDA 13 cannot build for Pascal: "13")
+    required: bool = True  # False: the build goes ahead without it (it only loses what it brings)
 
 
 @dataclass

@@ -75,7 +75,7 @@ _RECIPE_KEYS = {
 }
 _TOP_KEYS = {"recipe", "option", "prerequisite", "env", "data"}
 _OPTION_KEYS = {"name", "value", "reason", "when"}
-_PREREQ_KEYS = {"name", "kind", "tools", "min_version", "max_version", "reason", "when", "install"}
+_PREREQ_KEYS = {"name", "kind", "tools", "min_version", "max_version", "reason", "when", "install", "required"}
 _GPU_KEYS = {"vendor", "api", "name_any", "name_none", "min_memory_mib"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECIPE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -102,6 +102,7 @@ class PrereqSpec:
     reason: str = ""
     when: dict[str, Any] = field(default_factory=dict)
     install: dict[str, str] = field(default_factory=dict)
+    required: bool = True  # False: the build works without it, only without the feature it brings
 
 
 @dataclass
@@ -409,11 +410,14 @@ def _parse(path: Path, text: str, doc: dict[str, Any]) -> Recipe:
             v = p.get(vkey)
             if v is not None and (not isinstance(v, str) or not re.match(r"^\d+(\.\d+)*$", v)):
                 raise s.fail(vkey, f"{where} ({pname}): '{vkey}' must be a version string like \"12.0\".")
+        required = p.get("required", True)
+        if not isinstance(required, bool):
+            raise s.fail("required", f"{where} ({pname}): 'required' must be true or false.")
         recipe.prerequisites.append(PrereqSpec(
             name=pname, kind=pkind, tools=s.str_list(p, "tools", where) or [pname],
             min_version=p.get("min_version"), max_version=p.get("max_version"),
             reason=s.template(s.str_(p, "reason", where, default="") or "", "reason"),
-            when=s.condition(p.get("when", {}), f"{where}.when"), install=dict(install)))
+            when=s.condition(p.get("when", {}), f"{where}.when"), install=dict(install), required=required))
     s.table = None
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):

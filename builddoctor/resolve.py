@@ -349,7 +349,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             if p is None:
                 p = Prerequisite(name=spec.name, kind=spec.kind, status="missing", min_version=spec.min_version,
                                  max_version=spec.max_version, recipe=r.name, install=install,
-                                 reason=facts.render(spec.reason))
+                                 reason=facts.render(spec.reason), required=spec.required)
                 p._tools = list(spec.tools)  # type: ignore[attr-defined]
                 prereqs[spec.name] = p
             else:
@@ -358,6 +358,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
                 if spec.max_version and (not p.max_version or version_below(spec.max_version, p.max_version)):
                     p.max_version = spec.max_version
                 p.recipe += f"+{r.name}"
+                p.required = p.required or spec.required
                 if spec.reason:
                     p.reason = (p.reason + "; " if p.reason else "") + facts.render(spec.reason)
                 for k, v in install.items():

@@ -271,6 +271,24 @@ def test_amx_needs_gcc_11():
     plan = resolve(m)
     p = next(p for p in plan.prerequisites if p.name == "gcc")
     assert p.status == "too-old" and "AMX" in p.reason
+    # an old GCC still builds (without AMX): the builder does not stop for it
+    from builddoctor.build import unmet_prerequisites
+
+    assert not p.required and p not in unmet_prerequisites(plan)
+
+
+def test_builder_stops_for_required_prerequisites_only():
+    from builddoctor.build import unmet_prerequisites
+
+    m = machine("rtx4090-cuda12")  # CUDA recipe: nvcc (tool), nvidia-driver (driver)
+    m.toolchains.pop("nvcc", None)
+    plan = resolve(m, backend="cuda")
+    by_name = {p.name: p for p in plan.prerequisites}
+    assert by_name["nvcc"].status == "missing" and by_name["nvcc"].required
+    assert [p.name for p in unmet_prerequisites(plan)] == ["nvcc"]
+    assert unmet_prerequisites(plan, exclude=["nvcc"]) == []
+    by_name["nvidia-driver"].status = "missing"  # compiling needs no driver
+    assert [p.name for p in unmet_prerequisites(plan)] == ["nvcc"]
 
 
 def test_hip_substitute_target():

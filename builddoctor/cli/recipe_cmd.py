@@ -91,7 +91,7 @@ def _render_plan(con, plan, source_dir, build_dir, save_path) -> None:
         con.echo()
         con.echo(con.style("Prerequisites", bold=True))
         for p in plan.prerequisites:
-            sev = "ok" if p.status == "found" else "error"
+            sev = "ok" if p.status == "found" else ("error" if p.required else "warning")
             bounds = []
             if p.min_version:
                 bounds.append(f">= {p.min_version}")
@@ -99,7 +99,7 @@ def _render_plan(con, plan, source_dir, build_dir, save_path) -> None:
                 bounds.append(f"< {p.max_version}")
             want = f" (needs {', '.join(bounds)})" if bounds else ""
             have = f" {p.found_version}" if p.found_version else ""
-            status = "" if p.status == "found" else f": {p.status}"
+            status = "" if p.status == "found" else f": {p.status}" + ("" if p.required else " (optional: the build goes ahead without it)")
             con.echo(f"  {con.symbol(sev)} {p.name}{have}{want}{status}")
             if p.status != "found":
                 if p.reason:
