@@ -343,9 +343,13 @@ def unmet_prerequisites(plan: BuildPlan, exclude: list[str] = ()) -> list:
             if p.status in BLOCKING and p.required and p.kind != "driver" and p.name not in exclude]
 
 
+def _install_command(p) -> str:
+    """The prerequisite's install command for this system (its recipe's, first one as fallback)."""
+    return p.install.get(_distro()) or next(iter(p.install.values()), "install it and put it on PATH")
+
+
 def prerequisite_hint(p) -> str:
-    distro = _distro()
-    cmd = p.install.get(distro) or p.install.get("debian") or next(iter(p.install.values()), "install it")
+    cmd = _install_command(p)
     if p.status == "missing":
         state = "not found"
     else:
@@ -362,8 +366,7 @@ def install_hint(tools: list[str], plan: BuildPlan | None = None) -> str:
     for tool in tools:
         prereq = next((p for p in (plan.prerequisites if plan else []) if p.name == tool and p.install), None)
         if prereq is not None:
-            cmd = prereq.install.get(distro) or next(iter(prereq.install.values()))
-            lines.append(f"  {tool}: {cmd}")
+            lines.append(f"  {tool}: {_install_command(prereq)}")
             continue
         key = tool if tool in table else Path(tool).name
         info = table.get(key, table.get("cc" if "cc" in key or "gcc" in key or "clang" in key else "", {}))
