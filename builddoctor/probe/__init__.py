@@ -124,6 +124,9 @@ def _apply_cpu(machine: MachineProfile, path: Path, live_parts: bool) -> None:
         machine.libc_version = None
         machine.libstdcxx_version = None
         machine.memory_bytes = facts.memory_bytes
+        # this host's GPUs and Vulkan loader are not that machine's (llvmpipe is no Mac's GPU)
+        machine.gpus = []
+        machine.vulkan_loader = None
     elif facts.memory_bytes:
         machine.memory_bytes = facts.memory_bytes
         machine.os_version = facts.os_version or machine.os_version
