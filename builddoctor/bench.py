@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import dataclasses
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -302,8 +301,8 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
     for runs in per:
         ok = [x for x in runs if not x.error]
         first = ok[0] if ok else runs[0]
-        agg = dataclasses.replace(first, pp=None, tg=None, roofline_fraction=None, error=None,
-                                  bandwidth_gbs=bandwidth_gbs)
+        agg = replace(first, pp=None, tg=None, roofline_fraction=None, error=None,
+                      bandwidth_gbs=bandwidth_gbs)
         if not ok:
             agg.error = first.error or runs[-1].error
         else:
