@@ -207,6 +207,10 @@ class MachineProfile(Serializable):
     def usable_gpus(self) -> list[GpuProfile]:
         return [g for g in self.gpus if not g.cpu_emulated]
 
+    def emulated_gpus(self) -> list[GpuProfile]:
+        """CPU-emulated devices (llvmpipe...): listed, never chosen, built for only when asked."""
+        return [g for g in self.gpus if g.cpu_emulated]
+
 
 # --------------------------------------------------------------------------- a build
 

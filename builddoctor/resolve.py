@@ -173,7 +173,7 @@ class Facts(dict):
 
     def _gpu_names(self) -> str:
         # a forced --backend vulkan on a machine with only llvmpipe builds for that device
-        emulated = ", ".join(dict.fromkeys(g.name for g in self.machine.gpus if g.cpu_emulated))
+        emulated = ", ".join(dict.fromkeys(g.name for g in self.machine.emulated_gpus()))
         return self._names(None, f"{emulated} (CPU-emulated)" if emulated else "no GPU")
 
     def _nvidia_gpus(self) -> str:
@@ -237,7 +237,7 @@ class Facts(dict):
     def _emulated_note(self) -> str:
         """Why the Vulkan devices that are there do not count: CPU-emulated, or slower than the CPU."""
         parts = []
-        emu = [g.name for g in self.machine.gpus if g.cpu_emulated]
+        emu = [g.name for g in self.machine.emulated_gpus()]
         if emu:
             parts.append(f"{', '.join(emu)} is a CPU-emulated Vulkan device, far slower than the CPU backend")
         vk = self.recipes.get("vulkan")
@@ -553,7 +553,7 @@ def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> N
 def _check_vulkan(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
     machine = facts.machine
     real = [g for g in machine.usable_gpus() if "vulkan" in [a.lower() for a in g.apis]]
-    emulated = [g for g in machine.gpus if g.cpu_emulated]
+    emulated = machine.emulated_gpus()
     if not real and emulated:
         plan.notes.append(f"The only Vulkan device here, {emulated[0].name}, is CPU-emulated: the build proves the "
                           "Vulkan path works, but it runs far slower than the CPU backend. ggml lists it only with "

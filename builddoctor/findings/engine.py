@@ -121,7 +121,7 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
         out["cpu"] = {"cpu_code": f"{level.upper()} code ({', '.join(sorted(build.isa))})", "cpu_best": cpu_best}
     gpus = machine.usable_gpus()
     if not gpus:
-        emulated = [g.name for g in machine.gpus if g.cpu_emulated]
+        emulated = [g.name for g in machine.emulated_gpus()]
         extra = f" ({', '.join(emulated)} is CPU-emulated)" if emulated else ""
         out["gpu"] = {"gpu_ok": f"no GPU on this machine{extra}: the CPU backend is the right one"}
     else:
