@@ -7,7 +7,6 @@ build the pinned llama.cpp itself.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from builddoctor import build, proc
 from builddoctor.profiles import BuildPlan, PlanOption
 from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
+from tests.toolpath import only_tools
 
 MINI = Path(__file__).parent / "fixtures" / "build" / "miniproj"
 REPO = Path(__file__).resolve().parent.parent
@@ -91,10 +91,7 @@ def test_compile_error_reports_lines_and_keeps_log(mini, tmp_path, lock):
 
 
 def test_missing_toolchain_says_what_to_install(mini, tmp_path, lock):
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    for name in ("cc", "c++", "gcc", "g++"):  # a compiler, but no cmake and no ninja
-        os.symlink(shutil.which(name), tools / name)
+    tools = only_tools(tmp_path / "tools", ("cc", "c++", "gcc", "g++"))  # a compiler, but no cmake and no ninja
     env = proc.clean_env({"PATH": str(tools)})
     res = build.build(mini_plan(), mini, cache_root=tmp_path / "cache", env=env, lock_path=lock)
     assert res.status == "missing-toolchain"
