@@ -438,6 +438,29 @@ def _locate(p: Prerequisite, machine: MachineProfile) -> None:
     p.status = "missing"
 
 
+def recheck_prerequisites(plan: BuildPlan, machine: MachineProfile, recipes: list[Recipe] | None = None) -> None:
+    """Find a loaded plan's prerequisites again on ``machine``, the one about to build it.
+
+    A plan saved with `recipe --save` (perhaps for another machine, with --profile) records
+    where its tools were found *there*; what counts for compiling is this machine's toolchain.
+    Bounds, reasons and install commands stay the plan's; drivers stay as recorded (compiling
+    needs none)."""
+    recipes = load_recipes() if recipes is None else recipes
+    specs = {spec.name: spec for r in recipes if r.name in plan.recipes for spec in r.prerequisites}
+    for p in plan.prerequisites:
+        if p.kind == "driver":
+            continue
+        base = p.name.split(" (", 1)[0]
+        spec = specs.get(base)
+        p.name = base
+        p.found_version = None
+        p.status = "missing"
+        p._tools = list(spec.tools) if spec is not None and spec.tools else [base]  # type: ignore[attr-defined]
+        _locate(p, machine)
+        grade(p)
+        del p._tools  # type: ignore[attr-defined]
+
+
 def grade(p: Prerequisite) -> None:
     """found / too-old / too-new from found_version and the bounds (missing stays missing)."""
     if p.status == "missing":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 from builddoctor import errors
 from builddoctor.cli import cli, _register
 from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
+from tests.toolpath import only_tools
 
 _register()
 
@@ -48,6 +48,28 @@ def test_build_with_a_bad_plan_file_is_a_usage_error(tmp_path):
     assert "not a builddoctor build plan" in res.output
 
 
+def test_build_from_a_plan_checks_this_machines_toolchain(tmp_path, monkeypatch):
+    """A plan saved where glslc was found (another machine, or before an uninstall) is checked
+    against the building machine: without glslc here the build stops before cmake and says so."""
+    import json
+
+    _vendor()
+    plan_file = tmp_path / "vulkan-plan.json"
+    res = invoke("recipe", "--backend", "vulkan", "--save", str(plan_file))
+    assert res.exit_code in (0, 1), res.output
+    doc = json.loads(plan_file.read_text())
+    for p in doc["prerequisites"]:  # as recorded on a machine that had everything
+        p["status"], p["found_version"] = "found", p.get("min_version") or "9.9"
+    plan_file.write_text(json.dumps(doc))
+    tools = only_tools(tmp_path / "tools", ("cc", "c++", "gcc", "g++", "cmake", "ninja", "ccache"))
+    monkeypatch.setenv("PATH", str(tools))
+    res = invoke("build", "--plan", str(plan_file))
+    assert res.exit_code == errors.TOOLCHAIN, res.output
+    assert "glslc (not found)" in res.output and "installs nothing by itself" in res.output
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "nothing configured, nothing cached"
+
+
 def test_rollback_without_backup_explains():
     res = invoke("rollback")
     assert res.exit_code != 0 and "no backup" in res.output
@@ -73,11 +95,7 @@ def test_bench_with_a_crashing_llama_bench(tmp_path):
 def test_vulkan_build_names_what_is_missing_and_installs_nothing(tmp_path, monkeypatch):
     """No glslc on PATH: `build --backend vulkan` stops before configuring and names the package."""
     _vendor()
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    for name in ("cc", "c++", "gcc", "g++", "cmake", "ninja", "ccache"):
-        if shutil.which(name):
-            (tools / name).symlink_to(shutil.which(name))
+    tools = only_tools(tmp_path / "tools", ("cc", "c++", "gcc", "g++", "cmake", "ninja", "ccache"))
     monkeypatch.setenv("PATH", str(tools))
     res = invoke("build", "--backend", "vulkan")
     assert res.exit_code == errors.TOOLCHAIN, res.output

@@ -30,11 +30,18 @@ def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path
 
     if plan_path is not None:
         try:
-            return BuildPlan.from_json(plan_path.read_text(encoding="utf-8"))
+            plan = BuildPlan.from_json(plan_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise errors.InputError(f"cannot read the plan {plan_path}: {exc}") from None
         except SchemaError as exc:
             raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
+        # The plan says where its tools were found when it was saved (maybe on another machine):
+        # what this build needs is this machine's toolchain.
+        from builddoctor.probe import machine_profile
+        from builddoctor.resolve import recheck_prerequisites
+
+        recheck_prerequisites(plan, machine_profile())
+        return plan
     from builddoctor.resolve import resolve
 
     return resolve(machine, goal=goal, backend=backend, source=source)
@@ -195,7 +202,8 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
             bw = bench.memory_bandwidth(threads=machine.cpu.threads or None, l3_bytes=machine.cpu.l3_cache_bytes)
     threads = bench.physical_cores(machine)
     if not as_json:
-        out.echo(f"Model {model} ({model.stat().st_size / 1e6:.0f} MB); threads {threads}"
+        out.echo(f"Model {model} ({model.stat().st_size / 1e6:.0f} MB, "
+                 f"{smoke_model.bytes_per_token(model) / 1e6:.0f} MB read per generated token); threads {threads}"
                  + (f"; memory read bandwidth {bw:.1f} GB/s" if bw else ""), err=True)
 
     def on_run(r, i, res):
