@@ -77,7 +77,9 @@ def main() -> int:
     bw1 = bench.memory_bandwidth(threads=1, l3_bytes=machine.cpu.l3_cache_bytes)
     threads = bench.physical_cores(machine)
     model_bytes = smoke_model.tensor_bytes(model)
-    print(f"\nmodel {model.name}: {model_bytes / 2**20:.0f} MiB of tensors (L3 {(machine.cpu.l3_cache_bytes or 0) >> 20} MiB)")
+    print(f"\nmodel {model.name}: {model_bytes / 2**20:.0f} MiB of tensors, "
+          f"{smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per generated token "
+          f"(L3 {(machine.cpu.l3_cache_bytes or 0) >> 20} MiB)")
     print(f"memory read bandwidth: {bw:.1f} GB/s with {machine.cpu.threads} threads, {bw1:.1f} GB/s with 1")
     print(f"llama-bench -p {bench.DEFAULT_PP} -n {bench.DEFAULT_TG} -r {args.reps} -t {threads}, "
           f"{args.rounds} interleaved rounds\n")

@@ -52,8 +52,9 @@ def main() -> int:
     cores = bench.physical_cores(machine)
     l3 = machine.cpu.l3_cache_bytes
     print(f"{machine.cpu.model} ({machine.cpu.microarch or '?'}), {cores} physical cores, "
-          f"L3 {(l3 or 0) >> 20} MiB; model {model.stat().st_size / 2**20:.0f} MiB; {lb}")
-    print("| threads | read bandwidth GB/s | pp t/s | tg t/s | tg x model bytes GB/s | of bandwidth |")
+          f"L3 {(l3 or 0) >> 20} MiB; model {model.stat().st_size / 2**20:.0f} MiB "
+          f"({smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per token); {lb}")
+    print("| threads | read bandwidth GB/s | pp t/s | tg t/s | tg x bytes/token GB/s | of bandwidth |")
     print("|---|---|---|---|---|---|")
     rows = {}
     with build.build_lock():
@@ -63,7 +64,7 @@ def main() -> int:
             if r.error:
                 print(f"| {t} | {bw:.1f} | error: {r.error} | | | |")
                 return 1
-            eff = r.tg.mean * r.model_bytes / 1e9
+            eff = r.tg.mean * (r.bytes_per_token or r.model_bytes) / 1e9
             rows[t] = (bw, r.tg.mean)
             print(f"| {t} | {bw:.1f} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
                   f"| {eff:.1f} | {r.roofline_fraction:.0%} |", flush=True)

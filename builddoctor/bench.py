@@ -4,7 +4,8 @@
 - ``memory_bandwidth``: this machine's memory read bandwidth with all cores, from a tiny C
   kernel compiled here at first use (numpy threads when there is no compiler).
 - ``roofline_fraction``: generation speed as a fraction of what memory bandwidth allows
-  (every generated token reads every weight once: tokens/s x model bytes / bandwidth).
+  (every generated token reads every weight once, the token embedding's one row only:
+  tokens/s x bytes per token / bandwidth).
 - ``compare``: old vs new build, interleaved runs (A B A B ...), the ratio with its spread.
 """
 
@@ -117,6 +118,7 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
         res.model_bytes = Path(model).stat().st_size
     except OSError:
         pass
+    res.bytes_per_token = _bytes_per_token(Path(model))
     argv = bench_command(binary, model, threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
     done = proc.run(argv, timeout=timeout, extra_env=proc.from_user(proc.DEVICE_ENV))
     if not done.ok:
@@ -144,11 +146,22 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
     return res
 
 
+def _bytes_per_token(model: Path) -> int:
+    """What one generated token reads from the model file; 0 (use the model size) when unreadable."""
+    try:
+        from builddoctor.smoke_model import bytes_per_token
+
+        return bytes_per_token(model)
+    except Exception:  # noqa: BLE001 - not a GGUF file gguf can read: the model size stands in
+        return 0
+
+
 def _set_roofline(res: BenchResult) -> None:
     """The fraction of the bandwidth limit, for runs on the CPU only (the host's memory bounds no GPU)."""
     on_cpu = res.n_gpu_layers == 0 or res.backends in ("", "CPU")
-    if res.bandwidth_gbs and res.tg and res.model_bytes and on_cpu:
-        res.roofline_fraction = roofline_fraction(res.tg.mean, res.model_bytes, res.bandwidth_gbs)
+    per_token = res.bytes_per_token or res.model_bytes
+    if res.bandwidth_gbs and res.tg and per_token and on_cpu:
+        res.roofline_fraction = roofline_fraction(res.tg.mean, per_token, res.bandwidth_gbs)
 
 
 def _describe_failure(done: proc.Completed, timeout: float) -> str:

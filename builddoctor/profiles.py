@@ -405,6 +405,7 @@ class BenchResult(Serializable):
     schema_version: int = SCHEMA_VERSION
     model: str = ""
     model_bytes: int = 0
+    bytes_per_token: int = 0  # weights one generated token reads (the embedding: one row); 0 = model_bytes
     threads: int = 0
     n_gpu_layers: int = 0
     pp_tokens: int = 0

@@ -169,8 +169,27 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path) -> Non
 
 
 def tensor_bytes(path: Path) -> int:
-    """Bytes of tensor data in a GGUF file (what one generated token reads, for a dense model)."""
+    """Bytes of tensor data in a GGUF file (the model size llama-bench reports)."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
     return int(sum(t.n_bytes for t in reader.tensors))
+
+
+def bytes_per_token(path: Path) -> int:
+    """Weight bytes one generated token reads, for a dense model: every tensor once, except the
+    token embedding, of which only the token's own row is read (a lookup, not a product). With
+    tied embeddings (no ``output.weight``) the embedding is also the output layer: read whole.
+    The KV cache is not counted (a few percent for a short generation): the figure errs low."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    names = {t.name for t in reader.tensors}
+    total = 0
+    for t in reader.tensors:
+        n = int(t.n_bytes)
+        if t.name == "token_embd.weight" and "output.weight" in names:
+            rows = int(t.shape[-1]) if len(t.shape) > 1 else 1  # gguf lists ne0 (row length) first
+            n = n // max(rows, 1)
+        total += n
+    return total

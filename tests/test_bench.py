@@ -153,6 +153,35 @@ def test_smoke_model_is_a_llama_gguf(small_model):
     assert not list(small_model.parent.glob(".*tmp*"))
 
 
+def test_bytes_per_token_reads_one_embedding_row(small_model):
+    """A generated token reads every weight but only its own row of the token embedding."""
+    shape = smoke_model.shape_for_bytes(8_000_000)
+    row = shape.n_embd * 18 // 32  # one Q4_0 row: 32 weights in 18 bytes
+    embd = shape.n_vocab * row
+    assert smoke_model.bytes_per_token(small_model) == smoke_model.tensor_bytes(small_model) - embd + row
+
+
+def test_bytes_per_token_with_tied_embeddings(tmp_path):
+    """No output.weight: the embedding is the output layer too, read whole every token."""
+    import gguf
+    import numpy as np
+
+    def write(path, names):
+        w = gguf.GGUFWriter(str(path), "llama")
+        for name in names:
+            w.add_tensor(name, np.zeros((100, 64), dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    tied, untied = tmp_path / "tied.gguf", tmp_path / "untied.gguf"
+    write(tied, ["token_embd.weight", "blk.0.ffn_up.weight"])
+    write(untied, ["token_embd.weight", "blk.0.ffn_up.weight", "output.weight"])
+    assert smoke_model.bytes_per_token(tied) == 2 * 100 * 64 * 4
+    assert smoke_model.bytes_per_token(untied) == (64 + 2 * 100 * 64) * 4
+
+
 @pytest.mark.slow
 def test_smoke_model_loads_in_llama_bench(small_model):
     from tests.llama_builds import BuildUnavailable, ensure_build
@@ -166,7 +195,8 @@ def test_smoke_model_loads_in_llama_bench(small_model):
     assert res.error is None, res.error
     assert res.pp.mean > 0 and res.tg.mean > 0 and res.pp.n == 2
     assert res.model_bytes == smoke_model.tensor_bytes(small_model)
-    assert 0 < res.roofline_fraction
+    assert res.bytes_per_token == smoke_model.bytes_per_token(small_model) < res.model_bytes
+    assert res.roofline_fraction == pytest.approx(res.tg.mean * res.bytes_per_token / 30e9)
 
 
 @pytest.mark.slow
