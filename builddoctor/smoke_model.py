@@ -11,6 +11,7 @@ into place), so an interrupted generation never leaves a truncated model behind.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,10 +181,18 @@ def bytes_per_token(path: Path) -> int:
     """Weight bytes one generated token reads, for a dense model: every tensor once, except the
     token embedding, of which only the token's own row is read (a lookup, not a product). With
     tied embeddings (no ``output.weight``) the embedding is also the output layer: read whole.
-    The KV cache is not counted (a few percent for a short generation): the figure errs low."""
+    The KV cache is not counted (a few percent for a short generation): the figure errs low.
+    Remembered per file version: reading a GGUF's header (its whole vocabulary) takes seconds,
+    and a comparison asks once per run."""
+    st = Path(path).stat()
+    return _bytes_per_token(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _bytes_per_token(path: str, size: int, mtime_ns: int) -> int:  # noqa: ARG001 - size, mtime: the cache key
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    reader = gguf.GGUFReader(path)
     names = {t.name for t in reader.tensors}
     total = 0
     for t in reader.tensors:
