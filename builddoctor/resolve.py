@@ -339,6 +339,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             options[spec.name] = _Opt(value, reason, r)
 
     prereqs: dict[str, Prerequisite] = {}
+    tools: dict[str, list[str]] = {}  # prerequisite -> the tools that stand for it (alternatives)
     platforms = platform_key(machine)
     for r in active:
         for spec in r.prerequisites:
@@ -350,7 +351,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
                 p = Prerequisite(name=spec.name, kind=spec.kind, status="missing", min_version=spec.min_version,
                                  max_version=spec.max_version, recipe=r.name, install=install,
                                  reason=facts.render(spec.reason), required=spec.required)
-                p._tools = list(spec.tools)  # type: ignore[attr-defined]
+                tools[spec.name] = list(spec.tools)
                 prereqs[spec.name] = p
             else:
                 if spec.min_version and (not p.min_version or version_at_least(spec.min_version, p.min_version)):
@@ -363,8 +364,8 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
                     p.reason = (p.reason + "; " if p.reason else "") + facts.render(spec.reason)
                 for k, v in install.items():
                     p.install.setdefault(k, v)
-    for p in prereqs.values():
-        _locate(p, machine)
+    for name, p in prereqs.items():
+        _locate(p, machine, tools[name])
         grade(p)
 
     plan = BuildPlan(goal=goal, backend=chosen.backend or "cpu", machine=machine, targets=list(DEFAULT_TARGETS),
@@ -395,9 +396,6 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             if o.name.startswith(("GGML_", "LLAMA_")) and o.name not in known.options:
                 plan.notes.append(f"{o.name} (recipe {o.recipe}) is not an option of the llama.cpp in {source}: "
                                   "that tree is older or newer than the pinned one, and CMake will ignore it.")
-    for p in plan.prerequisites:
-        if hasattr(p, "_tools"):
-            del p._tools  # type: ignore[attr-defined]
     return plan
 
 
@@ -418,9 +416,8 @@ def _unmet(r: Recipe, key: str | None, facts: Facts, machine: MachineProfile) ->
     return text
 
 
-def _locate(p: Prerequisite, machine: MachineProfile) -> None:
-    """found_version / whether it is there, from the machine profile."""
-    tools: list[str] = getattr(p, "_tools", [p.name])
+def _locate(p: Prerequisite, machine: MachineProfile, tools: list[str]) -> None:
+    """found_version / whether it is there, from the machine profile (the first of ``tools`` found)."""
     if p.kind == "driver":
         return  # decided by a check (cuda_toolkit)
     if p.kind == "library" and p.name == "libvulkan" and machine.vulkan_loader:
@@ -455,10 +452,8 @@ def recheck_prerequisites(plan: BuildPlan, machine: MachineProfile, recipes: lis
         p.name = base
         p.found_version = None
         p.status = "missing"
-        p._tools = list(spec.tools) if spec is not None and spec.tools else [base]  # type: ignore[attr-defined]
-        _locate(p, machine)
+        _locate(p, machine, list(spec.tools) if spec is not None and spec.tools else [base])
         grade(p)
-        del p._tools  # type: ignore[attr-defined]
 
 
 def grade(p: Prerequisite) -> None:
