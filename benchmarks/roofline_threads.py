@@ -64,7 +64,7 @@ def main() -> int:
             if r.error:
                 print(f"| {t} | {bw:.1f} | error: {r.error} | | | |")
                 return 1
-            eff = r.tg.mean * (r.bytes_per_token or r.model_bytes) / 1e9
+            eff = r.roofline_fraction * bw  # tg x bytes per token, in GB/s: bench's own count
             rows[t] = (bw, r.tg.mean)
             print(f"| {t} | {bw:.1f} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
                   f"| {eff:.1f} | {r.roofline_fraction:.0%} |", flush=True)
