@@ -206,6 +206,7 @@ def write_cmake(path: Path, plan: BuildPlan, effective: list[PlanOption], given:
         f"set(BUILDDOCTOR_LLAMA_SOURCE_DIR {_cmake_str(source.as_posix())})",
         f"set(BUILDDOCTOR_LLAMA_PINNED {'ON' if pinned else 'OFF'})",
         f"set(BUILDDOCTOR_TARGETS {_cmake_str(';'.join(plan.targets))})",
+        f"set(BUILDDOCTOR_OMIT_CPU_VARIANTS {_cmake_str(';'.join(plan.omit_cpu_variants))})",
         f"set(BUILDDOCTOR_PLAN_NAMES {_cmake_str(';'.join(o.name for o in effective))})",
     ]
     for o in effective:

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -608,6 +608,7 @@ def build(
                 return result(status, build_dir="", cache_key=key, log_path=str(kept) if kept else None,
                               error=error)
             _drop_objects(tmp)
+            _omit_variants(tmp / "bin", plan.omit_cpu_variants)
             final = result("ok", build_dir=str(entry), cache_key=key, log_path=str(entry / LOG_NAME),
                            binaries=[str(entry / "bin" / t) for t in targets])
             (tmp / MARKER).write_text(final.to_json())
@@ -721,6 +722,15 @@ def _keep_log(log_file: Path, folder: Path, key: str) -> Path | None:
         return None
 
 
+def _omit_variants(bin_dir: Path, variants: list[str]) -> None:
+    """Remove the CPU variants the plan leaves out (a known-bad row): ggml's loader then picks
+    the next best variant on a CPU that would have loaded one of them."""
+    for v in variants:
+        for pattern in (f"libggml-cpu-{v}.so*", f"libggml-cpu-{v}.dylib", f"ggml-cpu-{v}.dll"):
+            for f in bin_dir.glob(pattern):
+                f.unlink()
+
+
 def _drop_objects(build_dir: Path) -> None:
     """Object files are in ccache already; a cache entry keeps what runs and what explains."""
     for root, _dirs, files in os.walk(build_dir):
@@ -741,6 +751,7 @@ class Verification:
     remaining: list  # Finding codes of the old build's problems still present
     findings: list  # the new build's findings (Finding)
     message: str = ""
+    builds: list = field(default_factory=list)  # the new build as check read it (BuildProfile)
 
 
 def problem_codes(report) -> list[str]:
@@ -768,4 +779,4 @@ def verify(result: BuildResult, machine, motivating: list[str] | None = None) ->
         bad = sorted(set(remaining) | {f.code for f in errors})
         titles = "; ".join(f"{f.code} {f.title}" for f in findings if f.code in bad)
         msg = f"the new build still has: {titles}"
-    return Verification(ok, remaining, findings, msg)
+    return Verification(ok, remaining, findings, msg, builds=[r.build for r in diag.builds])

@@ -40,6 +40,7 @@ class FixReport(Serializable):
     backup: Optional[str] = None
     steps: list[str] = field(default_factory=list)  # what was (or, with --dry-run, would be) done
     outcome: str = ""  # fixed, healthy, dry-run
+    replanned: list[str] = field(default_factory=list)  # features left out after the first build crashed
 
 
 def build_error(result: BuildResult) -> UserError:
@@ -80,7 +81,9 @@ def fix(
     progress=None,
     confirm: Callable[[str], bool] = lambda _m: True,
     cache_root: Optional[Path] = None,
+    host: bool = True,
 ) -> FixReport:
+    """``host``: ``machine`` is this machine's CPU (not --profile/--cpuinfo): -march=native may be planned."""
     from builddoctor import bench, build, install, smoke_model
     from builddoctor.findings import diagnose
 
@@ -92,7 +95,7 @@ def fix(
 
     # 1. check
     step(f"check: inspect {path or 'the llama.cpp builds found on this machine'}")
-    diag = diagnose(machine, [Path(path)] if path else None, run=not dry_run)
+    diag = diagnose(machine, [Path(path)] if path else None, run=not dry_run, host=host)
     reports = [r for r in diag.builds if build.problem_codes(r)]
     if not diag.builds:
         raise errors.InputError("No llama.cpp build found to fix" + (f" at {path}" if path else "") + ". "
@@ -112,7 +115,7 @@ def fix(
     if plan is None:
         from builddoctor.resolve import resolve
 
-        plan = resolve(machine, goal=goal, backend=backend, source=source)
+        plan = resolve(machine, goal=goal, backend=backend, source=source, host=host)
     rep.plan = plan
     step(f"plan: {plan.goal} {plan.backend}: " + " ".join(plan.cmake_args()))
 
@@ -134,21 +137,40 @@ def fix(
         rep.outcome = "dry-run"
         return rep
 
-    # 3. build
-    step("build: " + " ".join(build.compile_command(plan, Path("<cache>"), build.choose_jobs(plan))[3:]))
-    result = build.build(plan, source, progress=progress, cache_root=cache_root)
-    rep.build = result
-    if result.status not in ("ok", "cached"):
-        raise build_error(result)
-    step(f"build: {result.status} ({result.duration_s:.0f} s): {result.build_dir}/bin")
+    # 3. build, 4. verify (the compute probe included: a build that crashes when it computes is not built)
+    def build_and_verify(plan: BuildPlan):
+        step("build: " + " ".join(build.compile_command(plan, Path("<cache>"), build.choose_jobs(plan))[3:]))
+        result = build.build(plan, source, progress=progress, cache_root=cache_root)
+        rep.build = result
+        if result.status not in ("ok", "cached"):
+            raise build_error(result)
+        step(f"build: {result.status} ({result.duration_s:.0f} s): {result.build_dir}/bin")
+        ver = build.verify(result, machine, rep.problems)
+        rep.verified, rep.verify_message = ver.ok, ver.message
+        step(f"verify: {ver.message}")
+        return result, ver
 
-    # 4. verify
-    ver = build.verify(result, machine, rep.problems)
-    rep.verified, rep.verify_message = ver.ok, ver.message
-    step(f"verify: {ver.message}")
+    result, ver = build_and_verify(plan)
+    avoid, why = crash_cause(ver, machine) if not ver.ok else ([], "")
+    if avoid:
+        # once: plan again without what the crash points at, build, verify again
+        step(f"replan: the new build crashed in its compute probe; {why}: planning the CPU code without "
+             f"{', '.join(avoid)}")
+        from builddoctor.resolve import resolve
+
+        targets = list(plan.targets)
+        plan = resolve(machine, goal=plan.goal, backend=plan.backend, source=source, host=host, avoid=tuple(avoid))
+        plan.targets = targets or plan.targets  # the programs asked for stay the same
+        rep.plan, rep.replanned = plan, sorted(avoid)
+        step(f"plan: {plan.goal} {plan.backend}: " + " ".join(plan.cmake_args()))
+        result, ver = build_and_verify(plan)
     if not ver.ok:
         raise UserError(f"The new build does not cure what it was built for: {ver.message}. Nothing was "
-                        f"installed or replaced. The build is at {result.build_dir}/bin.",
+                        f"installed or replaced; the old build is as it was. The new build is at "
+                        f"{result.build_dir}/bin, its log at {result.log_path or '(none)'}. To try: "
+                        f"`builddoctor check {result.build_dir}/bin -v` shows the crash; "
+                        "`builddoctor fix --rebuild --goal portable` builds CPU variants that the loader picks "
+                        "by what this CPU runs.",
                         exit_code=errors.VERIFY_FAILED)
 
     # 5. benchmark old vs new
@@ -180,7 +202,10 @@ def fix(
                             f"{_fmt_ratio(pp)} / {_fmt_ratio(tg)}); nothing was installed or replaced. "
                             f"It is at {result.build_dir}/bin if you want to look.", exit_code=errors.NOT_FASTER)
     elif old_bench:
-        step(f"bench: the old build's llama-bench failed ({cmp.results[0].error}); the new one works")
+        new_pp, new_tg = new_res.pp, new_res.tg
+        after = ", ".join(f"{k} {v.mean:.1f} t/s" for k, v in (("prompt processing", new_pp), ("generation", new_tg))
+                          if v is not None)
+        step(f"bench: before: crashed ({cmp.results[0].error}); after: {after or 'ran'}")
     else:
         step("bench: no llama-bench beside the old build, so no before/after ratio")
 
@@ -200,6 +225,28 @@ def fix(
     # 7. the installed build, checked once more where it now lives
     rep.outcome = "fixed"
     return rep
+
+
+def crash_cause(ver, machine) -> tuple[list[str], str]:
+    """What to leave out of the CPU code when the new build died in its compute probe: the
+    features of a known-bad row whose code the build carries, whose symptom the crash is, and
+    whose CPU feature this machine has; or, where no row's version range covers the build (a row
+    ended too early), those of a row the crash otherwise matches. ([], "") when nothing explains it."""
+    from builddoctor import known_bad
+    from builddoctor.findings.rules import closed_features
+
+    for b in ver.builds:
+        c = b.compute
+        if c is None or not c.signal:
+            continue
+        code = closed_features(b.isa, machine)
+        rows = [r for r in known_bad.rows() if r.in_code(code) and r.affects_cpu(machine.cpu.features)
+                and c.signal in r.signals]
+        rows.sort(key=lambda r: not r.affects_version(b.version, b.build_number))
+        if rows:
+            r = rows[0]
+            return list(r.avoid), f"died with {c.signal}, which matches known-bad row {r.id} ({r.short or r.title})"
+    return [], ""
 
 
 def _fmt_ratio(s) -> str:

@@ -228,6 +228,29 @@ class RuntimeResult(Serializable):
 
 
 @dataclass
+class ComputeResult(Serializable):
+    """What a real inference on the probe model did (or, for a library-only build, a dlopen):
+    a verdict that rests on computing, not on a program printing its version."""
+
+    kind: str  # inference (a program ran the probe model), dlopen (a library was loaded in a child)
+    argv: list[str]
+    ok: bool = False
+    returncode: Optional[int] = None
+    signal: Optional[str] = None  # SIGILL, SIGSEGV, SIGBUS, SIGABRT...
+    timed_out: bool = False
+    timeout_s: float = 0.0
+    error: Optional[str] = None  # could not start; or the library's load error (dlerror)
+    problem: str = ""  # ran, but gave no valid result (garbage, no numbers): what was wrong
+    backend: str = ""  # what the program says it ran on: CPU, CUDA, Vulkan...
+    device: str = ""
+    threads: int = 0
+    pp_tps: Optional[float] = None  # prompt tokens/s on the probe model (information, not a benchmark)
+    tg_tps: Optional[float] = None
+    seconds: float = 0.0
+    output: str = ""  # the last few KiB of output
+
+
+@dataclass
 class BinaryFile(Serializable):
     """One file of a build, read statically (never executed)."""
 
@@ -274,6 +297,7 @@ class BuildProfile(Serializable):
     cmake_cache: Optional[str] = None
     cmake_options: dict[str, str] = field(default_factory=dict)
     runtime: list[RuntimeResult] = field(default_factory=list)
+    compute: Optional[ComputeResult] = None  # the compute probe (None: not run)
     devices: list[str] = field(default_factory=list)  # from --list-devices
     errors: list[str] = field(default_factory=list)
     isa_detail: list[str] = field(default_factory=list)  # AVX512F, AVX512BW... seen in the CPU code
@@ -364,6 +388,7 @@ class BuildPlan(Serializable):
     env: dict[str, str] = field(default_factory=dict)
     machine: Optional[MachineProfile] = None
     notes: list[str] = field(default_factory=list)  # what the user should know (forced backend, driver...)
+    omit_cpu_variants: list[str] = field(default_factory=list)  # GGML_CPU_ALL_VARIANTS variants not kept (known-bad)
 
     @classmethod
     def from_dict(cls, data: Any) -> "BuildPlan":

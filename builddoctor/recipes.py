@@ -46,6 +46,7 @@ PLACEHOLDERS = frozenset({
     "gpu_names", "nvidia_gpus", "amd_gpus", "intel_gpus", "apple_gpus",
     "cuda_architectures", "cuda_arch_detail", "nvcc_version", "nvcc_path",
     "hip_targets", "rocm_clang", "rocm_path", "compiler", "emulated_note",
+    "avoid_reason", "explicit_reason",
 })
 
 #: condition keys (see docs/recipes.md); value: what the key accepts
@@ -57,6 +58,8 @@ CONDITION_KEYS = {
     "features_all": "list",  # CPU has every one (llama.cpp names: AVX2, AVX512, DOTPROD...)
     "features_any": "list",
     "features_none": "list",
+    "cpu_code": "str|list",  # native (-march=native for the building machine) or explicit (ISA spelled out)
+    "avoided_any": "list",  # a known-bad row takes one of these features of this CPU away
     "gpu_vendor": "str|list",  # a real (not CPU-emulated) GPU of this vendor is present
     "gpu_api": "str|list",  # a real GPU offers this API (cuda, hip, metal, vulkan, sycl)
     "gpu_emulated": "bool",  # a CPU-emulated GPU (llvmpipe...) is present / absent
@@ -480,9 +483,17 @@ class Context:
     machine: MachineProfile
     goal: str = "native"
     backend: str | None = None  # the chosen backend, once known
+    host: bool = True  # the plan is for the machine that builds it (not a recorded profile)
+    avoided: frozenset = frozenset()  # CPU features that known-bad rows take away (data/known_bad.toml)
 
     def features(self) -> set[str]:
-        return cpu_features(self.machine)
+        """The CPU's features that the CPU code may use: the known-bad ones left out."""
+        return cpu_features(self.machine) - set(self.avoided)
+
+    @property
+    def cpu_code(self) -> str:
+        """native: -march=native is exactly right; explicit: the ISA must be spelled out."""
+        return "native" if self.host and not (set(self.avoided) & cpu_features(self.machine)) else "explicit"
 
     def tool_found(self, name: str) -> bool:
         return self.machine.tool(name).found
@@ -507,6 +518,10 @@ def evaluate(cond: dict[str, Any], ctx: Context) -> tuple[bool, str | None]:
             ok = any(f.upper() in ctx.features() for f in want)
         elif key == "features_none":
             ok = not any(f.upper() in ctx.features() for f in want)
+        elif key == "cpu_code":
+            ok = ctx.cpu_code in _as_list(want)
+        elif key == "avoided_any":
+            ok = any(f.upper() in set(ctx.avoided) & cpu_features(m) for f in want)
         elif key == "gpu_vendor":
             ok = any(g.vendor.lower() in [w.lower() for w in _as_list(want)] for g in m.usable_gpus())
         elif key == "gpu_api":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from builddoctor import errors
+from builddoctor._buildplan import same_value
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
     GOALS,
@@ -100,10 +101,14 @@ def platform_key(machine: MachineProfile) -> list[str]:
 class Facts(dict):
     """Placeholder values for recipe templates, computed on first use."""
 
-    def __init__(self, machine: MachineProfile, recipes: dict[str, Recipe]):
+    def __init__(self, machine: MachineProfile, recipes: dict[str, Recipe], *, host: bool = True,
+                 known_bad: list | None = None, llama_version: str | None = None):
         super().__init__()
         self.machine = machine
         self.recipes = recipes
+        self.host = host
+        self.known_bad = list(known_bad or [])  # known_bad.Row that apply to this CPU and source
+        self.llama_version = llama_version
 
     def __missing__(self, key: str) -> str:
         if key not in PLACEHOLDERS:
@@ -150,6 +155,24 @@ class Facts(dict):
                                     ("SVE", "SVE"), ("SVE2", "SVE2"), ("SME", "SME")) if k in f]
             return "NEON" + (", " + ", ".join(names) if names else " only")
         return ", ".join(sorted(f)) or "baseline ISA"
+
+    def _avoid_reason(self) -> str:
+        rows = [r for r in self.known_bad if set(r.avoid) & cpu_features(self.machine)]
+        version = f"llama.cpp {self.llama_version}" if self.llama_version else "this llama.cpp"
+        return "; ".join(f"{version} has a known bug on this CPU: {r.short or r.title} (known-bad row {r.id}; "
+                         f"{r.sources[0] if r.sources else 'no public report'})" for r in rows) or "no known-bad row applies"
+
+    def _explicit_reason(self) -> str:
+        parts = []
+        if not self.host:
+            parts.append(f"the plan is for {self._cpu_model()} ({self.machine.cpu.source or 'a recorded profile'}), "
+                         "not for the machine that builds it, where -march=native would compile the build "
+                         "machine's instruction sets")
+        avoided = sorted({f for r in self.known_bad for f in r.avoid} & cpu_features(self.machine))
+        if avoided:
+            parts.append(f"{', '.join(avoided)} must stay out of the CPU code (known-bad: "
+                         f"{', '.join(r.id for r in self.known_bad)}), and -march=native would put them in")
+        return "; ".join(parts) or "the CPU code is spelled out"
 
     def _os_name(self) -> str:
         return OS_NAMES.get(self.machine.os.lower(), self.machine.os)
@@ -259,19 +282,47 @@ class _Opt:
     recipe: Recipe
 
 
+def is_this_machine(machine: MachineProfile) -> bool:
+    """Whether ``machine`` was probed here and now (not loaded from --profile, its CPU not from --cpuinfo)."""
+    return machine.source == "live" and machine.cpu.source == "live"
+
+
+def source_version(source: Path | None) -> str | None:
+    """LLAMA_VERSION of the tree to build: the pin's for the pinned tree (or none given); None
+    (unknown) for another checkout, which every known-bad row then counts as affected."""
+    from builddoctor import paths
+    from builddoctor.source import load_pin
+
+    if source is None or Path(source).resolve() == paths.vendor_dir().resolve():
+        return load_pin().llama_version
+    return None
+
+
 def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "auto",
-            source: Path | None = None, recipes: list[Recipe] | None = None) -> BuildPlan:
-    """The build plan for ``machine``: which recipes apply, and the options they set, with reasons."""
+            source: Path | None = None, recipes: list[Recipe] | None = None,
+            host: bool | None = None, avoid: tuple[str, ...] = ()) -> BuildPlan:
+    """The build plan for ``machine``: which recipes apply, and the options they set, with reasons.
+
+    ``host``: the plan is for the machine that builds it (default: ``machine`` was probed here),
+    so -march=native is right; otherwise the CPU code's ISA is spelled out. The known-bad rows
+    that apply to the source's llama.cpp version take their features away (``avoid`` adds more:
+    what `fix` learned from a crash)."""
+    from builddoctor import known_bad
+
     if goal not in GOALS:
         raise errors.InputError(f"Unknown goal '{goal}': use one of {', '.join(GOALS)}.")
     recipes = load_recipes() if recipes is None else recipes
     by_name = {r.name: r for r in recipes}
-    facts = Facts(machine, by_name)
+    host = is_this_machine(machine) if host is None else host
+    version = source_version(source)
+    rows = known_bad.applying(cpu_features(machine), version)
+    avoided = frozenset({f for r in rows for f in r.avoid} | set(avoid))
+    facts = Facts(machine, by_name, host=host, known_bad=rows, llama_version=version)
     backends = sorted((r for r in recipes if r.kind == "backend"), key=lambda r: (-r.priority, r.name))
     known = {r.backend: r for r in backends}
     if backend != "auto" and backend not in known:
         raise errors.InputError(f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(known))}.")
-    ctx = Context(machine, goal=goal)
+    ctx = Context(machine, goal=goal, host=host, avoided=avoided)
     verdicts = {r.name: evaluate(r.when, ctx) for r in backends}
     notes: list[str] = []
 
@@ -373,6 +424,14 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     plan.options = [PlanOption(n, o.value, o.reason, o.recipe.name) for n, o in options.items()]
     plan.options.sort(key=lambda o: o.name != "CMAKE_BUILD_TYPE")
     plan.prerequisites = list(prereqs.values())
+    if same_value(next((o.value for o in plan.options if o.name == "GGML_CPU_ALL_VARIANTS"), "OFF"), "ON"):
+        # binaries that travel: leave out the variants a known-bad row says crash wherever they load
+        for r in known_bad.rows():
+            if r.avoid_variants and r.affects_version(version):
+                plan.omit_cpu_variants += [v for v in r.avoid_variants if v not in plan.omit_cpu_variants]
+                plan.notes.append(f"The CPU variant(s) {', '.join(r.avoid_variants)} are built but not kept: "
+                                  f"{r.title} (known-bad row {r.id}; {r.source_text}). Machines that would "
+                                  "load them take the next best variant.")
     for r in active:
         for k, v in r.env.items():
             plan.env[k] = facts.render(v)

@@ -112,11 +112,54 @@ def ensure_model(
     return out
 
 
-def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path) -> None:
+#: the compute probe's model: a few layers of 128 wide (AMX and AVX-512 kernels take it: every
+#: matrix is a whole number of 32-wide blocks), a vocabulary of its own (bytes plus a few words),
+#: so that it needs no file from the llama.cpp tree and loads in a few milliseconds.
+PROBE_WORDS = ("\u2581the", "\u2581a", "\u2581of", "\u2581and", "\u2581to", "\u2581in", "\u2581is", "\u2581it",
+               "\u2581Hello", "\u2581world", "\u2581llama", "\u2581build", "\u2581doctor")
+
+
+def probe_vocab() -> list[tuple[str, float, int]]:
+    """(text, score, token type) of a SentencePiece-style vocabulary: unk, BOS, EOS, the 256
+    byte-fallback tokens, the word-start marker and a few words (gguf.TokenType values)."""
+    import gguf
+
+    toks = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
+            ("</s>", 0.0, gguf.TokenType.CONTROL)]
+    toks += [(f"<0x{b:02X}>", 0.0, gguf.TokenType.BYTE) for b in range(256)]
+    toks += [("\u2581", -1.0, gguf.TokenType.NORMAL)]
+    toks += [(w, -2.0 - i, gguf.TokenType.NORMAL) for i, w in enumerate(PROBE_WORDS)]
+    return toks
+
+
+PROBE_SHAPE = ModelShape(n_vocab=len(PROBE_WORDS) + 260, n_embd=128, n_ff=384, n_layer=2, n_head=4, n_head_kv=4,
+                         n_ctx=256)
+
+
+def ensure_probe_model(cache_root: Path | None = None) -> Path:
+    """The compute probe's tiny model (about 0.3 MB), generated once and cached."""
+    from builddoctor import paths
+
+    root = cache_root or (paths.cache_dir() / "models")
+    out = root / "probe-llama-v{0.n_vocab}-d{0.n_embd}-l{0.n_layer}-q4_0.gguf".format(PROBE_SHAPE)
+    if out.is_file():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        write_model(tmp, PROBE_SHAPE, seed=0, vocab=None)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None) -> None:
+    """Write a random-weight llama GGUF; ``vocab``: a GGUF whose tokenizer it takes, or None
+    for the probe vocabulary (whose size must be ``shape.n_vocab``)."""
     import gguf
     import numpy as np
 
-    reader = gguf.GGUFReader(str(vocab))
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(f"builddoctor smoke llama {shape.params / 1e6:.0f}M (random weights)")
     writer.add_context_length(shape.n_ctx)
@@ -129,12 +172,26 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path) -> Non
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(shape.n_vocab)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
-    for name, field in reader.fields.items():
-        if not name.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
+    if vocab is None:
+        toks = probe_vocab()
+        if len(toks) != shape.n_vocab:
+            raise ValueError(f"the probe vocabulary has {len(toks)} tokens, the shape {shape.n_vocab}")
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list([t for t, _, _ in toks])
+        writer.add_token_scores([s for _, s, _ in toks])
+        writer.add_token_types([int(k) for _, _, k in toks])
+        writer.add_unk_token_id(0)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_add_bos_token(True)
+    else:
+        reader = gguf.GGUFReader(str(vocab))
+        for name, field in reader.fields.items():
+            if not name.startswith("tokenizer."):
+                continue
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
 
     rng = np.random.default_rng(seed)
     q4 = gguf.GGMLQuantizationType.Q4_0

@@ -43,3 +43,9 @@ def sse_build() -> Path:
 @pytest.fixture(scope="session")
 def debug_build() -> Path:
     return _build("debug")
+
+
+@pytest.fixture(scope="session")
+def planned_build() -> Path:
+    """A build with builddoctor's own CPU plan for this host: one that computes on every CPU."""
+    return _build("planned")

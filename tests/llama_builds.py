@@ -12,6 +12,12 @@ Builds:
 - ``sse``: Release, GGML_NATIVE=OFF with AVX, AVX2, FMA, F16C, BMI2 off (AVX-512 and
   AMX default to OFF when GGML_NATIVE is OFF, so SSE 4.2 is the highest level left).
 - ``debug``: CMAKE_BUILD_TYPE=Debug (native ISA, -O0 -g).
+- ``planned``: Release with the CPU options of builddoctor's own plan for this host: on most CPUs
+  the same as ``native``; where a known-bad row applies (the pinned llama.cpp's AMX kernels on an
+  AMX CPU) the ISA spelled out without it. The build for tests that need one that computes.
+
+``native`` stays plain ``GGML_NATIVE=ON`` on every host: on an AMX host it is the real crashing
+build that the compute probe must catch.
 
 Run ``python -m tests.llama_builds [name...]`` to build them ahead of a test session.
 """
@@ -61,7 +67,31 @@ BUILDS: dict[str, list[str]] = {
         "-DGGML_AVX_VNNI=OFF",
     ],
     "debug": ["-DCMAKE_BUILD_TYPE=Debug", "-DGGML_NATIVE=ON"],
+    # AVX-512 forced on: built only on CPUs without it (it must die there with SIGILL)
+    "avx512": ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
+               "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_AVX512=ON"],
 }
+
+
+_PLANNED: list[str] | None = None
+
+
+def planned_args() -> list[str]:
+    """The CPU options of builddoctor's plan for this machine (GGML_NATIVE and the ISA options)."""
+    global _PLANNED
+    if _PLANNED is None:
+        from builddoctor.flagcheck import isa_table
+        from builddoctor.probe import machine_profile
+        from builddoctor.resolve import resolve
+
+        cpu = {"GGML_NATIVE", *isa_table()}
+        plan = resolve(machine_profile())
+        _PLANNED = ["-DCMAKE_BUILD_TYPE=Release"] + [f"-D{o.name}={o.value}" for o in plan.options if o.name in cpu]
+    return _PLANNED
+
+
+def build_args(name: str) -> list[str]:
+    return planned_args() if name == "planned" else BUILDS[name]
 
 
 class BuildUnavailable(RuntimeError):
@@ -98,7 +128,7 @@ def _source_dir() -> Path:
 
 
 def _args(name: str, src: Path, out: Path) -> list[str]:
-    return ["cmake", "-S", str(src), "-B", str(out), *COMMON_ARGS, *BUILDS[name]]
+    return ["cmake", "-S", str(src), "-B", str(out), *COMMON_ARGS, *build_args(name)]
 
 
 def is_complete(name: str) -> bool:
@@ -108,14 +138,14 @@ def is_complete(name: str) -> bool:
         saved = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    want = BUILDS[name] + COMMON_ARGS + TARGETS
+    want = build_args(name) + COMMON_ARGS + TARGETS
     return saved.get("args") == want and (out / "bin" / "llama-bench").is_file()
 
 
 def ensure_build(name: str) -> Path:
     """The bin folder of test build ``name``, building it first when needed."""
-    if name not in BUILDS:
-        raise KeyError(f"unknown test build {name!r}; known: {', '.join(BUILDS)}")
+    if name not in BUILDS and name != "planned":
+        raise KeyError(f"unknown test build {name!r}; known: {', '.join(BUILDS)}, planned")
     out = build_dir(name)
     if is_complete(name):
         return out / "bin"
@@ -148,7 +178,7 @@ def ensure_build(name: str) -> Path:
                             f"building test build {name!r} failed ({res.error or res.signal or res.returncode}"
                             f"{', timed out' if res.timed_out else ''}); see {log}")
             (out / MARKER).write_text(json.dumps({
-                "args": BUILDS[name] + COMMON_ARGS + TARGETS,
+                "args": build_args(name) + COMMON_ARGS + TARGETS,
                 "seconds": round(time.monotonic() - t0, 1),
             }, indent=1))
         finally:
@@ -157,7 +187,7 @@ def ensure_build(name: str) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BUILDS)
+    names = argv or ["native", "sse", "debug", "planned"]
     for name in names:
         t0 = time.monotonic()
         print(f"{name}: {ensure_build(name)} ({time.monotonic() - t0:.0f} s)", flush=True)

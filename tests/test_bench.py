@@ -187,7 +187,7 @@ def test_smoke_model_loads_in_llama_bench(small_model):
     from tests.llama_builds import BuildUnavailable, ensure_build
 
     try:
-        bin_dir = ensure_build("native")
+        bin_dir = ensure_build("planned")
     except BuildUnavailable as exc:
         pytest.skip(str(exc))
     res = bench.run_bench(bin_dir / "llama-bench", small_model, threads=2, ngl=0, pp=32, tg=16, reps=2,
@@ -204,7 +204,7 @@ def test_compare_same_build_is_about_even(small_model):
     from tests.llama_builds import BuildUnavailable, ensure_build
 
     try:
-        exe = ensure_build("native") / "llama-bench"
+        exe = ensure_build("planned") / "llama-bench"
     except BuildUnavailable as exc:
         pytest.skip(str(exc))
     cmp = bench.compare([exe, exe], small_model, rounds=2, reps=2, threads=2)

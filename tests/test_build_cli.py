@@ -35,7 +35,12 @@ def test_build_dry_run_prints_the_commands():
     res = invoke("build", "--dry-run")
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert lines[0].startswith("cmake -S ") and "-G Ninja" in lines[0] and "-DGGML_NATIVE=ON" in lines[0]
+    from builddoctor.probe import machine_profile
+    from builddoctor.resolve import resolve
+
+    planned = {o.name: o.value for o in resolve(machine_profile()).options}
+    assert lines[0].startswith("cmake -S ") and "-G Ninja" in lines[0]
+    assert f"-DGGML_NATIVE={planned['GGML_NATIVE']}" in lines[0]
     assert "--target llama-cli llama-server llama-bench llama-quantize" in lines[1]
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from builddoctor.findings import catalogue, findings_for
 from builddoctor.findings.rules import RULES
-from builddoctor.profiles import (BinaryFile, BuildProfile, CpuProfile, GpuProfile, MachineProfile, RuntimeResult,
+from builddoctor.profiles import (BinaryFile, BuildProfile, ComputeResult, CpuProfile, GpuProfile, MachineProfile,
+                                  RuntimeResult,
                                   Diagnosis, BuildReport)
 
 ZEN4 = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
@@ -239,3 +240,73 @@ def test_option_set_against_the_plan():
     # a portable build is compared with the portable plan, not flagged for GGML_NATIVE=OFF
     b.cmake_options.update(GGML_NATIVE="OFF", GGML_CPU_ALL_VARIANTS="ON", GGML_BACKEND_DL="ON")
     assert "BD161" not in codes(findings_for(b, machine()))
+
+
+# --------------------------------------------------------------------------- the compute probe
+
+SPR = ZEN4 + ["AVX_VNNI", "AMX_TILE", "AMX_INT8", "AMX_BF16"]
+
+
+def inference(**kw) -> ComputeResult:
+    base = dict(kind="inference", argv=["/b/bin/llama-bench", "-m", "probe.gguf", "-t", "2"], threads=2,
+                seconds=0.2, timeout_s=30.0)
+    base.update(kw)
+    return ComputeResult(**base)
+
+
+def test_amx_crash_names_the_known_bad_row_and_the_fix():
+    found = findings_for(build(isa=SPR, compute=inference(signal="SIGSEGV")), machine(SPR, "sapphirerapids"))
+    (f,) = [f for f in found if f.code == "BD193"]
+    assert f.severity == "error" and "SIGSEGV" in f.title and "AMX" in f.title
+    assert "amx-mul-mat-crash" in f.evidence and "#20824" in f.evidence
+    assert "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" in f.fix and "builddoctor fix --rebuild /b/bin" in f.fix
+    assert "ok:runtime" not in [x.code for x in found]
+
+
+def test_crash_of_a_build_from_a_fixed_llama_cpp_is_not_blamed_on_the_row():
+    b = build(isa=SPR, compute=inference(signal="SIGSEGV"))
+    b.build_number = 3000  # before the AMX kernels existed (known-bad row's first_build)
+    b.version = None
+    (f,) = [f for f in findings_for(b, machine(SPR, "sapphirerapids")) if f.code == "BD193"]
+    assert "amx-mul-mat-crash" not in f.evidence and "no static fact" in f.title
+
+
+def test_sigill_while_computing_names_what_the_cpu_lacks():
+    found = findings_for(build(isa=ZEN4, compute=inference(signal="SIGILL")), machine(HASWELL, "haswell"))
+    (f,) = [f for f in found if f.code == "BD193"]
+    assert "AVX512" in f.title and "lacks" in f.title
+
+
+def test_hang_and_garbage_are_their_own_findings():
+    hung = findings_for(build(compute=inference(timed_out=True)), machine())
+    assert [f.code for f in hung if f.code.startswith("BD19")] == ["BD194"]
+    bad = findings_for(build(compute=inference(returncode=0, problem="printed a meaningless speed ('nan' tokens/s)")),
+                       machine())
+    (f,) = [f for f in bad if f.code == "BD195"]
+    assert "meaningless" in f.title and f.severity == "error"
+
+
+def test_a_computing_build_says_what_ran():
+    ok = inference(ok=True, returncode=0, backend="CPU", pp_tps=812.4, tg_tps=120.2)
+    found = findings_for(build(compute=ok, runtime=[RuntimeResult(argv=["/b/bin/llama-bench", "--version"],
+                                                                 returncode=0)]), machine())
+    (line,) = [f.title for f in found if f.code == "ok:runtime"]
+    assert line.startswith("a real inference ran (llama-bench on the probe model, CPU, 2 threads: prompt 812 t/s, "
+                           "generation 120 t/s)")
+
+
+def test_amx_code_without_a_run_is_flagged_from_the_table():
+    found = findings_for(build(isa=SPR), machine(SPR, "sapphirerapids", source="profile:x.json"))
+    (f,) = [f for f in found if f.code == "BD134"]
+    assert f.severity == "error" and "AMX_INT8" in f.title and "amx-mul-mat-crash" in f.evidence
+    # a CPU without AMX never meets the row, and a build that computed here is not flagged
+    assert "BD134" not in codes(findings_for(build(isa=SPR), machine(ZEN4)))
+    assert "BD134" not in codes(findings_for(build(isa=SPR, compute=inference(ok=True, returncode=0)),
+                                             machine(SPR, "sapphirerapids")))
+
+
+def test_library_that_does_not_load():
+    c = ComputeResult(kind="dlopen", argv=["/b/bin/libllama.so"], returncode=3,
+                      error="/b/bin/libllama.so: undefined symbol: ggml_backend_cpu_reg")
+    (f,) = [f for f in findings_for(build(compute=c), machine()) if f.code == "BD173"]
+    assert f.area == "load" and "undefined symbol" in f.title and "older or newer" in f.fix

@@ -10,13 +10,22 @@ import pytest
 from builddoctor import errors
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, ToolInfo
 from builddoctor.recipes import load_recipes
+from builddoctor.flagcheck import isa_table
 from builddoctor.resolve import build_command, cmake_command, resolve
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 
 
-def machine(name: str) -> MachineProfile:
+def recorded(name: str) -> MachineProfile:
+    """A machine profile as a file from elsewhere: the plan is for it, built on another machine."""
     return MachineProfile.from_json((MACHINES / f"{name}.json").read_text())
+
+
+def machine(name: str) -> MachineProfile:
+    """The same machine probing itself (what `builddoctor recipe` or `pip install .` there plans)."""
+    m = recorded(name)
+    m.source = m.cpu.source = "live"
+    return m
 
 
 def opts(plan: BuildPlan) -> dict[str, str]:
@@ -48,11 +57,13 @@ CASES = {
                        {"CMAKE_CUDA_ARCHITECTURES": ["RTX 4090", "8.9", "sm_89"], "GGML_NATIVE": ["zen4", "AVX-512"],
                         "GGML_OPENMP": ["libgomp"], "GGML_CUDA_FA": ["FlashAttention"]},
                        {"Vulkan": ["CUDA is faster", "RTX 4090"]}),
-    # 8x H100 with CUDA 12.8: Hopper sm_90 once, Sapphire Rapids host with AMX.
+    # 8x H100 with CUDA 12.8: Hopper sm_90 once, Sapphire Rapids host with AMX: the pinned llama.cpp's
+    # AMX kernels crash (known-bad row), so the CPU code is spelled out without AMX.
     "h100-cuda128": ("cuda",
-                     {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "90-real", "GGML_NATIVE": "ON"},
+                     {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "90-real", "GGML_NATIVE": "OFF",
+                      "GGML_AVX512": "ON", "GGML_AVX512_VNNI": "ON", "GGML_AMX_INT8": "OFF", "GGML_AMX_TILE": "OFF"},
                      {"CMAKE_CUDA_ARCHITECTURES": ["H100", "9.0"], "GGML_CUDA": ["H100 80GB HBM3 x8"],
-                      "GGML_NATIVE": ["AMX"]},
+                      "GGML_NATIVE": ["AMX", "known-bad"], "GGML_AMX_INT8": ["amx-mul-mat-crash", "#20824"]},
                      {"ROCm/HIP": ["no AMD GPU"]}),
     # GTX 1080 (Pascal, 6.1) with CUDA 12.2: still buildable with CUDA 12.
     "gtx1080-cuda12": ("cuda",
@@ -92,10 +103,12 @@ CASES = {
                      {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
                      {"GGML_NATIVE": ["zen3", "AVX2"]},
                      {"CUDA": ["no NVIDIA GPU"], "Vulkan": ["no GPU"]}),
-    # Sapphire Rapids server: native build, AMX named, GCC >= 11 required for AMX.
+    # Sapphire Rapids server: AVX-512 with VNNI/BF16/VBMI spelled out, AMX left out (known-bad row).
     "sapphire-rapids-server": ("cpu",
-                               {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
-                               {"GGML_NATIVE": ["sapphirerapids", "AMX", "AVX-512"]},
+                               {"GGML_NATIVE": "OFF", "GGML_OPENMP": "ON", "GGML_AVX512": "ON",
+                                "GGML_AVX512_BF16": "ON", "GGML_AVX512_VBMI": "ON", "GGML_AVX_VNNI": "ON",
+                                "GGML_AMX_INT8": "OFF", "GGML_AMX_BF16": "OFF"},
+                               {"GGML_NATIVE": ["AMX_INT8", "known-bad"], "GGML_AMX_INT8": ["0.5.0-dev"]},
                                {"CUDA": ["no NVIDIA GPU"]}),
     # Raspberry Pi 5: native ARM build (DOTPROD, FP16); its V3D Vulkan GPU is never chosen on its own.
     "raspberry-pi-5": ("cpu",
@@ -265,7 +278,41 @@ def test_riscv_without_vector_turns_rvv_off():
     assert opts(resolve(m))["GGML_RVV"] == "ON"
 
 
-def test_amx_needs_gcc_11():
+@pytest.fixture
+def amx_fixed(tmp_path, monkeypatch):
+    """The known-bad table as it will read once a llama.cpp release fixes the AMX kernels:
+    the row's range ends at the pinned version (0.5.0-dev is not before 0.5.0-dev)."""
+    from builddoctor import known_bad
+
+    text = known_bad.KNOWN_BAD_FILE.read_text().replace('fixed_in = ""', 'fixed_in = "0.5.0.dev0"')
+    assert 'fixed_in = "0.5.0.dev0"' in text
+    (tmp_path / "known_bad.toml").write_text(text)
+    monkeypatch.setattr(known_bad, "KNOWN_BAD_FILE", tmp_path / "known_bad.toml")
+    known_bad.rows.cache_clear()
+    yield
+    known_bad.rows.cache_clear()
+
+
+def test_amx_comes_back_when_the_row_ends(amx_fixed):
+    plan = resolve(machine("sapphire-rapids-server"))
+    got = opts(plan)
+    assert got["GGML_NATIVE"] == "ON" and "GGML_AMX_INT8" not in got
+    assert "AMX" in reason(plan, "GGML_NATIVE")
+    assert not plan.omit_cpu_variants and not resolve(machine("this-machine"), goal="portable").omit_cpu_variants
+
+
+def test_amx_left_out_with_the_pinned_llama_cpp():
+    plan = resolve(machine("sapphire-rapids-server"))
+    assert {o.name: o.value for o in plan.options if o.name.startswith("GGML_AMX")} == {
+        "GGML_AMX_TILE": "OFF", "GGML_AMX_INT8": "OFF", "GGML_AMX_BF16": "OFF"}
+    assert "gcc" not in [p.name for p in plan.prerequisites]  # no AMX to compile: no GCC bound for it
+    # portable builds travel to AMX machines: the sapphirerapids variant is left out, with the reason
+    portable = resolve(machine("zen3-desktop"), goal="portable")
+    assert portable.omit_cpu_variants == ["sapphirerapids"]
+    assert any("amx-mul-mat-crash" in n and "sapphirerapids" in n for n in portable.notes)
+
+
+def test_amx_needs_gcc_11(amx_fixed):
     m = machine("sapphire-rapids-server")
     m.toolchains["gcc"] = ToolInfo("gcc", True, "/usr/bin/gcc", "8.5.0")
     plan = resolve(m)
@@ -340,10 +387,22 @@ def test_this_machine_live():
     """On the machine the tests run on: a native CPU plan, and CUDA skipped with nvcc named when present."""
     from builddoctor import probe
 
+    from builddoctor import known_bad
+    from builddoctor.source import load_pin
+
     m = probe.machine_profile()
     plan = resolve(m)
     got = opts(plan)
-    assert got["GGML_NATIVE"] == "ON" and got["CMAKE_BUILD_TYPE"] == "Release"
+    assert got["CMAKE_BUILD_TYPE"] == "Release"
+    avoided = {f for r in known_bad.applying(m.cpu.features, load_pin().llama_version) for f in r.avoid}
+    if avoided & set(m.cpu.features):  # e.g. an AMX host: the ISA is spelled out, less the known-bad features
+        assert got["GGML_NATIVE"] == "OFF"
+        assert all(got[f"GGML_{f}"] == "OFF" for f in avoided)
+        for opt, feats in isa_table().items():
+            if opt in got and not set(feats) & avoided and opt != "GGML_RVV":
+                assert (got[opt] == "ON") == bool(set(feats) & set(m.cpu.features)), opt
+    else:
+        assert got["GGML_NATIVE"] == "ON"
     if not m.usable_gpus():
         assert plan.backend == "cpu"
         cuda = skipped(plan, "CUDA")
@@ -360,3 +419,27 @@ def test_source_tree_without_an_option_is_noted(tmp_path):
     plan = resolve(machine("this-machine"), source=tmp_path)
     assert any(n.startswith("LLAMA_OPENSSL (recipe no-network) is not an option") for n in plan.notes)
     assert not any(n.startswith("GGML_NATIVE ") for n in plan.notes)
+
+
+def test_known_bad_version_ranges():
+    from builddoctor.known_bad import Row
+
+    row = Row(id="x", title="t", cpu_any=("AMX_INT8",), first_build=3930, fixed_in="0.6.0")
+    assert row.affects_version("0.5.0-dev") and row.affects_version("0.5.2")
+    assert not row.affects_version("0.6.0") and not row.affects_version("0.7.0-dev")
+    assert row.affects_version(None) and row.affects_version(None, 4100)  # unknown: a likely cause
+    assert not row.affects_version(None, 3000)  # older than the code the row is about
+    assert row.affects_version("0.6.0-dev")  # a development version comes before its release
+    open_ended = Row(id="y", title="t")
+    assert open_ended.affects_version("9.9.9")
+
+
+def test_plan_for_a_recorded_machine_spells_its_isa_out():
+    """`recipe --profile zen3.json` on any machine: not -march=native of the building host."""
+    plan = resolve(recorded("zen3-desktop"))
+    got = opts(plan)
+    assert got["GGML_NATIVE"] == "OFF" and "not for the machine that builds it" in reason(plan, "GGML_NATIVE")
+    assert {k: got[k] for k in ("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42")} == \
+        dict.fromkeys(("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42"), "ON")
+    assert all(got[k] == "OFF" for k in ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX_VNNI", "GGML_AMX_INT8"))
+    assert "has AVX2" in reason(plan, "GGML_AVX2") and "has no AVX-512" in reason(plan, "GGML_AVX512")

@@ -10,7 +10,7 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.options import json_option, load_machine, machine_options
+from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
 
 
 def plan_options(func):
@@ -25,7 +25,7 @@ def plan_options(func):
     return func
 
 
-def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path):
+def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path, host: bool = True):
     from builddoctor.profiles import BuildPlan, SchemaError
 
     if plan_path is not None:
@@ -44,7 +44,7 @@ def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path
         return plan
     from builddoctor.resolve import resolve
 
-    return resolve(machine, goal=goal, backend=backend, source=source)
+    return resolve(machine, goal=goal, backend=backend, source=source, host=host)
 
 
 def _source(source_path: Path | None, out) -> Path:
@@ -121,7 +121,7 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, profile_path, cpuinfo_
     out = console(ctx)
     source = _source(source_path, out)
     machine = None if plan_path else load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    plan = _plan(plan_path, machine, goal, backend, source)
+    plan = _plan(plan_path, machine, goal, backend, source, describes_this_cpu(profile_path, cpuinfo_path))
     if dry_run:
         cmds = build.commands(plan, source, jobs=jobs)
         if as_json:
@@ -134,18 +134,39 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, profile_path, cpuinfo_
     if not as_json:
         out.echo(f"Building llama.cpp ({plan.goal}, {plan.backend}) from {source}", err=True)
     result = build.build(plan, source, jobs=jobs, progress=view)
+    ok = result.status in ("ok", "cached")
+    # verification that runs: a build for this CPU counts only once its compute probe passes here
+    # (a plan for another machine's CPU is not run here: `check --profile` reads it statically)
+    ver = None
+    if ok and describes_this_cpu(profile_path, cpuinfo_path):
+        from builddoctor.probe import machine_profile
+
+        ver = build.verify(result, machine or machine_profile())
     if as_json:
         out.json(result)
-        if result.status not in ("ok", "cached"):
+        if not ok:
             ctx.exit(build_error(result).exit_code)
+        if ver is not None and not ver.ok:
+            ctx.exit(errors.VERIFY_FAILED)
         return
-    if result.status not in ("ok", "cached"):
+    if not ok:
         raise build_error(result)
     how = "cached, built before" if result.status == "cached" else f"built in {_fmt_time(result.duration_s)}"
     out.echo(f"{out.symbol('ok')} {Path(result.build_dir) / 'bin'} ({how})")
     for b in result.binaries:
         out.echo(f"    {b}")
     out.echo(f"    log: {result.log_path}")
+    if ver is None:
+        out.echo("    not run here: the plan is for another machine's CPU "
+                 "(`builddoctor check --profile FILE <bin>` reads the build against it)")
+    elif not ver.ok:
+        raise errors.UserError(f"The build finished but does not pass verification on this machine: {ver.message}. "
+                               f"It stays at {Path(result.build_dir) / 'bin'}; nothing was installed. "
+                               f"`builddoctor check {Path(result.build_dir) / 'bin'}` shows why.",
+                               exit_code=errors.VERIFY_FAILED)
+    else:
+        ran = next((f.title for f in ver.findings if f.code == "ok:runtime"), ver.message)
+        out.echo(f"    verified: {ran}")
 
 
 # --------------------------------------------------------------------------- bench
@@ -269,7 +290,8 @@ def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan
                                 "for this machine). Add --dry-run to see the steps first.")
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     source = _source(source_path, out)
-    plan = _plan(plan_path, machine, goal, backend, source) if plan_path else None
+    host = describes_this_cpu(profile_path, cpuinfo_path)
+    plan = _plan(plan_path, machine, goal, backend, source, host) if plan_path else None
     say = (lambda m: None) if as_json else (lambda m: out.echo(("would " if dry_run else "") + m))
 
     def confirm(question: str) -> bool:
@@ -279,7 +301,7 @@ def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan
             raise errors.InputError("--replace asks before writing over files; add --yes to run it unattended.")
         return click.confirm(question, default=False)
 
-    rep = fix.fix(machine, path, source=source, goal=goal, backend=backend, plan=plan, replace=replace,
+    rep = fix.fix(machine, path, source=source, goal=goal, backend=backend, plan=plan, replace=replace, host=host,
                   dry_run=dry_run, rounds=rounds, say=say, confirm=confirm,
                   progress=ProgressView(enabled=not as_json and not out.quiet))
     if as_json:

@@ -8,16 +8,17 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.options import json_option, load_machine, machine_options
+from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
 
 
 @click.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--run/--no-run", "run", default=None,
-              help="Run `--version` and `--list-devices` of executables (time-limited, clean environment). "
+              help="Run the builds: `--version`, `--list-devices`, and the compute probe, a real inference on a "
+                   "tiny generated model (or a dlopen of a library-only build); time-limited, clean environment. "
                    "Default: on for this machine, off with a profile from elsewhere.")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
-              help="Seconds each run may take before it is stopped.")
+              help="Seconds each run may take before it is stopped (the compute probe: six times as long).")
 @click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False),
               help="llama.cpp checkout whose options the CMake options are compared with (default: the pinned one).")
 @machine_options
@@ -40,7 +41,8 @@ def check_cmd(ctx: click.Context, paths: tuple[Path, ...], run: bool | None, tim
     here = profile_path is None and cpuinfo_path is None and nvidia_smi_path is None
     if run is None:
         run = here
-    diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path, here=here)
+    diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path, here=here,
+                         host=describes_this_cpu(profile_path, cpuinfo_path))
     if paths and not diagnosis.builds:
         raise errors.InputError(
             "nothing to check: " + " ".join(diagnosis.messages or ["none of the paths holds a llama.cpp build"]))

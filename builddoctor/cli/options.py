@@ -26,6 +26,12 @@ def machine_options(func):
     return wrapper
 
 
+def describes_this_cpu(profile_path: Path | None, cpuinfo_path: Path | None) -> bool:
+    """Whether the machine of the command is this one's CPU (no --profile, no --cpuinfo): only then
+    may a plan compile with -march=native, which takes the building machine's instruction sets."""
+    return profile_path is None and cpuinfo_path is None
+
+
 def load_machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None):
     from builddoctor.probe import machine_profile
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from builddoctor import errors
-from builddoctor.cli.options import json_option, load_machine, machine_options
+from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
 
 BACKENDS = ("auto", "cpu", "cuda", "hip", "metal", "sycl", "vulkan")
 
@@ -59,7 +59,8 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
     from builddoctor.resolve import resolve
 
     machine = _machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    plan = resolve(machine, goal=goal, backend=backend, source=source_dir)
+    plan = resolve(machine, goal=goal, backend=backend, source=source_dir,
+                   host=describes_this_cpu(profile_path, cpuinfo_path))
     if save_path is not None:
         try:
             Path(save_path).write_text(plan.to_json() + "\n", encoding="utf-8")

@@ -14,6 +14,7 @@ from builddoctor.tomlload import load_toml
 
 CATALOGUE = Path(__file__).with_name("checks.toml")
 SEVERITIES = ("error", "warning", "info", "ok")
+COMPUTE_TIMEOUT_FACTOR = 6  # the compute probe's time limit, in --timeout units (5 s -> 30 s)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,12 +59,14 @@ def _fill(template: str, values: dict[str, Any]) -> str:
         return template
 
 
-def _context(machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True) -> Context:
+def _context(machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True,
+             host: bool | None = None) -> Context:
     from builddoctor.source import load_pin
 
     pin = load_pin()
     return Context(catalogue=catalogue(), live=here, pin_short_commit=pin.short_commit,
-                   pin_version=pin.llama_version, source=source, extra={"timeout": run_timeout})
+                   pin_version=pin.llama_version, source=source,
+                   extra={"timeout": run_timeout, "host": here if host is None else host})
 
 
 def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | None = None) -> list[Finding]:
@@ -141,19 +144,36 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
         if build.compiler:
             bits.append(f"built with {build.compiler}")
         out["version"] = {"version_ok": ", ".join(bits)}
-    if build.runtime and all(r.returncode == 0 for r in build.runtime):
+    c = build.compute
+    if build.runtime and all(r.returncode == 0 for r in build.runtime) and (c is None or c.ok):
         names = ", ".join(" ".join([_name(r.argv[0])] + r.argv[1:]) for r in build.runtime)
         devices = f"; devices: {', '.join(build.devices)}" if build.devices else ""
-        out["runtime"] = {"runtime_ok": f"{names} answered{devices}"}
+        text = f"{names} answered{devices}"
+        if c is not None and c.kind == "inference":
+            text = f"{_compute_line(c)}; {text}"
+        out["runtime"] = {"runtime_ok": text}
+    elif c is not None and c.ok:
+        out["runtime"] = {"runtime_ok": _compute_line(c)}
     return out
 
 
+def _compute_line(c) -> str:
+    """The ok line of a compute probe that ran: what ran where, and its tokens/s (information)."""
+    if c.kind == "dlopen":
+        return f"{_name(c.argv[0])} loads (dlopen in a child process, {c.seconds:.2f} s)"
+    speeds = [f"{label} {v:.0f} t/s" for label, v in (("prompt", c.pp_tps), ("generation", c.tg_tps)) if v]
+    where = ", ".join(x for x in (c.backend or "", f"{c.threads} threads" if c.threads else "") if x)
+    return (f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
+            f"{': ' + ', '.join(speeds) if speeds else ''})")
+
+
 def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: bool = True, timeout: float = 5.0,
-             source: Path | None = None, here: bool = True) -> Diagnosis:
+             source: Path | None = None, here: bool = True, host: bool | None = None) -> Diagnosis:
     """Find (or take) builds, inspect them, and check each against ``machine``.
 
     ``here``: the machine is this one (not a profile from a file), so missing libraries
-    can be judged by looking them up on this system.
+    can be judged by looking them up on this system. ``host``: its CPU is this one's (default:
+    ``here``), so builddoctor's own plan for it, which builds are compared with, is -march=native.
     """
     from builddoctor.inspect import inspect_paths
 
@@ -161,7 +181,9 @@ def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: 
         missing = [p for p in paths_ if not p.exists() and not p.is_symlink()]
         if missing and len(missing) == len(paths_):
             raise errors.InputError(f"no such file or folder: {', '.join(str(p) for p in missing)}.")
-    builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout)
-    ctx = _context(machine, timeout, source, here)
+    # the compute probe (a real inference) may take longer than --version: six times the limit
+    builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout,
+                                     compute_timeout=COMPUTE_TIMEOUT_FACTOR * timeout)
+    ctx = _context(machine, timeout, source, here, host)
     reports = [BuildReport(build=b, findings=findings_for(b, machine, ctx)) for b in builds]
     return Diagnosis(machine=machine, builds=reports, messages=list(messages))

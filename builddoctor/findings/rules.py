@@ -73,7 +73,7 @@ def _name(path: str) -> str:
     return Path(path).name
 
 
-def _closed(features, machine: MachineProfile) -> set[str]:
+def closed_features(features, machine: MachineProfile) -> set[str]:
     """Features plus what they imply: VEX-encoded code (AVX) subsumes SSE4, AVX-512 code was
     compiled with AVX2/FMA/F16C on, and so on (the [isa.implies] table)."""
     from builddoctor.findings.engine import catalogue
@@ -225,7 +225,121 @@ def runtime_crash(build, machine, ctx):
     return None
 
 
+def _output_tail(text: str, n: int = 300) -> str:
+    text = " ".join(text.strip().split())
+    return ("..." + text[-n:]) if len(text) > n else (text or "(none)")
+
+
+def _compute_what(c) -> str:
+    if c.kind == "dlopen":
+        return "dlopen in a child process"
+    return f"the {c.threads}-thread inference of a 2-layer model, a few tokens"
+
+
+def _known_bad(build: BuildProfile, machine: MachineProfile, signal: str | None = None):
+    """The known-bad rows that this build's code and this CPU meet (and, with ``signal``, whose
+    symptom it is), for this build's llama.cpp version."""
+    from builddoctor import known_bad
+
+    code = closed_features(build.isa, machine) if build.isa else set()
+    return [r for r in known_bad.applying(machine.cpu.features, build.version, build.build_number)
+            if r.in_code(code) and (signal is None or signal in r.signals)]
+
+
+def _no_flags(features, ctx: Context) -> str:
+    table = ctx.catalogue.get("no_flags", {})
+    return " ".join(table[f] for f in features if f in table)
+
+
+@rule
+def compute_crash(build, machine, ctx):
+    c = build.compute
+    if c is None or c.kind != "inference" or not c.signal:
+        return None
+    ev = {"argv": _argv(c), "signal": c.signal, "seconds": c.seconds, "what": _compute_what(c),
+          "output": _output_tail(c.output), "why": ""}
+    rows = _known_bad(build, machine, c.signal)
+    extra = sorted((set(build.isa) & _comparable(machine)) - set(machine.cpu.features)) if _is_x86(machine) else []
+    if rows:
+        r = rows[0]
+        ev["cause"] = f"a known llama.cpp bug on this CPU: {r.short or r.title}"
+        ev["why"] = (f"; the build's CPU code contains {', '.join(sorted(set(r.code_any) & set(build.isa)))}, and "
+                     f"{r.title[0].lower() + r.title[1:]} (known-bad row {r.id}: {r.source_text})")
+        ev["fix"] = (f"builddoctor fix --rebuild {build.root}   (builddoctor plans the CPU code without "
+                     f"{', '.join(r.avoid)} while this llama.cpp is affected; by hand: add {_no_flags(r.avoid, ctx)} "
+                     "to CMAKE_C_FLAGS and CMAKE_CXX_FLAGS, or configure with GGML_NATIVE=OFF and the ISA options)")
+    elif c.signal == "SIGILL" and extra:
+        ev["cause"] = f"the CPU code uses {', '.join(extra)}, which this CPU lacks"
+        ev["fix"] = f"rebuild for this CPU: builddoctor fix --rebuild {build.root}"
+    else:
+        gpu = [b for b in build.backends if b not in ("CPU", "BLAS", "RPC")]
+        if gpu:
+            ev["cause"] = (f"no static fact of this build explains it; it carries the {', '.join(gpu)} backend, "
+                           "which may die while it starts its device")
+            ev["fix"] = (f"run `{_argv(c)}` by hand, then with -ngl 0 to see whether the GPU backend is the cause; "
+                         f"rebuild: builddoctor fix --rebuild {build.root}")
+        else:
+            ev["cause"] = "no static fact of this build explains it (a bug in this llama.cpp, or a damaged file)"
+            ev["fix"] = f"run `{_argv(c)}` by hand to see where; rebuild: builddoctor fix --rebuild {build.root}"
+    return ev
+
+
+@rule
+def compute_hang(build, machine, ctx):
+    c = build.compute
+    if c is None or c.kind != "inference" or not c.timed_out:
+        return None
+    return {"argv": _argv(c), "timeout": c.timeout_s, "what": _compute_what(c), "output": _output_tail(c.output)}
+
+
+@rule
+def compute_failed(build, machine, ctx):
+    c = build.compute
+    if c is None or c.kind != "inference" or c.ok or c.signal or c.timed_out:
+        return None
+    how = f"could not start it: {c.error}" if c.error else (c.problem or "no result")
+    return {"argv": _argv(c), "how": how, "what": _compute_what(c), "output": _output_tail(c.output)}
+
+
+@rule
+def dlopen_failed(build, machine, ctx):
+    c = build.compute
+    if c is None or c.kind != "dlopen" or c.ok:
+        return None
+    if c.timed_out:
+        why = f"loading it did not finish in {c.timeout_s:g} s"
+    elif c.signal:
+        why = f"loading it killed the process with {c.signal}"
+    else:
+        why = c.error or c.problem or "dlopen failed"
+    if "undefined symbol" in why:
+        fix = (f"a library it was built against is older or newer than the one found here: reinstall the package "
+               f"that provides it, or rebuild here: builddoctor fix --rebuild {build.root}")
+    else:
+        fix = f"install what it needs, or rebuild here: builddoctor fix --rebuild {build.root}"
+    path = c.argv[0] if c.argv else build.root
+    return {"file": _name(path), "path": path, "why": why, "fix": fix}
+
+
 # --------------------------------------------------------------------------- CPU code
+
+
+@rule
+def known_bad_code(build, machine, ctx):
+    """CPU code that a known-bad row says crashes on this CPU with this llama.cpp, when no real
+    inference was run (--no-run, a recorded machine)."""
+    if "CPU" not in build.backends or build.compute is not None:
+        return None  # a compute probe ran: it passed, or compute_crash names the row
+    rows = _known_bad(build, machine)
+    if not rows:
+        return None
+    r = rows[0]
+    feats = sorted(set(r.code_any) & closed_features(build.isa, machine))
+    return {"features": ", ".join(feats), "title_lower": r.title[0].lower() + r.title[1:],
+            "file": _name(next((f.path for f in _cpu_files(build) if set(f.isa) & set(feats)), build.root)),
+            "cpu_has": ", ".join(sorted(set(r.cpu_any) & set(machine.cpu.features))),
+            "version": build.version or (f"b{build.build_number}" if build.build_number else "of unknown version"),
+            "id": r.id, "sources": r.source_text, "avoid": ", ".join(r.avoid), "flags": _no_flags(r.avoid, ctx)}
 
 
 @rule
@@ -260,8 +374,8 @@ def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | Non
     if build.cpu_variants or not build.isa or "CPU" not in build.backends:
         return None
     comparable = _comparable(machine)
-    have = _closed(build.isa, machine) & comparable
-    cpu = _closed(machine.cpu.features, machine) & comparable
+    have = closed_features(build.isa, machine) & comparable
+    cpu = closed_features(machine.cpu.features, machine) & comparable
     missing = sorted(cpu - have)
     if not comparable or have - cpu or not missing:
         return None  # nothing to compare, cpu_isa_above's case, or nothing missing
@@ -525,14 +639,24 @@ def plan_departure(build, machine, ctx):
     plan = _plan(machine, goal, ctx)
     if plan is None:
         return None
+    # with GGML_NATIVE=ON ggml ignores the instruction-set options (-march=native decides): a
+    # difference there says nothing; GGML_NATIVE's own line says it
+    ignored = set(isa_options()) if same_value(build.cmake_options.get("GGML_NATIVE", ""), "ON") else set()
     hits = []
     for opt in plan.options:
-        if opt.name not in watched or opt.name not in build.cmake_options:
+        if opt.name not in watched or opt.name not in build.cmake_options or opt.name in ignored:
             continue
         value = build.cmake_options[opt.name]
         if not same_value(value, opt.value):
             hits.append({"name": opt.name, "value": value, "planned": opt.value, "reason": opt.reason})
     return hits or None
+
+
+def isa_options() -> dict:
+    """llama.cpp's instruction-set options and the features each forces (data/llama_options_isa.toml)."""
+    from builddoctor.flagcheck import isa_table
+
+    return isa_table()
 
 
 def _plan(machine: MachineProfile, goal: str, ctx: Context):
@@ -541,7 +665,7 @@ def _plan(machine: MachineProfile, goal: str, ctx: Context):
         try:
             from builddoctor.resolve import resolve
 
-            ctx.extra[key] = resolve(machine, goal=goal)
+            ctx.extra[key] = resolve(machine, goal=goal, host=ctx.extra.get("host"))
         except Exception:  # noqa: BLE001 - no plan (e.g. broken recipes) means no comparison, not a failed check
             ctx.extra[key] = None
     return ctx.extra[key]

@@ -36,7 +36,11 @@ def read_cmake_cache(path: Path) -> dict[str, str]:
 
 
 def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
-                  timeout: float = 5.0) -> tuple[list[BuildProfile], list[str]]:
+                  timeout: float = 5.0, compute: bool | None = None,
+                  compute_timeout: float | None = None) -> tuple[list[BuildProfile], list[str]]:
+    """Find (or take) builds and profile them. ``run``: run their programs (``--version``,
+    ``--list-devices``) and, unless ``compute`` is False, the compute probe (a real inference
+    on the probe model, ``compute_timeout`` seconds at most each)."""
     from builddoctor.inspect import assemble, discover
     from builddoctor.inspect.binary import analyze
 
@@ -88,6 +92,8 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
 
         with ThreadPoolExecutor(max_workers=min(8, len(to_run))) as pool:
             list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
+        if compute is not False:
+            _compute_all(to_run, compute_timeout, messages)
     for folder, lines in skipped.items():
         if len(lines) <= 3:
             messages += lines
@@ -95,3 +101,18 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
             messages.append(f"{folder}: {len(lines)} files there are not usable programs or libraries "
                             f"(for example {lines[0]}); skipped.")
     return builds, messages
+
+
+def _compute_all(to_run: list, timeout: float | None, messages: list[str]) -> None:
+    """The compute probes, one build after another: each inference uses every core, and
+    inferences side by side on a small machine would measure each other (OpenMP spins)."""
+    from builddoctor.inspect import assemble, compute
+    from builddoctor.smoke_model import ensure_probe_model
+
+    try:
+        model = ensure_probe_model()
+    except Exception as exc:  # noqa: BLE001 - no probe model (read-only cache, full disk): say so, check the rest
+        messages.append(f"the compute probe was skipped: its model could not be written ({exc}).")
+        return
+    for bp, facts in to_run:
+        assemble.apply_compute(bp, facts, timeout=timeout or compute.DEFAULT_TIMEOUT, model=model)

@@ -4,6 +4,7 @@ the CMakeCache.txt beside it, and (optionally) what its executable says when run
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -142,6 +143,37 @@ def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float,
         if val is not None and getattr(bp, key) is None:
             setattr(bp, key, val)
             bp.evidence[key] = f"{os.path.basename(exe.file.path)} --version"
+
+
+def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, model: Path) -> None:
+    """The compute probe: a real inference with the build's program (the compute table's first
+    one found), or, for a library-only build, a dlopen of its library in a child process.
+    Skipped when ``--version`` already crashed or hung (that is reported on its own)."""
+    if not bp.is_llama_cpp or any(r.signal or r.timed_out for r in bp.runtime):
+        return
+    from builddoctor.inspect import compute
+
+    exes = [f for f in facts if f.executable_here and not f.file.error]
+    found = compute.program_for([Path(f.file.path).name for f in exes])
+    if found is not None:
+        name, prog = found
+        exe = next(f for f in exes if Path(f.file.path).name == name)
+        bp.compute = compute.run_inference(exe.file.path, prog, model, timeout=timeout)
+        return
+    if exes:
+        return  # programs this probe does not know how to drive (llama-server...): --version only
+    libs = [(f.file.path, f.is_llama) for f in facts
+            if f.file.format == "ELF" and f.file.role != "executable" and not f.file.error
+            and f.file.arch == _machine_arch() and not f.file.missing_needed]
+    lib = compute.pick_library(libs)
+    if lib is not None and sys.platform.startswith("linux"):
+        bp.compute = compute.run_dlopen(lib)
+
+
+def _machine_arch() -> str:
+    from builddoctor.inspect.libs import machine_arch
+
+    return machine_arch()
 
 
 def _pick_executable(facts: list[FileFacts]) -> Optional[FileFacts]:
