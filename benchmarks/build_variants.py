@@ -1,4 +1,7 @@
-"""Build native, portable (all CPU variants) and AVX2-only llama.cpp side by side and compare them.
+"""Build native, portable (all CPU variants) and AVX2-only llama.cpp side by side and compare them
+(and, where a known-bad row spells the native plan's ISA out, native-mno: -march=native with -mno-<feature>).
+
+    .venv/bin/python benchmarks/build_variants.py --builds avx2-only native native-mno --targets llama-bench
 
     .venv/bin/python benchmarks/build_variants.py [--rounds 3] [--targets llama-bench] [--size-mb N]
 
@@ -12,6 +15,7 @@ fraction of the bandwidth limit, and the ratios to the AVX2-only build.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -35,10 +39,36 @@ def plans(machine, targets: list[str] | None):
     avx2 = resolve(machine, goal="native", backend="cpu")
     avx2.options = [o for o in avx2.options if o.name not in AVX2_ONLY]
     avx2.options += [PlanOption(k, v, "AVX2-only comparison build", "benchmark") for k, v in AVX2_ONLY.items()]
+    out = {"avx2-only": avx2, "portable": portable, "native": native}
+    minus = native_minus_avoided(machine, native)
+    if minus is not None:
+        out["native-mno"] = minus
     if targets:
-        for p in (native, portable, avx2):
+        for p in out.values():
             p.targets = list(targets)
-    return {"avx2-only": avx2, "portable": portable, "native": native}
+    return out
+
+
+def native_minus_avoided(machine, planned):
+    """Where a known-bad row spells the plan's ISA out (AMX hosts), the other way to keep those
+    features out: GGML_NATIVE=ON with -mno-<feature> in the C/C++ flags (GCC lets an explicit
+    -mno-X win over -march=native). None where the plan is -march=native already."""
+    from builddoctor import known_bad
+    from builddoctor.findings import catalogue
+    from builddoctor.flagcheck import isa_table
+    from builddoctor.source import load_pin
+
+    rows = known_bad.applying(machine.cpu.features, load_pin().llama_version)
+    avoided = [f for r in rows for f in r.avoid if f in machine.cpu.features]
+    if not avoided:
+        return None
+    flags = " ".join(catalogue()["no_flags"][f] for f in avoided)
+    plan = copy.deepcopy(planned)
+    plan.options = [o for o in plan.options if o.name != "GGML_NATIVE" and o.name not in isa_table()]
+    plan.options += [PlanOption("GGML_NATIVE", "ON", "comparison: -march=native less the known-bad features", "benchmark"),
+                     PlanOption("CMAKE_C_FLAGS", flags, "comparison", "benchmark"),
+                     PlanOption("CMAKE_CXX_FLAGS", flags, "comparison", "benchmark")]
+    return plan
 
 
 def main() -> int:
@@ -48,6 +78,8 @@ def main() -> int:
     ap.add_argument("--targets", nargs="+", help="default: the plan's (llama-cli, llama-server, llama-bench, "
                     "llama-quantize), so that the native build is the one `fix` makes")
     ap.add_argument("--size-mb", type=float)
+    ap.add_argument("--builds", nargs="+", help="which of avx2-only, portable, native, native-mno (default: all "
+                    "that apply here)")
     args = ap.parse_args()
 
     from builddoctor.probe import machine_profile
@@ -57,6 +89,8 @@ def main() -> int:
     source = ensure_source()
     builds = {}
     for name, plan in plans(machine, args.targets).items():
+        if args.builds and name not in args.builds:
+            continue
         t0 = time.monotonic()
         res = build.build(plan, source)
         took = time.monotonic() - t0

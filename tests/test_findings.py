@@ -310,3 +310,10 @@ def test_library_that_does_not_load():
                       error="/b/bin/libllama.so: undefined symbol: ggml_backend_cpu_reg")
     (f,) = [f for f in findings_for(build(compute=c), machine()) if f.code == "BD173"]
     assert f.area == "load" and "undefined symbol" in f.title and "older or newer" in f.fix
+
+
+def test_features_a_known_bad_row_keeps_out_are_not_missing():
+    """AVX-512 code without AMX on an AMX CPU, from the pinned llama.cpp: what builddoctor itself plans."""
+    found = findings_for(build(isa=ZEN4 + ["AVX_VNNI"]), machine(SPR, "sapphirerapids"))
+    assert not {"BD130", "BD133"} & set(codes(found))
+    assert "ok:cpu" in [f.code for f in found]

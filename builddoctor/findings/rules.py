@@ -373,9 +373,13 @@ def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | Non
     """What the CPU code lacks that this CPU has and that would make it a better llama.cpp variant."""
     if build.cpu_variants or not build.isa or "CPU" not in build.backends:
         return None
+    from builddoctor import known_bad
+
     comparable = _comparable(machine)
     have = closed_features(build.isa, machine) & comparable
-    cpu = closed_features(machine.cpu.features, machine) & comparable
+    # what a known-bad row keeps out of this llama.cpp's code on this CPU is not missing: it is avoided
+    avoided = {f for r in known_bad.applying(machine.cpu.features, build.version, build.build_number) for f in r.avoid}
+    cpu = (closed_features(machine.cpu.features, machine) - avoided) & comparable
     missing = sorted(cpu - have)
     if not comparable or have - cpu or not missing:
         return None  # nothing to compare, cpu_isa_above's case, or nothing missing
