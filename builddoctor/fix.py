@@ -168,7 +168,7 @@ def fix(
         raise UserError(f"The new build does not cure what it was built for: {ver.message}. Nothing was "
                         f"installed or replaced; the old build is as it was. The new build is at "
                         f"{result.build_dir}/bin, its log at {result.log_path or '(none)'}. To try: "
-                        f"`builddoctor check {result.build_dir}/bin -v` shows the crash; "
+                        f"`builddoctor check {result.build_dir}/bin` shows the crash; "
                         "`builddoctor fix --rebuild --goal portable` builds CPU variants that the loader picks "
                         "by what this CPU runs.",
                         exit_code=errors.VERIFY_FAILED)

@@ -57,6 +57,12 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def program_env() -> dict[str, str]:
+    """The environment a llama.cpp program under test runs with: clean, plus the user's own library
+    path and device choice (LD_LIBRARY_PATH decides which libraries load; DEVICE_ENV, which devices)."""
+    return clean_env(from_user(("LD_LIBRARY_PATH", *DEVICE_ENV)))
+
+
 def run(
     argv: Sequence[str],
     *,

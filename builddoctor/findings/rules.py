@@ -198,12 +198,16 @@ def _argv(r) -> str:
     return " ".join([_name(r.argv[0])] + list(r.argv[1:])) if r.argv else "?"
 
 
+def _lacking(build: BuildProfile, machine: MachineProfile) -> list[str]:
+    """Instruction sets in the build's code that this CPU lacks (what a SIGILL points at)."""
+    return sorted((set(build.isa) & _comparable(machine)) - set(machine.cpu.features))
+
+
 @rule
 def runtime_sigill(build, machine, ctx):
     for r in build.runtime:
         if r.signal == "SIGILL":
-            extra = sorted(set(build.isa) - set(machine.cpu.features) & _comparable(machine))
-            return {"argv": _argv(r), "extra": ", ".join(extra) or "instructions"}
+            return {"argv": _argv(r), "extra": ", ".join(_lacking(build, machine)) or "instructions"}
     return None
 
 
@@ -259,7 +263,7 @@ def compute_crash(build, machine, ctx):
     ev = {"argv": _argv(c), "signal": c.signal, "seconds": c.seconds, "what": _compute_what(c),
           "output": _output_tail(c.output), "why": ""}
     rows = _known_bad(build, machine, c.signal)
-    extra = sorted((set(build.isa) & _comparable(machine)) - set(machine.cpu.features)) if _is_x86(machine) else []
+    extra = _lacking(build, machine)
     if rows:
         r = rows[0]
         ev["cause"] = f"a known llama.cpp bug on this CPU: {r.short or r.title}"

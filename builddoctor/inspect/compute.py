@@ -64,11 +64,6 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_KEEP else "[...]\n" + text[-OUTPUT_KEEP:]
 
 
-def _env() -> dict[str, str]:
-    # the user's own library path and device choice reach the program, as for --version
-    return proc.clean_env(proc.from_user(("LD_LIBRARY_PATH", *proc.DEVICE_ENV)))
-
-
 def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | None = None,
                   timeout: float = DEFAULT_TIMEOUT) -> ComputeResult:
     """Run ``exe`` (one of the table's programs) on ``model``; read what it computed."""
@@ -77,7 +72,7 @@ def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | No
     argv = [str(exe), *args]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-compute-") as cwd:
-        c = proc.run(argv, timeout=timeout, env=_env(), cwd=cwd)
+        c = proc.run(argv, timeout=timeout, env=proc.program_env(), cwd=cwd)
     res = ComputeResult(kind="inference", argv=list(c.argv), returncode=c.returncode, signal=c.signal,
                         timed_out=c.timed_out, timeout_s=float(timeout), error=c.error, threads=threads,
                         seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))
@@ -139,7 +134,7 @@ def run_dlopen(library: str | Path, *, timeout: float | None = None) -> ComputeR
     argv = [sys.executable, "-I", "-S", "-c", _DLOPEN, str(library)]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-dlopen-") as cwd:
-        c = proc.run(argv, timeout=timeout, env=_env(), cwd=cwd)
+        c = proc.run(argv, timeout=timeout, env=proc.program_env(), cwd=cwd)
     res = ComputeResult(kind="dlopen", argv=[str(library)], returncode=c.returncode,
                         signal=c.signal, timed_out=c.timed_out, timeout_s=timeout, error=c.error,
                         seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))

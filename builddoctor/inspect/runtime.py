@@ -82,9 +82,7 @@ def parse_devices(text: str) -> Optional[list[str]]:
 
 def probe(path: str, *, timeout: float = 5.0) -> RunInfo:
     info = RunInfo()
-    # The user's own library path and device choice reach the program (proc.DEVICE_ENV).
-    extra = proc.from_user(("LD_LIBRARY_PATH", *proc.DEVICE_ENV))
-    env = proc.clean_env(extra)
+    env = proc.program_env()
     with tempfile.TemporaryDirectory(prefix="builddoctor-run-") as cwd:
         first = proc.run([path, "--version"], timeout=timeout, env=env, cwd=cwd)
         info.results.append(_result(first))
