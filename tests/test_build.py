@@ -284,3 +284,12 @@ def test_progress_follows_the_top_level_build_not_a_nested_one(mini, tmp_path, l
     shown = [e.total for e in events if e.stage == "compile"]
     assert shown and shown == sorted(shown), "the bar never jumps back to the nested build's count"
     assert shown[-1] == max(totals) and events[-2].done == events[-2].total
+
+
+def test_omitted_cpu_variants_are_not_kept(tmp_path):
+    """A portable plan leaves out the variants a known-bad row names: their libraries leave the build."""
+    for name in ("libggml-cpu-sapphirerapids.so", "libggml-cpu-zen4.so", "libggml-cpu-haswell.so", "llama-bench"):
+        (tmp_path / name).write_bytes(b"x")
+    build._omit_variants(tmp_path, ["sapphirerapids"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["libggml-cpu-haswell.so", "libggml-cpu-zen4.so",
+                                                          "llama-bench"]

@@ -317,3 +317,15 @@ def test_features_a_known_bad_row_keeps_out_are_not_missing():
     found = findings_for(build(isa=ZEN4 + ["AVX_VNNI"]), machine(SPR, "sapphirerapids"))
     assert not {"BD130", "BD133"} & set(codes(found))
     assert "ok:cpu" in [f.code for f in found]
+
+
+def test_isa_departures_from_a_spelled_out_plan_are_one_finding():
+    """An SSE-only build on an AMX CPU, whose plan spells the ISA out: one BD161 names every ISA option."""
+    b = build(isa=["SSE3", "SSSE3"])
+    b.cmake_cache = "/b/CMakeCache.txt"
+    b.cmake_options = {"GGML_NATIVE": "OFF", "GGML_AVX": "OFF", "GGML_AVX2": "OFF", "GGML_FMA": "OFF",
+                       "GGML_AVX512": "OFF", "GGML_AMX_INT8": "OFF"}
+    (f,) = [f for f in findings_for(b, machine(SPR, "sapphirerapids")) if f.code == "BD161"]
+    assert "GGML_AVX=OFF, GGML_FMA=OFF, GGML_AVX2=OFF, GGML_AVX512=OFF" in f.title
+    assert "-DGGML_AVX=ON -DGGML_FMA=ON -DGGML_AVX2=ON -DGGML_AVX512=ON" in f.fix
+    assert "AMX" not in f.title  # off in the build and in the plan (known-bad): no departure

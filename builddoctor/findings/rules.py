@@ -649,14 +649,26 @@ def plan_departure(build, machine, ctx):
         return None
     # with GGML_NATIVE=ON ggml ignores the instruction-set options (-march=native decides): a
     # difference there says nothing; GGML_NATIVE's own line says it
-    ignored = set(isa_options()) if same_value(build.cmake_options.get("GGML_NATIVE", ""), "ON") else set()
-    hits = []
+    isa = set(isa_options())
+    ignored = isa if same_value(build.cmake_options.get("GGML_NATIVE", ""), "ON") else set()
+    apart: list = []
     for opt in plan.options:
-        if opt.name not in watched or opt.name not in build.cmake_options or opt.name in ignored:
+        if opt.name not in watched | isa or opt.name not in build.cmake_options or opt.name in ignored:
             continue
         value = build.cmake_options[opt.name]
         if not same_value(value, opt.value):
-            hits.append({"name": opt.name, "value": value, "planned": opt.value, "reason": opt.reason})
+            apart.append((opt, value))
+    # the instruction-set options that differ make one finding (one choice: which ISA), the rest one each
+    groups = [[a] for a in apart if a[0].name not in isa] + ([[a for a in apart if a[0].name in isa]]
+                                                               if any(a[0].name in isa for a in apart) else [])
+    hits = []
+    for group in groups:
+        hits.append({"built": ", ".join(f"{o.name}={v}" for o, v in group),
+                     "planned": ", ".join(f"{o.name}={o.value}" for o, _ in group),
+                     "cmake": " ".join(f"-D{o.name}={o.value}" for o, _ in group),
+                     "reason": group[0][0].reason if len(group) == 1 else
+                     f"builddoctor's plan spells out the instruction sets of the CPU it is for "
+                     f"({machine.cpu.model or machine.cpu.arch}), each one it has on; the build has these off"})
     return hits or None
 
 
