@@ -65,7 +65,8 @@ def native_minus_avoided(machine, planned):
     flags = " ".join(catalogue()["no_flags"][f] for f in avoided)
     plan = copy.deepcopy(planned)
     plan.options = [o for o in plan.options if o.name != "GGML_NATIVE" and o.name not in isa_table()]
-    plan.options += [PlanOption("GGML_NATIVE", "ON", "comparison: -march=native less the known-bad features", "benchmark"),
+    plan.options += [PlanOption("GGML_NATIVE", "ON", "comparison: -march=native less the known-bad features",
+                                "benchmark"),
                      PlanOption("CMAKE_C_FLAGS", flags, "comparison", "benchmark"),
                      PlanOption("CMAKE_CXX_FLAGS", flags, "comparison", "benchmark")]
     return plan

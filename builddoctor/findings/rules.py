@@ -668,7 +668,8 @@ def plan_departure(build, machine, ctx):
                      "cmake": " ".join(f"-D{o.name}={o.value}" for o, _ in group),
                      "reason": group[0][0].reason if len(group) == 1 else
                      f"builddoctor's plan spells out the instruction sets of the CPU it is for "
-                     f"({machine.cpu.model or machine.cpu.arch}), on exactly where the CPU has it (and a known-bad row leaves it in); the build sets these otherwise"})
+                     f"({machine.cpu.model or machine.cpu.arch}), on exactly where the CPU has it (and a "
+                     "known-bad row leaves it in); the build sets these otherwise"})
     return hits or None
 
 
