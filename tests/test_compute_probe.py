@@ -199,3 +199,21 @@ def test_sigill_from_isa_this_cpu_lacks(live, tmp_path):
     found = [f for f in rep.findings if f.code in ("BD190", "BD193", "BD131")]
     assert found and all(f.severity == "error" for f in found)
     assert any("AVX512" in f.title for f in found)
+
+
+@pytest.mark.slow
+def test_compute_gate_of_pip_install(planned_build, native_build, live):
+    """What `pip install .` runs on the bundled build before installing it (CMakeLists.txt)."""
+    def gate(bin_dir: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "builddoctor.compute_gate", str(bin_dir)], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+
+    done = gate(planned_build)
+    assert done.returncode == 0 and "the bundled llama-bench computes here" in done.stdout, done.stdout + done.stderr
+    done = gate(native_build)
+    if [r for r in rows_here(live) if r.in_code({"AMX_INT8"})]:
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "does not compute on this machine" in done.stderr and "died with SIG" in done.stderr
+        assert "amx-mul-mat-crash" in done.stderr and "BUILDDOCTOR_BINARY=skip" in done.stderr
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr

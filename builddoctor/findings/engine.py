@@ -162,7 +162,8 @@ def _compute_line(c) -> str:
     if c.kind == "dlopen":
         return f"{_name(c.argv[0])} loads (dlopen in a child process, {c.seconds:.2f} s)"
     speeds = [f"{label} {v:.0f} t/s" for label, v in (("prompt", c.pp_tps), ("generation", c.tg_tps)) if v]
-    where = ", ".join(x for x in (c.backend or "", f"{c.threads} threads" if c.threads else "") if x)
+    on = f"{c.backend} on {c.device}" if c.backend and c.device else c.backend
+    where = ", ".join(x for x in (on or "", f"{c.threads} threads" if c.threads else "") if x)
     return (f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
             f"{': ' + ', '.join(speeds) if speeds else ''})")
 
