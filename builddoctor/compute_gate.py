@@ -1,6 +1,6 @@
 """The compute probe as a gate for `pip install .`: the bundled llama.cpp must compute here.
 
-``python -m builddoctor.compute_gate BIN_DIR`` runs the compute probe (a real inference on the
+``python -m builddoctor.compute_gate BIN_DIR [--record FILE]`` runs the compute probe (a real inference on the
 probe model, builddoctor.inspect.compute) with the build's llama-bench; run by the top-level
 CMakeLists.txt after the bundled tools are built, so that a build that dies on its first matrix
 multiplication fails the install instead of being shipped. It needs only what
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 
-def gate(bin_dir: Path) -> tuple[bool, str]:
+def gate(bin_dir: Path, record: Path | None = None) -> tuple[bool, str]:
+    """Run the compute probe on ``bin_dir``'s program; with ``record``, write its ComputeResult there
+    (the wheel carries it as builddoctor/_llama/compute.json)."""
     from builddoctor import known_bad
     from builddoctor.inspect import compute
     from builddoctor.smoke_model import ensure_probe_model
@@ -25,6 +27,8 @@ def gate(bin_dir: Path) -> tuple[bool, str]:
         return True, f"builddoctor: no program in {bin_dir} that the compute probe knows how to run; not probed"
     name, prog = found
     res = compute.run_inference(bin_dir / name, prog, ensure_probe_model())
+    if record is not None:
+        record.write_text(res.to_json() + "\n", encoding="utf-8")
     if res.ok:
         speeds = ", ".join(f"{k} {v:.0f} t/s" for k, v in (("prompt", res.pp_tps), ("generation", res.tg_tps)) if v)
         return True, f"builddoctor: the bundled {name} computes here ({res.backend or 'CPU'}, {speeds})"
@@ -45,10 +49,13 @@ def gate(bin_dir: Path) -> tuple[bool, str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m builddoctor.compute_gate BIN_DIR", file=sys.stderr)
+    record = None
+    if len(argv) == 3 and argv[1] == "--record":
+        record = Path(argv[2])
+    elif len(argv) != 1:
+        print("usage: python -m builddoctor.compute_gate BIN_DIR [--record FILE]", file=sys.stderr)
         return 2
-    ok, message = gate(Path(argv[0]))
+    ok, message = gate(Path(argv[0]), record)
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 

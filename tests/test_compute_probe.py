@@ -202,7 +202,7 @@ def test_sigill_from_isa_this_cpu_lacks(live, tmp_path):
 
 
 @pytest.mark.slow
-def test_compute_gate_of_pip_install(planned_build, native_build, live):
+def test_compute_gate_of_pip_install(planned_build, native_build, live, tmp_path):
     """What `pip install .` runs on the bundled build before installing it (CMakeLists.txt)."""
     def gate(bin_dir: Path) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "builddoctor.compute_gate", str(bin_dir)], capture_output=True,
@@ -210,6 +210,10 @@ def test_compute_gate_of_pip_install(planned_build, native_build, live):
 
     done = gate(planned_build)
     assert done.returncode == 0 and "the bundled llama-bench computes here" in done.stdout, done.stdout + done.stderr
+    record = tmp_path / "compute.json"
+    done = subprocess.run([sys.executable, "-m", "builddoctor.compute_gate", str(planned_build), "--record",
+                           str(record)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and json.loads(record.read_text())["ok"] is True
     done = gate(native_build)
     if [r for r in rows_here(live) if r.in_code({"AMX_INT8"})]:
         assert done.returncode == 1, done.stdout + done.stderr
