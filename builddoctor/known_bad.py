@@ -6,6 +6,7 @@ One loader, one test of "does this row apply", so both always agree.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -13,6 +14,7 @@ from typing import Iterable, Optional
 from packaging.version import InvalidVersion, Version
 
 from builddoctor import paths
+from builddoctor.errors import INTERNAL, UserError
 from builddoctor.tomlload import load_toml
 
 KNOWN_BAD_FILE = paths.DATA_DIR / "known_bad.toml"
@@ -63,8 +65,14 @@ def _version(text: str) -> Version:
 @functools.lru_cache(maxsize=1)
 def rows() -> tuple[Row, ...]:
     data = load_toml(KNOWN_BAD_FILE)
+    names = {f.name for f in dataclasses.fields(Row)}
     out = []
-    for raw in data.get("row", []):
+    for i, raw in enumerate(data.get("row", [])):
+        unknown = sorted(set(raw) - names)
+        if unknown or "id" not in raw or "title" not in raw:
+            raise UserError(f"{KNOWN_BAD_FILE}: row {i + 1} " + (f"has unknown key(s) {', '.join(unknown)}"
+                            if unknown else "needs an id and a title") + f"; known: {', '.join(sorted(names))}.",
+                            exit_code=INTERNAL)
         out.append(Row(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
     return tuple(out)
 

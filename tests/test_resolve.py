@@ -443,3 +443,16 @@ def test_plan_for_a_recorded_machine_spells_its_isa_out():
         dict.fromkeys(("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42"), "ON")
     assert all(got[k] == "OFF" for k in ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX_VNNI", "GGML_AMX_INT8"))
     assert "has AVX2" in reason(plan, "GGML_AVX2") and "has no AVX-512" in reason(plan, "GGML_AVX512")
+
+
+def test_a_malformed_known_bad_row_is_named(tmp_path, monkeypatch):
+    from builddoctor import known_bad
+
+    (tmp_path / "kb.toml").write_text('[[row]]\nid = "x"\ntitle = "t"\nfixed = "1.0"\n')
+    monkeypatch.setattr(known_bad, "KNOWN_BAD_FILE", tmp_path / "kb.toml")
+    known_bad.rows.cache_clear()
+    try:
+        with pytest.raises(errors.UserError, match=r"row 1 has unknown key\(s\) fixed; known: .*fixed_in"):
+            known_bad.rows()
+    finally:
+        known_bad.rows.cache_clear()
