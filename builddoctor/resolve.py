@@ -165,7 +165,9 @@ class Facts(dict):
     def _explicit_reason(self) -> str:
         parts = []
         if not self.host:
-            parts.append(f"the plan is for {self._cpu_model()} ({self.machine.cpu.source or 'a recorded profile'}), "
+            src = self.machine.cpu.source or ""
+            where = src if src.startswith(("cpuinfo:", "sysctl:")) else "a recorded machine profile"
+            parts.append(f"the plan is for {self._cpu_model()} ({where}), "
                          "not for the machine that builds it, where -march=native would compile the build "
                          "machine's instruction sets")
         avoided = sorted({f for r in self.known_bad for f in r.avoid} & cpu_features(self.machine))
