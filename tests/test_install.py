@@ -83,7 +83,7 @@ def test_replace_then_rollback_is_byte_identical(tmp_path, home):
     assert not (old / "llama-bench").exists(), "programs the old folder did not have are not added"
     assert (old / "libggml-cpu.so").is_file(), "libraries the new programs need are added"
     assert (old / "unrelated.txt").read_text() == "the user's own file"
-    restored = install.rollback()
+    restored = install.rollback().restored
     assert str(old / "llama-cli") in restored
     assert _tree(old) == before
     assert oct((old / "llama-cli").stat().st_mode & 0o777) == oct(0o750)

@@ -318,20 +318,26 @@ def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan
 
 
 @click.command("rollback")
+@click.option("--force", is_flag=True,
+              help="Restore even files changed since the replace (what is there now is kept in the backup).")
 @json_option
 @click.pass_context
-def rollback_cmd(ctx, as_json):
-    """Put back the files the last `fix --replace` replaced, byte for byte."""
+def rollback_cmd(ctx, force, as_json):
+    """Put back the files the last `fix --replace` replaced, byte for byte, all or nothing."""
     from builddoctor import install
 
     out = console(ctx)
-    restored = install.rollback()
+    got = install.rollback(force=force)
     if as_json:
-        out.json({"restored": restored})
+        out.json(got)
         return
-    out.echo(f"{out.symbol('ok')} restored {len(restored)} file(s):")
-    for p in restored:
+    out.echo(f"{out.symbol('ok')} restored {len(got.restored)} file(s) in {got.dest_dir} from {got.backup}:")
+    for p in got.restored:
         out.echo(f"    {p}")
+    if got.kept:
+        out.echo(f"{out.symbol('warning')} kept {len(got.kept)} file(s) changed since the replace:")
+        for k in got.kept:
+            out.echo(f"    {k}")
 
 
 COMMANDS = [build_cmd, bench_cmd, fix_cmd, rollback_cmd]

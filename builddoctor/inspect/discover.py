@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import glob
-import json
 import os
 import re
 import sys
@@ -254,16 +253,14 @@ def _is_checkout(d: Path) -> bool:
 def find_cmake_cache(folder: Path) -> Optional[Path]:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
+    from builddoctor.install import read_marker
     from builddoctor.paths import REPLACED_MARKER
 
-    marker = folder / REPLACED_MARKER
-    if marker.is_file():
+    if os.path.lexists(folder / REPLACED_MARKER):
         # `fix --replace` put another build's programs here: its cache describes them, the folder's does not
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8")).get("cmake_cache")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        return Path(recorded) if recorded and Path(recorded).is_file() else None
+        marker = read_marker(folder)
+        recorded = marker.cmake_cache if marker else None
+        return Path(recorded) if recorded and os.path.isabs(recorded) and Path(recorded).is_file() else None
     for d in (folder, folder.parent, folder.parent.parent):
         c = d / "CMakeCache.txt"
         if c.is_file():
