@@ -637,32 +637,38 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
     if odd:
         raise FilesChanged(f"{', '.join(odd)} {'is' if len(odd) == 1 else 'are'} now a folder or a special file; "
                            "rollback puts back only files and links. Move it away and run again; nothing was changed.")
+    # the marker replace left names this backup and its manifest's sha256: only then do the entries
+    # belong to that folder, and only then is a file that matches what replace installed safe to take away
+    mark = read_marker(dest_dir)
+    if manifest.format >= 2 and mark is not None and mark.backup == backup.name \
+            and mark.manifest_sha256 != manifest_sha:
+        raise damaged(f"manifest.json is not the one replace wrote (the marker in {dest_dir} records another "
+                      "sha256)")
+    unconfirmed = ""
+    if manifest.format < 2:
+        unconfirmed = (f"The backup in {backup} was made by an older builddoctor that did not record what it "
+                       f"installed, so rollback cannot tell whether the files in {dest_dir} changed since")
+    elif mark is None or mark.backup != backup.name:
+        why = (f"names another backup ({mark.backup[:60]})" if mark is not None and mark.backup
+               else "is missing or unreadable")
+        unconfirmed = (f"The marker replace left in {dest_dir} ({paths.REPLACED_MARKER}) {why}, so nothing shows "
+                       f"that the backup in {backup} belongs to the files there now")
     changed: list[tuple[BackupEntry, str]] = []
     for e, cur in zip(manifest.files, current):
-        if e.new is None:  # format 1: what replace installed was not recorded
+        if unconfirmed:
             if cur.type != "absent":
-                changed.append((e, "unknown"))
-        elif e.new.type == "marker":
-            mark = read_marker(dest_dir)
-            if mark is not None and mark.backup == backup.name:
-                if mark.manifest_sha256 != manifest_sha:
-                    raise damaged(f"manifest.json is not the one replace wrote (the marker in {dest_dir} records "
-                                  "another sha256)")
-            elif cur.type != "absent":
-                changed.append((e, "names another backup" if mark else "is not builddoctor's marker"))
-            elif e.kind == "replaced":
-                changed.append((e, "was removed"))
+                changed.append((e, "unconfirmed"))
+        elif e.new is None or e.new.type == "marker":
+            continue
         elif cur.type == "absent":
             if e.kind == "replaced":
                 changed.append((e, "was removed"))
         elif not _same(cur, e.new):
             changed.append((e, "differs from what replace put there"))
+    if unconfirmed and not force:
+        raise FilesChanged(f"{unconfirmed}; nothing was changed. `builddoctor rollback --force` restores it anyway "
+                           f"and keeps every file it takes away in {backup}/{KEPT}/.")
     if changed and not force:
-        if manifest.format < 2:
-            raise FilesChanged(f"The backup in {backup} was made by an older builddoctor that did not record what it "
-                               f"installed, so rollback cannot tell whether the files in {dest_dir} changed since; "
-                               "nothing was changed. `builddoctor rollback --force` restores it anyway and keeps "
-                               f"the files there now in {backup}/{KEPT}/.")
         listed = "; ".join(f"{os.path.basename(e.path)} {why}" for e, why in changed[:20])
         raise FilesChanged(f"{len(changed)} file(s) in {dest_dir} changed since the replace ({listed}); nothing was "
                            f"changed. `builddoctor rollback --force` restores the backup anyway and keeps those "
