@@ -563,8 +563,9 @@ def _check_entries(m: BackupManifest) -> None:
             raise _Unusable(f"{where} is listed twice")
         seen.add(e.path)
         old, new = e.old, e.new
-        if e.kind == "added":
-            ok = old.type == "absent" and old.backup is None and old.sha256 is None and old.link is None
+        if e.kind == "added":  # replace adds only libraries the new programs need, and its marker
+            ok = (old.type == "absent" and old.backup is None and old.sha256 is None and old.link is None
+                  and (_is_lib(name) or name == paths.REPLACED_MARKER))
         elif e.kind == "replaced":
             ok = ((old.type == "link" and isinstance(old.link, str) and bool(old.link) and "\x00" not in old.link
                    and old.backup is None)
