@@ -233,6 +233,8 @@ def _state_of(path: Path) -> FileState:
         st = os.lstat(path)
     except FileNotFoundError:
         return FileState("absent")
+    except OSError as exc:
+        raise InstallError(f"{path}: cannot look at it ({exc.strerror or exc}); nothing was changed.") from None
     if stat.S_ISLNK(st.st_mode):
         return FileState("link", link=os.readlink(path))
     if not stat.S_ISREG(st.st_mode):
@@ -488,7 +490,8 @@ def list_backups(root: Path | None = None) -> list[Path]:
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+            and len(os.fsencode(name)) <= 255)
 
 
 def _load_manifest(backup: Path) -> tuple[BackupManifest, str]:
@@ -547,7 +550,7 @@ def _from_format_1(data: dict) -> BackupManifest:
 def _check_entries(m: BackupManifest) -> None:
     """Only what replace writes: absolute plain paths in one folder, each once, with the states its kind has."""
     d = m.dest_dir
-    if not d or "\x00" in d or not os.path.isabs(d) or os.path.normpath(d) != d:
+    if not d or "\x00" in d or not os.path.isabs(d) or os.path.normpath(d) != d or len(os.fsencode(d)) > 4000:
         raise _Unusable(f"manifest.json names {d!r} as the folder replaced, not a plain absolute path")
     if not m.files:
         raise _Unusable("manifest.json lists no files")

@@ -229,7 +229,7 @@ def test_a_backup_name_outside_the_backup_is_refused(s, name, variant):
 
 
 @pytest.mark.parametrize("path", ["{dest}/../../other/victim", "{dest}/./llama-cli", "{dest}//llama-cli",
-                                  "{dest}/", "{dest}/.."])
+                                  "{dest}/", "{dest}/..", "{dest}/" + "a" * 300 + ".so"])
 @pytest.mark.parametrize("variant", ["v1", "v2-signed"])
 def test_a_path_that_is_not_plain_is_refused(s, path, variant):
     prepare(s, variant)
@@ -354,7 +354,29 @@ def test_a_symlink_in_place_of_a_backup_file_is_refused(s, variant, tmp_path):
     assert not (s.dest / "llama-cli").is_symlink()
 
 
+@pytest.mark.parametrize("what", ["fifo", "folder"])
+def test_a_backup_file_that_is_not_a_file_is_refused_without_blocking(s, what):
+    saved = s.backup / "files" / s.old_of(s.entry(s.manifest(), "llama-cli"))["backup"]
+    saved.unlink()
+    os.mkfifo(saved) if what == "fifo" else saved.mkdir()
+    refused_backup_unchanged(s, rollback(), errors.USAGE, "damaged", "not a regular file")
+
+
 # --------------------------------------------------------------------------- the folder changed since
+
+
+def test_a_removed_marker_is_refused_then_force_restores_and_keeps_every_file(s):
+    """Without the marker nothing ties the backup to the folder: --force restores, and loses nothing."""
+    (s.dest / paths.REPLACED_MARKER).unlink()
+    s.replaced = tree(s.dest)
+    there = {os.path.basename(e["path"]) for e in s.manifest()["files"]} - {paths.REPLACED_MARKER}
+    refused_backup_unchanged(s, rollback(), 1, "marker", "--force")
+    res = rollback("--force")
+    assert res.exit_code == 0, res.output
+    assert tree(s.dest) == s.before
+    kept = {p.name.split("-", 1)[1]: p for p in (s.backup / install.KEPT).iterdir()}
+    assert set(kept) == there
+    assert all(tree(s.backup / install.KEPT)[k.name] == s.replaced[n] for n, k in kept.items())
 
 
 def test_a_file_changed_since_is_refused_then_force_restores_and_keeps_it(s):
