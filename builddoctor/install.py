@@ -63,22 +63,6 @@ def build_files(result: BuildResult) -> list[Path]:
     return programs + libs
 
 
-def _copy(src: Path, dest: Path) -> None:
-    """Copy one file (or symlink) to ``dest`` through a temp name and an atomic rename."""
-    tmp = dest.with_name(f".{dest.name}.bd-tmp-{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    try:
-        if src.is_symlink():
-            os.symlink(os.readlink(src), tmp)
-        else:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-
-
 # --------------------------------------------------------------------------- own prefix
 
 
@@ -94,7 +78,10 @@ def install_prefix(result: BuildResult, prefix: Path | None = None) -> InstallRe
         (staging / "bin").mkdir(parents=True)
         try:
             for f in files:
-                _copy(f, staging / "bin" / f.name)
+                state = _state_of(f)
+                if state.type not in ("file", "link"):
+                    raise InstallError(f"{f} of the new build is missing or not a file; nothing was installed.")
+                _put(staging / "bin" / f.name, state, f)
             (staging / "build.json").write_text(result.to_json())
             shutil.rmtree(target, ignore_errors=True)
             os.rename(staging, target)
