@@ -27,7 +27,7 @@ from pathlib import Path
 
 from builddoctor import paths
 from builddoctor.errors import INTERRUPTED, NO_SPACE, USAGE, UserError
-from builddoctor.profiles import BuildResult, SchemaError, Serializable
+from builddoctor.profiles import SCHEMA_VERSION, BuildResult, SchemaError, Serializable
 
 MANIFEST = "manifest.json"
 DONE = "rolled-back"
@@ -171,6 +171,7 @@ class RollbackResult(Serializable):
     dest_dir: str
     restored: list[str] = field(default_factory=list)  # every path put back as it was before the replace
     kept: list[str] = field(default_factory=list)  # --force: what was there instead, now in <backup>/displaced/
+    schema_version: int = SCHEMA_VERSION
 
 
 class _Unusable(Exception):
