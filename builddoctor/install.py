@@ -303,30 +303,39 @@ class _Step:
 
 
 class _Failed(Exception):
-    def __init__(self, cause: BaseException, put_back: list[str], stuck: list[str]):
+    def __init__(self, cause: BaseException, at: str, put_back: list[str], stuck: list[str]):
         super().__init__(str(cause))
-        self.cause, self.put_back, self.stuck = cause, put_back, stuck
+        self.cause, self.at, self.put_back, self.stuck = cause, at, put_back, stuck
 
 
 def _transact(steps: list[_Step], commit=None) -> None:
     """The one journal of replace and rollback: apply every step, then ``commit``; on any failure
     (Ctrl-C included) undo the steps done, newest first, and raise ``_Failed`` naming the files."""
     done: list[_Step] = []
+    pending: _Step | None = None
     try:
         for s in steps:
-            done.append(s)  # a failed rename leaves dest as it was: undoing it is harmless
+            pending = s
             _put(s.dest, s.want, s.want_src)
+            done.append(s)
+            pending = None
         if commit is not None:
             commit()
     except BaseException as exc:  # noqa: BLE001 - every failure is undone, then reported
         put_back, stuck = [], []
+        if pending is not None:  # its rename is atomic, so it most likely never happened; undo it anyway
+            try:
+                _put(pending.dest, pending.undo, pending.undo_src)
+            except BaseException:  # noqa: BLE001
+                stuck.append(str(pending.dest))
         for s in reversed(done):
             try:
                 _put(s.dest, s.undo, s.undo_src)
                 put_back.append(str(s.dest))
             except BaseException:  # noqa: BLE001 - keep putting back the others
                 stuck.append(str(s.dest))
-        raise _Failed(exc, put_back, stuck) from exc
+        at = os.path.basename(pending.dest) if pending is not None else "the end"
+        raise _Failed(exc, at, put_back, stuck) from exc
 
 
 def _failure_exit(exc: BaseException) -> int:
@@ -455,13 +464,13 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     except _Failed as failed:
         marker_src.unlink(missing_ok=True)
         if failed.stuck:
-            raise InstallError(f"replacing the files in {dest_dir} failed ({_why(failed.cause)}), and "
+            raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
                                f"{len(failed.stuck)} could not be put back: {', '.join(failed.stuck)}. Their old "
                                f"versions are in {backup}/files/; `builddoctor rollback --force` restores them.",
                                exit_code=_failure_exit(failed.cause)) from None
         shutil.rmtree(backup, ignore_errors=True)
-        raise InstallError(f"replacing the files in {dest_dir} failed ({_why(failed.cause)}); the old files were "
-                           "put back, nothing changed.", exit_code=_failure_exit(failed.cause)) from None
+        raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the old "
+                           "files were put back, nothing changed.", exit_code=_failure_exit(failed.cause)) from None
     marker_src.unlink(missing_ok=True)
     return InstallResult(prefix=str(dest_dir), bin_dir=str(dest_dir), files=[str(s.dest) for s in steps],
                          backup=str(backup))
@@ -709,12 +718,13 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
             for k in kept_files:
                 k.unlink(missing_ok=True)
             back = f" ({', '.join(os.path.basename(p) for p in failed.put_back)})" if failed.put_back else ""
-            raise InstallError(f"rolling back {dest_dir} failed ({_why(failed.cause)}); the {len(failed.put_back)} "
-                               f"file(s) already restored were put back as they were{back}; nothing changed, the "
-                               f"backup in {backup} is kept.", exit_code=_failure_exit(failed.cause)) from None
-        raise InstallError(f"rolling back {dest_dir} failed ({_why(failed.cause)}), and {len(failed.stuck)} file(s) "
-                           f"could not be put back as they were: {', '.join(failed.stuck)}; their copies are in "
-                           f"{undo_dir}/ and {kept_dir}/, the backup in {backup} is kept.",
+            raise InstallError(f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the "
+                               f"{len(failed.put_back)} file(s) already restored were put back as they were{back}; "
+                               f"nothing changed, the backup in {backup} is kept.",
+                               exit_code=_failure_exit(failed.cause)) from None
+        raise InstallError(f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
+                           f"{len(failed.stuck)} file(s) could not be put back: {', '.join(failed.stuck)}; "
+                           f"their copies are in {undo_dir}/ and {kept_dir}/, the backup in {backup} is kept.",
                            exit_code=_failure_exit(failed.cause)) from None
     shutil.rmtree(undo_dir, ignore_errors=True)
     return RollbackResult(backup=str(backup), dest_dir=str(dest_dir), restored=[e.path for e in manifest.files],

@@ -437,7 +437,8 @@ def test_a_failure_half_way_puts_back_what_was_restored(s):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
     assert res.exit_code == 1, res.output
-    assert "put back" in res.output and "llama-cli" in res.output, res.output
+    assert "failed at libllama.so.0" in res.output and "put back" in res.output and "llama-cli" in res.output, \
+        res.output
     assert tree(s2_dest) == replaced
     assert tree(backup) == backup_before
     res = rollback()
