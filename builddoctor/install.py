@@ -110,6 +110,7 @@ MAX_MARKER = 64 << 10
 KEPT = "displaced"  # rollback --force keeps here what it took away that replace had not put there
 _UNDO = ".undo"
 _SHA = re.compile(r"[0-9a-f]{64}")
+_STAMP = re.compile(r"[0-9]{8}-[0-9]{6}(-[0-9]{1,6})?")  # the names replace gives its backups
 
 
 class BackupDamaged(InstallError):
@@ -482,8 +483,8 @@ def list_backups(root: Path | None = None) -> list[Path]:
     root = Path(root or backups_dir())
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()
-                   and not os.path.lexists(p / DONE)), key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if _STAMP.fullmatch(p.name) and p.is_dir()
+                   and not os.path.lexists(p / DONE)), key=lambda p: [int(n) for n in p.name.split("-")])
 
 
 def _plain_name(name: str) -> bool:

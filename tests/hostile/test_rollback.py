@@ -176,6 +176,17 @@ def test_replace_records_what_it_installed(s):
     assert marker.manifest_sha256 == hashlib.sha256(s.manifest_path.read_bytes()).hexdigest()
 
 
+def test_a_stray_folder_among_the_backups_is_not_taken_for_the_newest(s):
+    """Only the names replace gives its backups count: a folder of the user's there is left alone."""
+    stray = s.backup.parent / "zz-notes"
+    stray.mkdir()
+    (stray / "manifest.json").write_text("{}")
+    res = rollback()
+    assert res.exit_code == 0, res.output
+    assert tree(s.dest) == s.before
+    assert (stray / "manifest.json").read_text() == "{}"
+
+
 # --------------------------------------------------------------------------- forged manifests
 
 
