@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from builddoctor import proc
+from builddoctor.inspect.image import gnu_versions
 
 ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390x"}
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64", "riscv64": "RISC-V", "ppc64": "ppc64", "s390x": "s390x"}
@@ -144,8 +145,8 @@ def defined_versions(path: str) -> frozenset[str]:
             elf = ELFFile(fh)
             for sec in elf.iter_sections():
                 if sec.header["sh_type"] == "SHT_GNU_verdef":
-                    for _ver, auxs in sec.iter_versions():
-                        names.update(a.name for a in auxs)
+                    for _ver, auxs in gnu_versions(sec):  # bounded: a looping chain cannot hang
+                        names.update(auxs)
     except (OSError, ELFError, ValueError, struct.error):
         return frozenset()
     return frozenset(names)
