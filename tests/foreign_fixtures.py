@@ -30,6 +30,9 @@ float ggml_vec_dot_f32(int n, const float *x, const float *y) {
     float s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s;
 }
 const char *ggml_cpu_name = "ggml-cpu";
+/* what ggml-cpu.c answers for a baseline build (compile-time constants) */
+int ggml_cpu_has_neon(void) { return 1; }
+int ggml_cpu_has_dotprod(void) { return 0; }
 """
 
 

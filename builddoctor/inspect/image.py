@@ -345,13 +345,14 @@ def macho_slices(data, size: int) -> list[tuple[str, int]]:
     if head[:4] == b"\xca\xfe\xba\xbe":
         (n,) = struct.unpack_from(">I", head, 4)
         if 8 + 20 * n > size:
-            raise ImageError(f"truncated fat Mach-O file: its {n} slice headers end past its {size} bytes")
+            raise ImageError(f"damaged or truncated fat Mach-O file: its {n} slice headers end past "
+                             f"its {size} bytes")
         out = []
         for i in range(n):
             cputype, _sub, off, length, _align = struct.unpack_from(">iiIII", bytes(data[8 + 20 * i:28 + 20 * i]))
             if off + length > size or length < 28:
-                raise ImageError(f"truncated fat Mach-O file: slice {i + 1} of {n} ends at byte {off + length}, "
-                                 f"but the file has only {size} bytes")
+                raise ImageError(f"damaged or truncated fat Mach-O file: slice {i + 1} of {n} ends at byte "
+                                 f"{off + length}, but the file has only {size} bytes")
             arch = _macho_thin(data, off, length)
             if macho_arch(cputype & 0xFFFFFFFF) != arch:
                 raise ImageError(f"damaged fat Mach-O file: slice {i + 1} says CPU type {cputype:#x} in the fat "
