@@ -428,9 +428,10 @@ def gnu_versions(section) -> list[tuple[str, list[str]]]:
 
     pyelftools follows each entry's ``next`` offset ``sh_info`` times; a ``next`` of 0 (or one
     pointing back) with a huge ``sh_info`` makes it read the same 16 bytes billions of times, a hang
-    from a 4 KB file. Each entry and each auxiliary entry takes 16 bytes, so a section holds at most
-    ``sh_size // 16`` of them: that is the budget, and a chain ends where its ``next`` is 0."""
-    budget = max(1, section["sh_size"] // 16)
+    from a 4 KB file. Each entry and each auxiliary entry takes at least 8 bytes (Elf_Verdaux; the
+    others 16 or 20), so a section holds at most ``sh_size // 8`` of them: that is the budget, and a
+    chain ends where its ``next`` is 0."""
+    budget = max(1, section["sh_size"] // 8)
     prefix = section.field_prefix  # "vn" (needed) or "vd" (defined)
     out: list[tuple[str, list[str]]] = []
     versions = section.iter_versions()
