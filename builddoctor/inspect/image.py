@@ -382,12 +382,29 @@ def _macho_thin(data, off: int, size: int) -> str:
                          f"do not fit in {size} bytes")
     pos, end = off + hsize, off + hsize + sizeofcmds
     for i in range(ncmds):
-        (_cmd, cmdsize) = struct.unpack_from(e + "II", bytes(data[pos:pos + 8]))
+        (cmd, cmdsize) = struct.unpack_from(e + "II", bytes(data[pos:pos + 8]))
         if cmdsize < 8 or cmdsize % 4 or pos + cmdsize > end:
             raise ImageError(f"damaged Mach-O file: load command {i + 1} of {ncmds} has a size of {cmdsize} bytes "
                              "that does not fit its header")
+        body = bytes(data[pos:pos + min(cmdsize, 56)])
+        reach = None  # where the bytes this command points at end, inside the slice
+        if cmd == _LC_SEGMENT_64 and len(body) >= 56:
+            fileoff, filesize = struct.unpack_from(e + "QQ", body, 40)
+            reach = (fileoff + filesize, "a segment")
+        elif cmd == _LC_SEGMENT and len(body) >= 40:
+            fileoff, filesize = struct.unpack_from(e + "II", body, 32)
+            reach = (fileoff + filesize, "a segment")
+        elif cmd == _LC_SYMTAB and len(body) >= 24:
+            symoff, nsyms, stroff, strsize = struct.unpack_from(e + "IIII", body, 8)
+            reach = (max(symoff + nsyms * (16 if hsize == 32 else 12), stroff + strsize), "its symbol table")
+        if reach and reach[0] > size:
+            raise ImageError(f"truncated Mach-O file: {reach[1]} ends at byte {reach[0]}, but the "
+                             f"{'slice' if off else 'file'} has only {size} bytes")
         pos += cmdsize
     return arch
+
+
+_LC_SEGMENT, _LC_SYMTAB, _LC_SEGMENT_64 = 0x1, 0x2, 0x19
 
 
 _PE_MAX_SECTIONS = 96  # the PE format's limit (the Windows loader refuses more)
@@ -402,7 +419,7 @@ def pe_machine(data, size: int) -> str:
     (lfanew,) = struct.unpack_from("<I", bytes(data[0x3C:0x40]))
     if lfanew + 24 > size or bytes(data[lfanew:lfanew + 4]) != b"PE\0\0":
         raise ImageError("damaged PE file (or an MS-DOS program): no 'PE' signature where its MZ header points")
-    machine, nsec, _t, _p, _n, opt_size, _c = struct.unpack_from("<HHIIIHH", bytes(data[lfanew + 4:lfanew + 24]))
+    machine, nsec, _t, symptr, nsyms, opt_size, _c = struct.unpack_from("<HHIIIHH", bytes(data[lfanew + 4:lfanew + 24]))
     arch = pe_arch(machine)
     if arch is None:
         raise ImageError(f"damaged PE file: unknown machine type {machine:#06x} in its header")
@@ -412,6 +429,12 @@ def pe_machine(data, size: int) -> str:
     table = opt + opt_size
     if not 0 < nsec <= _PE_MAX_SECTIONS or table + 40 * nsec > size:
         raise ImageError(f"damaged or truncated PE file: {nsec} section headers do not fit in {size} bytes")
+    if symptr:  # the COFF symbol table and its string table (mingw keeps them) end the file
+        strtab = symptr + 18 * nsyms
+        sym_end = strtab + (struct.unpack("<I", bytes(data[strtab:strtab + 4]))[0] if strtab + 4 <= size else 4)
+        if sym_end > size:
+            raise ImageError(f"truncated PE file: its symbol table ends at byte {sym_end}, "
+                             f"but the file has only {size} bytes")
     for i in range(nsec):
         raw_size, raw_ptr = struct.unpack_from("<II", bytes(data[table + 40 * i + 16:table + 40 * i + 24]))
         if raw_size and raw_ptr + raw_size > size:

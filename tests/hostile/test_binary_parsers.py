@@ -150,7 +150,9 @@ def test_truncated_foreign_files_get_one_sentence_fast(tmp_path):
     except ff.Missing:
         pass  # the Mach-O cases still run; the DLL needs mingw-w64
     for name, data in sources.items():
-        for cut in (len(data) // 2, 200, 40):
+        # the last 10 bytes: the symbol table's end (a fat file's slices end before its padding)
+        cuts = (len(data) // 2, 200, 40) if name == "fat.dylib" else (len(data) - 10, len(data) // 2, 200, 40)
+        for cut in cuts:
             path = tmp_path / f"cut{cut}-{name}"
             path.write_bytes(data[:cut])
             t0 = time.monotonic()
