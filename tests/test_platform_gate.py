@@ -125,6 +125,26 @@ def test_aarch64_program_is_never_executed(tmp_path):
     assert_foreign(report, "Linux aarch64", rc)
 
 
+def test_mixed_folder_judges_only_the_files_that_run_here(a64_lib, tmp_path):
+    """An x86_64 libggml-base.so beside an aarch64 libggml-cpu.so: one warning names the foreign file;
+    the aarch64 CPU code is not compared with this CPU."""
+    if fx.GCC is None or not host_is("linux", "x86_64"):
+        pytest.skip("needs gcc on a Linux x86_64 host")
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "libggml-cpu.so").write_bytes(a64_lib.read_bytes())
+    (d / "base.c").write_text("int ggml_init(void) { return 0; }\n")
+    fx._cc(["-shared", "-fPIC", "base.c", "-o", "libggml-base.so"], d)
+    (d / "base.c").unlink()
+    rc, data = check("--no-run", d)
+    report = only_build(data)
+    assert not by_code(report, "BD010")
+    (f,) = by_code(report, "BD012")
+    assert f["title"].startswith("1 of its files is built for Linux aarch64") and "libggml-cpu.so" in f["evidence"]
+    assert not [g for g in report["findings"] if g["area"] == "cpu" and g["severity"] != "ok"], report["findings"]
+    assert rc == errors.PROBLEMS
+
+
 # --------------------------------------------------------------------------- Windows
 
 

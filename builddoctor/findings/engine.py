@@ -78,11 +78,14 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     checks = cat["check"]
     if not build.is_llama_cpp or not any(f.format for f in build.files):
         checks = [c for c in checks if c["rule"] in ("not_llama_cpp", "unreadable")]
-    foreign = platform_gate.assess(build, machine).foreign_build
+    gate = platform_gate.assess(build, machine)
+    foreign = gate.foreign_build
     if foreign:  # built for another OS or CPU: no verdict about loading or running it here
         checks = [c for c in checks if not platform_gate.gated(c, cat)]
+    # some files for another platform: loading, CPU code, GPU and running are judged on the others
+    view = platform_gate.runnable_view(build, gate)
     for check in checks:
-        evidence = RULES[check["rule"]](build, machine, ctx)
+        evidence = RULES[check["rule"]](view if platform_gate.gated(check, cat) else build, machine, ctx)
         if evidence is None:
             continue
         for ev in evidence if isinstance(evidence, list) else [evidence]:
@@ -98,7 +101,7 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
             ))
     if build.is_llama_cpp and any(f.format for f in build.files):
         dirty = {f.area for f in found if f.severity in ("error", "warning")}
-        summary = _summary(build, machine, ctx)
+        summary = _summary(view, machine, ctx)
         for area, spec in cat["areas"].items():
             if area in dirty or summary.get(area) is None:
                 continue

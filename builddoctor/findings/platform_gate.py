@@ -11,6 +11,7 @@ would be about a machine it cannot run on. Its programs are never run either
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from builddoctor import platforms
@@ -64,6 +65,31 @@ def assess(build: BuildProfile, machine: MachineProfile) -> Gate:
         else:
             gate.foreign.append((f, p))
     return gate
+
+
+def runnable_view(build: BuildProfile, gate: Gate) -> BuildProfile:
+    """The build as the machine sees it when only some of its files run there: those files, and
+    the CPU code facts of its CPU backend files that run (not an aarch64 variant's on x86_64)."""
+    if not gate.foreign:
+        return build
+    from builddoctor.inspect.binary import _BACKEND_LIB
+    from builddoctor.inspect.isa import level_of
+
+    view = dataclasses.replace(build, files=list(gate.runnable))
+    carried = {b for f in gate.runnable for b in f.backends}
+    view.backends = [b for b in build.backends if b in carried]
+    if any("CPU" in f.backends for f, _p in gate.foreign):
+        cpu = [f for f in gate.runnable if "CPU" in f.backends]
+        view.isa = sorted({x for f in cpu for x in f.isa})
+        view.isa_detail = sorted({x for f in cpu for x in f.isa_detail})
+        view.isa_level = (level_of(view.isa) or "sse") if any(f.isa_level for f in cpu) else None
+        gone = set()
+        for f, _p in gate.foreign:
+            m = _BACKEND_LIB.match(_name(f.path))
+            if m and m.group(1) == "cpu" and m.group(2):
+                gone.add(m.group(2))
+        view.cpu_variants = [v for v in build.cpu_variants if v not in gone]
+    return view
 
 
 def may_run(build: BuildProfile, machine: MachineProfile) -> bool:
@@ -142,7 +168,8 @@ def foreign_files(build, machine, ctx):
     gate = _gate(build, machine, ctx)
     if gate.foreign_build or not gate.foreign:
         return None
-    return {"n": len(gate.foreign), "target": " and ".join(gate.targets()), "machine": _machine_words(machine, ctx),
+    n = len(gate.foreign)
+    return {"count": f"{n} of its files {'is' if n == 1 else 'are'}", "target": " and ".join(gate.targets()), "machine": _machine_words(machine, ctx),
             "files": ", ".join(_name(f.path) for f, _p in gate.foreign[:6]) + (" ..." if len(gate.foreign) > 6 else "")}
 
 
