@@ -72,7 +72,8 @@ def make_aarch64_program(d: Path, name: str = "llama-cli") -> Path:
 def make_windows_cpu_backend(d: Path, name: str = "ggml-cpu.dll") -> Path:
     """<d>/ggml-cpu.dll for Windows x86_64 (imports KERNEL32.dll and the C runtime)."""
     d.mkdir(parents=True, exist_ok=True)
-    (d / "cpu.c").write_text(CPU_BACKEND_C.replace("int ggml_backend_cpu_reg", "__declspec(dllexport) int ggml_backend_cpu_reg"))
+    exported = "__declspec(dllexport) int ggml_backend_cpu_reg"
+    (d / "cpu.c").write_text(CPU_BACKEND_C.replace("int ggml_backend_cpu_reg", exported))
     lib = d / name
     _compile(MINGW_GCC, "gcc-mingw-w64-x86-64", ["-O2", "-shared", "cpu.c", "-o", str(lib)], d)
     (d / "cpu.c").unlink()

@@ -108,7 +108,9 @@ def gated(check: dict, catalogue: dict) -> bool:
 def _machine_words(machine: MachineProfile, ctx) -> str:
     os_name, arch = machine_platform(machine)
     where = platforms.label(os_name, arch)
-    return f"this {where} machine" if ctx.live else f"the {where} machine diagnosed ({machine.source or 'a recorded profile'})"
+    if ctx.live:
+        return f"this {where} machine"
+    return f"the {where} machine diagnosed ({machine.source or 'a recorded profile'})"
 
 
 def _gate(build, machine, ctx) -> Gate:
@@ -156,7 +158,8 @@ def foreign_contents(build, machine, ctx):
         bits.append("GPU code for " + ", ".join(build.cuda_archs))
     version = build.version or (f"b{build.build_number}" if build.build_number else "")
     if version or build.commit:
-        bits.append("llama.cpp " + " ".join(x for x in (version, f"commit {build.commit}" if build.commit else "") if x))
+        commit = f"commit {build.commit}" if build.commit else ""
+        bits.append("llama.cpp " + " ".join(x for x in (version, commit) if x))
     if not bits:
         return None
     return {"contents": "; ".join(bits)}
@@ -169,7 +172,8 @@ def foreign_files(build, machine, ctx):
     if gate.foreign_build or not gate.foreign:
         return None
     n = len(gate.foreign)
-    return {"count": f"{n} of its files {'is' if n == 1 else 'are'}", "target": " and ".join(gate.targets()), "machine": _machine_words(machine, ctx),
+    return {"count": f"{n} of its files {'is' if n == 1 else 'are'}", "target": " and ".join(gate.targets()),
+            "machine": _machine_words(machine, ctx),
             "files": ", ".join(_name(f.path) for f, _p in gate.foreign[:6]) + (" ..." if len(gate.foreign) > 6 else "")}
 
 

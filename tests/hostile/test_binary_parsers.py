@@ -125,10 +125,12 @@ def test_random_bytes_after_a_magic_are_damaged_not_healthy(tmp_path, name, seed
 
 
 def test_non_utf8_macho_names(tmp_path):
+    # a section name and a symbol name that are not UTF-8 (the symbol's "\xff" is written as UTF-8
+    # "\xc3\xbf", then replaced by the same number of bytes that decode as nothing)
     bad = ff.macho_dylib("arm64", ff.METAL_SYMBOLS + ["ggml_\xff_odd"], needs=ff.METAL_NEEDS,
                          section_name=b"\xff\xfe\x80text")
-    bad = bad.replace("ggml_\xff_odd".encode(), b"ggml_\xff_odd"[:len("ggml_\xff_odd".encode())].ljust(
-        len("ggml_\xff_odd".encode()), b"\x80"))
+    bad = bad.replace(b"ggml_\xc3\xbf_odd", b"ggml_\xff\x80_odd")
+    assert b"ggml_\xff\x80_odd" in bad
     lib = tmp_path / "libggml.dylib"
     lib.write_bytes(bad)
     bf = inspect_binary(lib)
