@@ -270,6 +270,8 @@ class BinaryFile(Serializable):
     error: Optional[str] = None  # why it could not be read
     missing_versions: list[str] = field(default_factory=list)  # "GLIBC_2.99 (libc.so.6)": required, not defined here
     isa_detail: list[str] = field(default_factory=list)  # finer CPUID names seen: AVX512F, AVX512BW, AVX512VL...
+    os: Optional[str] = None  # linux, darwin, windows, android, freebsd (builddoctor.platforms names)
+    archs: list[str] = field(default_factory=list)  # every architecture it holds (a fat Mach-O: one per slice)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from builddoctor import errors, paths
+from builddoctor.findings import platform_gate
 from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name
 from builddoctor.profiles import BuildProfile, BuildReport, Diagnosis, Finding, MachineProfile
 from builddoctor.tomlload import load_toml
@@ -77,8 +78,14 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     checks = cat["check"]
     if not build.is_llama_cpp or not any(f.format for f in build.files):
         checks = [c for c in checks if c["rule"] in ("not_llama_cpp", "unreadable")]
+    gate = platform_gate.assess(build, machine)
+    foreign = gate.foreign_build
+    if foreign:  # built for another OS or CPU: no verdict about loading or running it here
+        checks = [c for c in checks if not platform_gate.gated(c, cat)]
+    # some files for another platform: loading, CPU code, GPU and running are judged on the others
+    view = platform_gate.runnable_view(build, gate)
     for check in checks:
-        evidence = RULES[check["rule"]](build, machine, ctx)
+        evidence = RULES[check["rule"]](view if platform_gate.gated(check, cat) else build, machine, ctx)
         if evidence is None:
             continue
         for ev in evidence if isinstance(evidence, list) else [evidence]:
@@ -94,9 +101,11 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
             ))
     if build.is_llama_cpp and any(f.format for f in build.files):
         dirty = {f.area for f in found if f.severity in ("error", "warning")}
-        summary = _summary(build, machine, ctx)
+        summary = _summary(view, machine, ctx)
         for area, spec in cat["areas"].items():
             if area in dirty or summary.get(area) is None:
+                continue
+            if foreign and area in cat.get("platform_gate", {}).get("areas", []):
                 continue
             found.append(Finding(code=f"ok:{area}", severity="ok", title=_fill(spec["ok"], summary[area]), area=area))
     order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -184,7 +193,9 @@ def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: 
             raise errors.InputError(f"no such file or folder: {', '.join(str(p) for p in missing)}.")
     # the compute probe (a real inference) may take longer than --version: six times the limit
     builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout,
-                                     compute_timeout=COMPUTE_TIMEOUT_FACTOR * timeout)
+                                     compute_timeout=COMPUTE_TIMEOUT_FACTOR * timeout,
+                                     prefer_arch=machine.arch or machine.cpu.arch,
+                                     may_run=lambda b: platform_gate.may_run(b, machine))
     ctx = _context(machine, timeout, source, here, host)
     reports = [BuildReport(build=b, findings=findings_for(b, machine, ctx)) for b in builds]
     return Diagnosis(machine=machine, builds=reports, messages=list(messages))

@@ -37,10 +37,12 @@ def read_cmake_cache(path: Path) -> dict[str, str]:
 
 def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
                   timeout: float = 5.0, compute: bool | None = None,
-                  compute_timeout: float | None = None) -> tuple[list[BuildProfile], list[str]]:
+                  compute_timeout: float | None = None, prefer_arch: str | None = None,
+                  may_run=None) -> tuple[list[BuildProfile], list[str]]:
     """Find (or take) builds and profile them. ``run``: run their programs (``--version``,
     ``--list-devices``) and, unless ``compute`` is False, the compute probe (a real inference
-    on the probe model, ``compute_timeout`` seconds at most each)."""
+    on the probe model, ``compute_timeout`` seconds at most each). ``prefer_arch``: the slice of
+    fat Mach-O files to read; ``may_run(build)``: the platform gate's say on running a build."""
     from builddoctor.inspect import assemble, discover
     from builddoctor.inspect.binary import analyze
 
@@ -50,7 +52,7 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
     def facts_of(p: Path):
         got = cache.get(p)
         if got is None:
-            got = cache[p] = analyze(p)
+            got = cache[p] = analyze(p, prefer_arch)
         return got
 
     discovering = paths is None
@@ -85,7 +87,8 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
         if discovering and not bp.is_llama_cpp:
             continue
         builds.append(bp)
-        to_run.append((bp, facts))
+        if may_run is None or may_run(bp):
+            to_run.append((bp, facts))
     if run and to_run:
         # each run waits on a child process: run the builds' programs side by side
         from concurrent.futures import ThreadPoolExecutor

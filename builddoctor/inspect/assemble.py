@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from builddoctor.inspect import isa as isa_mod
-from builddoctor.inspect.binary import FileFacts
+from builddoctor.inspect.binary import FileFacts, runs_on_host
 from builddoctor.inspect.discover import Group, _data as discover_data
-from builddoctor.inspect.libs import machine_arch
 from builddoctor.profiles import BuildProfile
 
 BACKEND_ORDER = ["CPU", "CUDA", "HIP", "MUSA", "Metal", "Vulkan", "SYCL", "OpenCL", "BLAS", "RPC", "CANN",
@@ -165,7 +164,7 @@ def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, m
         return  # programs this probe does not know how to drive (llama-server...): --version only
     libs = [(f.file.path, f.is_llama) for f in facts
             if f.file.format == "ELF" and f.file.role != "executable" and not f.file.error
-            and f.file.arch == machine_arch() and not f.file.missing_needed]
+            and runs_on_host(f.file) and not f.file.missing_needed]
     lib = compute.pick_library(libs)
     if lib is not None and sys.platform.startswith("linux"):
         bp.compute = compute.run_dlopen(lib)

@@ -26,8 +26,10 @@ from typing import Any, Optional
 
 from builddoctor.inspect import buildinfo, fatbin
 from builddoctor.inspect import isa as isa_mod
-from builddoctor.inspect.image import Image, Section, Segment, SymbolTable, elf_header_problem
-from builddoctor.inspect.libs import ELF_MACHINES, Resolver, defined_versions, machine_arch
+from builddoctor import platforms
+from builddoctor.inspect.image import (Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
+                                       gnu_versions, macho_slices, pe_machine)
+from builddoctor.inspect.libs import Resolver, defined_versions
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -53,12 +55,17 @@ class FileFacts:
     isa_how: str = ""
     flash_attn: Optional[bool] = None
     openmp: bool = False
-    executable_here: bool = False  # ELF/Mach-O for this machine's arch with an exec bit
+    executable_here: bool = False  # an executable for this machine's OS and arch, with an exec bit
 
 
-def inspect_binary(path: Path) -> BinaryFile:
+def runs_on_host(bf: BinaryFile) -> bool:
+    """Whether this machine's loader can take the file (its OS and one of its architectures)."""
+    return bool(bf.format) and platforms.Platform(bf.os or "", tuple(bf.archs)).runs_on(*platforms.host())
+
+
+def inspect_binary(path: Path, prefer_arch: Optional[str] = None) -> BinaryFile:
     """One file, read statically. Never raises for a bad file: ``error`` says what is wrong."""
-    return analyze(Path(path)).file
+    return analyze(Path(path), prefer_arch).file
 
 
 _RESOLVER: Optional[Resolver] = None
@@ -108,7 +115,9 @@ def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
     return None, "not an executable or library (not ELF, Mach-O or PE)"
 
 
-def analyze(path: Path) -> FileFacts:
+def analyze(path: Path, prefer_arch: Optional[str] = None) -> FileFacts:
+    """``prefer_arch``: the slice of a fat Mach-O to read (the machine being diagnosed's
+    architecture); default this machine's, else the first."""
     bf = BinaryFile(path=str(path), role=guess_role(path.name))
     facts = FileFacts(file=bf)
     try:
@@ -147,10 +156,10 @@ def analyze(path: Path) -> FileFacts:
             if fmt == "ELF":
                 _analyze_elf(path, fh, head, facts, exec_bit)
             else:
-                _analyze_other(path, facts, exec_bit)
-        except _Bad as exc:
+                _analyze_other(path, facts, exec_bit, prefer_arch)
+        except (_Bad, ImageError) as exc:
             bf.error = str(exc)
-        except (ValueError, IndexError, struct.error, OverflowError) as exc:
+        except (ValueError, IndexError, struct.error, OverflowError, UnicodeError, TypeError) as exc:
             bf.error = f"damaged {fmt} file ({type(exc).__name__}: {exc})"
         except MemoryError:
             bf.error = f"too large to read ({bf.size} bytes)"
@@ -188,8 +197,9 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     elf_class = head[4]
     little = head[5] == 1
     (e_type, e_machine) = struct.unpack_from(("<" if little else ">") + "HH", head, 16)
-    arch = ELF_MACHINES.get(e_machine, f"machine {e_machine}")
+    arch = platforms.elf_arch(e_machine) or f"machine {e_machine}"
     bf.arch = arch
+    bf.archs = [arch]
     data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     img = Image(data=data, size=size, is64=elf_class == 2, little=little)
     if arch == "aarch64":
@@ -199,11 +209,14 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         # Headers only: pyelftools' section/segment objects parse their contents (a GNU hash
         # table, the dynamic segment) on creation, which costs ms per file for nothing here.
         has_interp = False
+        interp = ""
         for i in range(elf.num_segments()):
             seg = elf._get_segment_header(i)
             ptype = seg["p_type"]
             if ptype == "PT_INTERP":
                 has_interp = True
+                raw = bytes(data[seg["p_offset"]:seg["p_offset"] + min(seg["p_filesz"], 512)])
+                interp = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             elif ptype == "PT_LOAD":
                 if seg["p_offset"] + seg["p_filesz"] > size:
                     raise _Bad(f"truncated ELF file: a code/data segment ends at byte "
@@ -240,10 +253,11 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                     runpath += [p for p in tag.runpath.split(":") if p]
         required: dict[str, list[str]] = {}
         if verneed is not None:
-            for ver, auxs in verneed.iter_versions():
-                required[ver.name] = [a.name for a in auxs]
+            for lib, names in gnu_versions(verneed):
+                required.setdefault(lib, []).extend(names)
     except ELFError as exc:
         raise _Bad(f"damaged ELF file ({exc})") from None
+    bf.os = platforms.elf_os(head[7], interp, img.sections)
     for tab_name in (".dynsym", ".symtab"):
         sec = img.sections.get(tab_name)
         if sec is None or not sec.size or sec.link >= len(secs):
@@ -264,12 +278,13 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         bf.role = "executable"
     elif bf.role == "unknown":
         bf.role = "library" if e_type == 3 else "unknown"
-    facts.executable_here = is_exec and exec_bit and arch == machine_arch()
+    here = runs_on_host(bf)
+    facts.executable_here = is_exec and exec_bit and here
 
     # libraries and versions
     bf.needed = needed
     bf.symbol_versions = _max_versions(v for names in required.values() for v in names)
-    if arch == machine_arch():
+    if here:
         origin = str(path.resolve().parent)
         res = resolver()
         for name in bf.needed:
@@ -467,48 +482,66 @@ def _has_fattn(img: Image) -> bool:
 # --------------------------------------------------------------------------- Mach-O, PE
 
 
-_MACHO_ARCH = {"X86_64": "x86_64", "ARM64": "aarch64", "x86": "i386", "ARM": "arm"}
-_PE_ARCH = {"AMD64": "x86_64", "ARM64": "aarch64", "I386": "i386", "ARMNT": "arm"}
+def _text(name) -> str:
+    """A name LIEF read: str, or bytes when it is not UTF-8 (a damaged or hostile file)."""
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name).decode("utf-8", "replace")
+    return str(name)
 
 
-def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool) -> None:
+def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
+    """The slice a loader on the machine being diagnosed would take: its arch, else this one's, else the first."""
+    for want in (prefer_arch, platforms.host()[1]):
+        for i, a in enumerate(archs):
+            if want and platforms.canonical_arch(a) == platforms.canonical_arch(want):
+                return i
+    return 0
+
+
+def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Optional[str] = None) -> None:
+    bf = facts.file
+    # the headers first: LIEF takes random bytes after a magic for a library
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if bf.format == "Mach-O":
+            archs = [a for a, _off in macho_slices(data, bf.size)]
+            bf.os = "darwin"
+        else:
+            archs = [pe_machine(data, bf.size)]
+            bf.os = "windows"
+    bf.archs = archs
     import lief
 
     lief.logging.disable()
-    bf = facts.file
     symbols: set[str] = set()
     if bf.format == "Mach-O":
         fat = lief.MachO.parse(str(path))
         if fat is None or len(fat) == 0:
             raise _Bad("damaged Mach-O file: its headers could not be read")
-        binary = fat.at(0)
-        archs = []
-        for i in range(len(fat)):
-            cpu = str(fat.at(i).header.cpu_type).split(".")[-1]
-            archs.append(_MACHO_ARCH.get(cpu, cpu.lower()))
-        bf.arch = archs[0] if len(archs) == 1 else "+".join(archs)
-        bf.needed = [lib.name for lib in binary.libraries]
+        if len(fat) != len(archs):
+            raise _Bad(f"damaged Mach-O file: {len(archs)} slices in its header, {len(fat)} readable")
+        pick = _pick_slice(archs, prefer_arch)
+        binary = fat.at(pick)
+        bf.arch = archs[pick]
+        bf.needed = [_text(lib.name) for lib in binary.libraries]
         ftype = str(binary.header.file_type).split(".")[-1]
         if ftype == "EXECUTE":
             bf.role = "executable"
         elif bf.role == "unknown":
             bf.role = "library"
-        symbols = {s.name for s in binary.exported_functions} | {s.name for s in binary.symbols}
-        facts.executable_here = (ftype == "EXECUTE" and exec_bit and os.uname().sysname == "Darwin"
-                                 and machine_arch() in archs)
-        bf.debug_info = any(s.name.startswith("__debug_") for s in binary.sections)
+        symbols = {_text(s.name) for s in binary.exported_functions} | {_text(s.name) for s in binary.symbols}
+        facts.executable_here = ftype == "EXECUTE" and exec_bit and runs_on_host(bf)
+        bf.debug_info = any(_text(s.name).startswith("__debug_") for s in binary.sections)
     else:
         binary = lief.PE.parse(str(path))
         if binary is None:
             raise _Bad("damaged PE file: its headers could not be read")
-        mach = str(binary.header.machine).split(".")[-1]
-        bf.arch = _PE_ARCH.get(mach, mach.lower())
-        bf.needed = [imp.name for imp in binary.imports]
+        bf.arch = archs[0]
+        bf.needed = [_text(imp.name) for imp in binary.imports]
         is_dll = binary.header.has_characteristic(lief.PE.Header.CHARACTERISTICS.DLL)
         if not is_dll:
             bf.role = "executable"
         elif bf.role == "unknown":
             bf.role = "library"
-        symbols = {e.name for e in binary.exported_functions}
+        symbols = {_text(e.name) for e in binary.exported_functions}
         bf.debug_info = binary.has_debug
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)

@@ -9,15 +9,14 @@ the executable's folder, and a library found only there is reported as found.
 from __future__ import annotations
 
 import os
-import platform
 import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from builddoctor import proc
+from builddoctor import platforms, proc
+from builddoctor.inspect.image import gnu_versions
 
-ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64", 22: "s390x"}
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64", "riscv64": "RISC-V", "ppc64": "ppc64", "s390x": "s390x"}
 _MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "i386": "i386-linux-gnu",
               "arm": "arm-linux-gnueabihf", "riscv64": "riscv64-linux-gnu", "ppc64": "powerpc64le-linux-gnu",
@@ -25,9 +24,8 @@ _MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "i38
 
 
 def machine_arch() -> str:
-    m = platform.machine().lower()
-    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "i686": "i386", "i586": "i386",
-            "ppc64le": "ppc64"}.get(m, m)
+    """This machine's architecture, in builddoctor.platforms' spelling (x86_64, aarch64, i386...)."""
+    return platforms.host()[1]
 
 
 def elf_identity(path: str | Path) -> Optional[tuple[int, str]]:
@@ -41,7 +39,7 @@ def elf_identity(path: str | Path) -> Optional[tuple[int, str]]:
         return None
     e = "<" if head[5] == 1 else ">"
     (machine,) = struct.unpack_from(e + "H", head, 18)
-    return head[4], ELF_MACHINES.get(machine, f"machine {machine}")
+    return head[4], platforms.elf_arch(machine) or f"machine {machine}"
 
 
 @lru_cache(maxsize=1)
@@ -144,8 +142,8 @@ def defined_versions(path: str) -> frozenset[str]:
             elf = ELFFile(fh)
             for sec in elf.iter_sections():
                 if sec.header["sh_type"] == "SHT_GNU_verdef":
-                    for _ver, auxs in sec.iter_versions():
-                        names.update(a.name for a in auxs)
+                    for _ver, auxs in gnu_versions(sec):  # bounded: a looping chain cannot hang
+                        names.update(auxs)
     except (OSError, ELFError, ValueError, struct.error):
         return frozenset()
     return frozenset(names)
