@@ -42,7 +42,11 @@ class PlanRefused(errors.InputError):
 
     def __init__(self, where: str, refusals: list[Refusal]):
         self.refusals = refusals
-        parts = "; ".join(f"{r.key}={_show(r.value)}: {r.reason}" for r in refusals)
+        by_reason: dict[str, list[str]] = {}
+        for r in refusals:
+            by_reason.setdefault(r.reason, []).append(f"{r.key}={_show(r.value)}")
+        parts = "; ".join((", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else ""))
+                          + f": {reason}" for reason, keys in by_reason.items())
         super().__init__(
             f"{where} asks for what builddoctor does not run: {parts}. Nothing was run or written. A plan "
             "may set llama.cpp's own options, a few CMake variables and compilers by name (README: "
@@ -67,18 +71,21 @@ def policy() -> dict[str, Any]:
 
 
 def _declared(source: Optional[Path]):
-    """The options the llama.cpp being built declares: the snapshot for the pinned tree (or a tree
-    that is not there yet), a scan of any other checkout."""
+    """The options llama.cpp declares: the pinned tree's (the snapshot), plus, for another checkout,
+    what a scan of its CMake files finds (its declarations win)."""
     from builddoctor import flagcheck, paths
 
+    pinned = flagcheck.known_options(None)
     if source is not None:
         try:
             src = Path(source).resolve()
             if src != paths.vendor_dir().resolve() and (src / "CMakeLists.txt").is_file():
-                return flagcheck.known_options(src)
-        except (OSError, errors.UserError):
+                other = flagcheck.known_options(src)
+                return flagcheck.KnownOptions(options={**pinned.options, **other.options},
+                                              deprecated={**pinned.deprecated, **other.deprecated})
+        except (OSError, UnicodeError, errors.UserError):
             pass
-    return flagcheck.known_options(None)
+    return pinned
 
 
 # --------------------------------------------------------------------------- trusted paths
@@ -224,10 +231,9 @@ def _option_rule(name: str, known) -> dict[str, Any]:
     if name in known.deprecated:
         repl = known.deprecated[name].get("replacement", "")
         return {"rule": "refuse", "reason": f"a deprecated llama.cpp option" + (f" (use {repl})" if repl else "")}
-    allowed = ", ".join(sorted(pol["cmake"]))
     return {"rule": "refuse",
-            "reason": f"not an option the llama.cpp being built declares, nor one of the CMake variables a plan "
-                      f"may set ({allowed})"}
+            "reason": "not an option llama.cpp declares, nor one of the CMake variables a plan may set ("
+                      + ", ".join(sorted(pol["cmake"])) + ")"}
 
 
 def check_plan(data: Any, *, source: Optional[Path] = None, allowed_paths: Iterable[str] = (),
