@@ -53,9 +53,9 @@ def invoke(*args: str):
 def refused(world, plan: Path, key: str, *extra: str) -> str:
     before = tree_files(world.source)
     res = invoke("build", "--plan", str(plan), "--source", str(world.source), *extra)
+    assert not world.marker.exists(), "the payload ran"
     assert res.exit_code == errors.USAGE, res.output
     assert key in res.output and "Nothing was run" in res.output, res.output
-    assert not world.marker.exists(), "the payload ran"
     assert "\x1b" not in res.output and "\x07" not in res.output, "foreign control characters echoed raw"
     cache = world.root / "cache"
     assert not cache.exists() or not any(cache.iterdir()), "nothing configured, nothing cached"
