@@ -256,12 +256,15 @@ def check_plan(data: Any, *, source: Optional[Path] = None, allowed_paths: Itera
         if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not isinstance(o.get("value"), str):
             continue
         name, value = o["name"], o["value"]
-        key = f"options.{name}" if re.fullmatch(pol["name"], name) else f"options[{i}].name"
+        key = f"options.{name}" if len(name) <= 200 and re.fullmatch(pol["name"], name) else f"options[{i}].name"
         if key != f"options.{name}":
             out.append(Refusal(key, name, "not a CMake variable name"))
             continue
         if _CONTROL.search(value):
             out.append(Refusal(key, value, "holds control characters"))
+            continue
+        if len(value) > pol["max_length"]:
+            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
             continue
         if known is None:
             known = _declared(source)
@@ -272,12 +275,14 @@ def check_plan(data: Any, *, source: Optional[Path] = None, allowed_paths: Itera
     for name, value in (env.items() if isinstance(env, dict) else []):
         if not isinstance(value, str):
             continue
-        key = f"env.{name}" if re.fullmatch(pol["name"], name) else f"env.{name!r}"
+        key = f"env.{name}" if len(name) <= 200 and re.fullmatch(pol["name"], name) else f"env.{_show(name)}"
         if name not in pol["env"]:
             out.append(Refusal(key, value, "not one of the environment variables a plan may set ("
                                            + ", ".join(pol["env"]) + ")"))
         elif _CONTROL.search(value):
             out.append(Refusal(key, value, "holds control characters"))
+        elif len(value) > pol["max_length"]:
+            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
         else:
             why = _check_value(pol["env"][name], value, ctx)
             if why:

@@ -119,7 +119,8 @@ def test_unknown_cmake_variable_that_includes_code(world):
                                          ("GGML_VULKAN_SHADERS_GEN_TOOLCHAIN", "/tmp/evil.cmake"),
                                          ("BORINGSSL_GIT", "https://example.invalid/evil.git"),
                                          ("GGML_CPU_ARM_ARCH", "armv8-a;-fplugin=/tmp/evil.so"),
-                                         ("GGML_NATIVE", "$(touch /tmp/x)")])
+                                         ("GGML_NATIVE", "$(touch /tmp/x)"),
+                                         ("GGML_BLAS_VENDOR", "A" * 100_000)])
 def test_options_llama_cpp_does_not_declare_or_values_it_must_not_get(world, name, value):
     refused(world, plan_file(world.root / "p.json", {name: value}), f"options.{name}")
 
