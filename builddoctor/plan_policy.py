@@ -143,6 +143,8 @@ class _Ctx:
 
 def _abs_path_problem(value: str) -> str:
     """Why ``value`` is not a clean absolute path ('' when it is)."""
+    if not re.fullmatch(policy()["word"], value):
+        return "a path with characters a plan may not hold (whitespace, quotes, $ ` ; | & < > ( ) and the like)"
     if not os.path.isabs(value):
         return "not an absolute path"
     if any(part in ("..", ".") for part in Path(value).parts) or "//" in value:

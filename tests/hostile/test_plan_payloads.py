@@ -188,19 +188,30 @@ def test_a_confirmed_compiler_path_is_accepted(world):
     assert not world.marker.exists()
 
 
-def test_recipe_save_refuses_a_profile_that_smuggles_values(world, tmp_path):
-    """A recorded profile feeds the resolver: its GPU target lands in GPU_TARGETS of the saved plan."""
-    doc = json.loads((REPO / "tests" / "fixtures" / "machines" / "rx7900xtx-rocm.json").read_text())
-    amd = [g for g in doc["gpus"] if g.get("gfx_target")]
-    assert amd, "the fixture has an AMD GPU"
-    for g in amd:
-        g["gfx_target"] = "gfx1100;-fplugin=/tmp/evil.so"
+def _gfx(doc):
+    for g in doc["gpus"]:
+        if g.get("gfx_target"):
+            g["gfx_target"] = "gfx1100;-fplugin=/tmp/evil.so"
+
+
+def _nvcc(doc, marker):
+    doc["toolchains"]["nvcc"]["path"] = f"/usr/local/cuda/bin/$(touch {marker})/nvcc"
+
+
+@pytest.mark.parametrize("fixture, backend, key", [("rx7900xtx-rocm", "hip", "options.GPU_TARGETS"),
+                                                   ("rtx4090-cuda12", "cuda", "options.CMAKE_CUDA_COMPILER")])
+def test_recipe_save_refuses_a_profile_that_smuggles_values(world, tmp_path, fixture, backend, key):
+    """A recorded profile feeds the resolver: its GPU target lands in GPU_TARGETS of the saved plan,
+    its nvcc path in CMAKE_CUDA_COMPILER. The saved plan would carry them to another machine."""
+    doc = json.loads((REPO / "tests" / "fixtures" / "machines" / f"{fixture}.json").read_text())
+    _gfx(doc) if backend == "hip" else _nvcc(doc, world.marker)
     prof = tmp_path / "profile.json"
     prof.write_text(json.dumps(doc))
     out = tmp_path / "saved.json"
-    res = invoke("recipe", "--profile", str(prof), "--backend", "hip", "--save", str(out))
+    res = invoke("recipe", "--profile", str(prof), "--backend", backend, "--save", str(out))
     assert res.exit_code == errors.USAGE, res.output
-    assert "options.GPU_TARGETS" in res.output and not out.exists()
+    assert key in res.output and not out.exists()
+    assert not world.marker.exists()
 
 
 def _planner(tmp_path: Path, given: str) -> subprocess.CompletedProcess:
