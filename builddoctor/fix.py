@@ -129,7 +129,9 @@ def fix(
         dry = build.commands(plan, source, cache_root=cache_root, allowed_paths=allowed_paths)
         for argv in dry.commands:
             step("build: " + shlex.join(argv))
-        step("build: in the environment " + shlex.join(["env", "-i", *(f"{k}={v}" for k, v in sorted(dry.env.items()))])
+        from builddoctor.resolve import shell_line
+
+        step("build: in the environment " + shell_line([], dry.env, exact=True)
              + f" ({build.KEY_PLACEHOLDER}: the cache key, from the compilers' --version output)")
         step("verify: builddoctor check <new build>/bin; must no longer report " + ", ".join(rep.problems))
         step(f"bench: llama-bench on a smoke model, old ({old_bench or 'no llama-bench beside the old build'}) "

@@ -162,27 +162,23 @@ def _rule_compiler(value: str, ctx: _Ctx) -> str:
         if ctx.here and shutil.which(value, path=ctx.search_path) is None:
             return "no program of that name on PATH"
         return ""
-    why = _abs_path_problem(value)
-    if why:
-        return why
-    if ctx.here:
-        if not os.path.isfile(value):
-            return "no such file on this machine"
-        if not trusted_path(value, ctx.allowed, search_path=ctx.search_path):
-            return ("an absolute path that builddoctor did not find itself; confirm it with "
-                    f"--allow-path {value}")
-    return ""
+    return _path_problem(value, ctx, folder=False)
 
 
 def _rule_folder(value: str, ctx: _Ctx) -> str:
+    return _path_problem(value, ctx, folder=True)
+
+
+def _path_problem(value: str, ctx: _Ctx, *, folder: bool) -> str:
+    """An absolute compiler or toolkit path: clean in form; here, present and trusted."""
     why = _abs_path_problem(value)
-    if why:
+    if why or not ctx.here:
         return why
-    if ctx.here:
-        if not os.path.isdir(value):
-            return "no such folder on this machine"
-        if not trusted_path(value, ctx.allowed, search_path=ctx.search_path):
-            return f"a folder builddoctor did not find itself; confirm it with --allow-path {value}"
+    what = "folder" if folder else "file"
+    if not (os.path.isdir(value) if folder else os.path.isfile(value)):
+        return f"no such {what} on this machine"
+    if not trusted_path(value, ctx.allowed, search_path=ctx.search_path):
+        return f"a {what} builddoctor did not find itself; confirm it with --allow-path {value}"
     return ""
 
 

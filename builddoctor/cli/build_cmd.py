@@ -82,17 +82,15 @@ def _source(source_path: Path | None, dry_run: bool = False) -> tuple[Path, str]
 def _dry_run_lines(dry, note: str) -> list[str]:
     """Comment lines, then each command as a line to paste into a POSIX shell: ``env -i`` with the
     exact environment the build would use, every word shell-quoted."""
-    import shlex
-
     from builddoctor.build import KEY_PLACEHOLDER
+    from builddoctor.resolve import shell_line
 
     lines = ["# builddoctor build --dry-run: nothing was run or written."]
     if note:
         lines.append(f"# {note}.")
     lines.append(f"# {KEY_PLACEHOLDER}: the cache key, which hashes the compilers' --version output "
                  "(not run in a dry run).")
-    prefix = ["env", "-i", *(f"{k}={v}" for k, v in sorted(dry.env.items()))]
-    lines += [shlex.join(prefix + argv) for argv in dry.commands]
+    lines += [shell_line(argv, dry.env, exact=True) for argv in dry.commands]
     return lines
 
 
