@@ -356,7 +356,9 @@ def choose_jobs(plan: BuildPlan, *, cores: int | None = None, mem_available: int
 
 def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
     path = env.get("PATH")
-    need = ["cmake", "ninja", env.get("CC", "cc"), env.get("CXX", "c++")]
+    opts = plan_options(plan)
+    need = ["cmake", "ninja", opts.get("CMAKE_C_COMPILER") or env.get("CC", "cc"),
+            opts.get("CMAKE_CXX_COMPILER") or env.get("CXX", "c++")]
     if uses_cuda(plan):
         nvcc = env.get("CUDACXX") or "nvcc"
         if shutil.which(nvcc, path=path) is None and not any(

@@ -236,3 +236,14 @@ def test_cmake_args_go_through_the_same_policy(world, tmp_path):
     assert done.returncode == errors.USAGE, done.stdout + done.stderr
     assert "options.GGML_CPU_ARM_ARCH" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "plan.cmake").exists() and not (tmp_path / "plan.json").exists()
+
+
+def test_a_bare_compiler_name_that_is_missing_is_a_missing_toolchain(world):
+    """A compiler's name is safe whether it is installed or not: the build's toolchain check names
+    it (exit 4, with how to install it) before cmake runs, instead of a configure failure."""
+    plan = plan_file(world.root / "p.json", {"CMAKE_C_COMPILER": "x86_64-linux-gnu-gcc-99"})
+    res = invoke("build", "--plan", str(plan), "--source", str(world.source))
+    assert res.exit_code == errors.TOOLCHAIN, res.output
+    assert "x86_64-linux-gnu-gcc-99" in res.output and "installs nothing by itself" in res.output
+    cache = world.root / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "no configure ran"
