@@ -139,6 +139,18 @@ def apply_overrides(plan: BuildPlan, given: dict[str, tuple[str, str]], cmake_ar
     return effective, overrides
 
 
+def check_policy(plan: BuildPlan, effective: list[PlanOption], source: Path) -> None:
+    """The plan as it will be built and recorded (the recipes' options and the GGML_/LLAMA_ ones the
+    command line added or changed) obeys the same policy as a plan file (plan_policy): a value from
+    CMAKE_ARGS is never written into plan.cmake or plan.json unchecked."""
+    from builddoctor import plan_policy
+
+    doc = plan.to_dict()
+    doc["options"] = [o.to_dict() for o in effective]
+    plan_policy.enforce(doc, where="The bundled build's plan (the recipes plus CMAKE_ARGS and -D defines)",
+                        source=source)
+
+
 def build_commit(source: Path, pinned: bool) -> tuple[str, int]:
     """What the binaries report as their commit and build number."""
     from builddoctor import source as src
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         given = read_given(args.given)
         cmake_args = os.environ.get("CMAKE_ARGS", "")
         effective, overrides = apply_overrides(plan, given, cmake_args)
+        check_policy(plan, effective, source)
         commit, number = build_commit(source, pinned)
         if "LLAMA_BUILD_COMMIT" in given:
             commit = given["LLAMA_BUILD_COMMIT"][1]

@@ -211,6 +211,26 @@ def build_env(plan: BuildPlan, cache_root: Path, base_env: dict[str, str] | None
     return env
 
 
+def environment(plan: BuildPlan, source_dir: Path, cache_root: Path,
+                base_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Exactly the environment the build starts cmake with (``--dry-run`` prints it)."""
+    env = build_env(plan, cache_root, base_env)
+    if not is_git_checkout(source_dir):
+        # ggml's CMake asks git for its commit; in the pinned tree (inside builddoctor's own
+        # repository) git would answer with builddoctor's commit: stop its search at the tree.
+        env["GIT_CEILING_DIRECTORIES"] = str(source_dir)
+    return env
+
+
+def check_policy(plan: BuildPlan, source_dir: Path, env: dict[str, str], allowed_paths=()) -> None:
+    """Refuse a plan that asks for more than llama.cpp options (plan_policy), before anything runs;
+    compilers named in it are looked up on the PATH the build will use."""
+    from builddoctor import plan_policy
+
+    plan_policy.enforce(plan.to_dict(), where="The build plan", source=source_dir, allowed_paths=allowed_paths,
+                        search_path=env.get("PATH"))
+
+
 def cache_key(plan: BuildPlan, source_dir: Path, env: dict[str, str], *, identity: str | None = None) -> str:
     doc = {
         "recipe": data()["recipe_version"],
@@ -267,15 +287,31 @@ def compile_command(plan: BuildPlan, build_dir: Path, jobs: int) -> list[str]:
     return ["cmake", "--build", str(build_dir), "--target", *targets_of(plan), "-j", str(jobs)]
 
 
-def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = None,
-             jobs: int | None = None) -> list[list[str]]:
-    """The commands ``build`` would run (for --dry-run), with the final cache folder as build dir."""
-    cache_root = Path(cache_root or default_cache_root())
-    env = build_env(plan, cache_root)
-    key = cache_key(plan, source_dir, env)
-    bdir = cache_root / key
-    return [configure_command(plan, source_dir, bdir, env),
-            compile_command(plan, bdir, jobs or choose_jobs(plan))]
+#: the build folder's name in a dry run: the real key hashes the compilers' --version output and
+#: the source tree's state, and a dry run neither runs a compiler nor reads the tree
+KEY_PLACEHOLDER = "<key>"
+
+
+@dataclass
+class DryRun:
+    """What ``build`` would do, computed without running or writing anything."""
+
+    commands: list[list[str]]
+    env: dict[str, str]  # the whole environment cmake would start with
+    build_dir: str  # <cache>/<key>
+
+
+def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = None, jobs: int | None = None,
+             allowed_paths=()) -> DryRun:
+    """The commands ``build`` would run (for --dry-run). Checks the plan's policy; runs nothing
+    (no compiler --version, no git), reads no source tree and creates no folder."""
+    cache_root = Path(cache_root or default_cache_root()).absolute()
+    source_dir = Path(source_dir).absolute()
+    env = environment(plan, source_dir, cache_root)
+    check_policy(plan, source_dir, env, allowed_paths)
+    bdir = cache_root / KEY_PLACEHOLDER
+    return DryRun([configure_command(plan, source_dir, bdir, env), compile_command(plan, bdir, jobs or choose_jobs(plan))],
+                  env, str(bdir))
 
 
 # --------------------------------------------------------------------------- jobs, tools, space
@@ -320,7 +356,9 @@ def choose_jobs(plan: BuildPlan, *, cores: int | None = None, mem_available: int
 
 def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
     path = env.get("PATH")
-    need = ["cmake", "ninja", env.get("CC", "cc"), env.get("CXX", "c++")]
+    opts = plan_options(plan)
+    need = ["cmake", "ninja", opts.get("CMAKE_C_COMPILER") or env.get("CC", "cc"),
+            opts.get("CMAKE_CXX_COMPILER") or env.get("CXX", "c++")]
     if uses_cuda(plan):
         nvcc = env.get("CUDACXX") or "nvcc"
         if shutil.which(nvcc, path=path) is None and not any(
@@ -511,22 +549,21 @@ def build(
     min_free_bytes: int | None = None,
     env: dict[str, str] | None = None,
     lock_path: Path | None = None,
+    allowed_paths=(),
 ) -> BuildResult:
     """Build ``plan`` from ``source_dir``; return at once with status "cached" if built before.
 
     Never raises for a failed build: the status says what happened (ok, cached, failed,
     interrupted, missing-toolchain, no-space), ``error`` the relevant lines, ``log_path``
-    the full log.
+    the full log. Raises ``PlanRefused`` (before anything runs) for a plan outside the policy:
+    ``allowed_paths`` are the absolute compiler/toolkit paths the user confirmed.
     """
     t0 = time.monotonic()
     lock_file = Path(lock_path) if lock_path else default_lock_path()
     source_dir = Path(source_dir).resolve()
     cache_root = Path(cache_root or default_cache_root()).absolute()
-    benv = build_env(plan, cache_root, env)
-    if not is_git_checkout(source_dir):
-        # ggml's CMake asks git for its commit; in the pinned tree (inside builddoctor's own
-        # repository) git would answer with builddoctor's commit: stop its search at the tree.
-        benv["GIT_CEILING_DIRECTORIES"] = str(source_dir)
+    benv = environment(plan, source_dir, cache_root, env)
+    check_policy(plan, source_dir, benv, allowed_paths)
     targets = targets_of(plan)
 
     def result(status: str, **kw) -> BuildResult:

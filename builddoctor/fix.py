@@ -82,8 +82,12 @@ def fix(
     confirm: Callable[[str], bool] = lambda _m: True,
     cache_root: Optional[Path] = None,
     host: bool = True,
+    allowed_paths=(),
 ) -> FixReport:
-    """``host``: ``machine`` is this machine's CPU (not --profile/--cpuinfo): -march=native may be planned."""
+    """``host``: ``machine`` is this machine's CPU (not --profile/--cpuinfo): -march=native may be planned.
+    ``allowed_paths``: absolute compiler/toolkit paths the user confirmed for the plan (plan_policy)."""
+    import shlex
+
     from builddoctor import bench, build, install, smoke_model
     from builddoctor.findings import diagnose
 
@@ -117,13 +121,18 @@ def fix(
 
         plan = resolve(machine, goal=goal, backend=backend, source=source, host=host)
     rep.plan = plan
-    step(f"plan: {plan.goal} {plan.backend}: " + " ".join(plan.cmake_args()))
+    step(f"plan: {plan.goal} {plan.backend}: " + shlex.join(plan.cmake_args()))
 
     old_bench = bench.find_llama_bench(Path(old.build.root))
     dest_dir = executables_dir(old.build)
     if dry_run:
-        for argv in build.commands(plan, source, cache_root=cache_root):
-            step("build: " + " ".join(argv))
+        dry = build.commands(plan, source, cache_root=cache_root, allowed_paths=allowed_paths)
+        for argv in dry.commands:
+            step("build: " + shlex.join(argv))
+        from builddoctor.resolve import shell_line
+
+        step("build: in the environment " + shell_line([], dry.env, exact=True)
+             + f" ({build.KEY_PLACEHOLDER}: the cache key, from the compilers' --version output)")
         step("verify: builddoctor check <new build>/bin; must no longer report " + ", ".join(rep.problems))
         step(f"bench: llama-bench on a smoke model, old ({old_bench or 'no llama-bench beside the old build'}) "
              f"and new interleaved, {rounds} rounds: " + " ".join(bench.bench_command(
@@ -140,7 +149,7 @@ def fix(
     # 3. build, 4. verify (the compute probe included: a build that crashes when it computes is not built)
     def build_and_verify(plan: BuildPlan):
         step("build: " + " ".join(build.compile_command(plan, Path("<cache>"), build.choose_jobs(plan))[3:]))
-        result = build.build(plan, source, progress=progress, cache_root=cache_root)
+        result = build.build(plan, source, progress=progress, cache_root=cache_root, allowed_paths=allowed_paths)
         rep.build = result
         if result.status not in ("ok", "cached"):
             raise build_error(result)
@@ -162,7 +171,7 @@ def fix(
         plan = resolve(machine, goal=plan.goal, backend=plan.backend, source=source, host=host, avoid=tuple(avoid))
         plan.targets = targets or plan.targets  # the programs asked for stay the same
         rep.plan, rep.replanned = plan, sorted(avoid)
-        step(f"plan: {plan.goal} {plan.backend}: " + " ".join(plan.cmake_args()))
+        step(f"plan: {plan.goal} {plan.backend}: " + shlex.join(plan.cmake_args()))
         result, ver = build_and_verify(plan)
     if not ver.ok:
         raise UserError(f"The new build does not cure what it was built for: {ver.message}. Nothing was "

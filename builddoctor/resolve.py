@@ -670,8 +670,11 @@ def _build_type(plan: BuildPlan) -> str:
     return next((o.value for o in plan.options if o.name == "CMAKE_BUILD_TYPE"), "Release")
 
 
-def shell_line(argv: list[str], env: dict[str, str] | None = None) -> str:
-    """A line to paste into a POSIX shell."""
+def shell_line(argv: list[str], env: dict[str, str] | None = None, *, exact: bool = False) -> str:
+    """A line to paste into a POSIX shell. ``exact``: ``env -i`` first, so the command sees only
+    ``env`` (what a build's --dry-run prints: the whole environment builddoctor would start it with)."""
+    if exact:
+        return shlex.join(["env", "-i", *(f"{k}={v}" for k, v in sorted((env or {}).items())), *argv])
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     line = shlex.join(argv)
     return f"{prefix} {line}" if prefix else line

@@ -32,16 +32,21 @@ def _vendor():
 
 def test_build_dry_run_prints_the_commands():
     _vendor()
+    import shlex
+
     res = invoke("build", "--dry-run")
     assert res.exit_code == 0, res.output
-    lines = res.output.strip().splitlines()
+    # comment lines, then `env -i VAR=... cmake ...` lines to paste into a shell
+    lines = [shlex.split(ln) for ln in res.output.strip().splitlines() if not ln.startswith("#")]
+    cmds = [ln[ln.index("cmake"):] for ln in lines]
+    assert all(ln[:2] == ["env", "-i"] for ln in lines)
     from builddoctor.probe import machine_profile
     from builddoctor.resolve import resolve
 
     planned = {o.name: o.value for o in resolve(machine_profile()).options}
-    assert lines[0].startswith("cmake -S ") and "-G Ninja" in lines[0]
-    assert f"-DGGML_NATIVE={planned['GGML_NATIVE']}" in lines[0]
-    assert "--target llama-cli llama-server llama-bench llama-quantize" in lines[1]
+    assert cmds[0][:2] == ["cmake", "-S"] and "Ninja" in cmds[0]
+    assert f"-DGGML_NATIVE={planned['GGML_NATIVE']}" in cmds[0]
+    assert " ".join(cmds[1]).endswith("--target llama-cli llama-server llama-bench llama-quantize -j " + cmds[1][-1])
 
 
 def test_build_with_a_bad_plan_file_is_a_usage_error(tmp_path):

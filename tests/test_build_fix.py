@@ -64,12 +64,12 @@ def test_fix_with_a_failing_build_leaves_the_old_binaries(sse_copy, home, tmp_pa
     before = _tree(sse_copy)
     plan = BuildPlan(goal="native", backend="cpu", targets=["llama-bench"], options=[
         PlanOption("GGML_NATIVE", "ON", "t", "t"),
-        PlanOption("CMAKE_C_FLAGS_RELEASE", "-O3 -include builddoctor_no_such_header.h", "t", "t")])
+        PlanOption("CMAKE_C_FLAGS_RELEASE", "-O3 -mbuilddoctor-no-such-option", "t", "t")])
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan.to_json())
     res = invoke("fix", "--rebuild", "--replace", "--yes", "--plan", str(plan_file), str(sse_copy))
     assert res.exit_code == errors.BUILD_FAILED, res.output
-    assert "builddoctor_no_such_header.h" in res.output and "Full log:" in res.output
+    assert "builddoctor-no-such-option" in res.output and "Full log:" in res.output
     assert "old binaries are untouched" in res.output
     assert _tree(sse_copy) == before
 

@@ -22,35 +22,76 @@ def plan_options(func):
                         help="A build plan JSON (from `builddoctor recipe --save`) instead of resolving one.")(func)
     func = click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False),
                         help="A llama.cpp checkout to build instead of the pinned tree.")(func)
+    func = click.option("--allow-path", "allowed_paths", multiple=True, metavar="PATH",
+                        help="Let the plan use this absolute compiler or toolkit path (a file, or a folder and "
+                             "what is in it), which builddoctor did not find itself. Repeatable.")(func)
     return func
 
 
-def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path, host: bool = True):
+def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path, host: bool = True,
+          allowed_paths=(), recheck: bool = True):
+    """The plan from --plan (its content checked against the plan policy before anything runs),
+    or resolved for ``machine``. ``recheck``: probe this machine's toolchain for the plan's
+    prerequisites (a dry run runs no tool, so it skips that)."""
+    import json
+
+    from builddoctor import build, plan_policy
     from builddoctor.profiles import BuildPlan, SchemaError
 
     if plan_path is not None:
         try:
-            plan = BuildPlan.from_json(plan_path.read_text(encoding="utf-8"))
+            data = json.loads(plan_path.read_text(encoding="utf-8"))
+            plan = BuildPlan.from_dict(data)
         except (OSError, UnicodeDecodeError) as exc:
             raise errors.InputError(f"cannot read the plan {plan_path}: {exc}") from None
-        except SchemaError as exc:
+        except (SchemaError, ValueError, RecursionError) as exc:
             raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
-        # The plan says where its tools were found when it was saved (maybe on another machine):
-        # what this build needs is this machine's toolchain.
-        from builddoctor.probe import machine_profile
-        from builddoctor.resolve import recheck_prerequisites
+        env = build.environment(plan, source, build.default_cache_root())
+        plan_policy.enforce(data, where=f"The plan {plan_path}", source=source, allowed_paths=allowed_paths,
+                            search_path=env.get("PATH"))
+        if recheck:
+            # The plan says where its tools were found when it was saved (maybe on another machine):
+            # what this build needs is this machine's toolchain.
+            from builddoctor.probe import machine_profile
+            from builddoctor.resolve import recheck_prerequisites
 
-        recheck_prerequisites(plan, machine_profile())
+            recheck_prerequisites(plan, machine_profile())
         return plan
     from builddoctor.resolve import resolve
 
     return resolve(machine, goal=goal, backend=backend, source=source, host=host)
 
 
-def _source(source_path: Path | None, out) -> Path:
-    from builddoctor.source import resolve_source
+def _source(source_path: Path | None, dry_run: bool = False) -> tuple[Path, str]:
+    """(tree, note). A dry run never fetches: a missing pinned tree is named, with what the real
+    build would do about it."""
+    from builddoctor import paths
+    from builddoctor.source import load_pin, looks_like_llama_cpp, resolve_source
 
-    return resolve_source(source_path)
+    if dry_run and source_path is None:
+        root = paths.vendor_dir()
+        if not looks_like_llama_cpp(root):
+            pin = load_pin()
+            return root, (f"the pinned llama.cpp source is not at {root}: the real build would first fetch "
+                          f"{pin.package} {pin.version} (llama.cpp {pin.short_commit}, sha256-verified) and "
+                          "unpack it there")
+        return root, ""
+    return resolve_source(source_path), ""
+
+
+def _dry_run_lines(dry, note: str) -> list[str]:
+    """Comment lines, then each command as a line to paste into a POSIX shell: ``env -i`` with the
+    exact environment the build would use, every word shell-quoted."""
+    from builddoctor.build import KEY_PLACEHOLDER
+    from builddoctor.resolve import shell_line
+
+    lines = ["# builddoctor build --dry-run: nothing was run or written."]
+    if note:
+        lines.append(f"# {note}.")
+    lines.append(f"# {KEY_PLACEHOLDER}: the cache key, which hashes the compilers' --version output "
+                 "(not run in a dry run).")
+    lines += [shell_line(argv, dry.env, exact=True) for argv in dry.commands]
+    return lines
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -112,28 +153,30 @@ class ProgressView:
 @click.option("--dry-run", is_flag=True, help="Print the cmake commands without running them.")
 @json_option
 @click.pass_context
-def build_cmd(ctx, source_path, plan_path, goal, backend, profile_path, cpuinfo_path, nvidia_smi_path, jobs,
-              dry_run, as_json):
+def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile_path, cpuinfo_path,
+              nvidia_smi_path, jobs, dry_run, as_json):
     """Configure and compile llama.cpp with the resolved plan (cached: a repeat is instant)."""
     from builddoctor import build
     from builddoctor.fix import build_error
 
     out = console(ctx)
-    source = _source(source_path, out)
+    source, note = _source(source_path, dry_run)
     machine = None if plan_path else load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    plan = _plan(plan_path, machine, goal, backend, source, describes_this_cpu(profile_path, cpuinfo_path))
+    plan = _plan(plan_path, machine, goal, backend, source, describes_this_cpu(profile_path, cpuinfo_path),
+                 allowed_paths, recheck=not dry_run)
     if dry_run:
-        cmds = build.commands(plan, source, jobs=jobs)
+        dry = build.commands(plan, source, jobs=jobs, allowed_paths=allowed_paths)
         if as_json:
-            out.json({"commands": cmds})
+            out.json({"commands": dry.commands, "env": dry.env, "build_dir": dry.build_dir,
+                      "source": str(source), "notes": [note] if note else []})
         else:
-            for argv in cmds:
-                out.echo(" ".join(argv))
+            for line in _dry_run_lines(dry, note):
+                out.echo(line)
         return
     view = ProgressView(enabled=not as_json and not out.quiet)
     if not as_json:
         out.echo(f"Building llama.cpp ({plan.goal}, {plan.backend}) from {source}", err=True)
-    result = build.build(plan, source, jobs=jobs, progress=view)
+    result = build.build(plan, source, jobs=jobs, progress=view, allowed_paths=allowed_paths)
     ok = result.status in ("ok", "cached")
     # verification that runs: a build for this CPU counts only once its compute probe passes here
     # (a plan for another machine's CPU is not run here: `check --profile` reads it statically)
@@ -275,8 +318,8 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
 @machine_options
 @json_option
 @click.pass_context
-def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan_path, goal, backend, profile_path,
-            cpuinfo_path, nvidia_smi_path, as_json):
+def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan_path, goal, backend, allowed_paths,
+            profile_path, cpuinfo_path, nvidia_smi_path, as_json):
     """Check a build, rebuild it right, verify, benchmark old vs new, and install.
 
     Installs into builddoctor's own prefix (a stable path it prints) unless --replace.
@@ -288,11 +331,18 @@ def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan
     if not rebuild:
         raise errors.InputError("`builddoctor fix` needs --rebuild (the one fix it makes: rebuilding llama.cpp "
                                 "for this machine). Add --dry-run to see the steps first.")
+    if replace and not yes and not dry_run and not sys.stdin.isatty():
+        # refused before step 1: the question comes after building and benchmarking (minutes)
+        raise errors.InputError("--replace asks before writing over files, and there is no terminal to ask on; "
+                                "add --yes to run it unattended. Nothing was built or changed.")
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    source = _source(source_path, out)
+    source, note = _source(source_path, dry_run)
     host = describes_this_cpu(profile_path, cpuinfo_path)
-    plan = _plan(plan_path, machine, goal, backend, source, host) if plan_path else None
+    plan = _plan(plan_path, machine, goal, backend, source, host, allowed_paths, recheck=not dry_run) \
+        if plan_path else None
     say = (lambda m: None) if as_json else (lambda m: out.echo(("would " if dry_run else "") + m))
+    if note:
+        say(f"fetch: {note}")
 
     def confirm(question: str) -> bool:
         if yes:
@@ -303,7 +353,7 @@ def fix_cmd(ctx, path, rebuild, replace, dry_run, yes, rounds, source_path, plan
 
     rep = fix.fix(machine, path, source=source, goal=goal, backend=backend, plan=plan, replace=replace, host=host,
                   dry_run=dry_run, rounds=rounds, say=say, confirm=confirm,
-                  progress=ProgressView(enabled=not as_json and not out.quiet))
+                  progress=ProgressView(enabled=not as_json and not out.quiet), allowed_paths=allowed_paths)
     if as_json:
         out.json(rep)
         return

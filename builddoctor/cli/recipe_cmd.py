@@ -62,6 +62,12 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
     plan = resolve(machine, goal=goal, backend=backend, source=source_dir,
                    host=describes_this_cpu(profile_path, cpuinfo_path))
     if save_path is not None:
+        # a saved plan is built elsewhere: its form is checked here (values a --profile put into it
+        # included), its paths on the machine that builds it
+        from builddoctor import plan_policy
+
+        plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir,
+                            here=False)
         try:
             Path(save_path).write_text(plan.to_json() + "\n", encoding="utf-8")
         except OSError as exc:
