@@ -376,3 +376,67 @@ def test_bounded_entries_and_time(packaged, tmp_path, monkeypatch):
     monkeypatch.setitem(conf, "max_seconds", 15.0)
     builds, _ = inspect_paths([many], run=False)
     assert len(builds) == 1
+
+
+# --------------------------------------------------------------------------- other platforms' layouts
+
+MINGW = shutil.which("x86_64-w64-mingw32-gcc")
+AARCH64 = shutil.which("aarch64-linux-gnu-gcc")
+
+
+def _cross(cc: str, out: Path, source: str, *args: str, shared: bool = True) -> Path:
+    c = out.parent / (out.name.replace(".", "_") + ".c")
+    c.write_text(source)
+    argv = [cc, *(["-shared"] if shared else []), *([] if cc == MINGW else ["-fPIC"]), "-O1", "-o", str(out), str(c),
+            *args]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120, cwd=out.parent)
+    c.unlink()
+    return out
+
+
+@pytest.mark.skipif(MINGW is None, reason="mingw-w64 is not installed")
+def test_windows_npm_package(tmp_path):
+    """A Windows npm package (PE files, made with mingw-w64): ggml-cpu-<variant>.dll, llama.dll,
+    llama-cli.exe and a .node addon found by its imports; one build with its variants named."""
+    bins = tmp_path / "node_modules" / "@acme" / "llama-win-x64" / "bins" / "win-x64"
+    bins.mkdir(parents=True)
+    _cross(MINGW, bins / "ggml-base.dll", "void *ggml_init(void *p) { return p; }\n")
+    _cross(MINGW, bins / "ggml.dll", "void *ggml_init(void *p);\n"
+           "void *ggml_backend_load_best(const char *n) { return ggml_init((void *)n); }\n", "ggml-base.dll")
+    for variant in ("haswell", "sandybridge"):
+        _cross(MINGW, bins / f"ggml-cpu-{variant}.dll", "void *ggml_backend_cpu_reg(void) { return 0; }\n")
+    _cross(MINGW, bins / "llama.dll", "void *ggml_backend_load_best(const char *n);\n"
+           "void llama_backend_init(void) { ggml_backend_load_best(\"cpu\"); }\n", "ggml.dll")
+    _cross(MINGW, bins / "llama-cli.exe", "void llama_backend_init(void);\n"
+           "int main(void) { llama_backend_init(); return 0; }\n", "llama.dll", shared=False)
+    _cross(MINGW, bins / "llama-addon.node", "void llama_backend_init(void);\n"
+           "int napi_register(void) { llama_backend_init(); return 0; }\n", "llama.dll")
+    builds, messages = inspect_paths([tmp_path / "node_modules"], run=False)
+    assert len(builds) == 1, ([b.root for b in builds], messages)
+    (b,) = builds
+    assert _names(b) == {"ggml-base.dll", "ggml.dll", "ggml-cpu-haswell.dll", "ggml-cpu-sandybridge.dll",
+                         "llama.dll", "llama-cli.exe", "llama-addon.node"}
+    assert b.cpu_variants == ["haswell", "sandybridge"] and "CPU" in b.backends
+    assert b.origin == "npm:@acme/llama-win-x64"
+    assert {f.format for f in b.files} == {"PE"}
+
+
+@pytest.mark.skipif(AARCH64 is None, reason="the aarch64 cross compiler is not installed")
+def test_aarch64_package_one_build(tmp_path):
+    """Another CPU's ELF files are not resolved here: bin/, lib/ and the extension module in the
+    package folder are still one build, and the module is found by its symbols."""
+    pkg = tmp_path / "wheel" / "armpkg"
+    (pkg / "lib").mkdir(parents=True)
+    (pkg / "bin").mkdir()
+    _cross(AARCH64, pkg / "lib" / "libggml-cpu.so", "void *ggml_backend_cpu_reg(void) { return 0; }\n")
+    _cross(AARCH64, pkg / "lib" / "libllama.so", "void llama_backend_init(void) {}\n")
+    _cross(AARCH64, pkg / "bin" / "llama-cli", "void llama_backend_init(void);\n"
+           "int main(void) { llama_backend_init(); return 0; }\n", f"-L{pkg / 'lib'}", "-lllama",
+           "-Wl,-rpath,$ORIGIN/../lib", shared=False)
+    _cross(AARCH64, pkg / "_armpkg.cpython-311-aarch64-linux-gnu.so", "void llama_backend_init(void);\n"
+           "int entry(void) { llama_backend_init(); return 0; }\n", f"-L{pkg / 'lib'}", "-lllama",
+           "-Wl,-rpath,$ORIGIN/lib")
+    builds, messages = inspect_paths([tmp_path / "wheel"], run=False)
+    assert len(builds) == 1, ([(b.root, _names(b)) for b in builds], messages)
+    assert _names(builds[0]) == {"libggml-cpu.so", "libllama.so", "llama-cli", "_armpkg.cpython-311-aarch64-linux-gnu.so"}
+    assert {f.arch for f in builds[0].files} == {"aarch64"}

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -258,9 +259,9 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     skip = set(lim["skip_dirs"])
     prefixes = _data()["names"]["symbol_prefixes"]
     found: list[Candidate] = []
-    queue: list[tuple[Path, int, str]] = [(root, 0, origin)]
+    queue: deque[tuple[Path, int, str]] = deque([(root, 0, origin)])
     while queue:
-        d, depth, inherited = queue.pop(0)
+        d, depth, inherited = queue.popleft()
         if search.over():
             break
         real = os.path.realpath(d)
@@ -295,7 +296,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
                 found.append(Candidate(p, _origin_for(p, here)))
         subs = [s for s in dirs if s not in skip]
         if depth < max_depth:
-            queue += [(d / s, depth + 1, here) for s in subs]
+            queue.extend((d / s, depth + 1, here) for s in subs)
         elif subs:
             search.deepest_skipped = True
     return found
@@ -509,6 +510,7 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         attached.setdefault(p, origin)
 
     primary = {str(p.parent) for p in order}  # folders the candidates came from
+    unresolved: list[tuple[Path, str]] = []  # (file, NEEDED basename) not found by the loader's rules
     i = 0
     while i < len(order):
         p = order[i]
@@ -519,6 +521,9 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         bf = facts.file
         if bf.error or bf.format is None:
             continue
+        for name in bf.needed:
+            if name not in facts.resolved:
+                unresolved.append((p, os.path.basename(name.replace("\\", "/"))))
         # the llama/ggml libraries it loads, wherever they are (a copied executable still
         # loads from its build tree through an absolute RUNPATH: those files are part of it)
         for name, lib in facts.resolved.items():
@@ -550,6 +555,17 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
                 for other in pair:
                     if other != f.name and str(f.parent / other) in members:
                         uf.union(folder, str(f.parent / other))
+    # NEEDED names that were not resolved (Mach-O @rpath/..., PE imports, another CPU's ELF: no
+    # loader here to ask) link to a found file of that name in the same package: a sibling
+    # folder or one just above or below
+    by_name: dict[str, list[Path]] = {}
+    for f in origin_of:
+        by_name.setdefault(f.name, []).append(f)
+    for p, name in unresolved:
+        for f in by_name.get(name, []):
+            near = {p.parent, p.parent.parent}
+            if f.parent in near or f.parent.parent in near:
+                uf.union(str(p.parent), str(f.parent))
     comps: dict[str, list[str]] = {}
     for folder in members:
         comps.setdefault(uf.find(folder), []).append(folder)
