@@ -321,22 +321,22 @@ def expand(path: Path, messages: list[str], search: Optional[Search] = None) -> 
             messages.append(f"{path}: a kernel or network file system ({why}), not searched; skipped.")
             return []
         search.looked_in.append(str(path))
-        f0, e0 = search.folders, search.entries
+        f0, e0, c0 = search.folders, search.entries, search.content_reads
         found = walk(real, search, "given", messages)
         if search.stopped:
             messages.append(f"{path}: {search.stopped}; give a folder nearer the build to search all of it.")
         if not found and len(messages) == before:
-            folders, entries = search.folders - f0, search.entries - e0
+            folders, entries, reads = search.folders - f0, search.entries - e0, search.content_reads - c0
             messages.append(f"{path}: no llama.cpp executables or libraries found in this folder (looked at "
                             f"{entries} entries in {_n(folders, 'folder')}, down to "
                             f"{_data()['search']['max_depth']} levels, and read the symbols of "
-                            f"{search.content_reads} libraries).")
+                            f"{_n(reads, 'library', 'libraries')}).")
         return found
     return [Candidate(real, "given")]
 
 
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
+def _n(k: int, word: str, plural: str = "") -> str:
+    return f"{k} {word if k == 1 else plural or word + 's'}"
 
 
 def nothing_found(search: Search) -> str:
@@ -344,11 +344,14 @@ def nothing_found(search: Search) -> str:
     places = search.looked_in
     shown = ", ".join(places[:12]) + (f" and {len(places) - 12} more" if len(places) > 12 else "")
     text = (f"{NOTHING_FOUND}; looked in {shown or 'no place that exists here'} ({_n(search.folders, 'folder')}, "
-            f"{search.entries} entries, {search.content_reads} libraries read for ggml/llama symbols)")
+            f"{search.entries} entries, {_n(search.content_reads, 'library', 'libraries')} read for ggml/llama "
+            "symbols)")
     if search.not_entered:
         text += f"; not entered: {', '.join(search.not_entered[:5])}"
     if search.stopped:
         text += f"; {search.stopped}"
+    if search.deepest_skipped:
+        text += f"; folders deeper than {_data()['search']['max_depth']} levels were not searched"
     return text + "."
 
 
@@ -439,6 +442,9 @@ def default_candidates(messages: list[str], search: Optional[Search] = None) -> 
     for d in site_dirs() + node_modules_dirs():
         search.looked_in.append(str(d))
         found += walk(d, search, "site", None)
+    if search.stopped and found:
+        messages.append(f"{search.stopped} in the default places; builds further on were not looked for "
+                        "(give their folder: builddoctor check PATH).")
     return found
 
 
