@@ -172,6 +172,7 @@ def test_npm_package_node_modules_and_bins_folder(packaged, tmp_path):
         assert Path(builds[0].root) == bins.resolve()
         assert {"llama-addon.node", "libllama.so.0"} <= _names(builds[0])
         assert builds[0].origin == "npm:@acme/llama-linux-x64"
+        assert builds[0].name == "@acme/llama-linux-x64 (npm package)"
     assert analyze(addon).is_llama
     # no argument, from a sub-folder of the project: its parents' node_modules are searched
     done = check("--json", cwd=project / "src", env=_isolated_env(tmp_path))
@@ -200,6 +201,7 @@ def test_venv_site_packages_found_with_virtual_env(packaged, tmp_path):
     mine = [r["build"] for r in json.loads(done.stdout)["builds"]
             if Path(r["build"]["root"]) == (pkg / "lib").resolve()]
     assert len(mine) == 1 and mine[0]["origin"] == "pip:llamapkg" and mine[0]["backends"] == ["CPU"]
+    assert mine[0]["name"] == "llamapkg (pip package)"
 
 
 def test_bin_and_lib_one_build_without_needed_resolution(packaged, tmp_path):
