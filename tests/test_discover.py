@@ -147,6 +147,7 @@ def test_wheel_root_found(packaged, tmp_path):
     assert len(builds) == 1, ([b.root for b in builds], messages)
     (b,) = builds
     assert Path(b.root) == pkg.resolve()
+    assert b.origin == "pip:somepkg" and b.name == "somepkg (pip package)"  # beside its .dist-info
     assert {"llama-bench", "libllama.so.0", "libggml-cpu.so.0"} <= _names(b)
     assert b.is_llama_cpp and b.backends == ["CPU"] and b.cpu_variants == []
     assert b.isa_level
@@ -265,6 +266,7 @@ def test_auditwheel_repaired_wheel(repaired_wheel):
     assert any(n.startswith("libllama-") for n in names) and any(n.startswith("libggml-cpu-") for n in names)
     assert b.backends == ["CPU"] and b.cpu_variants == [], b.cpu_variants  # no variant named after a hash
     assert b.isa_level and b.is_llama_cpp
+    assert b.origin == "pip:llamaext"  # llamaext/ and llamaext.libs/: one package
     cpu = [f for f in b.files if Path(f.path).name.startswith("libggml-cpu-")]
     assert cpu[0].role == "backend" and cpu[0].backends == ["CPU"]
     assert not any(f.missing_needed for f in b.files)

@@ -224,16 +224,22 @@ def not_to_enter(real: str) -> Optional[str]:
     return None
 
 
-def package_origin(path: Path) -> Optional[str]:
+def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[str]:
     """pip:<package> / npm:<package> for a file inside site-packages or node_modules (the last
-    such folder in its path: pnpm's .pnpm/<...>/node_modules/<name> is that name)."""
+    such folder in its path: pnpm's .pnpm/<...>/node_modules/<name> is that name), or under
+    ``wheel_root`` (a folder holding *.dist-info: an unpacked wheel)."""
     parts = path.parts
     roots = {r["folder"]: r["kind"] for r in _data()["package_roots"]}
-    for i in range(len(parts) - 2, -1, -1):
-        kind = roots.get(parts[i])
-        if kind is None:
-            continue
-        rest = parts[i + 1:]
+    for i in range(len(parts) - 2, -2, -1):
+        if i < 0:
+            if wheel_root is None or wheel_root not in path.parents:
+                return None
+            kind, rest = "pip", path.relative_to(wheel_root).parts
+        else:
+            kind = roots.get(parts[i])
+            if kind is None:
+                continue
+            rest = parts[i + 1:]
         if kind == "npm" and rest[0].startswith("@") and len(rest) > 2:
             name = f"{rest[0]}/{rest[1]}"
         elif len(rest) == 1:
@@ -245,6 +251,10 @@ def package_origin(path: Path) -> Optional[str]:
                 name = name[:-len(suf)]
         return f"{kind}:{name}"
     return None
+
+
+def _is_dist_root(dirs: list[str]) -> bool:
+    return any(d.endswith(tuple(_data()["packages"]["dist_markers"])) for d in dirs)
 
 
 def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]]) -> list[Candidate]:
@@ -259,9 +269,9 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     skip = set(lim["skip_dirs"])
     prefixes = _data()["names"]["symbol_prefixes"]
     found: list[Candidate] = []
-    queue: deque[tuple[Path, int, str]] = deque([(root, 0, origin)])
+    queue: deque[tuple[Path, int, str, Optional[Path]]] = deque([(root, 0, origin, None)])
     while queue:
-        d, depth, inherited = queue.popleft()
+        d, depth, inherited, wheel_root = queue.popleft()
         if search.over():
             break
         real = os.path.realpath(d)
@@ -278,10 +288,12 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
         search.entries += n
         search.folders += 1
         here = "build-folder" if (d / "CMakeCache.txt").is_file() else inherited
+        if _is_dist_root(dirs):
+            wheel_root = Path(real)
         for name in files:
             p = resolve(d / name, messages if depth == 0 else None)
             if p is not None and p.is_file():
-                found.append(Candidate(p, _origin_for(p, here)))
+                found.append(Candidate(p, _origin_for(p, here, wheel_root)))
         for name in maybe:
             if search.over():
                 break
@@ -293,18 +305,18 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
                 continue
             search.content_reads += 1
             if mentions_prefixes(p, prefixes):
-                found.append(Candidate(p, _origin_for(p, here)))
+                found.append(Candidate(p, _origin_for(p, here, wheel_root)))
         subs = [s for s in dirs if s not in skip]
         if depth < max_depth:
-            queue.extend((d / s, depth + 1, here) for s in subs)
+            queue.extend((d / s, depth + 1, here, wheel_root) for s in subs)
         elif subs:
             search.deepest_skipped = True
     return found
 
 
-def _origin_for(p: Path, origin: str) -> str:
+def _origin_for(p: Path, origin: str, wheel_root: Optional[Path] = None) -> str:
     if origin in ("given", "site"):
-        return package_origin(p) or ("given" if origin == "given" else "install-prefix")
+        return package_origin(p, wheel_root) or ("given" if origin == "given" else "install-prefix")
     return origin
 
 
