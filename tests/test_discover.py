@@ -371,6 +371,10 @@ def test_bounded_entries_and_time(packaged, tmp_path, monkeypatch):
     monkeypatch.setitem(conf, "max_entries", 300)
     builds, msgs = inspect_paths([many], run=False)
     assert builds == [] and any("stopped after 300 entries" in m for m in msgs), msgs
+    # each folder given has its own budget: a huge first one does not hide the next
+    other = _place(packaged, tmp_path / "other", bin_too=False)
+    builds, msgs = inspect_paths([many, other], run=False)
+    assert [Path(b.root) for b in builds] == [(other / "lib").resolve()], msgs
     monkeypatch.setitem(conf, "max_entries", 200000)
     monkeypatch.setitem(conf, "max_seconds", 0.0)
     t0 = time.monotonic()

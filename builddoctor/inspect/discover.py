@@ -181,19 +181,27 @@ class Search:
     visited: set[str] = field(default_factory=set)  # real paths of the folders listed
     looked_in: list[str] = field(default_factory=list)  # the places, as said to the user
     not_entered: list[str] = field(default_factory=list)  # kernel/network file systems met
-    stopped: str = ""  # why the search ended early, if it did
+    stopped: str = ""  # why the search of the current root ended early, if it did
     deepest_skipped: bool = False  # folders below max_depth were left
+    _entries0: int = 0
+    _reads0: int = 0
 
     @classmethod
     def start(cls) -> "Search":
         return cls(deadline=time.monotonic() + float(_data()["search"]["max_seconds"]))
+
+    def begin_root(self) -> None:
+        """A fresh budget for one folder the user gave: a huge first one does not starve the next."""
+        self.deadline = time.monotonic() + float(_data()["search"]["max_seconds"])
+        self._entries0, self._reads0 = self.entries, self.content_reads
+        self.stopped = ""
 
     def over(self) -> bool:
         lim = _data()["search"]
         if not self.stopped:
             if time.monotonic() > self.deadline:
                 self.stopped = f"the search stopped after {lim['max_seconds']:g} s"
-            elif self.entries > int(lim["max_entries"]):
+            elif self.entries - self._entries0 > int(lim["max_entries"]):
                 self.stopped = f"the search stopped after {lim['max_entries']} entries"
         return bool(self.stopped)
 
@@ -297,7 +305,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
         for name in maybe:
             if search.over():
                 break
-            if search.content_reads >= int(lim["max_content_reads"]):
+            if search.content_reads - search._reads0 >= int(lim["max_content_reads"]):
                 search.stopped = f"the search stopped after reading {lim['max_content_reads']} libraries"
                 break
             p = resolve(d / name, None)
@@ -333,6 +341,7 @@ def expand(path: Path, messages: list[str], search: Optional[Search] = None) -> 
             messages.append(f"{path}: a kernel or network file system ({why}), not searched; skipped.")
             return []
         search.looked_in.append(str(path))
+        search.begin_root()
         f0, e0, c0 = search.folders, search.entries, search.content_reads
         found = walk(real, search, "given", messages)
         if search.stopped:
