@@ -384,6 +384,12 @@ def test_bounded_entries_and_time(packaged, tmp_path, monkeypatch):
     monkeypatch.setitem(conf, "max_seconds", 15.0)
     builds, _ = inspect_paths([many], run=False)
     assert len(builds) == 1
+    # files taken are bounded too (each is read in full afterwards)
+    monkeypatch.setitem(conf, "max_found", 3)
+    search = discover.Search.start()
+    msgs: list[str] = []
+    assert len(discover.expand(many, msgs, search)) == 3
+    assert any("stopped after finding 3 llama.cpp files" in m for m in msgs), msgs
 
 
 # --------------------------------------------------------------------------- other platforms' layouts

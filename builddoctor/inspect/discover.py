@@ -183,8 +183,10 @@ class Search:
     not_entered: list[str] = field(default_factory=list)  # kernel/network file systems met
     stopped: str = ""  # why the search of the current root ended early, if it did
     deepest_skipped: bool = False  # folders below max_depth were left
+    found: int = 0  # candidate files taken
     _entries0: int = 0
     _reads0: int = 0
+    _found0: int = 0
 
     @classmethod
     def start(cls) -> "Search":
@@ -193,7 +195,7 @@ class Search:
     def begin_root(self) -> None:
         """A fresh budget for one folder the user gave: a huge first one does not starve the next."""
         self.deadline = time.monotonic() + float(_data()["search"]["max_seconds"])
-        self._entries0, self._reads0 = self.entries, self.content_reads
+        self._entries0, self._reads0, self._found0 = self.entries, self.content_reads, self.found
         self.stopped = ""
 
     def over(self) -> bool:
@@ -203,7 +205,14 @@ class Search:
                 self.stopped = f"the search stopped after {lim['max_seconds']:g} s"
             elif self.entries - self._entries0 > int(lim["max_entries"]):
                 self.stopped = f"the search stopped after {lim['max_entries']} entries"
+            elif self.found - self._found0 >= int(lim["max_found"]):
+                self.stopped = f"the search stopped after finding {lim['max_found']} llama.cpp files"
         return bool(self.stopped)
+
+    def take(self, found: list[Candidate], p: Path, origin: str) -> None:
+        if not self.over():
+            found.append(Candidate(p, origin))
+            self.found += 1
 
 
 @lru_cache(maxsize=1)
@@ -301,7 +310,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
         for name in files:
             p = resolve(d / name, messages if depth == 0 else None)
             if p is not None and p.is_file():
-                found.append(Candidate(p, _origin_for(p, here, wheel_root)))
+                search.take(found, p, _origin_for(p, here, wheel_root))
         for name in maybe:
             if search.over():
                 break
@@ -313,7 +322,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
                 continue
             search.content_reads += 1
             if mentions_prefixes(p, prefixes):
-                found.append(Candidate(p, _origin_for(p, here, wheel_root)))
+                search.take(found, p, _origin_for(p, here, wheel_root))
         subs = [s for s in dirs if s not in skip]
         if depth < max_depth:
             queue.extend((d / s, depth + 1, here, wheel_root) for s in subs)
