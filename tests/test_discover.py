@@ -385,10 +385,12 @@ def test_bounded_entries_and_time(packaged, tmp_path, monkeypatch):
     builds, _ = inspect_paths([many], run=False)
     assert len(builds) == 1
     # files taken are bounded too (each is read in full afterwards)
+    _place(packaged, many / "zz2", bin_too=False)
     monkeypatch.setitem(conf, "max_found", 3)
     search = discover.Search.start()
     msgs: list[str] = []
-    assert len(discover.expand(many, msgs, search)) == 3
+    found = discover.expand(many, msgs, search)
+    assert {c.path.parent.parent.name for c in found} == {"zz"} and len(found) == len(LIBS)  # one folder, whole
     assert any("stopped after finding 3 llama.cpp files" in m for m in msgs), msgs
 
 

@@ -210,9 +210,10 @@ class Search:
         return bool(self.stopped)
 
     def take(self, found: list[Candidate], p: Path, origin: str) -> None:
-        if not self.over():
-            found.append(Candidate(p, origin))
-            self.found += 1
+        """Counted, not refused: a folder's files are taken whole (bounded per folder by [limits]);
+        the count stops the search at the next folder."""
+        found.append(Candidate(p, origin))
+        self.found += 1
 
 
 @lru_cache(maxsize=1)
