@@ -19,6 +19,7 @@ VERIFY_FAILED = 8  # the new build did not cure what it was built for
 BENCH_FAILED = 9
 NOT_FASTER = 10
 NETWORK = 11
+NOT_FOUND = 12  # check: no llama.cpp build where it looked (the message says where)
 INTERNAL = 70
 
 
@@ -39,6 +40,12 @@ class InputError(UserError):
     """A file or argument given by the user cannot be used."""
 
     exit_code = USAGE
+
+
+class NotFoundError(UserError):
+    """Nothing to diagnose: no llama.cpp build where the search looked."""
+
+    exit_code = NOT_FOUND
 
 
 class SourceError(UserError):

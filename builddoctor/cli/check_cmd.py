@@ -29,7 +29,7 @@ def check_cmd(ctx: click.Context, paths: tuple[Path, ...], run: bool | None, tim
     """Find llama.cpp builds (or check PATHS) and say what slows them down here.
 
     Exit code: 0 when every build is healthy, 1 when problems were found, 2 for bad usage
-    or when none of the PATHS could be read.
+    or when none of the PATHS could be read, 12 when no build was found where it looked.
     """
     from builddoctor import render
     from builddoctor.findings import diagnose
@@ -43,6 +43,11 @@ def check_cmd(ctx: click.Context, paths: tuple[Path, ...], run: bool | None, tim
         run = here
     diagnosis = diagnose(machine, list(paths) or None, run=run, timeout=timeout, source=source_path, here=here,
                          host=describes_this_cpu(profile_path, cpuinfo_path))
+    from builddoctor.inspect.discover import NOTHING_FOUND
+
+    if not diagnosis.builds and any(m.startswith(NOTHING_FOUND) for m in diagnosis.messages):
+        raise errors.NotFoundError(" ".join(diagnosis.messages),
+                                   hint="Give the folder that holds the build: builddoctor check PATH.")
     if paths and not diagnosis.builds:
         raise errors.InputError(
             "nothing to check: " + " ".join(diagnosis.messages or ["none of the paths holds a llama.cpp build"]))

@@ -3,9 +3,12 @@
 Public API (the findings engine and ``check`` call these):
 
 * ``inspect_paths(paths, *, run=True, timeout=5.0) -> (builds, messages)``: ``paths`` None
-  means discover (PATH, checkouts' build folders, pip packages, install prefixes); else each
-  path is a file or folder. Never raises for a bad file: skipped paths come back as messages,
-  each one clear sentence; files that cannot be read are in BuildProfile.errors.
+  means discover (PATH, checkouts' build folders, every site-packages and node_modules around,
+  install prefixes); else each path is a file or a folder searched at any depth (bounded).
+  Never raises for a bad file: skipped paths come back as messages, each one clear sentence;
+  files that cannot be read are in BuildProfile.errors. When nothing was found where it looked
+  (discovery, or folders holding no candidate), a message starting ``discover.NOTHING_FOUND``
+  says where it looked.
 * ``inspect_binary(path) -> BinaryFile``: one file, statically.
 * ``read_cmake_cache(path) -> dict[str, str]``.
 
@@ -56,13 +59,16 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
         return got
 
     discovering = paths is None
+    search = discover.Search.start()  # one time budget for the whole search
+    all_folders = not discovering  # every path given is a folder that exists (else: bad input)
     if discovering:
-        cands = discover.default_candidates(messages)
+        cands = discover.default_candidates(messages, search)
     else:
         cands = []
         for raw in paths:
             p = Path(os.path.expanduser(str(raw)))
-            found = discover.expand(p, messages)
+            all_folders = all_folders and p.is_dir()
+            found = discover.expand(p, messages, search)
             # a file the user named that is not a program at all: say so plainly
             if len(found) == 1 and found[0].origin == "given" and not p.is_dir():
                 f = facts_of(found[0].path)
@@ -97,6 +103,8 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
             list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
         if compute is not False:
             _compute_all(to_run, compute_timeout, messages)
+    if not builds and (discovering or (all_folders and not cands)):
+        messages.append(discover.nothing_found(search))
     for folder, lines in skipped.items():
         if len(lines) <= 3:
             messages += lines

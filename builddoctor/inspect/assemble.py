@@ -18,8 +18,9 @@ BACKEND_ORDER = ["CPU", "CUDA", "HIP", "MUSA", "Metal", "Vulkan", "SYCL", "OpenC
 
 
 def _name(g: Group) -> str:
-    if g.origin.startswith("pip:"):
-        return f"{g.origin[4:]} (pip package)"
+    kind, _, package = g.origin.partition(":")
+    if package and kind in ("pip", "npm"):  # discover.package_origin
+        return f"{package} ({kind} package)"
     parts = g.root.parts
     return "/".join(parts[-2:]) if len(parts) >= 2 else str(g.root)
 

@@ -118,7 +118,9 @@ def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
 def analyze(path: Path, prefer_arch: Optional[str] = None) -> FileFacts:
     """``prefer_arch``: the slice of a fat Mach-O to read (the machine being diagnosed's
     architecture); default this machine's, else the first."""
-    bf = BinaryFile(path=str(path), role=guess_role(path.name))
+    from builddoctor.inspect.discover import canonical_name
+
+    bf = BinaryFile(path=str(path), role=guess_role(canonical_name(path.name)))
     facts = FileFacts(file=bf)
     try:
         st = os.stat(path)
@@ -186,6 +188,7 @@ def _os_error(exc: OSError, path: Path) -> str:
 
 
 def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) -> None:
+    from builddoctor.inspect.discover import canonical_name
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
@@ -311,7 +314,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     # CPU instruction sets
     text = img.sections.get(".text")
     text_t = (text.vaddr, text.offset, text.size) if text is not None and text.size else None
-    res_isa = isa_mod.analyze(img, arch, text=text_t, cpu_code=_decode_cpu_code(facts, img, path.name))
+    res_isa = isa_mod.analyze(img, arch, text=text_t, cpu_code=_decode_cpu_code(facts, img, canonical_name(path.name)))
     bf.isa = sorted(res_isa.features)
     bf.isa_detail = sorted(res_isa.detail)
     if arch in ("x86_64", "i386") and (res_isa.features or res_isa.decoded_bytes):
@@ -373,9 +376,11 @@ def _decode_cpu_code(facts: FileFacts, img: Image, name: str) -> bool:
 def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
                   symbol_names: Optional[set[str]] = None) -> None:
     """Backends, llama markers and OpenMP, from names, symbols and NEEDED."""
+    from builddoctor.inspect.discover import canonical_name
+
     bf = facts.file
     data = _backend_data()
-    name = path.name
+    name = canonical_name(path.name)  # libggml-cpu-1a2b3c4d.so (auditwheel) is libggml-cpu.so
 
     def defines(sym: str) -> bool:
         if img is not None:

@@ -1,5 +1,12 @@
-"""Find llama.cpp builds: on PATH, in checkouts' build folders, in pip packages, in install
-prefixes, or under paths the user gives; and group their files into builds.
+"""Find llama.cpp builds: on PATH, in checkouts' build folders, in Python and npm packages
+(every site-packages and node_modules around), in install prefixes, or under paths the user
+gives; and group their files into builds.
+
+Files are found by name (llama-*, libllama*, libggml*, after stripping packagers' hash
+suffixes) and, where names say nothing (extension modules, npm addons), by content: a library
+that exports or imports ggml/llama symbols (inspect/symbols.py). Folders are searched
+recursively, bounded in depth, entries, content reads and time, never entering kernel or
+network file systems.
 
 A build is shown once however many of its files were found: files are identified by their
 resolved path, and an executable is grouped with the llama/ggml libraries it loads (from
@@ -15,6 +22,8 @@ import glob
 import os
 import re
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,8 +41,29 @@ def _data() -> dict[str, Any]:
     return load("inspect_discover.toml")
 
 
+@lru_cache(maxsize=1)
+def _hash_rx() -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in _data()["names"]["hash_suffixes"]))
+
+
+@lru_cache(maxsize=4096)
+def canonical_name(name: str) -> str:
+    """A file name without the hash suffix a packager added (auditwheel ``libggml-cpu-1a2b3c4d.so``,
+    delvewheel ``ggml-<32 hex>.dll``): the name llama.cpp gave it, which says backend and variant."""
+    return _hash_rx().sub("", name, count=1)
+
+
 def is_candidate_name(name: str) -> bool:
+    name = canonical_name(name)
     return bool(EXE_RX.match(name) or LIB_RX.match(name)) or name in _data()["old_names"]
+
+
+_SO_VERSION = re.compile(r"\.so(\.[0-9]+)*$")
+
+
+def is_content_candidate(name: str) -> bool:
+    """A name that says nothing but ends like a library or extension module: read its symbols."""
+    return name.endswith(tuple(_data()["names"]["content_suffixes"])) or bool(_SO_VERSION.search(name))
 
 
 @dataclass
@@ -95,8 +125,10 @@ def resolve(path: Path, messages: Optional[list[str]]) -> Optional[Path]:
         return None
 
 
-def list_dir(d: Path, messages: Optional[list[str]], *, names_only: bool = True) -> tuple[list[str], list[str], int]:
-    """(candidate file names, sub-folder names, entries seen) of a folder, bounded."""
+def list_dir(d: Path, messages: Optional[list[str]], *, maybe: Optional[list[str]] = None
+             ) -> tuple[list[str], list[str], int]:
+    """(candidate file names, sub-folder names, entries seen) of a folder, bounded. ``maybe``
+    collects the names to read by content (libraries whose names say nothing)."""
     lim = _data()["limits"]
     max_entries = int(lim["max_entries_per_dir"])
     max_cands = int(lim["max_candidates_per_dir"])
@@ -120,6 +152,8 @@ def list_dir(d: Path, messages: Optional[list[str]], *, names_only: bool = True)
                     dirs.append(name)
                 elif is_candidate_name(name):
                     files.append(name)
+                elif maybe is not None and is_content_candidate(name):
+                    maybe.append(name)
     except OSError as exc:
         if messages is not None:
             messages.append(_describe_error(d, exc))
@@ -132,57 +166,255 @@ def list_dir(d: Path, messages: Optional[list[str]], *, names_only: bool = True)
     return files, sorted(dirs), seen
 
 
-_SUBDIRS = re.compile(r"^(bin|lib|lib64|Release|RelWithDebInfo|Debug|MinSizeRel|build[A-Za-z0-9_.-]*|llama_cpp|"
-                      r"llama\.cpp)$")
+NOTHING_FOUND = "no llama.cpp build found"  # the start of the sentence saying where discovery looked
 
 
-def expand_dir(d: Path, messages: list[str], origin: str, depth: int = 0,
-               seen_dirs: Optional[set[str]] = None) -> list[Candidate]:
-    """Candidate files in a folder and its build-ish sub-folders (bin/, lib/, build*/...)."""
-    seen_dirs = seen_dirs if seen_dirs is not None else set()
-    real = os.path.realpath(d)
-    if real in seen_dirs:
-        return []
-    seen_dirs.add(real)
-    files, dirs, _n = list_dir(d, messages if depth == 0 else None)
+@dataclass
+class Search:
+    """One search's bounds and record: where it looked and how far it got."""
+
+    deadline: float = 0.0
+    entries: int = 0
+    folders: int = 0
+    content_reads: int = 0
+    visited: set[str] = field(default_factory=set)  # real paths of the folders listed
+    looked_in: list[str] = field(default_factory=list)  # the places, as said to the user
+    not_entered: list[str] = field(default_factory=list)  # kernel/network file systems met
+    stopped: str = ""  # why the search of the current root ended early, if it did
+    deepest_skipped: bool = False  # folders below max_depth were left
+    found: int = 0  # candidate files taken
+    _entries0: int = 0
+    _reads0: int = 0
+    _found0: int = 0
+
+    @classmethod
+    def start(cls) -> "Search":
+        return cls(deadline=time.monotonic() + float(_data()["search"]["max_seconds"]))
+
+    def begin_root(self) -> None:
+        """A fresh budget for one folder the user gave: a huge first one does not starve the next."""
+        self.deadline = time.monotonic() + float(_data()["search"]["max_seconds"])
+        self._entries0, self._reads0, self._found0 = self.entries, self.content_reads, self.found
+        self.stopped = ""
+
+    def over(self) -> bool:
+        lim = _data()["search"]
+        if not self.stopped:
+            if time.monotonic() > self.deadline:
+                self.stopped = f"the search stopped after {lim['max_seconds']:g} s"
+            elif self.entries - self._entries0 > int(lim["max_entries"]):
+                self.stopped = f"the search stopped after {lim['max_entries']} entries"
+            elif self.found - self._found0 >= int(lim["max_found"]):
+                self.stopped = f"the search stopped after finding {lim['max_found']} llama.cpp files"
+        return bool(self.stopped)
+
+    def take(self, found: list[Candidate], p: Path, origin: str) -> None:
+        """Counted, not refused: a folder's files are taken whole (bounded per folder by [limits]);
+        the count stops the search at the next folder."""
+        found.append(Candidate(p, origin))
+        self.found += 1
+
+
+@lru_cache(maxsize=1)
+def _skipped_mounts() -> tuple[tuple[str, str], ...]:
+    """(mount point, type) of the mounts not to enter, from /proc/self/mounts (empty elsewhere)."""
+    kinds = set(_data()["search"]["skip_fstypes"])
+    out = [(p, "kernel file system") for p in _data()["search"]["never_enter"]]
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in kinds:
+                    mp = parts[1].replace("\\040", " ")
+                    if mp != "/":
+                        out.append((mp, parts[2]))
+    except OSError:
+        pass
+    return tuple(out)
+
+
+def not_to_enter(real: str) -> Optional[str]:
+    """Why a folder (real path) is not searched: a kernel or network file system; else None."""
+    for mp, kind in _skipped_mounts():
+        if real == mp or real.startswith(mp.rstrip("/") + "/"):
+            return f"{mp} ({kind})"
+    return None
+
+
+def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[str]:
+    """pip:<package> / npm:<package> for a file inside site-packages or node_modules (the last
+    such folder in its path: pnpm's .pnpm/<...>/node_modules/<name> is that name), or under
+    ``wheel_root`` (a folder holding *.dist-info: an unpacked wheel)."""
+    parts = path.parts
+    roots = {r["folder"]: r["kind"] for r in _data()["package_roots"]}
+    for i in range(len(parts) - 2, -2, -1):
+        if i < 0:
+            if wheel_root is None or wheel_root not in path.parents:
+                return None
+            kind, rest = "pip", path.relative_to(wheel_root).parts
+        else:
+            kind = roots.get(parts[i])
+            if kind is None:
+                continue
+            rest = parts[i + 1:]
+        if kind == "npm" and rest[0].startswith("@") and len(rest) > 2:
+            name = f"{rest[0]}/{rest[1]}"
+        elif len(rest) == 1:
+            name = rest[0].split(".", 1)[0]  # a module file directly in site-packages
+        else:
+            name = rest[0]
+        for suf in _data()["packages"]["folder_suffixes"]:
+            if name.endswith(suf) and len(name) > len(suf):
+                name = name[:-len(suf)]
+        return f"{kind}:{name}"
+    return None
+
+
+def _is_dist_root(dirs: list[str]) -> bool:
+    return any(d.endswith(tuple(_data()["packages"]["dist_markers"])) for d in dirs)
+
+
+def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]]) -> list[Candidate]:
+    """Candidate files under a folder, breadth first: by name, or by content for libraries whose
+    names say nothing. Bounded (see [search] and [limits]); symlinked folders are followed once
+    (by real path), kernel and network file systems are not entered. ``messages``: problems
+    with the folder itself (deeper ones are quiet)."""
+    from builddoctor.inspect.symbols import mentions_prefixes
+
+    lim = _data()["search"]
+    max_depth = int(lim["max_depth"])
+    skip = set(lim["skip_dirs"])
+    prefixes = _data()["names"]["symbol_prefixes"]
     found: list[Candidate] = []
-    here_origin = "build-folder" if (d / "CMakeCache.txt").is_file() else origin
-    for name in files:
-        p = resolve(d / name, messages if depth == 0 else None)
-        if p is not None and p.is_file():
-            found.append(Candidate(p, here_origin))
-    if depth < int(_data()["limits"]["max_depth"]):
-        for sub in dirs:
-            if _SUBDIRS.match(sub):
-                found += expand_dir(d / sub, messages, here_origin, depth + 1, seen_dirs)
+    queue: deque[tuple[Path, int, str, Optional[Path]]] = deque([(root, 0, origin, None)])
+    while queue:
+        d, depth, inherited, wheel_root = queue.popleft()
+        if search.over():
+            break
+        real = os.path.realpath(d)
+        if real in search.visited:
+            continue
+        why = not_to_enter(real)
+        if why is not None:
+            if why not in search.not_entered:
+                search.not_entered.append(why)
+            continue
+        search.visited.add(real)
+        maybe: list[str] = []
+        files, dirs, n = list_dir(d, messages if depth == 0 else None, maybe=maybe)
+        search.entries += n
+        search.folders += 1
+        here = "build-folder" if (d / "CMakeCache.txt").is_file() else inherited
+        if _is_dist_root(dirs):
+            wheel_root = Path(real)
+        for name in files:
+            p = resolve(d / name, messages if depth == 0 else None)
+            if p is not None and p.is_file():
+                search.take(found, p, _origin_for(p, here, wheel_root))
+        for name in maybe:
+            if search.over():
+                break
+            if search.content_reads - search._reads0 >= int(lim["max_content_reads"]):
+                search.stopped = f"the search stopped after reading {lim['max_content_reads']} libraries"
+                break
+            p = resolve(d / name, None)
+            if p is None or not p.is_file():
+                continue
+            search.content_reads += 1
+            if mentions_prefixes(p, prefixes):
+                search.take(found, p, _origin_for(p, here, wheel_root))
+        subs = [s for s in dirs if s not in skip]
+        if depth < max_depth:
+            queue.extend((d / s, depth + 1, here, wheel_root) for s in subs)
+        elif subs:
+            search.deepest_skipped = True
     return found
 
 
-def expand(path: Path, messages: list[str]) -> list[Candidate]:
-    """Candidates for one path the user gave."""
+def _origin_for(p: Path, origin: str, wheel_root: Optional[Path] = None) -> str:
+    if origin in ("given", "site"):
+        return package_origin(p, wheel_root) or ("given" if origin == "given" else "install-prefix")
+    return origin
+
+
+def expand(path: Path, messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+    """Candidates for one path the user gave: the file, or what a folder holds at any depth."""
+    search = search if search is not None else Search.start()
     real = resolve(path, messages)
     if real is None:
         return []
     if real.is_dir():
         before = len(messages)
-        found = expand_dir(real, messages, "given")
-        if not found:
-            _files, _dirs, n = list_dir(real, None)
-            if len(messages) == before:
-                messages.append(f"{path}: no llama.cpp executables or libraries found in this folder "
-                                f"(looked at {n} entries and its bin/, lib/ and build*/ folders).")
+        why = not_to_enter(str(real))
+        if why is not None:
+            messages.append(f"{path}: a kernel or network file system ({why}), not searched; skipped.")
+            return []
+        search.looked_in.append(str(path))
+        search.begin_root()
+        f0, e0, c0 = search.folders, search.entries, search.content_reads
+        found = walk(real, search, "given", messages)
+        if search.stopped:
+            messages.append(f"{path}: {search.stopped}; give a folder nearer the build to search all of it.")
+        if not found and len(messages) == before:
+            folders, entries, reads = search.folders - f0, search.entries - e0, search.content_reads - c0
+            messages.append(f"{path}: no llama.cpp executables or libraries found in this folder (looked at "
+                            f"{entries} entries in {_n(folders, 'folder')}, down to "
+                            f"{_data()['search']['max_depth']} levels, and read the symbols of "
+                            f"{_n(reads, 'library', 'libraries')}).")
         return found
     return [Candidate(real, "given")]
+
+
+def _n(k: int, word: str, plural: str = "") -> str:
+    return f"{k} {word if k == 1 else plural or word + 's'}"
+
+
+def nothing_found(search: Search) -> str:
+    """The sentence for a search that found no build: where it looked (the CLI exits NOT_FOUND)."""
+    places = search.looked_in
+    shown = ", ".join(places[:12]) + (f" and {len(places) - 12} more" if len(places) > 12 else "")
+    text = (f"{NOTHING_FOUND}; looked in {shown or 'no place that exists here'} ({_n(search.folders, 'folder')}, "
+            f"{search.entries} entries, {_n(search.content_reads, 'library', 'libraries')} read for ggml/llama "
+            "symbols)")
+    if search.not_entered:
+        text += f"; not entered: {', '.join(search.not_entered[:5])}"
+    if search.stopped:
+        text += f"; {search.stopped}"
+    if search.deepest_skipped:
+        text += f"; folders deeper than {_data()['search']['max_depth']} levels were not searched"
+    return text + "."
 
 
 # --------------------------------------------------------------------------- default places
 
 
 def site_dirs() -> list[Path]:
+    """Every site-packages around: this Python's (sys.path), the user site, activated
+    environments (VIRTUAL_ENV, CONDA_PREFIX) and the usual places ([pip_sites])."""
+    import site
+
+    conf = _data()["pip_sites"]
     dirs = [Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-    if os.environ.get("VIRTUAL_ENV"):
-        dirs += _globs([os.environ["VIRTUAL_ENV"] + "/lib/python3*/site-packages"])
-    dirs += _globs(_data()["pip_sites"]["globs"])
+    try:
+        dirs.append(Path(site.getusersitepackages()))
+    except (AttributeError, OSError):  # a Python without a user site (some embedded ones)
+        pass
+    for var in conf["env_prefixes"]:
+        prefix = os.environ.get(var)
+        if prefix:
+            dirs += _globs([os.path.join(prefix, rel) for rel in conf["under_prefix"]])
+    dirs += _globs(conf["globs"])
+    return _existing_dirs(dirs)
+
+
+def node_modules_dirs(start: Optional[Path] = None) -> list[Path]:
+    """The node_modules folder of the current folder and of each of its parents (as Node looks)."""
+    name = _data()["pip_sites"]["node_modules"]
+    here = Path(os.path.abspath(start or os.getcwd()))
+    return _existing_dirs([d / name for d in (here, *here.parents)])
+
+
+def _existing_dirs(dirs: list[Path]) -> list[Path]:
     out, seen = [], set()
     for d in dirs:
         r = os.path.realpath(d)
@@ -192,13 +424,14 @@ def site_dirs() -> list[Path]:
     return out
 
 
-def default_candidates(messages: list[str]) -> list[Candidate]:
+def default_candidates(messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+    search = search if search is not None else Search.start()
     data = _data()
     found: list[Candidate] = []
     quiet: list[str] = []  # problems in default places are not the user's concern
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if not d:
-            continue
+    path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    search.looked_in.append(f"PATH ({len(path_dirs)} folders)")
+    for d in path_dirs:
         for name in data["path_executables"]:
             p = Path(d) / name
             if os.path.lexists(p):
@@ -209,13 +442,17 @@ def default_candidates(messages: list[str]) -> list[Candidate]:
 
     own = [str(data_home()), str(data_home()) + "/*"]  # where builddoctor installs its own builds
     for prefix in _globs(data["prefixes"]) + _globs(data["kegs"]) + _globs(own):
-        for sub in ("bin", "lib", "lib64"):
-            d = prefix / sub
-            if d.is_dir():
-                for name in list_dir(d, quiet)[0]:
-                    r = resolve(d / name, quiet)
-                    if r is not None and r.is_file():
-                        found.append(Candidate(r, "install-prefix"))
+        subs = [prefix / sub for sub in ("bin", "lib", "lib64") if (prefix / sub).is_dir()]
+        if subs:
+            search.looked_in.append(str(prefix))
+        for d in subs:
+            files, _dirs, n = list_dir(d, quiet)
+            search.entries += n
+            search.folders += 1
+            for name in files:
+                r = resolve(d / name, quiet)
+                if r is not None and r.is_file():
+                    found.append(Candidate(r, "install-prefix"))
     for co in _globs(data["checkouts"]):
         if not _is_checkout(co):
             continue
@@ -225,21 +462,19 @@ def default_candidates(messages: list[str]) -> list[Candidate]:
             continue
         for sub in subs[:20]:
             if (co / sub / "CMakeCache.txt").is_file():
-                found += expand_dir(co / sub, quiet, "build-folder")
+                search.looked_in.append(str(co / sub))
+                found += walk(co / sub, search, "build-folder", None)
     from builddoctor.bundled import bundled_dir
 
     bundled = bundled_dir()  # the llama.cpp that `pip install builddoctor` compiled
     if bundled is not None and bundled.is_dir():
-        found += expand_dir(bundled, quiet, "bundled")
-    for site in site_dirs():
-        for pkg in data["pip"]:
-            for rel in pkg["dirs"]:
-                d = site / rel
-                if d.is_dir():
-                    for name in list_dir(d, quiet)[0]:
-                        r = resolve(d / name, quiet)
-                        if r is not None and r.is_file():
-                            found.append(Candidate(r, f"pip:{pkg['package']}"))
+        found += walk(bundled, search, "bundled", None)
+    for d in site_dirs() + node_modules_dirs():
+        search.looked_in.append(str(d))
+        found += walk(d, search, "site", None)
+    if search.stopped and found:
+        messages.append(f"{search.stopped} in the default places; builds further on were not looked for "
+                        "(give their folder: builddoctor check PATH).")
     return found
 
 
@@ -309,6 +544,7 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         attached.setdefault(p, origin)
 
     primary = {str(p.parent) for p in order}  # folders the candidates came from
+    unresolved: list[tuple[Path, str]] = []  # (file, NEEDED basename) not found by the loader's rules
     i = 0
     while i < len(order):
         p = order[i]
@@ -319,10 +555,13 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         bf = facts.file
         if bf.error or bf.format is None:
             continue
+        for name in bf.needed:
+            if name not in facts.resolved:
+                unresolved.append((p, os.path.basename(name.replace("\\", "/"))))
         # the llama/ggml libraries it loads, wherever they are (a copied executable still
         # loads from its build tree through an absolute RUNPATH: those files are part of it)
         for name, lib in facts.resolved.items():
-            if not (LIB_RX.match(name) or LIB_RX.match(os.path.basename(lib))):
+            if not (LIB_RX.match(canonical_name(name)) or LIB_RX.match(canonical_name(os.path.basename(lib)))):
                 continue
             r = Path(os.path.realpath(lib))
             rf, pf = str(r.parent), str(p.parent)
@@ -333,14 +572,34 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
                 origin_of[r] = origin
                 order.append(r)
         # backends loaded at run time from the executable's folder (and libggml's)
-        if bf.role == "executable" or os.path.basename(p).startswith(("libggml.", "ggml.")):
+        if bf.role == "executable" or canonical_name(p.name).startswith(("libggml.", "ggml.")):
             files, _dirs, _n = list_dir(p.parent, None)
             for name in files:
-                if BACKEND_RX.match(name):
+                if BACKEND_RX.match(canonical_name(name)):
                     r = resolve(p.parent / name, None)
                     if r is not None and r.is_file() and r not in origin_of:
                         origin_of[r] = origin
                         order.append(r)
+    # a package's or prefix's bin/ and lib/ are one build on every OS (Mach-O and PE files are
+    # not resolved here, so NEEDED does not link them as it does on Linux)
+    for folder in list(members):
+        f = Path(folder)
+        for pair in _data()["layouts"]["joined"]:
+            if f.name in pair:
+                for other in pair:
+                    if other != f.name and str(f.parent / other) in members:
+                        uf.union(folder, str(f.parent / other))
+    # NEEDED names that were not resolved (Mach-O @rpath/..., PE imports, another CPU's ELF: no
+    # loader here to ask) link to a found file of that name in the same package: a sibling
+    # folder or one just above or below
+    by_name: dict[str, list[Path]] = {}
+    for f in origin_of:
+        by_name.setdefault(f.name, []).append(f)
+    for p, name in unresolved:
+        for f in by_name.get(name, []):
+            near = {p.parent, p.parent.parent}
+            if f.parent in near or f.parent.parent in near:
+                uf.union(str(p.parent), str(f.parent))
     comps: dict[str, list[str]] = {}
     for folder in members:
         comps.setdefault(uf.find(folder), []).append(folder)
