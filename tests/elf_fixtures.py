@@ -205,3 +205,30 @@ def make_cuda_fatbin(d: Path) -> Path:
     if not res.ok:
         raise RuntimeError(f"nvcc failed:\n{res.stderr}")
     return lib
+
+
+GXX = shutil.which("g++")
+
+
+def make_monolithic(d: Path, build_root: Path, name: str = "_llama.cpython-311-x86_64-linux-gnu.so", *,
+                    export: str = "PyInit__llama", strip: bool = False) -> Path:
+    """<d>/<name>: the object files of a real llama.cpp test build (ggml, ggml-cpu, llama) linked into one
+    shared object, the way a Python extension module carries llama.cpp: the CPU backend inside, only
+    ``export`` in .dynsym (a version script hides the rest), optionally stripped of .symtab too.
+    Links in well under a second (no compile)."""
+    if GXX is None:
+        raise RuntimeError("g++ is not installed")
+    objs = sorted(str(p) for sub in ("ggml/src/CMakeFiles", "src/CMakeFiles") for p in (build_root / sub).rglob("*.o"))
+    if not objs:
+        raise RuntimeError(f"no object files under {build_root}")
+    d.mkdir(parents=True, exist_ok=True)
+    _write(d, "init.c", f"void *{export}(void) {{ return 0; }}\n")
+    _write(d, "exports.map", f"{{ global: {export}; local: *; }};\n")
+    out = d / name
+    res = proc.run([GXX, "-shared", "-fPIC", "-o", str(out), str(d / "init.c"), *objs, "-fopenmp",
+                    f"-Wl,--version-script={d / 'exports.map'}", *(["-s"] if strip else [])], cwd=d, timeout=120)
+    if not res.ok:
+        raise RuntimeError(f"linking {out} failed:\n{res.stderr[-2000:]}")
+    for junk in ("init.c", "exports.map"):
+        (d / junk).unlink()
+    return out

@@ -292,6 +292,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
 
     img.prefetch(_interesting_symbols())
     _common_facts(path, facts, img, arch)
+    if "CPU" not in bf.backends and isa_mod.carries_cpu_backend(img):
+        bf.backends.append("CPU")  # monolithic: the CPU backend linked into libllama, libggml, a module
 
     # CPU instruction sets
     text = img.sections.get(".text")

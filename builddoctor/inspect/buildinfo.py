@@ -34,14 +34,17 @@ SYMBOLS = ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT", "LLAMA_COMPILER", "LLAMA_BUILD_
 
 
 def read(img: Image, arch: str) -> dict[str, Any]:
+    from builddoctor.inspect.isa import symbols_anywhere
+
     out: dict[str, Any] = {}
-    sym = img.symbol("LLAMA_BUILD_NUMBER")
+    syms = symbols_anywhere(img, list(SYMBOLS))
+    sym = syms.get("LLAMA_BUILD_NUMBER")
     if sym:
         raw = img.read(sym[0], 4)
         if len(raw) == 4:
             out["build_number"] = int.from_bytes(raw, "little" if img.little else "big", signed=True)
     for key, name in (("commit", "LLAMA_COMMIT"), ("compiler", "LLAMA_COMPILER"), ("target", "LLAMA_BUILD_TARGET")):
-        sym = img.symbol(name)
+        sym = syms.get(name)
         if not sym:
             continue
         ptr = img.pointer(sym[0])
@@ -50,7 +53,7 @@ def read(img: Image, arch: str) -> dict[str, Any]:
             if text is not None:
                 out[key] = text
     for key, name in (("version", "llama_version"), ("ggml_version", "ggml_version"), ("ggml_commit", "ggml_commit")):
-        sym = img.symbol(name)
+        sym = syms.get(name)
         if sym:
             text = returned_string(img, arch, sym[0])
             if text:

@@ -169,13 +169,28 @@ def arm64_constant_return(code: bytes) -> tuple[Optional[int], bool]:
     return None, frame
 
 
+def symbols_anywhere(img: Image, names: list[str]) -> dict[str, tuple[int, int]]:
+    """(address, size) of each name defined in the file, local symbols included: a library's named
+    look-ups read only .dynsym, but a module that links llama.cpp in statically and exports only
+    its init function keeps ggml's functions in .symtab alone."""
+    out = {n: got for n in names if (got := img.symbol(n))}
+    todo = [n for n in names if n not in out]
+    if todo and img.exported_only:
+        for tab in img.symtabs:
+            if not tab.is_dynsym:
+                for n, v in tab.defined_values(todo).items():
+                    out.setdefault(n, v)
+    return out
+
+
 def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]]:
     """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants."""
     table = _data()["cpu_has"]
     out: dict[str, bool] = {}
     frames: list[bool] = []
+    syms = symbols_anywhere(img, [f"ggml_cpu_has_{suffix}" for suffix in table])
     for suffix, feat in table.items():
-        sym = img.symbol(f"ggml_cpu_has_{suffix}")
+        sym = syms.get(f"ggml_cpu_has_{suffix}")
         if not sym:
             continue
         addr, size = sym
@@ -199,8 +214,43 @@ def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]
 
 @lru_cache(maxsize=1)
 def _hot_regex() -> bytes:
-    pats = _data()["hot"]["patterns"]
-    return b"(?:" + b"|".join(p.lstrip("^").encode() for p in pats) + b")"
+    """The [hot] patterns as one regex over a string table: anchored at a name's start (right
+    after a NUL) and with ``.`` kept inside one name. Unanchored, ``_ZN.*ggml.*repack`` matched
+    from the first mangled name to the last "repack" of the table in one go: quadratic time on a
+    big C++ library, and every hot name in between was swallowed by that one match."""
+    pats = [p.lstrip("^").replace(".*", "[^\\x00]*").replace(".", "[^\\x00]") for p in _data()["hot"]["patterns"]]
+    return b"(?<=\x00)(?:" + b"|".join(p.encode() for p in pats) + b")"
+
+
+def _defines_prefix(tab, prefix: bytes, tries: int = 64) -> bool:
+    """A defined symbol whose name starts with ``prefix``: bytes.find for the name's start (memchr
+    speed on a string table of tens of MB), then the exact name's entry."""
+    strtab = tab.strtab
+    pos = 0
+    for _ in range(tries):
+        i = strtab.find(b"\x00" + prefix, pos)
+        if i < 0:
+            return False
+        end = strtab.find(b"\x00", i + 1)
+        name = bytes(strtab[i + 1:end]).decode("utf-8", "replace")
+        if any(defined for _v, _s, _k, defined in tab.lookup(name)):
+            return True
+        pos = i + 1
+    return False
+
+
+def carries_cpu_backend(img: Image) -> bool:
+    """Whether the ggml CPU backend is compiled into this file, whatever its name (a monolithic
+    libllama.so, an extension module): one of its symbols in any symbol table, local ones
+    included, or for a stripped file the source path its assertions leave in .rodata."""
+    cfg = _data()["cpu_backend"]
+    for tab in img.symtabs:
+        if any(tab.defined_value(name) for name in cfg["symbols"]):
+            return True
+        if any(_defines_prefix(tab, prefix.encode()) for prefix in cfg["prefixes"]):
+            return True
+    return any(img.find_in(".rodata", needle.encode(), limit=int(cfg["rodata_limit"])) >= 0
+               for needle in cfg["rodata"])
 
 
 def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = None,
