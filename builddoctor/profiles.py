@@ -251,6 +251,17 @@ class ComputeResult(Serializable):
 
 
 @dataclass
+class LoadProblem(Serializable):
+    """Why the dynamic loader would refuse a file here, found statically (inspect.libs.load_problems)."""
+
+    kind: str  # "version": a symbol version the library found lacks; "symbol": names no library defines
+    lib: str  # the NEEDED library (version) or the libraries searched (symbol)
+    need: str  # GLIBCXX_3.4.99, or the first symbol names
+    have: str = ""  # the library's newest version of that kind (GLIBCXX_3.4.30), when known
+    count: int = 1  # how many symbols (kind "symbol")
+
+
+@dataclass
 class BinaryFile(Serializable):
     """One file of a build, read statically (never executed)."""
 
@@ -270,6 +281,7 @@ class BinaryFile(Serializable):
     error: Optional[str] = None  # why it could not be read
     missing_versions: list[str] = field(default_factory=list)  # "GLIBC_2.99 (libc.so.6)": required, not defined here
     isa_detail: list[str] = field(default_factory=list)  # finer CPUID names seen: AVX512F, AVX512BW, AVX512VL...
+    load_problems: list[LoadProblem] = field(default_factory=list)  # why ld.so would refuse it here
 
 
 @dataclass

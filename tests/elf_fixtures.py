@@ -232,3 +232,51 @@ def make_monolithic(d: Path, build_root: Path, name: str = "_llama.cpython-311-x
     for junk in ("init.c", "exports.map"):
         (d / junk).unlink()
     return out
+
+
+def make_future_abi_module(d: Path, version: str = "GLIBCXX_3.4.99", *, name: str = "libllama.so") -> Path:
+    """<d>/<name>: a C++ shared object whose undefined C++ runtime symbol asks libstdc++.so.6 for
+    ``version`` (GLIBCXX_3.4.99, CXXABI_1.3.99: versions no libstdc++ defines yet).
+
+    Linked against a stub libstdc++.so.6 that defines the symbol at that version (a version script), then
+    the stub is removed: at run time the NEEDED libstdc++.so.6 is this machine's, and dlopen fails with
+    "version `GLIBCXX_3.4.99' not found"."""
+    if GXX is None:
+        raise RuntimeError("g++ is not installed")
+    stub = d / "stubcxx"
+    stub.mkdir(parents=True, exist_ok=True)
+    sym = "_ZSt15__future_hook99v"
+    _write(stub, "s.c", f"void {sym}(void) {{}}\n")
+    _write(stub, "s.map", f"{version} {{ global: {sym}; local: *; }};\n")
+    _cc(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libstdc++.so.6", "-Wl,--version-script=s.map", "s.c",
+         "-o", "libstdc++.so.6"], stub)
+    _write(d, "m.cpp", "namespace std { void __future_hook99(); }\n"
+                       "extern \"C\" int llama_backend_init(void) { std::__future_hook99(); return 0; }\n")
+    out = d / name
+    res = proc.run([GXX, "-shared", "-fPIC", "-nostdlib", "m.cpp", "-o", str(out), str(stub / "libstdc++.so.6")],
+                   cwd=d, timeout=120)
+    if not res.ok:
+        raise RuntimeError(f"g++ failed:\n{res.stderr}")
+    shutil.rmtree(stub)
+    (d / "m.cpp").unlink()
+    return out
+
+
+def make_missing_symbol_lib(d: Path) -> Path:
+    """<d>/libllama.so that calls ggml_future_op() from its NEEDED libggml-base.so, and beside it a
+    libggml-base.so (same soname) that does not define it: an unversioned symbol no library here has,
+    the "undefined symbol" a library built against a newer ggml than the one found gets."""
+    d.mkdir(parents=True, exist_ok=True)
+    newer = d / "newer"
+    newer.mkdir(exist_ok=True)
+    _write(newer, "b.c", "int ggml_future_op(void) { return 1; }\nint ggml_init(void) { return 0; }\n")
+    _cc(["-shared", "-fPIC", "-Wl,-soname,libggml-base.so", "b.c", "-o", "libggml-base.so"], newer)
+    _write(d, "l.c", "int ggml_future_op(void);\nint ggml_init(void);\n"
+                     "int llama_backend_init(void) { return ggml_init() + ggml_future_op(); }\n")
+    _cc(["-shared", "-fPIC", "l.c", "-o", "libllama.so", "-Wl,-rpath,$ORIGIN", str(newer / "libggml-base.so")], d)
+    shutil.rmtree(newer)
+    _write(d, "b.c", "int ggml_init(void) { return 0; }\n")  # the older libggml-base.so found here
+    _cc(["-shared", "-fPIC", "-Wl,-soname,libggml-base.so", "b.c", "-o", "libggml-base.so"], d)
+    for junk in ("l.c", "b.c"):
+        (d / junk).unlink()
+    return d / "libllama.so"

@@ -112,10 +112,7 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     needs = sorted({lib for f in readable for lib in f.needed})
     glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
     if readable and ctx.live:
-        from packaging.version import Version
-
-        need = max(glibc, key=Version) if glibc else "none"
-        out["load"] = {"nlibs": len(needs), "glibc_need": need, "glibc_have": machine.libc_version or "?"}
+        out["load"] = {"load_ok": _load_line(readable, needs, glibc, machine)}
     cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
     if build.cpu_variants:
         out["cpu"] = {"cpu_code": f"CPU variants {', '.join(build.cpu_variants)}", "cpu_best": f"the loader picks {cpu_best}"}
@@ -155,6 +152,24 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     elif c is not None and c.ok:
         out["runtime"] = {"runtime_ok": _compute_line(c)}
     return out
+
+
+def _load_line(readable, needs: list[str], glibc: list[str], machine: MachineProfile) -> str:
+    """The load area's ok line. A GPU runtime that is not here is the GPU line's error: this line
+    then says which libraries were found, never "all"."""
+    from packaging.version import Version
+
+    missing = sorted({lib for f in readable for lib in f.missing_needed})
+    if missing:
+        backends = sorted({b for f in readable if f.missing_needed for b in f.backends if b not in ("CPU", "BLAS", "RPC")})
+        which = f" for the {', '.join(backends)} backend" if backends else ""
+        text = (f"{len(needs) - len(missing)} of {len(needs)} linked libraries found; {', '.join(missing)}{which} "
+                "is not (see the GPU backend line)")
+    else:
+        text = f"all {len(needs)} linked libraries found"
+    if glibc:
+        text += f"; needs glibc {max(glibc, key=Version)} (this machine: {machine.libc_version or '?'})"
+    return text
 
 
 def _compute_line(c) -> str:

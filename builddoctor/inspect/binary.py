@@ -27,7 +27,8 @@ from typing import Any, Optional
 from builddoctor.inspect import buildinfo, fatbin
 from builddoctor.inspect import isa as isa_mod
 from builddoctor.inspect.image import Image, Section, Segment, SymbolTable, elf_header_problem
-from builddoctor.inspect.libs import ELF_MACHINES, Resolver, defined_versions, machine_arch
+from builddoctor.inspect.libs import (ELF_MACHINES, Resolver, defined_versions, load_problems, machine_arch,
+                                     undefined_unversioned)
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -288,6 +289,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             for v in versions:
                 if v not in have:
                     bf.missing_versions.append(f"{v} ({lib})")
+        bf.load_problems = load_problems(required, facts.resolved, [] if bf.missing_needed else
+                                         _unversioned_imports(img, secs, data), resolver=res)
     bf.debug_info = ".debug_info" in img.sections
 
     img.prefetch(_interesting_symbols())
@@ -319,6 +322,20 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         bf.cuda_archs += fatbin.hip_targets(img.section_bytes(".hip_fatbin", limit=64 << 20))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
+
+
+def _unversioned_imports(img: Image, secs: list[Section], data) -> list[str]:
+    """The file's strong undefined symbols without a version (what ld.so looks up by name)."""
+    dyn = img.sections.get(".dynsym")
+    if dyn is None or dyn.type != 11 or dyn.link >= len(secs):
+        return []
+    strsec = secs[dyn.link]
+    ver = img.sections.get(".gnu.version")
+    view = memoryview(data)
+    return undefined_unversioned(view[dyn.offset:dyn.offset + dyn.size],
+                                 bytes(view[strsec.offset:strsec.offset + strsec.size]),
+                                 view[ver.offset:ver.offset + ver.size] if ver is not None else None,
+                                 img.is64, img.little)
 
 
 _SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4, "SHT_HASH": 5,
