@@ -280,3 +280,31 @@ def make_missing_symbol_lib(d: Path) -> Path:
     for junk in ("l.c", "b.c"):
         (d / junk).unlink()
     return d / "libllama.so"
+
+
+MINGW = shutil.which("x86_64-w64-mingw32-gcc")
+
+
+def make_cuda_dll(d: Path) -> Path:
+    """<d>/ggml-cuda.dll: a Windows x64 DLL (mingw-w64) exporting ggml_backend_cuda_reg, with the real fatbin
+    nvcc writes (make_cuda_fatbin: sm_86 SASS, compute_89 PTX) in a ".nv_fatb" section, the 8-character name
+    a PE gives nvcc's .nv_fatbin."""
+    if MINGW is None:
+        raise RuntimeError("x86_64-w64-mingw32-gcc is not installed")
+    elf = make_cuda_fatbin(d / "elf")
+    blob = d / "fatbin.bin"
+    res = proc.run(["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(elf), str(blob)], timeout=60)
+    if not res.ok:
+        raise RuntimeError(res.stderr)
+    _write(d, "cuda.c", "__declspec(dllexport) int ggml_backend_cuda_reg(void) { return 1; }\n")
+    dll = d / "ggml-cuda.dll"
+    for argv in ([MINGW, "-shared", "-O1", "cuda.c", "-o", str(dll)],
+                 ["objcopy", "--add-section", f".nv_fatb={blob}", "--set-section-flags",
+                  ".nv_fatb=contents,alloc,load,readonly,data", str(dll)]):
+        res = proc.run(argv, cwd=d, timeout=120)
+        if not res.ok:
+            raise RuntimeError(f"{argv[0]} failed:\n{res.stderr}")
+    shutil.rmtree(d / "elf")
+    blob.unlink()
+    (d / "cuda.c").unlink()
+    return dll

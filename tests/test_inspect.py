@@ -116,6 +116,16 @@ def test_cuda_fatbin_archs(elf_dir):
     assert any(n.startswith("libcudart.so.13") for n in bf.needed)
 
 
+def test_cuda_archs_in_a_windows_dll(elf_dir):
+    """A PE names nvcc's .nv_fatbin ".nv_fatb" (8 characters at most): the archs are read from it too."""
+    if fx.NVCC is None or fx.MINGW is None:
+        pytest.skip("nvcc or mingw-w64 is not installed")
+    dll = fx.make_cuda_dll(elf_dir / "fatbin-dll")
+    bf = inspect_binary(dll)
+    assert bf.format == "PE" and bf.backends == ["CUDA"]
+    assert bf.cuda_archs == ["sm_86", "compute_89"]
+
+
 def test_not_llama(elf_dir):
     exe = fx.make_not_llama(elf_dir)
     (b,), _ = inspect_paths([exe], run=True)

@@ -316,10 +316,10 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         facts.producers, facts.opt_flags = _producers(img)
 
     # GPU code
-    if ".nv_fatbin" in img.sections:
-        bf.cuda_archs = fatbin.cuda_archs(bytes(img.section_bytes(".nv_fatbin")))
-    if ".hip_fatbin" in img.sections:
-        bf.cuda_archs += fatbin.hip_targets(img.section_bytes(".hip_fatbin", limit=64 << 20))
+    for name, reader, cap in ((".nv_fatbin", fatbin.cuda_archs, None), (".hip_fatbin", fatbin.hip_targets, 64 << 20)):
+        sec = img.sections.get(name)
+        if sec is not None and sec.type != 8 and sec.offset < size:  # read in place in the mmap, no copy
+            bf.cuda_archs += reader(data, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
 
@@ -530,4 +530,5 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool) -> None:
             bf.role = "library"
         symbols = {e.name for e in binary.exported_functions}
         bf.debug_info = binary.has_debug
+        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
