@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from builddoctor import errors, paths
-from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name
+from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name, links_openmp
 from builddoctor.profiles import BuildProfile, BuildReport, Diagnosis, Finding, MachineProfile
 from builddoctor.tomlload import load_toml
 
@@ -130,12 +130,13 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
         out["gpu"] = {"gpu_ok": f"{', '.join(gpu_backends) or 'GPU'} backend{archs} for {gpus[0].name}"}
     if build.build_type:
         files = _cpu_files(build)
-        omp = any(lib.startswith(("libgomp", "libomp", "libiomp")) for f in files for lib in f.needed)
+        omp = links_openmp(files)
         out["build"] = {"build_type": build.build_type, "openmp_ok": ", with OpenMP" if omp else ""}
     if build.cmake_options:
         out["options"] = {"options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, none deprecated or unknown"}
-    if build.version or build.commit:
-        bits = [f"llama.cpp {build.version or '?'}"]
+    numbered = build.build_number if build.build_number and build.build_number > 1 else None
+    if build.version or build.commit or numbered:
+        bits = [f"llama.cpp {build.version or (f'b{numbered}' if numbered else 'of unknown version')}"]
         if build.commit:
             bits.append(f"commit {build.commit}")
         if build.compiler:
@@ -165,6 +166,8 @@ def _load_line(readable, needs: list[str], glibc: list[str], machine: MachinePro
         which = f" for the {', '.join(backends)} backend" if backends else ""
         text = (f"{len(needs) - len(missing)} of {len(needs)} linked libraries found; {', '.join(missing)}{which} "
                 "is not (see the GPU backend line)")
+    elif not needs:
+        text = "links no shared libraries"
     else:
         text = f"all {len(needs)} linked libraries found"
     if glibc:

@@ -59,6 +59,15 @@ def _level_of(features: list[str] | set[str]) -> str:
     return "sse"
 
 
+def links_openmp(files: list[BinaryFile]) -> bool:
+    """Whether any of the files links an OpenMP runtime (libgomp, libomp, MSVC's VCOMP140.DLL...):
+    the names of inspect_backends.toml's [openmp] table, compared case-insensitively (Windows)."""
+    from builddoctor.inspect.data import load
+
+    prefixes = tuple(p.lower() for p in load("inspect_backends.toml")["openmp"]["needed"])
+    return any(lib.lower().startswith(prefixes) for f in files for lib in f.needed)
+
+
 def _is_x86(machine: MachineProfile) -> bool:
     return machine.cpu.arch in ("x86_64", "amd64", "i686")
 
@@ -522,12 +531,32 @@ def gpu_backend_without_device(build, machine, ctx):
     for vendor, want in table.items():
         backend = want["accept"][0]
         if backend not in build.backends or backend == "Vulkan":
-            continue
+            continue  # Vulkan serves several vendors: vulkan_without_device below
         if vendor not in vendors and not any(set(t["accept"]) & {backend} for v, t in table.items() if v in vendors):
             hits.append({"backend": backend, "why": f"this machine has no {want['label']}",
                          "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
                                 "smaller and starts faster: builddoctor fix --rebuild " + build.root})
+    hits += _vulkan_without_device(build, machine, table)
     return hits or None
+
+
+def _vulkan_without_device(build: BuildProfile, machine: MachineProfile, table: dict) -> list[dict]:
+    """Vulkan built in, but no GPU here that Vulkan drives: llvmpipe and other CPU-emulated devices
+    are hidden by ggml (GGML_VK_VISIBLE_DEVICES shows them), so it falls back to the CPU."""
+    if "Vulkan" not in build.backends:
+        return []
+    vendors = {v for v, t in table.items() if "Vulkan" in t["accept"]}
+    if any(g.vendor in vendors for g in machine.usable_gpus()):
+        return []
+    emulated = [g.name for g in machine.emulated_gpus()]
+    if emulated:
+        why = (f"this machine's only Vulkan device is {', '.join(emulated)}, which is CPU-emulated "
+               "(ggml hides it; on it, inference is far slower than the CPU backend)")
+    else:
+        why = "this machine has no GPU that Vulkan can drive"
+    return [{"backend": "Vulkan", "why": why,
+             "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
+                    "smaller and starts faster: builddoctor fix --rebuild " + build.root}]
 
 
 def _runtime_major(lib: str, prefix: str) -> int | None:
@@ -564,8 +593,24 @@ def gpu_runtime_missing(build, machine, ctx):
         libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
         if gpu and libs:
             backend = gpu[0]
-            return {"backend": backend, "libs": ", ".join(libs), "file": _name(f.path),
-                    "install": install.get(backend, "install the runtime libraries of the " + backend + " toolkit")}
+            text = install.get(backend, "install the runtime libraries of the " + backend + " toolkit")
+            if backend == "CUDA":
+                text = _cuda_install(f, libs, ctx) or text
+            return {"backend": backend, "libs": ", ".join(libs), "file": _name(f.path), "install": text}
+    return None
+
+
+def _cuda_install(f: BinaryFile, missing: list[str], ctx: Context) -> str | None:
+    """The install advice for the CUDA version this file links (libcudart.so.13 -> the CUDA 13 wheels),
+    or the driver's when only libcuda.so.1 is missing."""
+    table = ctx.catalogue.get("runtime_install_cuda", {})
+    if all(lib.startswith("libcuda.") for lib in missing):
+        return table.get("driver")
+    for lib in f.needed:
+        for prefix in ("libcudart", "libcublas"):
+            major = _runtime_major(lib, prefix)
+            if major is not None:
+                return table.get(str(major))
     return None
 
 
@@ -646,7 +691,7 @@ def openmp_off(build, machine, ctx):
     if opt in ("ON", "TRUE", "1", "YES"):
         return None
     files = _cpu_files(build)
-    if any(lib.startswith(("libgomp", "libomp", "libiomp", "vcomp")) for f in files for lib in f.needed):
+    if links_openmp(files):
         return None
     if not any(f.needed for f in files) and opt == "":
         return None  # static or unreadable: no evidence either way
@@ -764,12 +809,18 @@ def old_build(build, machine, ctx):
         return None
     old = ctx.catalogue["age"]
     if build.build_number and 1 < build.build_number < old["build_number"]:
-        return {"what": f"build b{build.build_number}, from before {old['date']}", "pinned": pinned}
+        where = build.evidence.get("build_number", "")
+        return {"what": f"build b{build.build_number} is from before {old['date']}", "pinned": pinned,
+                "missing": old["missing"],
+                "evidence": f"build number {build.build_number}" + (f" ({where})" if where else "")
+                + f"; llama.cpp b{old['build_number']} was released on {old['date']}"}
     if build.version:
         try:
             v, p = Version(build.version.split("-")[0]), Version(ctx.pin_version.split("-")[0])
         except InvalidVersion:
             return None
         if v < p:
-            return {"what": f"version {build.version}", "pinned": pinned, "_severity": "info"}
+            return {"what": f"version {build.version}", "pinned": pinned, "missing": old["missing_minor"],
+                    "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else ""),
+                    "_severity": "info"}
     return None

@@ -228,6 +228,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                 raise _Bad(f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
                            f"but the file has only {size} bytes")
         needed: list[str] = []
+        soname: Optional[str] = None
         rpath: list[str] = []
         runpath: list[str] = []
         if dynamic is not None:
@@ -239,6 +240,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                     rpath += [p for p in tag.rpath.split(":") if p]
                 elif t == "DT_RUNPATH":
                     runpath += [p for p in tag.runpath.split(":") if p]
+                elif t == "DT_SONAME":
+                    soname = tag.soname
         required: dict[str, list[str]] = {}
         if verneed is not None:
             for ver, auxs in verneed.iter_versions():
@@ -312,6 +315,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
 
     # build info and compiler switches
     facts.info = buildinfo.read(img, arch)
+    for key, value in buildinfo.from_soname(soname, path.name).items():
+        facts.info.setdefault(key, value)
     if bf.debug_info:
         facts.producers, facts.opt_flags = _producers(img)
 
@@ -422,7 +427,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
                 if over and over in found and not (by_name == over):
                     found.remove(over)
     bf.backends = found
-    facts.openmp = any(n.startswith(p) for n in bf.needed for p in data["openmp"]["needed"])
+    facts.openmp = any(n.lower().startswith(p.lower()) for n in bf.needed for p in data["openmp"]["needed"])
     markers = bool(found) or bool(m) or bool(_LLAMA_LIBS.match(name)) \
         or any(n.startswith(("libllama", "libggml", "llama.", "ggml")) for n in bf.needed) \
         or defines_prefix("llama_") or defines_prefix("ggml_") or defines_prefix("gguf_")

@@ -29,6 +29,20 @@ _TARGET = re.compile(r"^[A-Za-z0-9_.\- ]{3,60}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{7,40}|unknown)$")
 
 
+# libllama's soname before llama.cpp versioned itself semver-style: VERSION 0.0.${LLAMA_BUILD_NUMBER}
+# (src/CMakeLists.txt of those releases), so libllama.so.0.0.4965 is build b4965.
+_SONAME_BUILD = re.compile(r"^libllama\.so\.0\.0\.([0-9]+)$")
+
+
+def from_soname(*names: Optional[str]) -> dict[str, Any]:
+    """The build number an old libllama's soname or file name carries (libllama.so.0.0.4965)."""
+    for name in names:
+        m = _SONAME_BUILD.match(name or "")
+        if m and int(m.group(1)) > 1:
+            return {"build_number": int(m.group(1))}
+    return {}
+
+
 SYMBOLS = ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT", "LLAMA_COMPILER", "LLAMA_BUILD_TARGET", "llama_version",
            "ggml_version", "ggml_commit")
 
