@@ -15,6 +15,9 @@ import re
 import struct
 
 FATBIN_MAGIC = 0xBA55ED50
+# nvcc writes one container per translation unit, each with the same -gencode list: after this many
+# containers in a row that add no architecture, the rest (thousands, in a big extension) are not read.
+QUIET_CONTAINERS = 256
 KIND_PTX = 1
 KIND_ELF = 2
 
@@ -26,6 +29,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
     ``end`` offsets: a CUDA library's fatbin is hundreds of MB, and only its headers are read
     (one container header, then entry headers hop over the payloads), never a copy of it."""
     found: set[tuple[int, str]] = set()
+    quiet = 0  # containers in a row that named no new arch
     off = start
     n = len(blob) if end is None else min(end, len(blob))
     magic_bytes = struct.pack("<I", FATBIN_MAGIC)
@@ -40,6 +44,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
             continue
         stop = min(off + hsize + fsize, n)
         e = off + hsize
+        before = len(found)
         while e + 32 <= stop:
             kind, _v, ehsize, padded = struct.unpack_from("<HHIQ", blob, e)
             (arch,) = struct.unpack_from("<I", blob, e + 28)
@@ -52,6 +57,9 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
                     found.add((arch, f"sm_{arch}"))
             e += ehsize + padded
         off = max(stop, off + 16)
+        quiet = quiet + 1 if len(found) == before else 0
+        if quiet >= QUIET_CONTAINERS:
+            break
     return [name for _arch, name in sorted(found, key=lambda t: (t[0], t[1].startswith("compute")))]
 
 

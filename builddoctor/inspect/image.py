@@ -143,6 +143,10 @@ class SymbolTable:
                     out.setdefault(m.group(0)[:-1].decode(), (value, size))
         return out
 
+    def rows_at(self, offsets) -> Iterator[tuple[int, int, int, int, int]]:
+        """(name offset, info, shndx, value, size) of the entries whose names start at ``offsets``."""
+        return self._rows_at(offsets)
+
     def search(self, pattern: bytes, *, defined: bool = True, funcs: bool = False
                ) -> Iterator[tuple[str, int, int]]:
         """(name, value, size) of symbols whose name matches the regex ``pattern`` at its start."""

@@ -213,13 +213,55 @@ def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]
 
 
 @lru_cache(maxsize=1)
-def _hot_regex() -> bytes:
-    """The [hot] patterns as one regex over a string table: anchored at a name's start (right
-    after a NUL) and with ``.`` kept inside one name. Unanchored, ``_ZN.*ggml.*repack`` matched
-    from the first mangled name to the last "repack" of the table in one go: quadratic time on a
-    big C++ library, and every hot name in between was swallowed by that one match."""
-    pats = [p.lstrip("^").replace(".*", "[^\\x00]*").replace(".", "[^\\x00]") for p in _data()["hot"]["patterns"]]
-    return b"(?<=\x00)(?:" + b"|".join(p.encode() for p in pats) + b")"
+def _hot_patterns() -> list[tuple[bytes, Optional["re.Pattern[bytes]"]]]:
+    """Each [hot] pattern as (a literal every matching name contains, the regex for the whole name,
+    None when the literal is the name's prefix)."""
+    import re
+
+    out = []
+    for pat in _data()["hot"]["patterns"]:
+        body = pat.lstrip("^")
+        pieces = body.split(".*")
+        if re.escape(body) == body:  # a plain prefix
+            out.append(((b"\x00" + body.encode()), None))
+        else:
+            anchor = max(pieces, key=len)
+            out.append((anchor.encode(), re.compile(body.replace(".*", "[^\\x00]*").encode())))
+    return out
+
+
+def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
+    """(address, size) of the CPU backend's hot functions ([hot] patterns), from every symbol table.
+
+    Found with bytes.find on a literal of each pattern (memchr speed over a string table of tens
+    of MB), then the name it sits in is checked: a regex over the whole table (with ``.*``
+    crossing names, or anchored with a look-behind) took seconds on a big C++ library."""
+    out: dict[str, tuple[int, int]] = {}
+    full = [t for t in img.symtabs if not t.is_dynsym]
+    for tab in full or img.symtabs:  # .symtab holds what .dynsym does, and the local functions
+        strtab = tab.strtab
+        starts: set[int] = set()
+        for literal, rx in _hot_patterns():
+            pos = 0
+            while True:
+                i = strtab.find(literal, pos)
+                if i < 0:
+                    break
+                pos = i + 1
+                start = i + 1 if rx is None else strtab.rfind(b"\x00", 0, i) + 1
+                if start in starts:
+                    continue
+                if rx is not None:
+                    end = strtab.find(b"\x00", start)
+                    if not rx.match(strtab, start, end if end >= 0 else len(strtab)):
+                        continue
+                starts.add(start)
+        for off, info, shndx, value, size in tab.rows_at(sorted(starts)):
+            if shndx == 0 or not value or (info & 0xF) not in (2, 10):  # defined FUNC / GNU_IFUNC
+                continue
+            end = strtab.find(b"\x00", off)
+            out.setdefault(bytes(strtab[off:end]).decode("utf-8", "replace"), (value, size))
+    return out
 
 
 def _defines_prefix(tab, prefix: bytes, tries: int = 64) -> bool:
@@ -274,7 +316,7 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
         return res
     cfg = _data()["hot"]
     budget = int(cfg["max_hot_bytes"])
-    hot = img.search_symbols(_hot_regex(), funcs=True)
+    hot = hot_functions(img)
     codes: set[int] = set()
     nfuncs = 0
     for name, (addr, size) in sorted(hot.items(), key=lambda kv: kv[1][0]):

@@ -12,7 +12,10 @@ import mmap
 import os
 import platform
 import struct
+import sys
 from functools import lru_cache
+from itertools import compress
+from operator import not_
 from pathlib import Path
 from typing import Optional
 
@@ -279,13 +282,26 @@ def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
 def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: Optional[bytes | memoryview],
                           is64: bool, little: bool) -> list[str]:
     """Names of the strong undefined symbols that carry no version (their .gnu.version entry is 0 or 1):
-    the ones ld.so looks for by name alone. Weak ones may stay undefined."""
+    the ones ld.so looks for by name alone. Weak ones may stay undefined. The columns are read as
+    strided views (C speed): a module with 100,000 exported functions has as many entries."""
+    width = 24 if is64 else 16
+    raw = memoryview(dynsym)[:len(dynsym) - len(dynsym) % width]
+    if little and sys.byteorder == "little" and is64:
+        names = raw.cast("I")[0::6]
+        infos = raw.cast("B")[4::24]
+        shndx = raw.cast("H")[3::12]
+        rows = [(i, names[i], infos[i]) for i in compress(range(len(shndx)), map(not_, shndx))]
+    else:
+        rows = [(i, n, info) for i, (n, info, sh) in enumerate(_entries(raw, is64, little)) if sh == 0]
+    versions = None
+    if versym is not None:
+        v = memoryview(versym)[:len(versym) - len(versym) % 2]
+        versions = v.cast("H") if little == (sys.byteorder == "little") else None
     out = []
-    vfmt = struct.Struct(("<" if little else ">") + "H")
-    for i, (n, info, shndx) in enumerate(_entries(dynsym, is64, little)):
-        if i == 0 or shndx != 0 or not n or (info >> 4) != 1:  # STB_GLOBAL only
+    for i, n, info in rows:
+        if i == 0 or not n or (info >> 4) != 1:  # STB_GLOBAL only
             continue
-        if versym is not None and (i + 1) * 2 <= len(versym) and (vfmt.unpack_from(versym, i * 2)[0] & 0x7FFF) > 1:
+        if versions is not None and i < len(versions) and (versions[i] & 0x7FFF) > 1:
             continue
         out.append(_name_at(strtab, n))
     return out
