@@ -72,3 +72,26 @@ def test_monolithic_on_this_host(modules):
         assert not warned and any(f.code == "ok:cpu" for f in found)
     else:
         assert len(warned) == 1 and _level_of(live.cpu.features).upper() in warned[0].title
+
+
+def test_hot_functions_match_readelf(sse_build):
+    """Every defined function whose name a [hot] pattern matches is decoded, as many as readelf lists: the
+    old whole-table regex let one `_ZN.*ggml.*repack` match run across names and swallow most others."""
+    import re
+    import subprocess
+
+    from builddoctor.inspect import isa
+    from builddoctor.inspect.binary import analyze
+
+    lib = (sse_build / "libggml-cpu.so").resolve()
+    out = subprocess.run(["readelf", "-sW", str(lib)], capture_output=True, text=True, check=True).stdout
+    pats = [re.compile(p) for p in isa._data()["hot"]["patterns"]]
+    want = set()
+    for line in out.splitlines():
+        cols = line.split()  # Num: Value Size Type Bind Vis Ndx Name
+        if len(cols) >= 8 and cols[3] in ("FUNC", "IFUNC") and cols[6] != "UND" and 0 < int(cols[2], 0) <= 1 << 20:
+            name = cols[7].split("@")[0]
+            if any(p.match(name) for p in pats):
+                want.add(name)
+    m = re.search(r"decoded (\d+) hot functions", analyze(lib).isa_how)
+    assert len(want) > 100 and m and int(m.group(1)) == len(want)

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from builddoctor.inspect import buildinfo, fatbin
 from builddoctor.inspect import isa as isa_mod
 from builddoctor.inspect.image import Image, Section, Segment, SymbolTable, elf_header_problem
-from builddoctor.inspect.libs import (ELF_MACHINES, Resolver, defined_versions, load_problems, machine_arch,
+from builddoctor.inspect.libs import (ELF_MACHINES, Resolver, defined_versions, load_problems, machine_arch, real,
                                      undefined_unversioned)
 from builddoctor.profiles import BinaryFile
 
@@ -286,7 +286,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             got = facts.resolved.get(lib)
             if not got:
                 continue
-            have = defined_versions(os.path.realpath(got))
+            have = defined_versions(real(got))
             if not have:
                 continue
             for v in versions:
@@ -314,7 +314,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     facts.isa_how = res_isa.how
 
     # build info and compiler switches
-    facts.info = buildinfo.read(img, arch)
+    facts.info = buildinfo.read(img, arch, local="CPU" in bf.backends)
     for key, value in buildinfo.from_soname(soname, path.name).items():
         facts.info.setdefault(key, value)
     if bf.debug_info:

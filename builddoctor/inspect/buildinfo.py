@@ -47,11 +47,12 @@ SYMBOLS = ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT", "LLAMA_COMPILER", "LLAMA_BUILD_
            "ggml_version", "ggml_commit")
 
 
-def read(img: Image, arch: str) -> dict[str, Any]:
+def read(img: Image, arch: str, local: bool = False) -> dict[str, Any]:
+    """``local``: look in .symtab too (a module that carries llama.cpp without exporting it)."""
     from builddoctor.inspect.isa import symbols_anywhere
 
     out: dict[str, Any] = {}
-    syms = symbols_anywhere(img, list(SYMBOLS))
+    syms = symbols_anywhere(img, list(SYMBOLS), local)
     sym = syms.get("LLAMA_BUILD_NUMBER")
     if sym:
         raw = img.read(sym[0], 4)

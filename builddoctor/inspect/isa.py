@@ -169,13 +169,13 @@ def arm64_constant_return(code: bytes) -> tuple[Optional[int], bool]:
     return None, frame
 
 
-def symbols_anywhere(img: Image, names: list[str]) -> dict[str, tuple[int, int]]:
+def symbols_anywhere(img: Image, names: list[str], local: bool = True) -> dict[str, tuple[int, int]]:
     """(address, size) of each name defined in the file, local symbols included: a library's named
     look-ups read only .dynsym, but a module that links llama.cpp in statically and exports only
     its init function keeps ggml's functions in .symtab alone."""
     out = {n: got for n in names if (got := img.symbol(n))}
     todo = [n for n in names if n not in out]
-    if todo and img.exported_only:
+    if todo and local and img.exported_only:
         for tab in img.symtabs:
             if not tab.is_dynsym:
                 for n, v in tab.defined_values(todo).items():
@@ -183,12 +183,13 @@ def symbols_anywhere(img: Image, names: list[str]) -> dict[str, tuple[int, int]]
     return out
 
 
-def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]]:
-    """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants."""
+def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, bool], Optional[bool]]:
+    """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants (``local``: in
+    .symtab too, for a file that carries the CPU backend without exporting it)."""
     table = _data()["cpu_has"]
     out: dict[str, bool] = {}
     frames: list[bool] = []
-    syms = symbols_anywhere(img, [f"ggml_cpu_has_{suffix}" for suffix in table])
+    syms = symbols_anywhere(img, [f"ggml_cpu_has_{suffix}" for suffix in table], local)
     for suffix, feat in table.items():
         sym = syms.get(f"ggml_cpu_has_{suffix}")
         if not sym:
@@ -241,6 +242,7 @@ def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
     for tab in full or img.symtabs:  # .symtab holds what .dynsym does, and the local functions
         strtab = tab.strtab
         starts: set[int] = set()
+        order: list[int] = []  # pattern order: the decode budget goes to the first patterns first
         for literal, rx in _hot_patterns():
             pos = 0
             while True:
@@ -256,7 +258,8 @@ def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
                     if not rx.match(strtab, start, end if end >= 0 else len(strtab)):
                         continue
                 starts.add(start)
-        for off, info, shndx, value, size in tab.rows_at(sorted(starts)):
+                order.append(start)
+        for off, info, shndx, value, size in tab.rows_at(order):
             if shndx == 0 or not value or (info & 0xF) not in (2, 10):  # defined FUNC / GNU_IFUNC
                 continue
             end = strtab.find(b"\x00", off)
@@ -287,10 +290,12 @@ def carries_cpu_backend(img: Image) -> bool:
     included, or for a stripped file the source path its assertions leave in .rodata."""
     cfg = _data()["cpu_backend"]
     for tab in img.symtabs:
-        if any(tab.defined_value(name) for name in cfg["symbols"]):
+        if tab.defined_values(list(cfg["symbols"])):  # one pass over the string table for all names
             return True
         if any(_defines_prefix(tab, prefix.encode()) for prefix in cfg["prefixes"]):
             return True
+    if any(not t.is_dynsym for t in img.symtabs):
+        return False  # a full symbol table was searched: no need to look at strings
     return any(img.find_in(".rodata", needle.encode(), limit=int(cfg["rodata_limit"])) >= 0
                for needle in cfg["rodata"])
 
@@ -304,7 +309,7 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
     res = IsaResult()
     if arch not in ("x86_64", "aarch64"):
         return res
-    res.compiled_for, res.unoptimized = compiled_for(img, arch)
+    res.compiled_for, res.unoptimized = compiled_for(img, arch, local=cpu_code)
     for feat, on in res.compiled_for.items():
         if on and feat not in _NOT_ISA:
             res.features.add(feat)
@@ -319,11 +324,11 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
     hot = hot_functions(img)
     codes: set[int] = set()
     nfuncs = 0
-    for name, (addr, size) in sorted(hot.items(), key=lambda kv: kv[1][0]):
+    for name, (addr, size) in hot.items():  # in [hot] order: the matrix kernels first, until the budget
         if size <= 0 or size > 1 << 20:
             continue
         if res.decoded_bytes + size > budget:
-            break
+            continue
         code = img.read(addr, size)
         if not code:
             continue

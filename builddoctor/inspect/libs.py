@@ -146,6 +146,12 @@ def defined_versions(path: str) -> frozenset[str]:
 # --------------------------------------------------------------------------- will it load
 
 
+@lru_cache(maxsize=1024)
+def real(path: str) -> str:
+    """os.path.realpath, remembered: each file of a build resolves the same libraries."""
+    return os.path.realpath(path)
+
+
 _VERSION = struct.Struct("<H")
 
 
@@ -318,13 +324,13 @@ def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unve
     out: list[LoadProblem] = []
     for lib, versions in required.items():
         got = resolved.get(lib)
-        have = defined_versions(os.path.realpath(got)) if got else frozenset()
+        have = defined_versions(real(got)) if got else frozenset()
         if not have:
             continue
         for v in versions:
             if v not in have:
                 key = _version_key(v)
-                newest = newest_version(os.path.realpath(got), key[0]) if key else None
+                newest = newest_version(real(got), key[0]) if key else None
                 out.append(LoadProblem(kind="version", lib=lib, need=v, have=newest or ""))
     if not unversioned:
         return out
@@ -335,7 +341,7 @@ def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unve
         return out
     # ld.so's global scope: every library loaded for the file, breadth first
     seen: set[str] = set()
-    queue = [os.path.realpath(p) for p in resolved.values()]
+    queue = [real(p) for p in resolved.values()]
     while queue and todo:
         path = queue.pop(0)
         if path in seen:
@@ -348,7 +354,7 @@ def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unve
             found = resolver.resolve(name, origin=origin, rpath=list(rpath), runpath=list(runpath),
                                      elf_class=elf_class, arch=arch)
             if found:
-                queue.append(os.path.realpath(found))
+                queue.append(real(found))
     if todo:
         libs = ", ".join(sorted(resolved))
         out.append(LoadProblem(kind="symbol", lib=libs, need=", ".join(sorted(todo)[:5]), have="",
