@@ -41,7 +41,7 @@ int ggml_cpu_has_avx2(void) {
 """
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from builddoctor.inspect import inspect_binary, inspect_paths
 mode, args = sys.argv[1], sys.argv[2:]
@@ -53,8 +53,9 @@ elif mode == "builds-compute":
     b, m = inspect_paths(args, run=True)
 else:
     b = [inspect_binary(args[0])]
-print(json.dumps({"inside": time.perf_counter() - t0, "n": len(b),
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# peak memory of this process's own image: VmHWM (ru_maxrss would carry over the forking parent's size)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"inside": time.perf_counter() - t0, "n": len(b), "maxrss_mb": hwm / 1024}))
 """
 
 
