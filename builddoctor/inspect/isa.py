@@ -267,23 +267,6 @@ def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _defines_prefix(tab, prefix: bytes, tries: int = 64) -> bool:
-    """A defined symbol whose name starts with ``prefix``: bytes.find for the name's start (memchr
-    speed on a string table of tens of MB), then the exact name's entry."""
-    strtab = tab.strtab
-    pos = 0
-    for _ in range(tries):
-        i = strtab.find(b"\x00" + prefix, pos)
-        if i < 0:
-            return False
-        end = strtab.find(b"\x00", i + 1)
-        name = bytes(strtab[i + 1:end]).decode("utf-8", "replace")
-        if any(defined for _v, _s, _k, defined in tab.lookup(name)):
-            return True
-        pos = i + 1
-    return False
-
-
 def carries_cpu_backend(img: Image) -> bool:
     """Whether the ggml CPU backend is compiled into this file, whatever its name (a monolithic
     libllama.so, an extension module): one of its symbols in any symbol table, local ones
@@ -292,7 +275,7 @@ def carries_cpu_backend(img: Image) -> bool:
     for tab in img.symtabs:
         if tab.defined_values(list(cfg["symbols"])):  # one pass over the string table for all names
             return True
-        if any(_defines_prefix(tab, prefix.encode()) for prefix in cfg["prefixes"]):
+        if any(tab.has_prefix(prefix.encode()) for prefix in cfg["prefixes"]):
             return True
     if any(not t.is_dynsym for t in img.symtabs):
         return False  # a full symbol table was searched: no need to look at strings
