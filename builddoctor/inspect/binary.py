@@ -298,7 +298,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
 
     img.prefetch(_interesting_symbols())
     _common_facts(path, facts, img, arch)
-    if "CPU" not in bf.backends and isa_mod.carries_cpu_backend(img):
+    if "CPU" not in bf.backends and isa_mod.carries_cpu_backend(img, path.name, bf.needed):
         bf.backends.append("CPU")  # monolithic: the CPU backend linked into libllama, libggml, a module
 
     # CPU instruction sets

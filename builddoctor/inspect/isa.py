@@ -267,11 +267,15 @@ def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
     return out
 
 
-def carries_cpu_backend(img: Image) -> bool:
+def carries_cpu_backend(img: Image, name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
     """Whether the ggml CPU backend is compiled into this file, whatever its name (a monolithic
     libllama.so, an extension module): one of its symbols in any symbol table, local ones
-    included, or for a stripped file the source path its assertions leave in .rodata."""
+    included, or for a stripped file the source path its assertions leave in .rodata. Files of a
+    split build (``name`` or ``needed`` is ggml-base / ggml-cpu) are not searched."""
     cfg = _data()["cpu_backend"]
+    split = tuple(cfg["split"])
+    if name.startswith(split) or any(n.startswith(split) for n in needed):
+        return False
     for tab in img.symtabs:
         if tab.defined_values(list(cfg["symbols"])):  # one pass over the string table for all names
             return True
