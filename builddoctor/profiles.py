@@ -251,6 +251,17 @@ class ComputeResult(Serializable):
 
 
 @dataclass
+class LoadProblem(Serializable):
+    """Why the dynamic loader would refuse a file here, found statically (inspect.libs.load_problems)."""
+
+    kind: str  # "version": a symbol version the library found lacks; "symbol": names no library defines
+    lib: str  # the NEEDED library (version) or the libraries searched (symbol)
+    need: str  # GLIBCXX_3.4.99, or the first symbol names
+    have: str = ""  # the library's newest version of that kind (GLIBCXX_3.4.30), when known
+    count: int = 1  # how many symbols (kind "symbol")
+
+
+@dataclass
 class BinaryFile(Serializable):
     """One file of a build, read statically (never executed)."""
 
@@ -272,6 +283,7 @@ class BinaryFile(Serializable):
     isa_detail: list[str] = field(default_factory=list)  # finer CPUID names seen: AVX512F, AVX512BW, AVX512VL...
     os: Optional[str] = None  # linux, darwin, windows, android, freebsd (builddoctor.platforms names)
     archs: list[str] = field(default_factory=list)  # every architecture it holds (a fat Mach-O: one per slice)
+    load_problems: list[LoadProblem] = field(default_factory=list)  # why ld.so would refuse it here
 
 
 @dataclass

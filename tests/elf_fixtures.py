@@ -205,3 +205,106 @@ def make_cuda_fatbin(d: Path) -> Path:
     if not res.ok:
         raise RuntimeError(f"nvcc failed:\n{res.stderr}")
     return lib
+
+
+GXX = shutil.which("g++")
+
+
+def make_monolithic(d: Path, build_root: Path, name: str = "_llama.cpython-311-x86_64-linux-gnu.so", *,
+                    export: str = "PyInit__llama", strip: bool = False) -> Path:
+    """<d>/<name>: the object files of a real llama.cpp test build (ggml, ggml-cpu, llama) linked into one
+    shared object, the way a Python extension module carries llama.cpp: the CPU backend inside, only
+    ``export`` in .dynsym (a version script hides the rest), optionally stripped of .symtab too.
+    Links in well under a second (no compile)."""
+    if GXX is None:
+        raise RuntimeError("g++ is not installed")
+    objs = sorted(str(p) for sub in ("ggml/src/CMakeFiles", "src/CMakeFiles") for p in (build_root / sub).rglob("*.o"))
+    if not objs:
+        raise RuntimeError(f"no object files under {build_root}")
+    d.mkdir(parents=True, exist_ok=True)
+    _write(d, "init.c", f"void *{export}(void) {{ return 0; }}\n")
+    _write(d, "exports.map", f"{{ global: {export}; local: *; }};\n")
+    out = d / name
+    res = proc.run([GXX, "-shared", "-fPIC", "-o", str(out), str(d / "init.c"), *objs, "-fopenmp",
+                    f"-Wl,--version-script={d / 'exports.map'}", *(["-s"] if strip else [])], cwd=d, timeout=120)
+    if not res.ok:
+        raise RuntimeError(f"linking {out} failed:\n{res.stderr[-2000:]}")
+    for junk in ("init.c", "exports.map"):
+        (d / junk).unlink()
+    return out
+
+
+def make_future_abi_module(d: Path, version: str = "GLIBCXX_3.4.99", *, name: str = "libllama.so") -> Path:
+    """<d>/<name>: a C++ shared object whose undefined C++ runtime symbol asks libstdc++.so.6 for
+    ``version`` (GLIBCXX_3.4.99, CXXABI_1.3.99: versions no libstdc++ defines yet).
+
+    Linked against a stub libstdc++.so.6 that defines the symbol at that version (a version script), then
+    the stub is removed: at run time the NEEDED libstdc++.so.6 is this machine's, and dlopen fails with
+    "version `GLIBCXX_3.4.99' not found"."""
+    if GXX is None:
+        raise RuntimeError("g++ is not installed")
+    stub = d / "stubcxx"
+    stub.mkdir(parents=True, exist_ok=True)
+    sym = "_ZSt15__future_hook99v"
+    _write(stub, "s.c", f"void {sym}(void) {{}}\n")
+    _write(stub, "s.map", f"{version} {{ global: {sym}; local: *; }};\n")
+    _cc(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libstdc++.so.6", "-Wl,--version-script=s.map", "s.c",
+         "-o", "libstdc++.so.6"], stub)
+    _write(d, "m.cpp", "namespace std { void __future_hook99(); }\n"
+                       "extern \"C\" int llama_backend_init(void) { std::__future_hook99(); return 0; }\n")
+    out = d / name
+    res = proc.run([GXX, "-shared", "-fPIC", "-nostdlib", "m.cpp", "-o", str(out), str(stub / "libstdc++.so.6")],
+                   cwd=d, timeout=120)
+    if not res.ok:
+        raise RuntimeError(f"g++ failed:\n{res.stderr}")
+    shutil.rmtree(stub)
+    (d / "m.cpp").unlink()
+    return out
+
+
+def make_missing_symbol_lib(d: Path) -> Path:
+    """<d>/libllama.so that calls ggml_future_op() from its NEEDED libggml-base.so, and beside it a
+    libggml-base.so (same soname) that does not define it: an unversioned symbol no library here has,
+    the "undefined symbol" a library built against a newer ggml than the one found gets."""
+    d.mkdir(parents=True, exist_ok=True)
+    newer = d / "newer"
+    newer.mkdir(exist_ok=True)
+    _write(newer, "b.c", "int ggml_future_op(void) { return 1; }\nint ggml_init(void) { return 0; }\n")
+    _cc(["-shared", "-fPIC", "-Wl,-soname,libggml-base.so", "b.c", "-o", "libggml-base.so"], newer)
+    _write(d, "l.c", "int ggml_future_op(void);\nint ggml_init(void);\n"
+                     "int llama_backend_init(void) { return ggml_init() + ggml_future_op(); }\n")
+    _cc(["-shared", "-fPIC", "l.c", "-o", "libllama.so", "-Wl,-rpath,$ORIGIN", str(newer / "libggml-base.so")], d)
+    shutil.rmtree(newer)
+    _write(d, "b.c", "int ggml_init(void) { return 0; }\n")  # the older libggml-base.so found here
+    _cc(["-shared", "-fPIC", "-Wl,-soname,libggml-base.so", "b.c", "-o", "libggml-base.so"], d)
+    for junk in ("l.c", "b.c"):
+        (d / junk).unlink()
+    return d / "libllama.so"
+
+
+MINGW = shutil.which("x86_64-w64-mingw32-gcc")
+
+
+def make_cuda_dll(d: Path) -> Path:
+    """<d>/ggml-cuda.dll: a Windows x64 DLL (mingw-w64) exporting ggml_backend_cuda_reg, with the real fatbin
+    nvcc writes (make_cuda_fatbin: sm_86 SASS, compute_89 PTX) in a ".nv_fatb" section, the 8-character name
+    a PE gives nvcc's .nv_fatbin."""
+    if MINGW is None:
+        raise RuntimeError("x86_64-w64-mingw32-gcc is not installed")
+    elf = make_cuda_fatbin(d / "elf")
+    blob = d / "fatbin.bin"
+    res = proc.run(["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(elf), str(blob)], timeout=60)
+    if not res.ok:
+        raise RuntimeError(res.stderr)
+    _write(d, "cuda.c", "__declspec(dllexport) int ggml_backend_cuda_reg(void) { return 1; }\n")
+    dll = d / "ggml-cuda.dll"
+    for argv in ([MINGW, "-shared", "-O1", "cuda.c", "-o", str(dll)],
+                 ["objcopy", "--add-section", f".nv_fatb={blob}", "--set-section-flags",
+                  ".nv_fatb=contents,alloc,load,readonly,data", str(dll)]):
+        res = proc.run(argv, cwd=d, timeout=120)
+        if not res.ok:
+            raise RuntimeError(f"{argv[0]} failed:\n{res.stderr}")
+    shutil.rmtree(d / "elf")
+    blob.unlink()
+    (d / "cuda.c").unlink()
+    return dll

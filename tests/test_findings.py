@@ -212,6 +212,53 @@ def test_old_build_number_and_version():
     assert f.severity == "info"
 
 
+def test_old_build_says_what_it_lacks_and_what_to_do():
+    b = build()
+    b.commit, b.build_number, b.version = None, 4965, None
+    b.evidence["build_number"] = "soname of libllama.so.0.0.4965"
+    (f,) = [f for f in findings_for(b, machine()) if f.code == "BD180"]
+    assert f.title.startswith("old llama.cpp: build b4965 is from before 2026-04-01, builddoctor's pinned llama.cpp is")
+    assert "model architectures" in f.title and "libllama.so.0.0.4965" in f.evidence
+    assert f.fix.startswith("builddoctor fix --rebuild /b/bin") and "pinned llama.cpp" in f.fix
+    # the version line names the build by its number, never "llama.cpp ?"
+    b.build_number = 9999
+    (ok,) = [f for f in findings_for(b, machine()) if f.code == "ok:version"]
+    assert ok.title.startswith("llama.cpp b9999")
+
+
+def test_vulkan_with_only_a_cpu_emulated_device():
+    """llvmpipe is hidden by ggml: a Vulkan build on such a machine falls back to the CPU, like CUDA without a GPU."""
+    llvmpipe = GpuProfile(vendor="other", name="llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True,
+                          source="vulkaninfo")
+    (f,) = [f for f in findings_for(build(backends=("CPU", "Vulkan")), machine(gpus=[llvmpipe])) if f.code == "BD110"]
+    assert f.title.startswith("Vulkan backend built in, but this machine's only Vulkan device is llvmpipe")
+    assert "CPU-emulated" in f.title
+    (f,) = [f for f in findings_for(build(backends=("CPU", "Vulkan")), machine()) if f.code == "BD110"]
+    assert "no GPU" in f.title
+    assert "BD110" not in codes(findings_for(build(backends=("CPU", "Vulkan")), machine(gpus=[RTX4090])))
+
+
+@pytest.mark.parametrize("needed,missing,want,not_want", [
+    (["libcudart.so.13", "libcublas.so.13"], ["libcudart.so.13", "libcublas.so.13"], "nvidia-cuda-runtime nvidia-cublas", "cu12"),
+    (["libcudart.so.12", "libcublas.so.12"], ["libcudart.so.12"], "nvidia-cuda-runtime-cu12", "CUDA 13"),
+    (["libcudart.so.13", "libcuda.so.1"], ["libcuda.so.1"], "NVIDIA driver", "pip install"),
+])
+def test_cuda_runtime_advice_follows_the_cuda_version(needed, missing, want, not_want):
+    found = findings_for(cuda_build(["sm_89"], needed=needed, missing=missing), machine())
+    (f,) = [f for f in found if f.code == "BD112"]
+    assert want in f.fix and not_want not in f.fix
+
+
+def test_msvc_openmp_is_openmp():
+    files = [BinaryFile(path="C:/b/ggml-cpu.dll", role="backend", format="PE", arch="x86_64", isa=list(ZEN4),
+                        backends=["CPU"], needed=["ggml-base.dll", "VCOMP140.DLL", "KERNEL32.dll"])]
+    windows = machine()
+    windows.os, windows.libc, windows.libc_version, windows.libstdcxx_version = "windows", None, None, None
+    found = findings_for(build(files=files), windows)
+    assert "BD141" not in codes(found)
+    assert any(f.code == "ok:build" and "with OpenMP" in f.title for f in found)
+
+
 def test_not_llama_cpp_gets_one_finding_only():
     b = BuildProfile(root="/x", name="ls", is_llama_cpp=False,
                      files=[BinaryFile(path="/usr/bin/ls", role="executable", format="ELF", arch="x86_64")])

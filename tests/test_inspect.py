@@ -8,6 +8,7 @@ import random
 import shutil
 import sys
 import time
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,28 @@ def test_cuda_fatbin_archs(elf_dir):
     (b,), _ = inspect_paths([lib], run=False)
     assert b.cuda_archs == ["sm_86", "compute_89"] and b.flash_attn_kernels is True
     assert any(n.startswith("libcudart.so.13") for n in bf.needed)
+
+
+def test_cuda_archs_in_a_windows_dll(elf_dir):
+    """A PE names nvcc's .nv_fatbin ".nv_fatb" (8 characters at most): the archs are read from it too."""
+    if fx.NVCC is None or fx.MINGW is None:
+        pytest.skip("nvcc or mingw-w64 is not installed")
+    dll = fx.make_cuda_dll(elf_dir / "fatbin-dll")
+    bf = inspect_binary(dll)
+    assert bf.format == "PE" and bf.backends == ["CUDA"]
+    assert bf.cuda_archs == ["sm_86", "compute_89"]
+
+
+def test_build_number_from_an_old_libllama_soname(elf_dir):
+    """Before semver versions, libllama's soname was libllama.so.0.0.<build number>: the build is named by it."""
+    d = elf_dir / "oldsoname"
+    d.mkdir()
+    (d / "l.c").write_text("int llama_backend_init(void) { return 0; }\n")
+    lib = d / "libllama.so.0.0.4965"
+    subprocess.run([fx.GCC, "-shared", "-fPIC", "-Wl,-soname,libllama.so.0.0.4965", str(d / "l.c"), "-o", str(lib)],
+                   check=True, timeout=60)
+    (b,), _ = inspect_paths([lib], run=False)
+    assert b.build_number == 4965
 
 
 def test_not_llama(elf_dir):

@@ -33,6 +33,8 @@ CASES = {
         "sapphirerapids",
         ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "alderlake", "skylakex", "cannonlake",
          "cascadelake", "icelake", "cooperlake", "zen4", "sapphirerapids"], 4, 2),
+    # a KVM guest whose CPUID model (167) is Rocket Lake's number, with AMX and AVX512_FP16 in its flags:
+    # named from the features (as archspec does), not from the model number
     "cpuinfo/alderlake-i9-12900k.txt": (
         "x86_64", "alderlake", X86_BASE | {"AVX_VNNI"}, "alderlake",
         ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "alderlake"], 24, 16),
@@ -85,6 +87,10 @@ CASES = {
         ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 16, 8),
 }
 
+# a KVM guest whose CPUID model (167) is Rocket Lake's number, with AMX and AVX512_FP16 in its flags: named
+# from the features (as archspec does), not from the model number; otherwise the Sapphire Rapids case, 2 vCPUs
+CASES["cpuinfo/kvm-xeon-amx-model167.txt"] = CASES["cpuinfo/sapphirerapids-xeon-8488c-aws.txt"][:5] + (2, 2)
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_recorded_cpu(name):
@@ -115,6 +121,29 @@ def test_fixture_set_covers_the_issue():
     assert variants["sysctl/macos14-apple-m2.txt"] == "apple_m2_m3"
     for name in CASES:
         assert (FIX / name).stat().st_size > 500, name
+
+
+def test_model_number_kept_when_features_agree():
+    """The model number names the CPU unless the flags contradict it: a Rocket Lake (model 167) without AMX
+    stays rocketlake; the same model with AMX is named from its features."""
+    text = (FIX / "cpuinfo/kvm-xeon-amx-model167.txt").read_text()
+    plain = re.sub(r" (amx_bf16|amx_tile|amx_int8|avx512_fp16|avx512_bf16|avx_vnni)(?= )", "", text)
+    assert cpu.parse_cpuinfo(plain).cpu.microarch == "rocketlake"
+    assert cpu.parse_cpuinfo(text).cpu.microarch == "sapphirerapids"
+
+
+def test_cpuinfo_without_final_newline_accepted():
+    """A copy whose last flags line has no newline after it is whole when another entry has the same line."""
+    text = (FIX / "cpuinfo/kvm-xeon-amx-model167.txt").read_text()
+    lines = text.rstrip("\n").splitlines()
+    last_flags = max(i for i, ln in enumerate(lines) if ln.startswith("flags"))
+    cut = "\n".join(lines[:last_flags + 1])  # ends right after the last flags line, no newline
+    assert not cut.endswith("\n")
+    facts = cpu.parse_cpuinfo(cut)
+    assert facts.cpu.threads == 2 and "AMX_INT8" in facts.cpu.features
+    # cut inside that line, it is still refused
+    with pytest.raises(cpu.CpuTextError, match="truncated"):
+        cpu.parse_cpuinfo(cut[:-40])
 
 
 def test_amd_sme_flag_is_not_arm_sme():

@@ -9,7 +9,7 @@ from typing import Any
 
 from builddoctor import errors, paths
 from builddoctor.findings import platform_gate
-from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name
+from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name, links_openmp
 from builddoctor.profiles import BuildProfile, BuildReport, Diagnosis, Finding, MachineProfile
 from builddoctor.tomlload import load_toml
 
@@ -121,10 +121,7 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     needs = sorted({lib for f in readable for lib in f.needed})
     glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
     if readable and ctx.live:
-        from packaging.version import Version
-
-        need = max(glibc, key=Version) if glibc else "none"
-        out["load"] = {"nlibs": len(needs), "glibc_need": need, "glibc_have": machine.libc_version or "?"}
+        out["load"] = {"load_ok": _load_line(readable, needs, glibc, machine)}
     cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
     if build.cpu_variants:
         out["cpu"] = {"cpu_code": f"CPU variants {', '.join(build.cpu_variants)}", "cpu_best": f"the loader picks {cpu_best}"}
@@ -142,12 +139,13 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
         out["gpu"] = {"gpu_ok": f"{', '.join(gpu_backends) or 'GPU'} backend{archs} for {gpus[0].name}"}
     if build.build_type:
         files = _cpu_files(build)
-        omp = any(lib.startswith(("libgomp", "libomp", "libiomp")) for f in files for lib in f.needed)
+        omp = links_openmp(files)
         out["build"] = {"build_type": build.build_type, "openmp_ok": ", with OpenMP" if omp else ""}
     if build.cmake_options:
         out["options"] = {"options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, none deprecated or unknown"}
-    if build.version or build.commit:
-        bits = [f"llama.cpp {build.version or '?'}"]
+    numbered = build.build_number if build.build_number and build.build_number > 1 else None
+    if build.version or build.commit or numbered:
+        bits = [f"llama.cpp {build.version or (f'b{numbered}' if numbered else 'of unknown version')}"]
         if build.commit:
             bits.append(f"commit {build.commit}")
         if build.compiler:
@@ -164,6 +162,26 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     elif c is not None and c.ok:
         out["runtime"] = {"runtime_ok": _compute_line(c)}
     return out
+
+
+def _load_line(readable, needs: list[str], glibc: list[str], machine: MachineProfile) -> str:
+    """The load area's ok line. A GPU runtime that is not here is the GPU line's error: this line
+    then says which libraries were found, never "all"."""
+    from packaging.version import Version
+
+    missing = sorted({lib for f in readable for lib in f.missing_needed})
+    if missing:
+        backends = sorted({b for f in readable if f.missing_needed for b in f.backends if b not in ("CPU", "BLAS", "RPC")})
+        which = f" for the {', '.join(backends)} backend" if backends else ""
+        text = (f"{len(needs) - len(missing)} of {len(needs)} linked libraries found; {', '.join(missing)}{which} "
+                "is not (see the GPU backend line)")
+    elif not needs:
+        text = "links no shared libraries"
+    else:
+        text = f"all {len(needs)} linked libraries found"
+    if glibc:
+        text += f"; needs glibc {max(glibc, key=Version)} (this machine: {machine.libc_version or '?'})"
+    return text
 
 
 def _compute_line(c) -> str:

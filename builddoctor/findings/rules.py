@@ -59,6 +59,15 @@ def _level_of(features: list[str] | set[str]) -> str:
     return "sse"
 
 
+def links_openmp(files: list[BinaryFile]) -> bool:
+    """Whether any of the files links an OpenMP runtime (libgomp, libomp, MSVC's VCOMP140.DLL...):
+    the names of inspect_backends.toml's [openmp] table, compared case-insensitively (Windows)."""
+    from builddoctor.inspect.data import load
+
+    prefixes = tuple(p.lower() for p in load("inspect_backends.toml")["openmp"]["needed"])
+    return any(lib.lower().startswith(prefixes) for f in files for lib in f.needed)
+
+
 def _is_x86(machine: MachineProfile) -> bool:
     return machine.cpu.arch in ("x86_64", "amd64", "i686")
 
@@ -191,6 +200,64 @@ def libstdcxx_too_old(build, machine, ctx):
     return _too_new(build.files, "GLIBCXX", machine.libstdcxx_version)
 
 
+def _load_problems(build: BuildProfile, machine: MachineProfile) -> list[tuple[BinaryFile, list]]:
+    """Each file's static load problems that glibc_too_old / libstdcxx_too_old do not already name."""
+    out = []
+    for f in build.files:
+        probs = []
+        for p in f.load_problems:
+            prefix = p.need.rpartition("_")[0] if p.kind == "version" else ""
+            have = {"GLIBC": machine.libc_version, "GLIBCXX": machine.libstdcxx_version}.get(prefix)
+            if prefix in ("GLIBC", "GLIBCXX") and _too_new([f], prefix, have):
+                continue  # BD171 / BD172 say it
+            probs.append(p)
+        if probs:
+            out.append((f, probs))
+    return out
+
+
+def _dlopen_words(build: BuildProfile, path: str) -> str | None:
+    """What the dlopen probe said about ``path``, when it ran on it and failed."""
+    c = build.compute
+    if c is not None and c.kind == "dlopen" and not c.ok and c.argv and c.argv[0] == path:
+        return (c.error or c.problem or "").strip() or None
+    return None
+
+
+@rule
+def unresolved_symbols(build, machine, ctx):
+    """What ld.so would refuse, found from the libraries found here: a symbol version the library
+    lacks (CXXABI_1.3.15 from an older libstdc++), or a symbol none of them defines. One line per
+    build: the first file, with a count of the others."""
+    if not ctx.live:
+        return None
+    hits = _load_problems(build, machine)
+    if not hits:
+        return None
+    f, probs = hits[0]
+    if build.compute is not None and build.compute.kind == "dlopen" and build.compute.ok \
+            and build.compute.argv and build.compute.argv[0] == f.path:
+        return None  # it loaded: the dlopen probe has the final word
+    p = probs[0]
+    if p.kind == "version":
+        what = f"needs {p.need}" + (f", this machine has up to {p.have}" if p.have else "") + f" ({p.lib})"
+        detail = f"it references {p.need} symbols of {p.lib}, and the {p.lib} found here does not define that version"
+        fix = (f"install a newer {p.lib} (the one from the compiler it was built with), or rebuild here with this "
+               f"machine's compiler: builddoctor fix --rebuild {build.root}")
+    else:
+        n = "symbol" if p.count == 1 else f"{p.count} symbols"
+        what = f"undefined {n} {p.need}{', ...' if p.count > 5 else ''}"
+        detail = (f"it needs {p.need}{', ...' if p.count > 5 else ''}, which none of the libraries it loads here "
+                  f"({p.lib} and theirs) defines: they are older or newer than the ones it was built against")
+        fix = (f"use the libraries it was built with (same package, same version), or rebuild here: "
+               f"builddoctor fix --rebuild {build.root}")
+    others = len(probs) - 1 + sum(len(ps) for _f, ps in hits[1:])
+    more = f"; {others} more such problem(s) in this build" if others else ""
+    words = _dlopen_words(build, f.path)
+    return {"file": _name(f.path), "what": what, "detail": detail, "more": more, "fix": fix,
+            "dlopen": f" (dlopen in a child process agrees: {words})" if words else ""}
+
+
 # --------------------------------------------------------------------------- runs here
 
 
@@ -310,6 +377,8 @@ def dlopen_failed(build, machine, ctx):
     c = build.compute
     if c is None or c.kind != "dlopen" or c.ok:
         return None
+    if ctx.live and any(f.path == (c.argv[0] if c.argv else "") and f.load_problems for f in build.files):
+        return None  # unresolved_symbols (or glibc/libstdcxx_too_old) names the cause: one load line
     if c.timed_out:
         why = f"loading it did not finish in {c.timeout_s:g} s"
     elif c.signal:
@@ -462,12 +531,32 @@ def gpu_backend_without_device(build, machine, ctx):
     for vendor, want in table.items():
         backend = want["accept"][0]
         if backend not in build.backends or backend == "Vulkan":
-            continue
+            continue  # Vulkan serves several vendors: vulkan_without_device below
         if vendor not in vendors and not any(set(t["accept"]) & {backend} for v, t in table.items() if v in vendors):
             hits.append({"backend": backend, "why": f"this machine has no {want['label']}",
                          "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
                                 "smaller and starts faster: builddoctor fix --rebuild " + build.root})
+    hits += _vulkan_without_device(build, machine, table)
     return hits or None
+
+
+def _vulkan_without_device(build: BuildProfile, machine: MachineProfile, table: dict) -> list[dict]:
+    """Vulkan built in, but no GPU here that Vulkan drives: llvmpipe and other CPU-emulated devices
+    are hidden by ggml (GGML_VK_VISIBLE_DEVICES shows them), so it falls back to the CPU."""
+    if "Vulkan" not in build.backends:
+        return []
+    vendors = {v for v, t in table.items() if "Vulkan" in t["accept"]}
+    if any(g.vendor in vendors for g in machine.usable_gpus()):
+        return []
+    emulated = [g.name for g in machine.emulated_gpus()]
+    if emulated:
+        why = (f"this machine's only Vulkan device is {', '.join(emulated)}, which is CPU-emulated "
+               "(ggml hides it; on it, inference is far slower than the CPU backend)")
+    else:
+        why = "this machine has no GPU that Vulkan can drive"
+    return [{"backend": "Vulkan", "why": why,
+             "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
+                    "smaller and starts faster: builddoctor fix --rebuild " + build.root}]
 
 
 def _runtime_major(lib: str, prefix: str) -> int | None:
@@ -504,8 +593,24 @@ def gpu_runtime_missing(build, machine, ctx):
         libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
         if gpu and libs:
             backend = gpu[0]
-            return {"backend": backend, "libs": ", ".join(libs), "file": _name(f.path),
-                    "install": install.get(backend, "install the runtime libraries of the " + backend + " toolkit")}
+            text = install.get(backend, "install the runtime libraries of the " + backend + " toolkit")
+            if backend == "CUDA":
+                text = _cuda_install(f, libs, ctx) or text
+            return {"backend": backend, "libs": ", ".join(libs), "file": _name(f.path), "install": text}
+    return None
+
+
+def _cuda_install(f: BinaryFile, missing: list[str], ctx: Context) -> str | None:
+    """The install advice for the CUDA version this file links (libcudart.so.13 -> the CUDA 13 wheels),
+    or the driver's when only libcuda.so.1 is missing."""
+    table = ctx.catalogue.get("runtime_install_cuda", {})
+    if all(lib.startswith("libcuda.") for lib in missing):
+        return table.get("driver")
+    for lib in f.needed:
+        for prefix in ("libcudart", "libcublas"):
+            major = _runtime_major(lib, prefix)
+            if major is not None:
+                return table.get(str(major))
     return None
 
 
@@ -586,7 +691,7 @@ def openmp_off(build, machine, ctx):
     if opt in ("ON", "TRUE", "1", "YES"):
         return None
     files = _cpu_files(build)
-    if any(lib.startswith(("libgomp", "libomp", "libiomp", "vcomp")) for f in files for lib in f.needed):
+    if links_openmp(files):
         return None
     if not any(f.needed for f in files) and opt == "":
         return None  # static or unreadable: no evidence either way
@@ -704,12 +809,18 @@ def old_build(build, machine, ctx):
         return None
     old = ctx.catalogue["age"]
     if build.build_number and 1 < build.build_number < old["build_number"]:
-        return {"what": f"build b{build.build_number}, from before {old['date']}", "pinned": pinned}
+        where = build.evidence.get("build_number", "")
+        return {"what": f"build b{build.build_number} is from before {old['date']}", "pinned": pinned,
+                "missing": old["missing"],
+                "evidence": f"build number {build.build_number}" + (f" ({where})" if where else "")
+                + f"; llama.cpp b{old['build_number']} was released on {old['date']}"}
     if build.version:
         try:
             v, p = Version(build.version.split("-")[0]), Version(ctx.pin_version.split("-")[0])
         except InvalidVersion:
             return None
         if v < p:
-            return {"what": f"version {build.version}", "pinned": pinned, "_severity": "info"}
+            return {"what": f"version {build.version}", "pinned": pinned, "missing": old["missing_minor"],
+                    "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else ""),
+                    "_severity": "info"}
     return None

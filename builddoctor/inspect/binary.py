@@ -29,7 +29,8 @@ from builddoctor.inspect import isa as isa_mod
 from builddoctor import platforms
 from builddoctor.inspect.image import (Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
                                        gnu_versions, macho_slices, pe_machine)
-from builddoctor.inspect.libs import Resolver, defined_versions
+from builddoctor.inspect.libs import (Resolver, defined_versions, load_problems, machine_arch, real,
+                                     undefined_unversioned)
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -243,6 +244,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                 raise _Bad(f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
                            f"but the file has only {size} bytes")
         needed: list[str] = []
+        soname: Optional[str] = None
         rpath: list[str] = []
         runpath: list[str] = []
         if dynamic is not None:
@@ -254,6 +256,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                     rpath += [p for p in tag.rpath.split(":") if p]
                 elif t == "DT_RUNPATH":
                     runpath += [p for p in tag.runpath.split(":") if p]
+                elif t == "DT_SONAME":
+                    soname = tag.soname
         required: dict[str, list[str]] = {}
         if verneed is not None:
             for lib, names in gnu_versions(verneed):
@@ -300,16 +304,20 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             got = facts.resolved.get(lib)
             if not got:
                 continue
-            have = defined_versions(os.path.realpath(got))
+            have = defined_versions(real(got))
             if not have:
                 continue
             for v in versions:
                 if v not in have:
                     bf.missing_versions.append(f"{v} ({lib})")
+        bf.load_problems = load_problems(required, facts.resolved, [] if bf.missing_needed else
+                                         _unversioned_imports(img, secs, data), resolver=res)
     bf.debug_info = ".debug_info" in img.sections
 
     img.prefetch(_interesting_symbols())
     _common_facts(path, facts, img, arch)
+    if "CPU" not in bf.backends and isa_mod.carries_cpu_backend(img, path.name, bf.needed):
+        bf.backends.append("CPU")  # monolithic: the CPU backend linked into libllama, libggml, a module
 
     # CPU instruction sets
     text = img.sections.get(".text")
@@ -324,17 +332,33 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     facts.isa_how = res_isa.how
 
     # build info and compiler switches
-    facts.info = buildinfo.read(img, arch)
+    facts.info = buildinfo.read(img, arch, local="CPU" in bf.backends)
+    for key, value in buildinfo.from_soname(soname, path.name).items():
+        facts.info.setdefault(key, value)
     if bf.debug_info:
         facts.producers, facts.opt_flags = _producers(img)
 
     # GPU code
-    if ".nv_fatbin" in img.sections:
-        bf.cuda_archs = fatbin.cuda_archs(bytes(img.section_bytes(".nv_fatbin")))
-    if ".hip_fatbin" in img.sections:
-        bf.cuda_archs += fatbin.hip_targets(img.section_bytes(".hip_fatbin", limit=64 << 20))
+    for name, reader, cap in ((".nv_fatbin", fatbin.cuda_archs, None), (".hip_fatbin", fatbin.hip_targets, 64 << 20)):
+        sec = img.sections.get(name)
+        if sec is not None and sec.type != 8 and sec.offset < size:  # read in place in the mmap, no copy
+            bf.cuda_archs += reader(data, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
+
+
+def _unversioned_imports(img: Image, secs: list[Section], data) -> list[str]:
+    """The file's strong undefined symbols without a version (what ld.so looks up by name)."""
+    dyn = img.sections.get(".dynsym")
+    if dyn is None or dyn.type != 11 or dyn.link >= len(secs):
+        return []
+    strsec = secs[dyn.link]
+    ver = img.sections.get(".gnu.version")
+    view = memoryview(data)
+    return undefined_unversioned(view[dyn.offset:dyn.offset + dyn.size],
+                                 bytes(view[strsec.offset:strsec.offset + strsec.size]),
+                                 view[ver.offset:ver.offset + ver.size] if ver is not None else None,
+                                 img.is64, img.little)
 
 
 _SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4, "SHT_HASH": 5,
@@ -423,7 +447,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
                 if over and over in found and not (by_name == over):
                     found.remove(over)
     bf.backends = found
-    facts.openmp = any(n.startswith(p) for n in bf.needed for p in data["openmp"]["needed"])
+    facts.openmp = any(n.lower().startswith(p.lower()) for n in bf.needed for p in data["openmp"]["needed"])
     markers = bool(found) or bool(m) or bool(_LLAMA_LIBS.match(name)) \
         or any(n.startswith(("libllama", "libggml", "llama.", "ggml")) for n in bf.needed) \
         or defines_prefix("llama_") or defines_prefix("ggml_") or defines_prefix("gguf_")
@@ -549,4 +573,5 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Op
             bf.role = "library"
         symbols = {_text(e.name) for e in binary.exported_functions}
         bf.debug_info = binary.has_debug
+        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)

@@ -29,19 +29,37 @@ _TARGET = re.compile(r"^[A-Za-z0-9_.\- ]{3,60}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{7,40}|unknown)$")
 
 
+# libllama's soname before llama.cpp versioned itself semver-style: VERSION 0.0.${LLAMA_BUILD_NUMBER}
+# (src/CMakeLists.txt of those releases), so libllama.so.0.0.4965 is build b4965.
+_SONAME_BUILD = re.compile(r"^libllama\.so\.0\.0\.([0-9]+)$")
+
+
+def from_soname(*names: Optional[str]) -> dict[str, Any]:
+    """The build number an old libllama's soname or file name carries (libllama.so.0.0.4965)."""
+    for name in names:
+        m = _SONAME_BUILD.match(name or "")
+        if m and int(m.group(1)) > 1:
+            return {"build_number": int(m.group(1))}
+    return {}
+
+
 SYMBOLS = ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT", "LLAMA_COMPILER", "LLAMA_BUILD_TARGET", "llama_version",
            "ggml_version", "ggml_commit")
 
 
-def read(img: Image, arch: str) -> dict[str, Any]:
+def read(img: Image, arch: str, local: bool = False) -> dict[str, Any]:
+    """``local``: look in .symtab too (a module that carries llama.cpp without exporting it)."""
+    from builddoctor.inspect.isa import symbols_anywhere
+
     out: dict[str, Any] = {}
-    sym = img.symbol("LLAMA_BUILD_NUMBER")
+    syms = symbols_anywhere(img, list(SYMBOLS), local)
+    sym = syms.get("LLAMA_BUILD_NUMBER")
     if sym:
         raw = img.read(sym[0], 4)
         if len(raw) == 4:
             out["build_number"] = int.from_bytes(raw, "little" if img.little else "big", signed=True)
     for key, name in (("commit", "LLAMA_COMMIT"), ("compiler", "LLAMA_COMPILER"), ("target", "LLAMA_BUILD_TARGET")):
-        sym = img.symbol(name)
+        sym = syms.get(name)
         if not sym:
             continue
         ptr = img.pointer(sym[0])
@@ -50,7 +68,7 @@ def read(img: Image, arch: str) -> dict[str, Any]:
             if text is not None:
                 out[key] = text
     for key, name in (("version", "llama_version"), ("ggml_version", "ggml_version"), ("ggml_commit", "ggml_commit")):
-        sym = img.symbol(name)
+        sym = syms.get(name)
         if sym:
             text = returned_string(img, arch, sym[0])
             if text:

@@ -15,27 +15,37 @@ import re
 import struct
 
 FATBIN_MAGIC = 0xBA55ED50
+# nvcc writes one container per translation unit, each with the same -gencode list: after this many
+# containers in a row that add no architecture, the rest (thousands, in a big extension) are not read.
+QUIET_CONTAINERS = 256
 KIND_PTX = 1
 KIND_ELF = 2
 
 
-def cuda_archs(blob: bytes) -> list[str]:
-    """Sorted unique "sm_86" (SASS) and "compute_89" (PTX) names in a .nv_fatbin section."""
+def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
+    """Sorted unique "sm_86" (SASS) and "compute_89" (PTX) names in a .nv_fatbin section.
+
+    ``blob`` is the section's bytes, or the whole file's mmap with the section's ``start`` and
+    ``end`` offsets: a CUDA library's fatbin is hundreds of MB, and only its headers are read
+    (one container header, then entry headers hop over the payloads), never a copy of it."""
     found: set[tuple[int, str]] = set()
-    off = 0
-    n = len(blob)
+    quiet = 0  # containers in a row that named no new arch
+    off = start
+    n = len(blob) if end is None else min(end, len(blob))
+    magic_bytes = struct.pack("<I", FATBIN_MAGIC)
     while off + 16 <= n:
         magic, _version, hsize, fsize = struct.unpack_from("<IHHQ", blob, off)
         if magic != FATBIN_MAGIC or hsize < 16:
             # containers are 8-aligned; skip padding between them
-            nxt = blob.find(struct.pack("<I", FATBIN_MAGIC), off + 1)
+            nxt = blob.find(magic_bytes, off + 1, n)
             if nxt < 0:
                 break
             off = nxt
             continue
-        end = min(off + hsize + fsize, n)
+        stop = min(off + hsize + fsize, n)
         e = off + hsize
-        while e + 32 <= end:
+        before = len(found)
+        while e + 32 <= stop:
             kind, _v, ehsize, padded = struct.unpack_from("<HHIQ", blob, e)
             (arch,) = struct.unpack_from("<I", blob, e + 28)
             if ehsize < 32 or ehsize > 4096:
@@ -46,13 +56,35 @@ def cuda_archs(blob: bytes) -> list[str]:
                 elif kind in (KIND_ELF, 0x10):
                     found.add((arch, f"sm_{arch}"))
             e += ehsize + padded
-        off = max(end, off + 16)
+        off = max(stop, off + 16)
+        quiet = quiet + 1 if len(found) == before else 0
+        if quiet >= QUIET_CONTAINERS:
+            break
     return [name for _arch, name in sorted(found, key=lambda t: (t[0], t[1].startswith("compute")))]
+
+
+# A PE section name has at most 8 characters: nvcc's .nv_fatbin is ".nv_fatb" in a Windows DLL.
+PE_FATBIN_SECTIONS = (".nv_fatb", ".nv_fatbin")
+
+
+def pe_cuda_archs(path: str, sections: list[tuple[str, int, int]]) -> list[str]:
+    """CUDA archs of a PE file, from its (name, file offset, size) sections, read through an mmap."""
+    import mmap
+
+    spans = [(off, size) for name, off, size in sections if name in PE_FATBIN_SECTIONS and size]
+    if not spans:
+        return []
+    archs: list[str] = []
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        for off, size in spans:
+            archs += [a for a in cuda_archs(m, off, off + size) if a not in archs]
+    return archs
 
 
 _GFX = re.compile(rb"amdgcn-amd-amdhsa-[a-z0-9]*-(gfx[0-9a-f]+)")
 
 
-def hip_targets(blob) -> list[str]:
-    """gfx targets named in a HIP offload bundle (__CLANG_OFFLOAD_BUNDLE__ entries)."""
-    return sorted({m.group(1).decode() for m in _GFX.finditer(bytes(blob))})
+def hip_targets(blob, start: int = 0, end: int | None = None) -> list[str]:
+    """gfx targets named in a HIP offload bundle (__CLANG_OFFLOAD_BUNDLE__ entries); ``blob`` may be
+    the file's mmap (searched in place)."""
+    return sorted({m.group(1).decode() for m in _GFX.finditer(blob, start, len(blob) if end is None else end)})

@@ -143,6 +143,10 @@ class SymbolTable:
                     out.setdefault(m.group(0)[:-1].decode(), (value, size))
         return out
 
+    def rows_at(self, offsets) -> Iterator[tuple[int, int, int, int, int]]:
+        """(name offset, info, shndx, value, size) of the entries whose names start at ``offsets``."""
+        return self._rows_at(offsets)
+
     def search(self, pattern: bytes, *, defined: bool = True, funcs: bool = False
                ) -> Iterator[tuple[str, int, int]]:
         """(name, value, size) of symbols whose name matches the regex ``pattern`` at its start."""
@@ -156,9 +160,19 @@ class SymbolTable:
             end = self.strtab.find(b"\x00", off)
             yield self.strtab[off:end].decode("utf-8", "replace"), value, size
 
-    def has_prefix(self, prefix: bytes, *, defined: bool = True) -> bool:
-        # names start right after a NUL: skip the many hits inside mangled C++ names
-        return next(self.search(b"(?<=\x00)" + re.escape(prefix), defined=defined), None) is not None
+    def has_prefix(self, prefix: bytes, *, defined: bool = True, tries: int = 64) -> bool:
+        """A symbol whose name starts with ``prefix``: bytes.find for a name start (right after a NUL,
+        which skips the hits inside mangled C++ names) at memchr speed, then that entry. A regex with a
+        look-behind ran at a few MB/s over the string table of a 100,000-symbol module."""
+        pos = 0
+        for _ in range(tries):
+            i = self.strtab.find(b"\x00" + prefix, pos)
+            if i < 0:
+                return False
+            if any(not defined or shndx != SHN_UNDEF for _n, _i, shndx, _v, _s in self._rows_at([i + 1])):
+                return True
+            pos = i + 1
+        return False
 
 
 @dataclass

@@ -169,13 +169,29 @@ def arm64_constant_return(code: bytes) -> tuple[Optional[int], bool]:
     return None, frame
 
 
-def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]]:
-    """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants."""
+def symbols_anywhere(img: Image, names: list[str], local: bool = True) -> dict[str, tuple[int, int]]:
+    """(address, size) of each name defined in the file, local symbols included: a library's named
+    look-ups read only .dynsym, but a module that links llama.cpp in statically and exports only
+    its init function keeps ggml's functions in .symtab alone."""
+    out = {n: got for n in names if (got := img.symbol(n))}
+    todo = [n for n in names if n not in out]
+    if todo and local and img.exported_only:
+        for tab in img.symtabs:
+            if not tab.is_dynsym:
+                for n, v in tab.defined_values(todo).items():
+                    out.setdefault(n, v)
+    return out
+
+
+def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, bool], Optional[bool]]:
+    """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants (``local``: in
+    .symtab too, for a file that carries the CPU backend without exporting it)."""
     table = _data()["cpu_has"]
     out: dict[str, bool] = {}
     frames: list[bool] = []
+    syms = symbols_anywhere(img, [f"ggml_cpu_has_{suffix}" for suffix in table], local)
     for suffix, feat in table.items():
-        sym = img.symbol(f"ggml_cpu_has_{suffix}")
+        sym = syms.get(f"ggml_cpu_has_{suffix}")
         if not sym:
             continue
         addr, size = sym
@@ -198,9 +214,77 @@ def compiled_for(img: Image, arch: str) -> tuple[dict[str, bool], Optional[bool]
 
 
 @lru_cache(maxsize=1)
-def _hot_regex() -> bytes:
-    pats = _data()["hot"]["patterns"]
-    return b"(?:" + b"|".join(p.lstrip("^").encode() for p in pats) + b")"
+def _hot_patterns() -> list[tuple[bytes, Optional["re.Pattern[bytes]"]]]:
+    """Each [hot] pattern as (a literal every matching name contains, the regex for the whole name,
+    None when the literal is the name's prefix)."""
+    import re
+
+    out = []
+    for pat in _data()["hot"]["patterns"]:
+        body = pat.lstrip("^")
+        pieces = body.split(".*")
+        if re.escape(body) == body:  # a plain prefix
+            out.append(((b"\x00" + body.encode()), None))
+        else:
+            anchor = max(pieces, key=len)
+            out.append((anchor.encode(), re.compile(body.replace(".*", "[^\\x00]*").encode())))
+    return out
+
+
+def hot_functions(img: Image) -> dict[str, tuple[int, int]]:
+    """(address, size) of the CPU backend's hot functions ([hot] patterns), from every symbol table.
+
+    Found with bytes.find on a literal of each pattern (memchr speed over a string table of tens
+    of MB), then the name it sits in is checked: a regex over the whole table (with ``.*``
+    crossing names, or anchored with a look-behind) took seconds on a big C++ library."""
+    out: dict[str, tuple[int, int]] = {}
+    full = [t for t in img.symtabs if not t.is_dynsym]
+    for tab in full or img.symtabs:  # .symtab holds what .dynsym does, and the local functions
+        strtab = tab.strtab
+        starts: set[int] = set()
+        order: list[int] = []  # pattern order: the decode budget goes to the first patterns first
+        for literal, rx in _hot_patterns():
+            pos = 0
+            while True:
+                i = strtab.find(literal, pos)
+                if i < 0:
+                    break
+                pos = i + 1
+                start = i + 1 if rx is None else strtab.rfind(b"\x00", 0, i) + 1
+                if start in starts:
+                    continue
+                if rx is not None:
+                    end = strtab.find(b"\x00", start)
+                    if not rx.match(strtab, start, end if end >= 0 else len(strtab)):
+                        continue
+                starts.add(start)
+                order.append(start)
+        for off, info, shndx, value, size in tab.rows_at(order):
+            if shndx == 0 or not value or (info & 0xF) not in (2, 10):  # defined FUNC / GNU_IFUNC
+                continue
+            end = strtab.find(b"\x00", off)
+            out.setdefault(bytes(strtab[off:end]).decode("utf-8", "replace"), (value, size))
+    return out
+
+
+def carries_cpu_backend(img: Image, name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
+    """Whether the ggml CPU backend is compiled into this file, whatever its name (a monolithic
+    libllama.so, an extension module): one of its symbols in any symbol table, local ones
+    included, or for a stripped file the source path its assertions leave in .rodata. Files of a
+    split build (``name`` or ``needed`` is ggml-base / ggml-cpu) are not searched."""
+    cfg = _data()["cpu_backend"]
+    split = tuple(cfg["split"])
+    if name.startswith(split) or any(n.startswith(split) for n in needed):
+        return False
+    for tab in img.symtabs:
+        if tab.defined_values(list(cfg["symbols"])):  # one pass over the string table for all names
+            return True
+        if any(tab.has_prefix(prefix.encode()) for prefix in cfg["prefixes"]):
+            return True
+    if any(not t.is_dynsym for t in img.symtabs):
+        return False  # a full symbol table was searched: no need to look at strings
+    return any(img.find_in(".rodata", needle.encode(), limit=int(cfg["rodata_limit"])) >= 0
+               for needle in cfg["rodata"])
 
 
 def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = None,
@@ -212,7 +296,7 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
     res = IsaResult()
     if arch not in ("x86_64", "aarch64"):
         return res
-    res.compiled_for, res.unoptimized = compiled_for(img, arch)
+    res.compiled_for, res.unoptimized = compiled_for(img, arch, local=cpu_code)
     for feat, on in res.compiled_for.items():
         if on and feat not in _NOT_ISA:
             res.features.add(feat)
@@ -224,14 +308,14 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
         return res
     cfg = _data()["hot"]
     budget = int(cfg["max_hot_bytes"])
-    hot = img.search_symbols(_hot_regex(), funcs=True)
+    hot = hot_functions(img)
     codes: set[int] = set()
     nfuncs = 0
-    for name, (addr, size) in sorted(hot.items(), key=lambda kv: kv[1][0]):
+    for name, (addr, size) in hot.items():  # in [hot] order: the matrix kernels first, until the budget
         if size <= 0 or size > 1 << 20:
             continue
         if res.decoded_bytes + size > budget:
-            break
+            continue
         code = img.read(addr, size)
         if not code:
             continue

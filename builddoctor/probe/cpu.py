@@ -96,6 +96,8 @@ def finish(cpu: CpuProfile, os_name: str) -> CpuProfile:
     ranked = variants_for(cpu.features, os_name, cpu.arch)
     cpu.variants = [name for name, _ in ranked]
     cpu.variant = cpu.variants[-1] if cpu.variants else None
+    if cpu.arch in ("x86_64", "x86"):
+        cpu.microarch = x86_microarch_checked(cpu.microarch, cpu.vendor, cpu.features)
     return cpu
 
 
@@ -124,6 +126,49 @@ def x86_microarch(vendor: str, family: int | None, model: int | None, stepping: 
             continue
         return row["name"]
     return ""
+
+
+def _x86_sets() -> dict[str, set[str]]:
+    """The [x86_sets] table with its "@name" references expanded."""
+    raw = _data.load("cpu_microarch").get("x86_sets", {})
+    out: dict[str, set[str]] = {}
+
+    def expand(name: str, seen: tuple[str, ...] = ()) -> set[str]:
+        if name in out:
+            return out[name]
+        got: set[str] = set()
+        for item in raw.get(name, []):
+            if item.startswith("@") and item[1:] not in seen:
+                got |= expand(item[1:], seen + (name,))
+            else:
+                got.add(item)
+        out[name] = got
+        return got
+
+    for name in raw:
+        expand(name)
+    return out
+
+
+def x86_microarch_checked(named: str, vendor: str, features: Iterable[str]) -> str:
+    """The model-number name, unless the CPU has a feature that microarchitecture lacks (a KVM
+    guest reporting another model, e.g. 167 = Rocket Lake with AMX): then, as archspec does, the
+    vendor's microarchitecture with the most features, all of them present."""
+    table = next((t["names"] for t in _data.load("cpu_microarch").get("x86_features", [])
+                  if t["vendor"] == vendor), None)
+    if not table or named not in table:
+        return named
+    sets = _x86_sets()
+    vocab = set().union(*sets.values())
+    have = set(features) & vocab
+    if have <= sets.get(table[named], set()):
+        return named
+    best, size = named, -1
+    for name, key in table.items():
+        feats = sets.get(key, set())
+        if feats <= have and len(feats) > size:
+            best, size = name, len(feats)
+    return best
 
 
 def arm_microarch(implementer: int | None, part: int | None) -> str:
@@ -223,9 +268,15 @@ def _check_complete(cpu_blocks: list[dict[str, str]], text: str, needed: str) ->
             raise CpuTextError(f"processor entry {i + 1} has no '{needed}' line: the text is cut short "
                                "or is not a /proc/cpuinfo")
     if not text.endswith("\n"):
+        # a copy may just lack the final newline: the last line is whole when another
+        # processor entry has the same one; it was cut when it is a shorter copy of another's
         last_key = text.rstrip().splitlines()[-1].partition(":")[0].strip()
         if last_key == needed:
-            raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated")
+            last = cpu_blocks[-1][needed].split()
+            others = [b[needed].split() for b in cpu_blocks[:-1]]
+            if not others or any(len(o) > len(last) and o[:len(last) - 1] == last[:-1] for o in others):
+                raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated "
+                                   "(its last processor entry stops there, and no other entry confirms the line)")
 
 
 def parse_cpuinfo(text: str, source: str = "cpuinfo") -> CpuFacts:
