@@ -98,7 +98,9 @@ def test_sigterm_during_bench_stops_llama_bench(den, tmp_path, smoke_cache):
 CMAKE_PROJECT = """
 cmake_minimum_required(VERSION 3.14)
 project(hostile NONE)
-add_custom_target(hang ALL COMMAND {exe} VERBATIM)
+foreach(t llama-cli llama-server llama-bench llama-quantize)
+  add_custom_target(${{t}} COMMAND {exe} VERBATIM)
+endforeach()
 """
 
 BUILD_SCRIPT = textwrap.dedent("""
@@ -126,7 +128,7 @@ def test_sigterm_during_a_build_leaves_no_job_behind(den, tmp_path):
                           str(tmp_path / "lock")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          cwd=REPO)
     try:
-        programs.wait_for(str(den), count=3, timeout=120)
+        programs.wait_for(str(den), count=3, timeout=60)
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=20)
     finally:
