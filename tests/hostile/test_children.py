@@ -71,7 +71,7 @@ def test_timeout_kills_a_tree_that_ignores_sigterm(den):
     c = proc.run([exe], timeout=1)
     took = time.monotonic() - t0
     assert c.timed_out and c.returncode is None and "started" in c.stdout
-    assert took < 1 + proc.REAP_S + 1, f"the whole run, cleanup included, ends by its deadline ({took:.1f} s)"
+    assert took < 6, f"the whole run, cleanup included, ends by its deadline ({took:.1f} s)"
     assert not programs.survivors(str(den)), "its child in its own group and the one in its own session are gone"
 
 
@@ -91,7 +91,7 @@ def test_500_mb_of_output_is_read_in_bounded_memory(den):
                          timeout=120, cwd=REPO)
     rc, kept, maxrss_kib = map(int, out.stdout.split())
     assert rc == 0
-    assert kept <= proc.MAX_OUTPUT + proc.TAIL_OUTPUT + 100, "the first MB and a tail are kept"
+    assert kept <= proc.MAX_OUTPUT + (64 << 10) + 100, "the first MB and a 64 KiB tail are kept"
     assert maxrss_kib < 150 * 1024, f"{maxrss_kib / 1024:.0f} MiB for 500 MB of output"
 
 
@@ -121,7 +121,7 @@ def test_output_keeps_head_and_tail_and_says_what_was_cut(den):
     # a crash message comes last: it must survive the cut
     c = proc.run([sys.executable, "-c", "import sys; sys.stdout.write('a' * 3_000_000 + 'THE END')"], timeout=30)
     assert c.ok and c.stdout.startswith("a" * 1000) and c.stdout.endswith("THE END")
-    assert "bytes of output cut" in c.stdout and len(c.stdout) < proc.MAX_OUTPUT + proc.TAIL_OUTPUT + 100
+    assert "bytes of output cut" in c.stdout and len(c.stdout) < proc.MAX_OUTPUT + (64 << 10) + 100
 
 
 def test_stream_cuts_a_line_without_end(den):
@@ -129,4 +129,4 @@ def test_stream_cuts_a_line_without_end(den):
     c = proc.stream([sys.executable, "-c", "import sys; sys.stdout.write('b' * 5_000_000 + '\\nlast\\n')"],
                     timeout=30, on_line=lines.append)
     assert c.ok and lines[-1] == "last" and len(lines) == 2
-    assert len(lines[0]) < proc.LINE_MAX + 100 and lines[0].endswith("[... line cut ...]")
+    assert len(lines[0]) < (64 << 10) + 100 and lines[0].endswith("[... line cut ...]")
