@@ -100,7 +100,7 @@ def program_env(home: str | os.PathLike[str] | None = None) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the process table
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the signal handler runs in the main thread, maybe while it holds this
 _live: dict[int, str] = {}  # pid of a running child -> its run marker
 _stopping = False  # set by stop_all: no new child starts
 _counter = itertools.count(1)
@@ -400,10 +400,12 @@ class _Lines:
         self.on_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
 
 
-def _exited(pid: int) -> bool:
+def _exited(p: subprocess.Popen) -> bool:
     """Whether the child ended, without reaping it (its pid cannot be reused while we clean up)."""
+    if not hasattr(os, "waitid"):  # no WNOWAIT here: reap it (its group is killed first all the same)
+        return p.poll() is not None
     try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        info = os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         return True
     return info is not None
@@ -490,7 +492,7 @@ def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadli
             if _stopping:
                 raise Interrupted("SIGTERM")
             now = time.monotonic()
-            if ended_at is None and _exited(p.pid):
+            if ended_at is None and _exited(p):
                 ended_at = now
                 _finish(p, marker, kill=False)  # leftovers (daemons, setsid grandchildren) go now
             readers = [k for k in sel.get_map().values() if k.events & selectors.EVENT_READ]
