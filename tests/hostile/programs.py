@@ -75,7 +75,7 @@ def _state(pid: str) -> str:
 
 
 def processes(marker: str) -> list[int]:
-    """Live (not zombie) processes whose command line contains ``marker``."""
+    """Live (not zombie) processes whose program path (argv[0]) contains ``marker``."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -85,7 +85,8 @@ def processes(marker: str) -> list[int]:
                 cmd = fh.read()
         except OSError:
             continue
-        if marker.encode() in cmd and _state(name) not in ("Z", "X", "?"):
+        # the program's own path (argv[0]): not builddoctor, whose arguments name the program too
+        if marker.encode() in cmd.split(b"\0")[0] and _state(name) not in ("Z", "X", "?"):
             found.append(int(name))
     return found
 

@@ -83,7 +83,8 @@ def smoke_cache(tmp_path_factory):
 
 def test_sigterm_during_bench_stops_llama_bench(den, tmp_path, smoke_cache):
     exe = programs.make(den, "HANG_TREE", "llama-bench")
-    p = start("bench", "--no-bandwidth", "--size", "1", exe, tmp=tmp_path, env={"BUILDDOCTOR_CACHE": str(smoke_cache)})
+    env = {"BUILDDOCTOR_CACHE": str(smoke_cache), "BUILDDOCTOR_BUILD_LOCK": str(tmp_path / "lock")}  # no queueing
+    p = start("bench", "--no-bandwidth", "--size", "1", exe, tmp=tmp_path, env=env)
     try:
         programs.wait_for(str(den), count=3, timeout=60)
         p.send_signal(signal.SIGTERM)
