@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import statistics
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -119,8 +120,10 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
     except OSError:
         pass
     res.bytes_per_token = _bytes_per_token(Path(model))
-    argv = bench_command(binary, model, threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
-    done = proc.run(argv, timeout=timeout, extra_env=proc.from_user(proc.DEVICE_ENV))
+    # absolute paths: it runs in a throw-away folder
+    argv = bench_command(binary.absolute(), Path(model).absolute(), threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
+    with tempfile.TemporaryDirectory(prefix="builddoctor-bench-") as cwd:  # its folder and HOME: throw-away
+        done = proc.run(argv, timeout=timeout, extra_env={**proc.from_user(proc.DEVICE_ENV), "HOME": cwd}, cwd=cwd)
     if not done.ok:
         res.error = _describe_failure(done, timeout)
         return res

@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -485,26 +483,6 @@ def build_lock(path: Path | None = None, on_wait: Callable[[], None] | None = No
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived during a build."""
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise _Terminated()
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 # --------------------------------------------------------------------------- errors in logs
 
 
@@ -620,7 +598,7 @@ def build(
     failed_logs = cache_root / "failed"
     log_file = tmp / LOG_NAME
     try:
-        with _sigterm_raises(), build_lock(lock_file, on_wait=waiting):
+        with proc.signals_raise(), build_lock(lock_file, on_wait=waiting):
             hit = entry_result(entry)  # built by someone else while we waited
             if hit is not None:
                 hit.status = "cached"
@@ -652,7 +630,7 @@ def build(
             os.rename(tmp, entry)
             emit(ProgressEvent("done", elapsed_s=time.monotonic() - t0))
             return final
-    except (KeyboardInterrupt, _Terminated):
+    except KeyboardInterrupt:  # SIGINT, SIGTERM, SIGHUP: proc.Interrupted
         kept = _keep_log(log_file, failed_logs, key)
         shutil.rmtree(tmp, ignore_errors=True)
         return result("interrupted", build_dir="", cache_key=key, log_path=str(kept) if kept else None,

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_BYTES = 100 * 1000 * 1000  # ~100 MB
+#: the largest model roofline_bytes asks for: 4x the last-level cache of the biggest real CPUs
+#: (about 1.1 GiB of L3); a recorded profile with an absurd cache size must not ask for more
+ROOFLINE_MAX = 8 * 1000**3
+ROWS_PER_CHUNK = 1024  # weight rows generated and written at a time: memory stays bounded at any size
 VOCAB_FILE = "models/ggml-vocab-llama-spm.gguf"
 Q4_0_BYTES_PER_WEIGHT = 18 / 32  # 32 weights -> 2-byte scale + 16 bytes of nibbles
 
@@ -69,8 +73,25 @@ def shape_for_bytes(target_bytes: int, n_vocab: int = 32000) -> ModelShape:
 
 
 def roofline_bytes(l3_cache_bytes: int | None) -> int:
-    """Model size for a bandwidth-roofline figure: several times the last-level cache."""
-    return max(DEFAULT_BYTES, 4 * (l3_cache_bytes or 0))
+    """Model size for a bandwidth-roofline figure: several times the last-level cache (at most ROOFLINE_MAX)."""
+    return min(ROOFLINE_MAX, max(DEFAULT_BYTES, 4 * (l3_cache_bytes or 0)))
+
+
+def check_room(shape: ModelShape, folder: Path) -> None:
+    """Refuse (exit 7, "needs X, Y free") a model that the disk holding ``folder`` or the memory
+    llama-bench maps it into cannot take, before a byte is written."""
+    from builddoctor import errors
+    from builddoctor.build import available_memory, free_space
+
+    need = shape.approx_bytes + (16 << 20)
+    disk = free_space(folder)
+    mem = available_memory()
+    for free, where in ((disk, f"free on the disk holding {folder}"), (mem, "of memory available")):
+        if free is not None and need > free:
+            raise errors.UserError(
+                f"The smoke model needs {need / 1e6:,.0f} MB, and only {free / 1e6:,.0f} MB are {where}. "
+                "Ask for a smaller one with `--size MB` (or set BUILDDOCTOR_CACHE to a larger disk); "
+                "nothing was written.", exit_code=errors.NO_SPACE)
 
 
 def model_path(shape: ModelShape, seed: int, cache_root: Path | None = None) -> Path:
@@ -103,6 +124,7 @@ def ensure_model(
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_room(shape, out.parent)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         write_model(tmp, shape, seed=seed, vocab=vocab)
@@ -193,17 +215,21 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
             sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
             writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
 
+    # the tensors are declared first and written one block of rows at a time (never held whole)
     rng = np.random.default_rng(seed)
     q4 = gguf.GGMLQuantizationType.Q4_0
     d, f = shape.n_embd, shape.n_ff
     kv = d * shape.n_head_kv // shape.n_head
+    plan: list[tuple[str, int, int]] = []  # (name, rows, cols); rows 0: a norm vector of d floats
 
     def weight(name: str, rows: int, cols: int) -> None:
-        data = rng.standard_normal((rows, cols), dtype=np.float32) * 0.02
-        writer.add_tensor(name, gguf.quants.quantize(data, q4), raw_dtype=q4)  # byte shape
+        nbytes = rows * (cols // 32) * 18
+        writer.add_tensor_info(name, (rows, cols // 32 * 18), np.dtype(np.uint8), nbytes, raw_dtype=q4)
+        plan.append((name, rows, cols))
 
     def norm(name: str) -> None:
-        writer.add_tensor(name, np.ones(d, dtype=np.float32))
+        writer.add_tensor_info(name, (d,), np.dtype(np.float32), d * 4)
+        plan.append((name, 0, d))
 
     weight("token_embd.weight", shape.n_vocab, d)
     for i in range(shape.n_layer):
@@ -222,7 +248,23 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    fout = writer.fout[0]
+    for _name, rows, cols in plan:
+        writer.write_padding(fout, fout.tell())
+        if rows == 0:
+            block = np.ones(cols, dtype=np.float32)
+            block.tofile(fout)
+            nbytes = block.nbytes
+        else:
+            nbytes = 0
+            for r0 in range(0, rows, ROWS_PER_CHUNK):
+                n = min(ROWS_PER_CHUNK, rows - r0)
+                data = rng.standard_normal((n, cols), dtype=np.float32) * 0.02
+                block = gguf.quants.quantize(data, q4)
+                block.tofile(fout)
+                nbytes += block.nbytes
+        writer.write_padding(fout, nbytes)
     writer.close()
 
 

@@ -24,8 +24,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except errors.UserError as exc:
             _fail(exc.message + (f"\n{exc.hint}" if exc.hint else ""), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("Interrupted.", errors.INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            name = getattr(exc, "signame", "SIGINT")
+            _fail(f"Interrupted ({name}); every program builddoctor started was stopped and its temporary "
+                  "files removed.", errors.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BrokenPipeError:
@@ -79,5 +81,13 @@ def _register() -> None:
 
 
 def main() -> None:
+    from builddoctor import proc
+
+    # one way for every command: the first SIGINT/SIGTERM/SIGHUP stops all descendants and
+    # unwinds (temp folders go), exit 6; nothing builddoctor started outlives it
+    proc.install_signal_handlers(errors.INTERRUPTED)
     _register()
-    cli(prog_name="builddoctor")
+    try:
+        cli(prog_name="builddoctor")
+    finally:
+        proc.kill_leftovers()

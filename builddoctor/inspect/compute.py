@@ -72,7 +72,7 @@ def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | No
     argv = [str(exe), *args]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-compute-") as cwd:
-        c = proc.run(argv, timeout=timeout, env=proc.program_env(), cwd=cwd)
+        c = proc.run(argv, timeout=timeout, env=proc.program_env(home=cwd), cwd=cwd)
     res = ComputeResult(kind="inference", argv=list(c.argv), returncode=c.returncode, signal=c.signal,
                         timed_out=c.timed_out, timeout_s=float(timeout), error=c.error, threads=threads,
                         seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))
@@ -134,7 +134,7 @@ def run_dlopen(library: str | Path, *, timeout: float | None = None) -> ComputeR
     argv = [sys.executable, "-I", "-S", "-c", _DLOPEN, str(library)]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-dlopen-") as cwd:
-        c = proc.run(argv, timeout=timeout, env=proc.program_env(), cwd=cwd)
+        c = proc.run(argv, timeout=timeout, env=proc.program_env(home=cwd), cwd=cwd)
     res = ComputeResult(kind="dlopen", argv=[str(library)], returncode=c.returncode,
                         signal=c.signal, timed_out=c.timed_out, timeout_s=timeout, error=c.error,
                         seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))

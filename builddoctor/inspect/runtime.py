@@ -82,8 +82,8 @@ def parse_devices(text: str) -> Optional[list[str]]:
 
 def probe(path: str, *, timeout: float = 5.0) -> RunInfo:
     info = RunInfo()
-    env = proc.program_env()
     with tempfile.TemporaryDirectory(prefix="builddoctor-run-") as cwd:
+        env = proc.program_env(home=cwd)  # its HOME too: a program under test never sees the user's
         first = proc.run([path, "--version"], timeout=timeout, env=env, cwd=cwd)
         info.results.append(_result(first))
         for k, v in parse_version(first.output).items():
