@@ -137,13 +137,19 @@ def version_needs(path: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- ISA (disassembly)
+# llvm-objdump 14 decodes no AArch64 extension it is not told of (`<unknown>`): name them all
+ARM_MATTR = "--mattr=+v9.2a,+sve,+sve2,+i8mm,+dotprod,+bf16,+fullfp16,+fp16fml,+sme"
+
+
 def disassembly(path: Path, fmt: str, arch: str):
     if fmt == "ELF" and arch == "x86_64":
         argv = ["objdump", "-d", "--no-show-raw-insn", "-w", str(path)]
     else:
         argv = ["llvm-objdump", "-d", "--no-show-raw-insn", str(path)]
+        if arch == "aarch64":
+            argv.insert(1, ARM_MATTR)
         if fmt == "Mach-O":
-            argv.insert(1, "--arch=all")
+            argv.insert(1, "--arch=" + ("arm64" if arch == "aarch64" else arch))
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace")
     try:
         yield from p.stdout
@@ -158,12 +164,8 @@ INSN = re.compile(r"^\s*[0-9a-f]+:\s+([a-z][a-z0-9.]*)\s*(.*)$")
 def isa_of(path: Path, fmt: str, archs: list[str]) -> dict[str, dict]:
     """per architecture: the level and the features its code uses, with instruction counts."""
     counts: dict[str, dict[str, int]] = {}
-    cur = archs[0]
-    for line in disassembly(path, fmt, archs[0]):
-        if "(architecture " in line:  # llvm-objdump on a universal Mach-O
-            a = line.split("(architecture ")[1].split(")")[0]
-            cur = "aarch64" if a.startswith("arm64") else a
-            continue
+    lines = ((a, line) for a in archs for line in disassembly(path, fmt, a))
+    for cur, line in lines:
         m = INSN.match(line)
         if not m:
             continue
