@@ -35,7 +35,7 @@ LLAMA_SYM = re.compile(r"^_?_?(ggml_|llama_|gguf_)")
 BACKEND_SYMS = [
     ("CUDA", re.compile(r"^_?(ggml_backend_cuda_|ggml_cuda_|ggml_init_cublas)")),
     ("Vulkan", re.compile(r"^_?ggml_backend_vk_")),
-    ("Kompute", re.compile(r"^_?(ggml_backend_kompute_|ggml_vk_)")),  # gpt4all's Kompute backend uses ggml_vk_
+    ("Kompute", re.compile(r"ggml_backend_kompute_")),  # gpt4all's (its ggml_vk_ names are Vulkan's too)
     ("Metal", re.compile(r"^_?(ggml_backend_metal_|ggml_metal_)")),
     ("BLAS", re.compile(r"^_?ggml_backend_blas_")),
     ("CPU", re.compile(r"^_?(ggml_backend_cpu_init|ggml_backend_cpu_reg|ggml_vec_dot_|ggml_graph_compute)")),
@@ -313,11 +313,9 @@ def file_truth(path: Path, rel: str) -> dict | None:
          "llama_symbols": len(hits), "needed": libs}
     if not llama:
         return t
-    backends = {name for name, rx in BACKEND_SYMS if any(rx.match(s) for s in syms["defined"] + syms["static"])}
+    backends = {name for name, rx in BACKEND_SYMS if any(rx.search(s) if name == "Kompute" else rx.match(s)
+                                                         for s in syms["defined"] + syms["static"])}
     backends |= {name for name, rx in BACKEND_LIBS if any(rx.search(lib) for lib in libs)}
-    if "Kompute" in backends and "Vulkan" in backends and not any(
-            s.startswith(("ggml_backend_vk_", "_ggml_backend_vk_")) for s in allsyms):
-        backends.discard("Vulkan")
     if not backends and not hits:  # stripped/static (a .pyd exporting PyInit only): the names in its strings
         found = set(run(["grep", "-a", "-o", "-E", "ggml_(compute_forward|graph_compute|vec_dot|cuda|metal|vk)[a-z_]*",
                          str(path)]).stdout.split())
