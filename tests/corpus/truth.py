@@ -205,15 +205,20 @@ def isa_of(path: Path, fmt: str, archs: list[str]) -> dict[str, dict]:
                 feats.append("neon")
             for f in feats:
                 c[f] = c.get(f, 0) + 1
-    out = {}
-    for a, c in counts.items():
-        levels = X86_LEVELS if a == "x86_64" else ARM_LEVELS
-        lv = None
-        for name in levels:
-            if c.get(name):
-                lv = name
-        out[a] = {"level": lv, "counts": dict(sorted(c.items()))}
-    return out
+    return {a: {"level": level_of(a, c), "counts": dict(sorted(c.items()))} for a, c in counts.items()}
+
+
+# a feature counts when the code has at least this many of its instructions: one stray decode of data in a
+# code section (an SME `mov za0h...` in a Windows ARM64 DLL) is not code that uses the extension
+MIN_INSNS = 8
+
+
+def level_of(arch: str, counts: dict[str, int]) -> str | None:
+    lv = None
+    for name in (X86_LEVELS if arch == "x86_64" else ARM_LEVELS):
+        if counts.get(name, 0) >= MIN_INSNS:
+            lv = name
+    return lv
 
 
 # ---------------------------------------------------------------- CUDA fatbin bytes
@@ -433,7 +438,25 @@ def shape_truth(shape: fetch.Shape, cases: dict[str, fetch.Case]) -> dict:
     return {"shape": shape.name, "kind": shape.kind, "members": members}
 
 
+def relevel() -> None:
+    """recompute the levels and the summary of every truth file from its recorded instruction counts."""
+    for p in sorted(fetch.TRUTH_DIR.glob("*.json")):
+        t = json.loads(p.read_text())
+        if "files" not in t:
+            continue
+        for f in t["files"]:
+            for a, v in f.get("isa", {}).items():
+                v["level"] = level_of(a, v["counts"])
+        t.update(summarize(t["files"]))
+        files = t.pop("files")
+        t["files"] = files
+        p.write_text(json.dumps(t, indent=1) + "\n")
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--relevel"]:
+        relevel()
+        return 0
     cases, shapes = fetch.load()
     by = {c.name: c for c in cases}
     want = set(argv) or None
