@@ -287,7 +287,8 @@ def dlopen(path: Path) -> dict:
     if r.returncode == 0:
         return {"ok": True, "via": via}
     err = (r.stdout + r.stderr).strip().splitlines()
-    return {"ok": False, "via": via, "error": err[-1][:400] if err else f"exit {r.returncode}"}
+    msg = err[-1].replace(str(path.parent) + "/", "")[:400] if err else f"exit {r.returncode}"
+    return {"ok": False, "via": via, "error": msg}
 
 
 # ---------------------------------------------------------------- per file, per case
