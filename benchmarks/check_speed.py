@@ -1,6 +1,14 @@
 """How fast inspect is: a check of the three real test builds, and one 100 MB library.
 
     .venv/bin/python benchmarks/check_speed.py [--repeat N]
+    .venv/bin/python benchmarks/check_speed.py --corpus [--min-mb M] [--timeout S] [CASE...]
+
+``--corpus``: the real third-party builds of tests/corpus/cases.toml (fetched first when missing: about
+1.3 GB from npm and PyPI, cached in .cache/corpus). For each llama.cpp file of a case (its truth file lists
+them) of at least M MB, a fresh Python process reads it (``inspect_binary``: what ``check`` does per file),
+and for each case ``builddoctor check <case> --no-run --json`` runs; each prints its wall time, its time
+after start-up, and its peak memory (the child's ru_maxrss), then the slowest file's figures against the
+goal (under 1 s and 300 MB per file, whatever its size).
 
 Prints, for each case, the wall time of a fresh Python process doing it (what a user of
 ``builddoctor check`` waits for, imports included) and the time inside a warm process
@@ -134,10 +142,106 @@ def warm(fn, repeat: int) -> float:
     return best
 
 
+FILE_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from builddoctor.inspect import inspect_binary
+import builddoctor.inspect.binary  # noqa: F401  (its imports are start-up, not the file's time)
+t1 = time.perf_counter()
+bf = inspect_binary(sys.argv[1])
+print(json.dumps({"inside": time.perf_counter() - t1, "imports": t1 - t0, "isa_level": bf.isa_level,
+                  "backends": bf.backends, "error": bf.error}))
+"""
+
+FILE_GOAL_S, FILE_GOAL_MB = 1.0, 300
+
+
+def measured(argv: list[str], timeout: float) -> tuple[float, float, int | None, str]:
+    """(wall s, peak RSS MB, exit status or None when killed for time, stdout) of one child."""
+    import os
+    import signal
+    import subprocess
+
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out_chunks: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: out_chunks.append(p.stdout.read()), daemon=True)
+    reader.start()
+    status = None
+    deadline = t0 + timeout
+    while True:
+        pid, st, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            status = os.waitstatus_to_exitcode(st)
+            break
+        if time.perf_counter() > deadline:
+            os.kill(p.pid, signal.SIGKILL)
+            pid, st, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    p.returncode = status if status is not None else -9
+    reader.join(timeout=5)
+    return wall, ru.ru_maxrss / 1024, status, "".join(out_chunks)
+
+
+def corpus_main(opts) -> int:
+    import platform as _pf
+
+    from tests.corpus import fetch
+
+    cases, _shapes = fetch.load()
+    if opts.cases:
+        cases = [c for c in cases if c.name in set(opts.cases)]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), _pf.processor()) if Path("/proc/cpuinfo").exists() else ""
+    print(f"real-file corpus, {len(cases)} cases; CPU: {cpu}; files of at least {opts.min_mb:g} MB")
+    rows = []
+    for c in cases:
+        base = fetch.fetch_case(c)
+        truth = json.loads((fetch.TRUTH_DIR / f"{c.name}.json").read_text())
+        for f in truth["files"]:
+            if not f.get("llama") or f["size"] < opts.min_mb * 1e6:
+                continue
+            path = base / f["path"]
+            wall, mb, st, out = measured([sys.executable, "-c", FILE_CHILD, str(path)], opts.timeout)
+            info = json.loads(out.strip().splitlines()[-1]) if st == 0 and out.strip() else {}
+            inside = info.get("inside")
+            rows.append((c.name, f["path"], f["size"], wall, inside, mb, st))
+            state = (f"{inside:7.3f} s inside" if inside is not None else
+                     ("  killed after %.0f s" % opts.timeout if st is None else f"  exit {st}"))
+            print(f"  {c.name:22s} {f['path'][-58:]:58s} {f['size'] / 1e6:7.1f} MB  {wall:7.3f} s wall "
+                  f"{state}  {mb:7.1f} MB peak", flush=True)
+        wall, mb, st, _out = measured([sys.executable, "-m", "builddoctor", "check", str(base), "--no-run",
+                                       "--json"], opts.timeout)
+        print(f"  {c.name:22s} {'check --no-run (whole case)':58s} {'':10s}  {wall:7.3f} s wall "
+              f"{'exit ' + str(st) if st is not None else 'killed':>16s}  {mb:7.1f} MB peak", flush=True)
+    if not rows:
+        print("no file measured")
+        return 0
+    slow = max(rows, key=lambda r: (r[4] if r[4] is not None else float("inf"), r[3]))
+    big = max(rows, key=lambda r: r[5])
+    for label, r in (("slowest file", slow), ("most memory", big)):
+        t = f"{r[4]:.3f} s after start-up ({r[3]:.3f} s wall)" if r[4] is not None else \
+            f"did not finish ({r[3]:.0f} s wall)"
+        ok = r[4] is not None and r[4] < FILE_GOAL_S and r[5] < FILE_GOAL_MB
+        print(f"{label}: {r[0]} {r[1]} ({r[2] / 1e6:.0f} MB): {t}, {r[5]:.0f} MB peak   "
+              f"[goal < {FILE_GOAL_S:g} s, < {FILE_GOAL_MB} MB: {'OK' if ok else 'over goal'}]")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--corpus", action="store_true", help="time each file of the real-file corpus instead")
+    ap.add_argument("--min-mb", type=float, default=0.0, help="--corpus: only files of at least this size")
+    ap.add_argument("--timeout", type=float, default=600, help="--corpus: seconds per child at most")
+    ap.add_argument("cases", nargs="*", help="--corpus: only these cases")
     opts = ap.parse_args()
+    if opts.corpus:
+        return corpus_main(opts)
 
     from tests.llama_builds import ensure_build
 
