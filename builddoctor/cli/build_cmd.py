@@ -29,10 +29,11 @@ def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path
     from builddoctor.profiles import BuildPlan, SchemaError
 
     if plan_path is not None:
+        from builddoctor.readinput import read_json
+
+        data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
         try:
-            plan = BuildPlan.from_json(plan_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errors.InputError(f"cannot read the plan {plan_path}: {exc}") from None
+            plan = BuildPlan.from_dict(data)
         except SchemaError as exc:
             raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
         # The plan says where its tools were found when it was saved (maybe on another machine):

@@ -253,15 +253,18 @@ def _is_checkout(d: Path) -> bool:
 
 def find_cmake_cache(folder: Path) -> Optional[Path]:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
+    from builddoctor.errors import InputError
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
     from builddoctor.paths import REPLACED_MARKER
 
     marker = folder / REPLACED_MARKER
     if marker.is_file():
         # `fix --replace` put another build's programs here: its cache describes them, the folder's does not
+        from builddoctor.readinput import read_json
+
         try:
-            recorded = json.loads(marker.read_text(encoding="utf-8")).get("cmake_cache")
-        except (OSError, ValueError, AttributeError):
+            recorded = read_json(marker, "replace marker").get("cmake_cache")
+        except (InputError, AttributeError):
             recorded = None
         return Path(recorded) if recorded and Path(recorded).is_file() else None
     for d in (folder, folder.parent, folder.parent.parent):
@@ -270,7 +273,7 @@ def find_cmake_cache(folder: Path) -> Optional[Path]:
             try:
                 if is_llama_cache(read_cmake_cache(c)):
                     return c
-            except OSError:
+            except InputError:
                 return None
             return None
     return None
