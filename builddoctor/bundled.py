@@ -38,7 +38,7 @@ BUNDLE_SUBDIR = "_llama"
 class NotBundledError(errors.UserError):
     """This builddoctor was installed without the compiled llama.cpp (or without that tool)."""
 
-    exit_code = errors.TOOLCHAIN
+    exit_code = errors.NOT_BUNDLED
 
 
 @dataclass

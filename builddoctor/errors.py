@@ -19,6 +19,8 @@ VERIFY_FAILED = 8  # the new build did not cure what it was built for
 BENCH_FAILED = 9
 NOT_FASTER = 10
 NETWORK = 11
+FILE_ACCESS = 12  # a folder builddoctor writes to (cache, HOME, prefix) is read-only, not a folder, or denied
+NOT_BUNDLED = 13  # this builddoctor was installed without its compiled llama.cpp
 INTERNAL = 70
 
 
@@ -43,3 +45,27 @@ class InputError(UserError):
 
 class SourceError(UserError):
     exit_code = SOURCE
+
+
+def from_os_error(exc: OSError) -> UserError | None:
+    """The UserError for an OSError that a user's environment or input causes (a full disk, a read-only
+    or denied folder, a path part that is a file, a name too long); None for anything else (a bug)."""
+    import errno as e
+
+    where = exc.filename or "a file"
+    if exc.errno == e.ENOSPC or exc.errno == getattr(e, "EDQUOT", -1):
+        return UserError(f"No space left on device ({where}). Free some space and run the command again.",
+                         exit_code=NO_SPACE)
+    if exc.errno == e.ENAMETOOLONG:
+        name = str(where)
+        return InputError(f"A path is too long for this file system ({len(name)} characters: {name[:60]}...). "
+                          "Use a shorter path.")
+    if exc.errno in (e.EROFS, e.EACCES, e.EPERM, e.ENOTDIR, e.EISDIR, e.ELOOP):
+        why = {e.EROFS: "the file system is read-only", e.EACCES: "permission denied", e.EPERM: "not permitted",
+               e.ENOTDIR: "a part of the path is a file, not a folder", e.EISDIR: "it is a folder",
+               e.ELOOP: "a loop of symbolic links"}[exc.errno]
+        return UserError(f"Cannot use {where}: {why}. builddoctor keeps its cache in $BUILDDOCTOR_CACHE "
+                         "(default ~/.cache/builddoctor) and its builds in $BUILDDOCTOR_HOME (default "
+                         "~/.local/share/builddoctor); point them at writable folders, or fix the permissions.",
+                         exit_code=FILE_ACCESS)
+    return None

@@ -10,7 +10,7 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
+from builddoctor.cli.options import FiniteFloatRange, describes_this_cpu, json_option, load_machine, machine_options
 
 
 def plan_options(func):
@@ -179,7 +179,7 @@ def _stat(s) -> str:
 
 @click.command("bench")
 @click.argument("binaries", nargs=-1, type=click.Path(path_type=Path, exists=True))
-@click.option("--size", "size_mb", type=click.FloatRange(1, 100000),
+@click.option("--size", "size_mb", type=FiniteFloatRange(1, 100000),
               help="Smoke model size in MB (default: 4x the last-level cache, at least 100).")
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Interleaved rounds when comparing builds.")

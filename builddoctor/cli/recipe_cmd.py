@@ -57,6 +57,10 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
         try:
             Path(save_path).write_text(plan.to_json() + "\n", encoding="utf-8")
         except OSError as exc:
+            mapped = errors.from_os_error(exc)
+            if mapped is not None and mapped.exit_code == errors.NO_SPACE:
+                raise errors.UserError(f"Cannot write the plan to {save_path}: no space left on the device. Free "
+                                       "some space, or save it elsewhere.", exit_code=errors.NO_SPACE) from None
             raise errors.InputError(f"Cannot write the plan to {save_path}: {exc.strerror or exc}.") from None
     con = console(ctx)
     if as_json:

@@ -38,7 +38,7 @@ def cuda_for_driver(driver: str | None) -> str | None:
     """The highest CUDA version a driver version supports (as nvidia-smi would print it)."""
     if not driver:
         return None
-    m = re.match(r"\s*(\d+)", driver)
+    m = re.match(r"\s*(\d{1,6})(?!\d)", driver)  # a branch number, not 5000 digits
     if not m:
         return None
     branch = int(m.group(1))
@@ -50,7 +50,8 @@ def cuda_for_driver(driver: str | None) -> str | None:
 def _mib(text: str | None) -> int | None:
     if not text:
         return None
-    m = re.match(r"\s*([\d.]+)\s*(MiB|MB|GiB|GB|KiB|KB)?", text, re.I)
+    # one plain number of sane size ("1.2.3 MiB" or 400 digits is no memory size: unknown, not a crash)
+    m = re.match(r"\s*(\d{1,12}(?:\.\d{1,6})?)(?![\d.])\s*(MiB|MB|GiB|GB|KiB|KB)?", text, re.I)
     if not m:
         return None
     value = float(m.group(1))
