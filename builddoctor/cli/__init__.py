@@ -43,6 +43,9 @@ class _Group(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
+    from builddoctor.console import safe_text
+
+    message = safe_text(message)  # it may quote a file's or a program's text
     click.echo(click.style("error: ", fg="red", bold=True) + message if sys.stderr.isatty() else "error: " + message,
                err=True)
     sys.exit(code)

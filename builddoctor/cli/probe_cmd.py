@@ -23,7 +23,10 @@ def probe(ctx: click.Context, as_json: bool, profile_path: Path | None, cpuinfo_
 
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     con = console(ctx)
-    text = machine.to_json() if as_json else "\n".join(render(machine, con))
+    from builddoctor.console import safe_text
+
+    # JSON escapes control characters itself; text from a recorded profile is foreign
+    text = machine.to_json() if as_json else safe_text("\n".join(render(machine, con)), keep_style=con.color)
     try:
         click.echo(text, file=con.stream)
         con.stream.flush()
