@@ -29,6 +29,7 @@ from pathlib import Path
 from builddoctor import errors
 from builddoctor.paths import DATA_DIR
 from builddoctor.profiles import Finding, MachineProfile
+from builddoctor.readinput import read_text
 
 try:
     import tomllib
@@ -106,7 +107,7 @@ def scan_source(source: Path) -> KnownOptions:
     referenced: dict[str, str] = {}
     for path in _cmake_files(source):
         rel = path.relative_to(source).as_posix()
-        text = _strip_comments(path.read_text(encoding="utf-8", errors="replace"))
+        text = _strip_comments(read_text(path, "CMakeLists.txt", errors="replace").text)
         for m in _OPTION_RE.finditer(text):
             known.options.setdefault(m.group(1), {"kind": "option", "default": m.group(3).strip(),
                                                   "help": m.group(2), "file": rel})

@@ -140,10 +140,11 @@ def decode(data: bytes, name: str, what: str, remedy: str = "", *, cut: bool = F
 
 
 def read_text(path: str | os.PathLike, what: str, *, cap: int = TEXT_CAP, remedy: str = "",
-              errors: str = "strict") -> InputText:
-    """A bounded text file. ``errors="replace"`` reads any bytes (a CMakeCache with stray Latin-1)."""
+              errors: str = "strict", truncate: bool = True) -> InputText:
+    """A bounded text file. ``errors="replace"`` reads any bytes (a CMakeCache with stray Latin-1);
+    ``truncate=False`` refuses a file over the cap (a TOML document cut in half means something else)."""
     name = os.fspath(path)
-    data, cut = read_bytes(name, what, cap=cap, remedy=remedy)
+    data, cut = read_bytes(name, what, cap=cap, remedy=remedy, truncate=truncate)
     if errors == "strict":
         text = decode(data, name, what, remedy, cut=cut)
     else:
