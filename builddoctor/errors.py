@@ -60,8 +60,9 @@ def from_os_error(exc: OSError) -> UserError | None:
         name = str(where)
         return InputError(f"A path is too long for this file system ({len(name)} characters: {name[:60]}...). "
                           "Use a shorter path.")
-    if exc.errno in (e.EROFS, e.EACCES, e.EPERM, e.ENOTDIR, e.EISDIR, e.ELOOP):
+    if exc.errno in (e.EROFS, e.EACCES, e.EPERM, e.ENOTDIR, e.EISDIR, e.ELOOP, e.ENOENT):
         why = {e.EROFS: "the file system is read-only", e.EACCES: "permission denied", e.EPERM: "not permitted",
+               e.ENOENT: "it does not exist and cannot be made there",
                e.ENOTDIR: "a part of the path is a file, not a folder", e.EISDIR: "it is a folder",
                e.ELOOP: "a loop of symbolic links"}[exc.errno]
         return UserError(f"Cannot use {where}: {why}. builddoctor keeps its cache in $BUILDDOCTOR_CACHE "
