@@ -45,8 +45,9 @@ def _read(path: Path, what: str, remedy: str) -> tuple[bytes, bool]:
     from builddoctor.readinput import read_bytes
 
     data, cut = read_bytes(path, what, remedy=remedy)
-    if cut:  # whole lines only: the parsers read lines, and no character is split
-        data = data[: data.rfind(b"\n") + 1] or data
+    if cut:  # whole entries (cpuinfo's blank-line paragraphs), else whole lines: no character is split
+        end = data.rfind(b"\n\n")
+        data = data[: end + 2] if end > 0 else (data[: data.rfind(b"\n") + 1] or data)
     return data, cut
 
 
