@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from builddoctor import errors, readinput
-from builddoctor.inspect import cmakecache
+from builddoctor import errors
 from tests.hostile.conftest import FIX, one_paragraph
 
 CPUINFO = FIX / "cpuinfo" / "zen4-ryzen9-7950x.txt"
@@ -49,6 +48,8 @@ def test_every_command_refuses_a_fifo(cli, tmp_path, command):
 
 
 def test_reader_refuses_a_folder_and_a_missing_file(tmp_path):
+    from builddoctor import readinput  # here: the cases run against builddoctors without it
+
     with pytest.raises(errors.InputError, match="is a folder, not a file"):
         readinput.read_bytes(tmp_path, "plan")
     with pytest.raises(errors.InputError, match="no such file"):
@@ -80,6 +81,8 @@ def test_sparse_2gb_cpuinfo_is_read_to_the_cap_only(cli, tmp_path):
 
 
 def test_cpuinfo_over_the_cap_is_cut_with_a_note(cli, tmp_path):
+    from builddoctor import readinput  # here: the cases run against builddoctors without it
+
     text = CPUINFO.read_text()
     f = tmp_path / "cpuinfo.txt"
     with open(f, "w") as fh:
@@ -126,6 +129,8 @@ def test_sparse_2gb_cmake_cache_is_cut_and_said(cli, tmp_path, sse_build):
 
 
 def test_cmake_cache_reader_reads_once_and_bounded(tmp_path):
+    from builddoctor.inspect import cmakecache
+
     f = tmp_path / "CMakeCache.txt"
     f.write_text("GGML_NATIVE:BOOL=OFF\nCMAKE_BUILD_TYPE:STRING=Release\nX:INTERNAL=1\n")
     with open(f, "r+b") as fh:
@@ -154,6 +159,8 @@ def test_200k_unknown_options_in_a_cmake_cache(cli, tmp_path, sse_build):
 
 
 def test_json_reader_bounds():
+    from builddoctor import readinput  # here: the cases run against builddoctors without it
+
     assert readinput.loads('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     assert readinput.loads('["[[[[", "}}}"]') == ["[[[[", "}}}"]  # brackets in strings are no nesting
     for text, says in [("[" * 65 + "]" * 65, "nests 65 levels"), ("[NaN]", "NaN, which JSON does not allow"),
@@ -166,6 +173,8 @@ def test_json_reader_bounds():
 @pytest.mark.parametrize("raw, says", [(b"\xff\xfe{\x00}\x00", "UTF-16"), (b'{"a": "\xe9"}', r"not UTF-8 text \(line 1"),
                                         (b"", "is empty"), (b'{"a":\x00 1}', "binary data")])
 def test_json_file_encodings(tmp_path, raw, says):
+    from builddoctor import readinput  # here: the cases run against builddoctors without it
+
     f = tmp_path / "plan.json"
     f.write_bytes(raw)
     with pytest.raises(errors.InputError, match=says):
@@ -173,6 +182,8 @@ def test_json_file_encodings(tmp_path, raw, says):
 
 
 def test_json_file_with_utf8_bom_is_read(tmp_path):
+    from builddoctor import readinput  # here: the cases run against builddoctors without it
+
     f = tmp_path / "plan.json"
     f.write_bytes(b'\xef\xbb\xbf{"a": 1}')
     assert readinput.read_json(f, "build plan") == {"a": 1}
