@@ -21,7 +21,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from builddoctor.errors import InputError
+from builddoctor.errors import InputError, os_reason
 
 #: caps, in bytes: far above any real file of the kind (a 1024-thread /proc/cpuinfo is ~1.5 MB)
 TEXT_CAP = 16 * 2**20
@@ -112,13 +112,7 @@ def _open_error(name: str, what: str, exc: OSError) -> str:
         return f"{name}: no such file (wanted: the {what})."
     if exc.errno == errno.ENAMETOOLONG:
         return f"The {what} path is too long for this file system ({len(name)} characters): {name[:80]}..."
-    if exc.errno == errno.ENOTDIR:
-        return f"{name}: a part of this path is a file, not a folder, so there is no {what} there."
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"{name}: permission denied; builddoctor cannot read this {what}."
-    if exc.errno == errno.ELOOP:
-        return f"{name}: too many levels of symbolic links (a link loop?); no {what} there."
-    return f"{name}: cannot open this {what} ({exc.strerror or exc})."
+    return f"{name}: cannot open the {what}: {os_reason(exc)}."
 
 
 def decode(data: bytes, name: str, what: str, remedy: str = "", *, cut: bool = False) -> str:
