@@ -22,8 +22,9 @@ def machine_line(m: MachineProfile) -> str:
     if m.memory_bytes:
         bits.append(f"{m.memory_bytes / 2**30:.0f} GiB")
     bits.append(m.os_version or m.os)
-    gpus = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus]
-    bits.append("GPUs: " + (", ".join(gpus) if gpus else "none"))
+    gpus = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus[:MAX_ITEMS]]
+    more = f" and {len(m.gpus) - MAX_ITEMS:,} more" if len(m.gpus) > MAX_ITEMS else ""
+    bits.append("GPUs: " + (", ".join(gpus) + more if gpus else "none"))
     if m.source != "live":
         bits.append(f"profile from {m.source}")
     return "; ".join(bits)

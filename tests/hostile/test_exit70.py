@@ -138,3 +138,22 @@ def test_ascii_console(cli, sse_build):
     assert done.returncode in (errors.OK, errors.PROBLEMS), done.stderr
     assert "[!]" in done.stdout or "[ok]" in done.stdout
     done.stdout.encode("ascii")
+
+
+def test_nvidia_smi_csv_field_over_the_csv_limit(cli, tmp_path):
+    f = tmp_path / "gpus.csv"
+    f.write_text('"' + "x" * 200_000 + '"\n')  # one quoted field beyond csv's 128 KiB field limit
+    done = cli("probe", "--nvidia-smi", f)
+    assert done.returncode == errors.USAGE
+    assert "not nvidia-smi CSV output (field larger than field limit" in one_paragraph(done)
+
+
+@pytest.mark.parametrize("driver, cc", [("5" * 5000, "9.0"), ("550.54.15", "9" * 5000 + ".0")])
+def test_recipe_for_a_gpu_with_a_5000_digit_version(cli, tmp_path, driver, cc):
+    """The resolver compares the driver with CUDA's minimum: a 5000-digit number is no version."""
+    f = tmp_path / "gpus.csv"
+    f.write_text(CSV_HEAD + f"NVIDIA H100 80GB HBM3, 81559 MiB, {cc}, {driver}\n")
+    done = cli("recipe", "--backend", "cuda", "--cpuinfo", REPO / "tests/fixtures/cpuinfo/zen4-ryzen9-7950x.txt",
+               "--nvidia-smi", f)
+    assert done.returncode == 0, done.stderr
+    assert "CMAKE_CUDA_ARCHITECTURES=90" in done.stdout  # the name table gives 9.0 when the file's is absurd

@@ -228,6 +228,14 @@ def test_200k_features_make_no_10mb_report(cli, tmp_path):
         assert len(done.stdout) < 50_000 and "more characters)" in done.stdout
 
 
+def test_100k_gpus_make_no_8mb_report(cli, tmp_path):
+    f = tmp_path / "gpus.csv"
+    f.write_text("name, memory.total [MiB]\n" + "".join(f"NVIDIA L4 #{i}, 23034 MiB\n" for i in range(100_000)))
+    done = cli("probe", "--nvidia-smi", f)
+    assert done.returncode == 0 and len(done.stdout) < 20_000
+    assert "... and 99,980 more (`--json` lists all)" in done.stdout
+
+
 # --------------------------------------------------------------------------- wrong results
 
 
