@@ -213,3 +213,27 @@ def read_json(path: str | os.PathLike, what: str, *, cap: int = JSON_CAP, remedy
         return loads(text, max_depth=max_depth)
     except JsonInputError as exc:
         raise InputError(f"{name} is not a usable {what}: {exc}.{_remedy(remedy)}") from None
+
+
+# --------------------------------------------------------------------------- the one output file
+
+
+def write_text(path: str | os.PathLike, text: str, what: str) -> None:
+    """Write a file the user named (``recipe --save``) without ever blocking: a FIFO nobody reads
+    is refused (ENXIO) instead of waiting forever. OSErrors other than that one reach the caller."""
+    name = os.fspath(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise InputError(f"Cannot write the {what} to {name}: it is a named pipe (FIFO) that nothing reads "
+                             "from. Start the reader first, or give a regular file.") from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)

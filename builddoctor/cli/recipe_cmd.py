@@ -55,7 +55,9 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
                    host=describes_this_cpu(profile_path, cpuinfo_path))
     if save_path is not None:
         try:
-            Path(save_path).write_text(plan.to_json() + "\n", encoding="utf-8")
+            from builddoctor.readinput import write_text
+
+            write_text(save_path, plan.to_json() + "\n", "plan")
         except OSError as exc:
             mapped = errors.from_os_error(exc)
             if mapped is not None and mapped.exit_code == errors.NO_SPACE:

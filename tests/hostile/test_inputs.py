@@ -250,6 +250,12 @@ def test_recipe_save_to_a_full_disk_dev_full(cli):
     assert "no space left" in one_paragraph(done)
 
 
+def test_recipe_save_to_a_fifo_nobody_reads(cli, tmp_path):
+    done = cli("recipe", "--cpuinfo", CPUINFO, "--save", _fifo(tmp_path, "plan.json"), timeout=60)
+    assert done.returncode == errors.USAGE
+    assert "named pipe (FIFO) that nothing reads from" in one_paragraph(done)
+
+
 def test_recipe_save_to_a_full_tmpfs(cli, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
