@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import statistics
 import tempfile
@@ -96,13 +96,69 @@ def bench_command(binary: Path, model: Path, *, threads: int, ngl: int = 0, pp: 
 
 def parse_bench_json(text: str) -> list[dict]:
     """llama-bench -o json prints one JSON array (possibly after log lines)."""
+    from builddoctor.readinput import JsonInputError, loads
+
     start = text.find("[")
     if start < 0:
         raise ValueError("no JSON array in llama-bench output")
-    data = json.loads(text[start:text.rfind("]") + 1])
+    try:
+        data = loads(text[start:text.rfind("]") + 1])
+    except JsonInputError as exc:
+        raise ValueError(f"llama-bench JSON: {exc}") from None
     if not isinstance(data, list):
         raise ValueError("llama-bench JSON is not a list")
     return data
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """The fields builddoctor uses from one llama-bench JSON row, type-checked: one build printing
+    strings where numbers belong is that build's error, not the end of a whole comparison."""
+
+    n_prompt: int
+    n_gen: int
+    avg_ts: float
+    stddev_ts: float
+    n_samples: int
+    model_size: int | None
+    backends: str
+    gpu_info: str
+
+
+#: no count, size (bytes) or speed (tokens/s) llama-bench prints is larger
+_MAX_FIELD = 1e15
+
+
+def _number(row: dict, key: str, i: int, kind: type, default):
+    value = row.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        want = "an integer" if kind is int else "a number"
+        raise ValueError(f"row {i}: {key} is {type(value).__name__} {str(value)[:40]!r}, not {want}")
+    if not math.isfinite(value) or not 0 <= value <= _MAX_FIELD:
+        raise ValueError(f"row {i}: {key} is {value!r}, not a number from 0 to {_MAX_FIELD:g}")
+    return kind(value)
+
+
+def bench_rows(data: list) -> list[BenchRow]:
+    """Typed rows of a parsed llama-bench JSON array (ValueError names the first bad field)."""
+    rows = []
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise ValueError(f"row {i} is {type(row).__name__}, not an object")
+        samples = row.get("samples_ts") or []
+        if not isinstance(samples, list):
+            raise ValueError(f"row {i}: samples_ts is {type(samples).__name__}, not a list")
+        text = {k: row.get(k) or "" for k in ("backends", "gpu_info")}
+        for k, v in text.items():
+            if not isinstance(v, str):
+                raise ValueError(f"row {i}: {k} is {type(v).__name__}, not text")
+        rows.append(BenchRow(n_prompt=_number(row, "n_prompt", i, int, 0), n_gen=_number(row, "n_gen", i, int, 0),
+                             avg_ts=_number(row, "avg_ts", i, float, 0.0),
+                             stddev_ts=_number(row, "stddev_ts", i, float, 0.0), n_samples=len(samples),
+                             model_size=_number(row, "model_size", i, int, None), **text))
+    return rows
 
 
 def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int | None = None,
@@ -128,20 +184,19 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
         res.error = _describe_failure(done, timeout)
         return res
     try:
-        rows = parse_bench_json(done.stdout)
+        rows = bench_rows(parse_bench_json(done.stdout))
     except ValueError as exc:
         res.error = f"{binary} printed no readable result ({exc}); last output: {_tail(done.output)}"
         return res
     for row in rows:
-        stat = Stat(mean=float(row.get("avg_ts", 0.0)), stddev=float(row.get("stddev_ts", 0.0)),
-                    n=len(row.get("samples_ts") or []) or reps)
-        if row.get("model_size"):
-            res.model_bytes = int(row["model_size"])
-        res.backends = str(row.get("backends") or res.backends)
-        res.gpu_info = str(row.get("gpu_info") or res.gpu_info)
-        if row.get("n_prompt", 0) > 0 and row.get("n_gen", 0) == 0:
+        stat = Stat(mean=row.avg_ts, stddev=row.stddev_ts, n=row.n_samples or reps)
+        if row.model_size:
+            res.model_bytes = row.model_size
+        res.backends = row.backends or res.backends
+        res.gpu_info = row.gpu_info or res.gpu_info
+        if row.n_prompt > 0 and row.n_gen == 0:
             res.pp = stat
-        elif row.get("n_gen", 0) > 0 and row.get("n_prompt", 0) == 0:
+        elif row.n_gen > 0 and row.n_prompt == 0:
             res.tg = stat
     if res.pp is None and res.tg is None:
         res.error = f"{binary} reported no prompt or generation test"

@@ -443,9 +443,12 @@ def free_space(path: Path) -> int | None:
 
 def entry_result(entry: Path) -> BuildResult | None:
     """The marker of a finished cache entry, if it is whole (marker and every binary present)."""
+    from builddoctor.errors import InputError
+    from builddoctor.readinput import read_json
+
     try:
-        result = BuildResult.from_json((entry / MARKER).read_text())
-    except (OSError, ValueError):
+        result = BuildResult.from_dict(read_json(entry / MARKER, "build cache marker"))
+    except (InputError, ValueError):
         return None
     if not result.binaries or not all(Path(b).is_file() for b in result.binaries):
         return None

@@ -38,7 +38,7 @@ BUNDLE_SUBDIR = "_llama"
 class NotBundledError(errors.UserError):
     """This builddoctor was installed without the compiled llama.cpp (or without that tool)."""
 
-    exit_code = errors.TOOLCHAIN
+    exit_code = errors.NOT_BUNDLED
 
 
 @dataclass
@@ -137,14 +137,29 @@ def plan() -> BuildPlan | None:
     root = bundle_root()
     if root is None or not (root / "plan.json").is_file():
         return None
-    return BuildPlan.from_json((root / "plan.json").read_text(encoding="utf-8"))
+    return _record(root / "plan.json", BuildPlan)
 
 
 def info() -> BundleInfo | None:
     root = bundle_root()
     if root is None or not (root / "bundle.json").is_file():
         return None
-    return BundleInfo.from_json((root / "bundle.json").read_text(encoding="utf-8"))
+    return _record(root / "bundle.json", BundleInfo)
+
+
+def _record(path: Path, cls):
+    """A record of the bundle, read with the bounded reader; a damaged one is named, not a crash."""
+    from builddoctor.profiles import SchemaError
+    from builddoctor.readinput import read_json
+
+    remedy = "Reinstall builddoctor (`pip install --force-reinstall builddoctor`)."
+    try:
+        return cls.from_dict(read_json(path, f"bundle record {path.name}", remedy=remedy))
+    except errors.InputError as exc:
+        raise NotBundledError(f"The bundled llama.cpp is damaged: {exc.message}") from None
+    except SchemaError as exc:
+        raise NotBundledError(f"The bundled llama.cpp is damaged: {path} is not a usable record ({exc}). "
+                              f"{remedy}") from None
 
 
 def tool_name(name: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from builddoctor import errors
 from builddoctor.paths import DATA_DIR
 from builddoctor.profiles import Finding, MachineProfile
+from builddoctor.readinput import read_text
 
 try:
     import tomllib
@@ -106,7 +107,7 @@ def scan_source(source: Path) -> KnownOptions:
     referenced: dict[str, str] = {}
     for path in _cmake_files(source):
         rel = path.relative_to(source).as_posix()
-        text = _strip_comments(path.read_text(encoding="utf-8", errors="replace"))
+        text = _strip_comments(read_text(path, "CMakeLists.txt", errors="replace").text)
         for m in _OPTION_RE.finditer(text):
             known.options.setdefault(m.group(1), {"kind": "option", "default": m.group(3).strip(),
                                                   "help": m.group(2), "file": rel})
@@ -264,7 +265,12 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
     known = known_options(source)
     findings: list[Finding] = []
     names = sorted(known.options)
+    judged = skipped = 0  # unknown names: a close-match search each, so bounded (200k in a forged cache)
     for name, value in options.items():
+        if judged >= MAX_UNKNOWN and (name.startswith(_PREFIXES) or not from_cache) \
+                and name not in known.deprecated and not known.known(name):
+            skipped += 1
+            continue
         d = known.deprecated.get(name)
         if d is not None:
             findings.append(_deprecated(name, value, d, options))
@@ -279,6 +285,8 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
                 continue
         if known.known(name):
             continue
+        if name.startswith(_PREFIXES) or not from_cache:
+            judged += 1
         if name.startswith(_PREFIXES):
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
             hint = f" Did you mean {close[0]}?" if close else ""
@@ -295,6 +303,12 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
                     code="BD404", severity="warning", title=f"{name} is not a known variable",
                     evidence=f"-D{name}={value} looks like a misspelling of {close[0]}.",
                     fix=f"-D{close[0]}={value}"))
+    if skipped:
+        findings.append(Finding(
+            code="BD403", severity="warning", title=f"{skipped:,} more unknown names not checked",
+            evidence=f"{judged + skipped:,} of the {len(options):,} names are not options of the pinned llama.cpp; "
+                     f"the first {MAX_UNKNOWN} are judged one by one, the other {skipped:,} were skipped.",
+            fix="remove the options llama.cpp does not declare"))
     # what the options mean today: deprecated names count as their replacements
     effective = dict(options)
     for name, value in options.items():
@@ -314,6 +328,9 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
                 fix=f"-D{name}=OFF"))
     return findings
 
+
+#: unknown names judged one by one (each a close-match search); beyond, one summary finding
+MAX_UNKNOWN = 50
 
 _CMAKE_COMMON = ["CMAKE_BUILD_TYPE", "CMAKE_C_COMPILER", "CMAKE_CXX_COMPILER", "CMAKE_CUDA_ARCHITECTURES",
                  "CMAKE_CUDA_COMPILER", "CMAKE_INSTALL_PREFIX", "CMAKE_PREFIX_PATH", "CMAKE_HIP_ARCHITECTURES",

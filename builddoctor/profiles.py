@@ -41,10 +41,12 @@ class Serializable:
 
     @classmethod
     def from_json(cls: type[T], text: str) -> T:
+        from builddoctor.readinput import JsonInputError, loads
+
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SchemaError(f"not valid JSON ({exc})") from None
+            data = loads(text)  # bounded depth and numbers: no document reaches a RecursionError below
+        except JsonInputError as exc:
+            raise SchemaError(str(exc)) from None
         return cls.from_dict(data)
 
 

@@ -194,10 +194,12 @@ _LOADED: dict[tuple, list[Recipe]] = {}
 
 def load_recipe(path: Path) -> Recipe:
     path = Path(path)
+    from builddoctor.readinput import JSON_CAP, read_bytes
+
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read this recipe file ({exc.strerror or exc}).") from None
+        raw, _ = read_bytes(path, "recipe file", cap=JSON_CAP, truncate=False)
+    except errors.InputError as exc:
+        raise RecipeError(exc.message) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

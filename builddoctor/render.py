@@ -6,6 +6,9 @@ from builddoctor.console import Console
 from builddoctor.profiles import BuildReport, Diagnosis, MachineProfile
 
 _HEADER = {"ok": "ok", "info": "ok", "warning": "warning", "error": "error"}
+#: entries of one list shown in a text report (--json has them all)
+MAX_ITEMS = 20
+MAX_FINDINGS = 100
 
 
 def machine_line(m: MachineProfile) -> str:
@@ -19,8 +22,9 @@ def machine_line(m: MachineProfile) -> str:
     if m.memory_bytes:
         bits.append(f"{m.memory_bytes / 2**30:.0f} GiB")
     bits.append(m.os_version or m.os)
-    gpus = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus]
-    bits.append("GPUs: " + (", ".join(gpus) if gpus else "none"))
+    gpus = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus[:MAX_ITEMS]]
+    more = f" and {len(m.gpus) - MAX_ITEMS:,} more" if len(m.gpus) > MAX_ITEMS else ""
+    bits.append("GPUs: " + (", ".join(gpus) + more if gpus else "none"))
     if m.source != "live":
         bits.append(f"profile from {m.source}")
     return "; ".join(bits)
@@ -51,7 +55,7 @@ def report(d: Diagnosis, out: Console) -> None:
     for r in d.builds:
         sev = _HEADER[r.worst]
         out.echo(f"[{out.symbol(sev)}] " + out.style(build_title(r), bold=True))
-        for f in r.findings:
+        for f in r.findings[:MAX_FINDINGS]:
             out.echo(f"    {out.symbol(f.severity)} {f.title}")
             if f.severity in ("error", "warning") or (f.severity == "info" and out.verbose):
                 if f.evidence:
@@ -62,11 +66,22 @@ def report(d: Diagnosis, out: Console) -> None:
                     out.echo(f"        fix: {f.fix}")
                 if out.verbose and f.code:
                     out.echo(out.style(f"        [{f.code}]", "dim"))
+        if len(r.findings) > MAX_FINDINGS:
+            out.echo(f"    {out.symbol('info')} ... and {len(r.findings) - MAX_FINDINGS:,} more findings (`--json` lists all)")
+        # what inspection could not read (a CMakeCache cut at the cap...) when no finding already says it
+        shown = " ".join(f"{f.title} {f.evidence}" for f in r.findings)
+        for e in r.build.errors[:MAX_ITEMS]:
+            if e not in shown:
+                out.echo(f"    {out.symbol('warning')} {e}")
+        if len(r.build.errors) > MAX_ITEMS:
+            out.echo(f"    {out.symbol('warning')} ... and {len(r.build.errors) - MAX_ITEMS:,} more read errors")
         out.echo()
     if d.messages:
         out.echo(out.style("Skipped:", bold=True))
-        for m in d.messages:
+        for m in d.messages[:MAX_FINDINGS]:
             out.echo(f"    {out.symbol('info')} {m}")
+        if len(d.messages) > MAX_FINDINGS:
+            out.echo(f"    {out.symbol('info')} ... and {len(d.messages) - MAX_FINDINGS:,} more")
         out.echo()
     out.echo(summary_line(d))
 

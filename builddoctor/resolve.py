@@ -46,7 +46,8 @@ _DISTROS = (
 def version_tuple(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
-    m = re.search(r"\d+(?:\.\d+)*", text)
+    # parts of at most 9 digits: a 5000-digit "version" from a recorded file is none (and no int() limit error)
+    m = re.search(r"(?<!\d)\d{1,9}(?:\.\d{1,9})*(?![\d])", text)
     if not m:
         return None
     return tuple(int(x) for x in m.group(0).split("."))

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 from builddoctor import errors, paths, proc
 from builddoctor.profiles import Serializable
+from builddoctor.readinput import read_json, read_text
 from builddoctor.tomlload import load_toml
 
 MANIFEST = ".builddoctor-source.json"
@@ -91,8 +92,8 @@ def looks_like_llama_cpp(path: Path) -> bool:
 def tree_version(path: Path) -> Optional[str]:
     """LLAMA_VERSION as the tree's CMakeLists.txt would set it (e.g. 0.5.0-dev)."""
     try:
-        text = (path / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_text(path / "CMakeLists.txt", "CMakeLists.txt", errors="replace").text
+    except errors.InputError:
         return None
     parts = {k: v for k, v in re.findall(r"set\(LLAMA_VERSION_(MAJOR|MINOR|PATCH)\s+(\d+)\)", text)}
     if len(parts) != 3:
@@ -313,8 +314,8 @@ def _clean_partials(root: Path) -> None:
 
 def _read_manifest(root: Path) -> dict | None:
     try:
-        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(root / MANIFEST, "source manifest")
+    except errors.InputError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         return None

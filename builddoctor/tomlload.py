@@ -12,15 +12,15 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from builddoctor.errors import UserError
+from builddoctor.readinput import JSON_CAP
 
 TOMLDecodeError = tomllib.TOMLDecodeError
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+    from builddoctor.readinput import read_text
+
+    text = read_text(path, "TOML file", cap=JSON_CAP, truncate=False).text
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

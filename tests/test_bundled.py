@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builddoctor import _buildplan, bundled, proc
+from builddoctor import _buildplan, bundled, errors, proc
 from builddoctor.cli import cli, _register
 from builddoctor.profiles import BuildPlan, MachineProfile
 from builddoctor.resolve import resolve
@@ -198,7 +198,7 @@ def test_nothing_bundled(tmp_path, monkeypatch):
     with pytest.raises(bundled.NotBundledError, match="BUILDDOCTOR_BINARY=skip"):
         bundled.binary("bench")
     result = CliRunner().invoke(cli, ["which"])
-    assert result.exit_code == 4
+    assert result.exit_code == errors.NOT_BUNDLED
     assert "no bundled llama.cpp" in result.output
 
 
@@ -228,7 +228,7 @@ def test_run_replaces_builddoctor_with_the_tool(tmp_path):
     assert done.returncode == 3 and "llama-bench args: --version" in done.stdout
     done = proc.run([sys.executable, "-c", "from builddoctor.bundled import server_main; server_main()"],
                     timeout=60, env=env)
-    assert done.returncode == 4 and "llama-server is not in the bundled" in done.stderr
+    assert done.returncode == errors.NOT_BUNDLED and "llama-server is not in the bundled" in done.stderr
 
 
 def test_run_help_and_unknown_tool(tmp_path, monkeypatch):
@@ -238,4 +238,4 @@ def test_run_help_and_unknown_tool(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["run", "llama-perplexity"])
     assert result.exit_code == 2 and "not a bundled tool" in result.output
     result = CliRunner().invoke(cli, ["run", "server", "--port", "8080"])
-    assert result.exit_code == 4 and "no bundled llama.cpp" in result.output
+    assert result.exit_code == errors.NOT_BUNDLED and "no bundled llama.cpp" in result.output

@@ -36,15 +36,18 @@ class _Group(click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(errors.OK)
         except OSError as exc:
-            if getattr(exc, "errno", None) == 28:
-                _fail(f"No space left on device ({exc.filename or 'disk'}). Free some space and run the command again; "
-                      "nothing was changed.", errors.NO_SPACE)
-            _internal(ctx)
+            mapped = errors.from_os_error(exc)
+            if mapped is None:
+                _internal(ctx)
+            _fail(mapped.message, mapped.exit_code)
         except Exception:  # noqa: BLE001 - last line of defence, reported as a bug
             _internal(ctx)
 
 
 def _fail(message: str, code: int) -> None:
+    from builddoctor.console import safe_text
+
+    message = safe_text(message)  # it may quote a file's or a program's text
     click.echo(click.style("error: ", fg="red", bold=True) + message if sys.stderr.isatty() else "error: " + message,
                err=True)
     sys.exit(code)
@@ -80,7 +83,24 @@ def _register() -> None:
         cli.add_command(command)
 
 
+def _streams() -> None:
+    """Make the standard streams safe to write: a closed one is refused or sent to /dev/null, and an
+    ASCII (or Latin-1...) terminal gets '?' for a character it cannot show instead of a crash."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        if sys.argv[1:2] not in (["run"], ["-h"], ["--help"], ["-V"], ["--version"]):
+            _fail("standard output is closed (`>&-`), so there is nowhere to write the result. Redirect it to a "
+                  "file or to /dev/null instead.", errors.USAGE)
+    for stream in (sys.stdout, sys.stderr):
+        enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not enc.startswith("utf") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main() -> None:
+    _streams()
     from builddoctor import proc
 
     # one way for every command: the first SIGINT/SIGTERM/SIGHUP stops all descendants and

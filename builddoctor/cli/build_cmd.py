@@ -10,7 +10,7 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
+from builddoctor.cli.options import FiniteFloatRange, describes_this_cpu, json_option, load_machine, machine_options
 
 
 def plan_options(func):
@@ -39,12 +39,12 @@ def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path
     from builddoctor.profiles import BuildPlan, SchemaError
 
     if plan_path is not None:
+        from builddoctor.readinput import read_json
+
+        data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
         try:
-            data = json.loads(plan_path.read_text(encoding="utf-8"))
             plan = BuildPlan.from_dict(data)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errors.InputError(f"cannot read the plan {plan_path}: {exc}") from None
-        except (SchemaError, ValueError, RecursionError) as exc:
+        except (SchemaError, ValueError) as exc:
             raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
         env = build.environment(plan, source, build.default_cache_root())
         plan_policy.enforce(data, where=f"The plan {plan_path}", source=source, allowed_paths=allowed_paths,
@@ -221,7 +221,7 @@ def _stat(s) -> str:
 
 @click.command("bench")
 @click.argument("binaries", nargs=-1, type=click.Path(path_type=Path, exists=True))
-@click.option("--size", "size_mb", type=click.FloatRange(1, 100000),
+@click.option("--size", "size_mb", type=FiniteFloatRange(1, 100000),
               help="Smoke model size in MB (default: 4x the last-level cache, at least 100).")
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Interleaved rounds when comparing builds.")

@@ -36,7 +36,7 @@ def _describe() -> dict:
 def which_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the llama.cpp bundled with builddoctor: its binaries and the plan it was built with.
 
-    Exit code 4 when this builddoctor was installed without binaries.
+    Exit code 13 when this builddoctor was installed without binaries.
     """
     out = console(ctx)
     data = _describe()

@@ -8,7 +8,7 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
+from builddoctor.cli.options import FiniteFloatRange, describes_this_cpu, json_option, load_machine, machine_options
 
 
 @click.command("check")
@@ -17,9 +17,9 @@ from builddoctor.cli.options import describes_this_cpu, json_option, load_machin
               help="Run the builds: `--version`, `--list-devices`, and the compute probe, a real inference on a "
                    "tiny generated model (or a dlopen of a library-only build); time-limited, clean environment. "
                    "Default: on for this machine, off with a profile from elsewhere.")
-@click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0.1, 600), default=5.0, show_default=True,
               help="Seconds each run may take before it is stopped (the compute probe: six times as long).")
-@click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="llama.cpp checkout whose options the CMake options are compared with (default: the pinned one).")
 @machine_options
 @json_option

@@ -7,6 +7,18 @@ from pathlib import Path
 
 import click
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf: nan passes every range comparison (all are false)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number: give one between {self.min} and {self.max}.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (a versioned schema) instead of text.")
 
 

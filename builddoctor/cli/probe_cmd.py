@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from builddoctor.cli.options import json_option, load_machine, machine_options
+from builddoctor.render import MAX_ITEMS
 
 
 @click.command("probe")
@@ -23,7 +24,10 @@ def probe(ctx: click.Context, as_json: bool, profile_path: Path | None, cpuinfo_
 
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     con = console(ctx)
-    text = machine.to_json() if as_json else "\n".join(render(machine, con))
+    from builddoctor.console import safe_text
+
+    # JSON escapes control characters itself; text from a recorded profile is foreign
+    text = machine.to_json() if as_json else safe_text("\n".join(render(machine, con)), keep_style=con.color)
     try:
         click.echo(text, file=con.stream)
         con.stream.flush()
@@ -85,7 +89,7 @@ def render(machine, con) -> list[str]:
     lines.append(f"{label('Memory')}{_gib(machine.memory_bytes)}")
     if not machine.gpus:
         lines.append(f"{label('GPUs')}none")
-    for i, g in enumerate(machine.gpus):
+    for i, g in enumerate(machine.gpus[:MAX_ITEMS]):
         bits = []
         if g.memory_mib:
             bits.append(f"{g.memory_mib / 1024:.0f} GiB" if g.memory_mib >= 1024 else f"{g.memory_mib} MiB")
@@ -102,6 +106,8 @@ def render(machine, con) -> list[str]:
         sev = "warning" if g.cpu_emulated else "ok"
         name = f"{g.name} (CPU-emulated, not a GPU to use)" if g.cpu_emulated else g.name
         lines.append(f"{label('GPUs' if i == 0 else '')}{con.symbol(sev)} {name}" + (f": {', '.join(bits)}" if bits else ""))
+    if len(machine.gpus) > MAX_ITEMS:
+        lines.append(f"{label('')}... and {len(machine.gpus) - MAX_ITEMS:,} more (`--json` lists all)")
     if machine.vulkan_loader or machine.os == "linux":
         lines.append(f"{label('Vulkan')}loader {machine.vulkan_loader or 'not found'}")
     if machine.rocm_version:
@@ -109,7 +115,7 @@ def render(machine, con) -> list[str]:
     found = [t for t in machine.toolchains.values() if t.found]
     missing = [t for t in machine.toolchains.values() if not t.found]
     first = True
-    for t in found:
+    for t in found[:MAX_ITEMS]:
         text = f"{t.name} {t.version or ''}".strip()
         if t.name == "xcode-select" and t.detail:
             text = f"Xcode command line tools ({t.detail})"
@@ -119,8 +125,10 @@ def render(machine, con) -> list[str]:
         lines.append(f"{label('Tools' if first else '')}{con.symbol('info')} not found: {', '.join(t.name for t in missing)}")
     elif not machine.toolchains:
         lines.append(f"{label('Tools')}not probed")
-    for i, note in enumerate(machine.notes):
+    for i, note in enumerate(machine.notes[:MAX_ITEMS]):
         lines.append(f"{label('Notes' if i == 0 else '')}{con.symbol('info')} {note}")
+    if len(machine.notes) > MAX_ITEMS:
+        lines.append(f"{label('')}... and {len(machine.notes) - MAX_ITEMS:,} more notes")
     return lines
 
 

@@ -17,18 +17,10 @@ BACKENDS = ("auto", "cpu", "cuda", "hip", "metal", "sycl", "vulkan")
 def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None,
              required: bool = True):
     """The machine to plan for: a saved profile, or this one probed (with --cpuinfo/--nvidia-smi stand-ins)."""
-    from builddoctor.profiles import MachineProfile, SchemaError
-
     if profile_path is not None and cpuinfo_path is None and nvidia_smi_path is None:
-        try:
-            text = Path(profile_path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise errors.InputError(f"Cannot read the machine profile {profile_path}: {exc.strerror or exc}.") from None
-        try:
-            return MachineProfile.from_json(text)
-        except SchemaError as exc:
-            raise errors.InputError(f"{profile_path} is not a builddoctor machine profile: {exc}. Write one with "
-                                    "`builddoctor probe --json > machine.json`.") from None
+        from builddoctor.probe import load_profile
+
+        return load_profile(profile_path)  # the one bounded reader `probe` and `check` use
     try:
         return load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     except ImportError:
@@ -69,8 +61,14 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
         plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir,
                             here=False)
         try:
-            Path(save_path).write_text(plan.to_json() + "\n", encoding="utf-8")
+            from builddoctor.readinput import write_text
+
+            write_text(save_path, plan.to_json() + "\n", "plan")
         except OSError as exc:
+            mapped = errors.from_os_error(exc)
+            if mapped is not None and mapped.exit_code == errors.NO_SPACE:
+                raise errors.UserError(f"Cannot write the plan to {save_path}: no space left on the device. Free "
+                                       "some space, or save it elsewhere.", exit_code=errors.NO_SPACE) from None
             raise errors.InputError(f"Cannot write the plan to {save_path}: {exc.strerror or exc}.") from None
     con = console(ctx)
     if as_json:

@@ -99,14 +99,18 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
                 bp.evidence.setdefault(key, f"embedded in {os.path.basename(f.file.path)}")
     # cmake cache
     if g.cmake_cache is not None:
-        from builddoctor.inspect.cmakecache import read_cmake_cache, user_options
+        from builddoctor.errors import InputError
+        from builddoctor.inspect import cmakecache
 
         bp.cmake_cache = str(g.cmake_cache)
         try:
-            bp.cmake_options = user_options(g.cmake_cache)
-            full = read_cmake_cache(g.cmake_cache)
-        except OSError as exc:
-            bp.errors.append(f"{g.cmake_cache}: cannot read it ({exc.strerror or exc})")
+            cache = cmakecache.load(g.cmake_cache)
+            bp.cmake_options = cache.user_options()
+            full = cache.values()
+            if cache.truncated:
+                bp.errors.append(cache.note)
+        except InputError as exc:
+            bp.errors.append(exc.message)
             full = {}
         if full.get("CMAKE_BUILD_TYPE"):
             bp.build_type = full["CMAKE_BUILD_TYPE"]

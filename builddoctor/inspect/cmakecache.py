@@ -9,6 +9,7 @@ and so appears here like any other entry.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 _LINE = re.compile(r'^(?:"(?P<q>[^"]*)"|(?P<n>[^:=]+)):(?P<t>[A-Za-z_]+)=(?P<v>.*)$')
@@ -30,18 +31,41 @@ def parse_cmake_cache(text: str) -> dict[str, tuple[str, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class CacheFile:
+    """A CMakeCache.txt read once, bounded: its entries, and whether the file was cut at the cap."""
+
+    entries: dict[str, tuple[str, str]]
+    truncated: bool = False
+    note: str = ""
+
+    def values(self) -> dict[str, str]:
+        return {k: v for k, (_t, v) in self.entries.items()}
+
+    def user_options(self) -> dict[str, str]:
+        return {k: v for k, (t, v) in self.entries.items() if t not in INTERNAL_TYPES}
+
+
+def load(path: Path) -> CacheFile:
+    """Read a CMakeCache.txt with the bounded reader (a FIFO, a device or a huge file never blocks or
+    fills memory). Raises InputError when it cannot be read; a file that is not a cache has no entries."""
+    from builddoctor.readinput import read_text
+
+    got = read_text(path, "CMakeCache.txt", errors="replace")
+    text = got.text[: got.text.rfind("\n") + 1] if got.truncated else got.text  # no half entry
+    return CacheFile(parse_cmake_cache(text), got.truncated, got.cut_note("CMake cache") if got.truncated else "")
+
+
 def read_cmake_cache(path: Path) -> dict[str, str]:
     """All entries of a CMakeCache.txt as name -> value (types stripped).
 
-    Raises OSError when it cannot be read; a file that is not a cache gives {}."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return {k: v for k, (_t, v) in parse_cmake_cache(text).items()}
+    Raises InputError when it cannot be read; a file that is not a cache gives {}."""
+    return load(path).values()
 
 
 def user_options(path: Path) -> dict[str, str]:
     """The entries a user sets or could set (no INTERNAL/STATIC bookkeeping)."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return {k: v for k, (t, v) in parse_cmake_cache(text).items() if t not in INTERNAL_TYPES}
+    return load(path).user_options()
 
 
 def is_llama_cache(cache: dict[str, str]) -> bool:

@@ -487,6 +487,7 @@ def _is_checkout(d: Path) -> bool:
 
 def find_cmake_cache(folder: Path) -> Optional[Path]:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
+    from builddoctor.errors import InputError
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
     from builddoctor.install import read_marker
     from builddoctor.paths import REPLACED_MARKER
@@ -502,7 +503,7 @@ def find_cmake_cache(folder: Path) -> Optional[Path]:
             try:
                 if is_llama_cache(read_cmake_cache(c)):
                     return c
-            except OSError:
+            except InputError:
                 return None
             return None
     return None

@@ -30,23 +30,31 @@ def machine_profile(profile: Path | None = None, cpuinfo: Path | None = None,
     if cpuinfo is not None:
         _apply_cpu(machine, cpuinfo, live_parts)
     if nvidia_smi is not None:
-        machine.gpus = gpus_from_file(nvidia_smi)
+        machine.gpus, cut = _gpus_read(nvidia_smi)
         machine.notes.append(f"GPUs from {nvidia_smi}.")
+        if cut:
+            machine.notes.append(_cut_note(nvidia_smi, "nvidia-smi output"))
     return machine
 
 
 # --------------------------------------------------------------------------- files
 
 
-def _read(path: Path, what: str, remedy: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file. {remedy}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a {what}. {remedy}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc}). {remedy}") from None
+def _read(path: Path, what: str, remedy: str) -> tuple[bytes, bool]:
+    """Bounded and non-blocking (a FIFO or /dev/zero is refused): (data, cut at the cap)."""
+    from builddoctor.readinput import read_bytes
+
+    data, cut = read_bytes(path, what, remedy=remedy)
+    if cut:  # whole entries (cpuinfo's blank-line paragraphs), else whole lines: no character is split
+        end = data.rfind(b"\n\n")
+        data = data[: end + 2] if end > 0 else (data[: data.rfind(b"\n") + 1] or data)
+    return data, cut
+
+
+def _cut_note(path: Path, what: str) -> str:
+    from builddoctor.readinput import cut_note
+
+    return cut_note(path, what)
 
 
 def _short(reason: str, limit: int = 300) -> str:
@@ -59,21 +67,12 @@ _PROFILE_REMEDY = "Write one with `builddoctor probe --json > machine.json` on t
 
 def load_profile(path: Path) -> MachineProfile:
     from builddoctor.profiles import SchemaError
+    from builddoctor.readinput import read_json
 
-    data = _read(path, "machine profile", _PROFILE_REMEDY)
-    if not data.strip():
-        raise InputError(f"{path} is empty, not a machine profile. {_PROFILE_REMEDY}")
-    if b"\x00" in data:
-        raise InputError(f"{path} holds binary data, not a machine profile JSON. {_PROFILE_REMEDY}")
+    data = read_json(path, "machine profile", remedy=_PROFILE_REMEDY)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text, so not a machine profile JSON. {_PROFILE_REMEDY}") from None
-    try:
-        return MachineProfile.from_json(text)
-    except SchemaError as exc:
-        raise InputError(f"{path} is not a usable builddoctor machine profile: {_short(exc)}. {_PROFILE_REMEDY}") from None
-    except (TypeError, ValueError, RecursionError) as exc:
+        return MachineProfile.from_dict(data)
+    except (SchemaError, TypeError, ValueError, RecursionError) as exc:
         raise InputError(f"{path} is not a usable builddoctor machine profile: {_short(exc)}. {_PROFILE_REMEDY}") from None
 
 
@@ -85,12 +84,15 @@ def cpu_from_file(path: Path):
     """Parse a recorded /proc/cpuinfo or sysctl -a file -> cpu.CpuFacts (InputError when unusable)."""
     from builddoctor.probe import cpu
 
-    data = _read(path, "cpuinfo text", _CPU_REMEDY)
+    data, cut = _read(path, "cpuinfo text", _CPU_REMEDY)
     try:
         text = cpu.decode(data)
-        return cpu.parse_text(text, str(path))
+        facts = cpu.parse_text(text, str(path))
     except cpu.CpuTextError as exc:
         raise InputError(f"{path} cannot be read as a CPU description: {_short(exc)}. {_CPU_REMEDY}") from None
+    if cut:
+        facts.notes.append(_cut_note(path, "CPU description"))
+    return facts
 
 
 _GPU_REMEDY = ("Record it with `nvidia-smi -q -x > gpus.xml`, or with `nvidia-smi "
@@ -98,14 +100,20 @@ _GPU_REMEDY = ("Record it with `nvidia-smi -q -x > gpus.xml`, or with `nvidia-sm
 
 
 def gpus_from_file(path: Path):
+    return _gpus_read(path)[0]
+
+
+def _gpus_read(path: Path):
+    """(GPUs, whether the file was cut at the cap)."""
     from builddoctor.probe import cpu, gpu
 
-    data = _read(path, "nvidia-smi output", _GPU_REMEDY)
+    data, cut = _read(path, "nvidia-smi output", _GPU_REMEDY)
     try:
         text = cpu.decode(data)
-        return gpu.parse_nvidia_smi(text, source=f"nvidia-smi:{path}")
+        gpus = gpu.parse_nvidia_smi(text, source=f"nvidia-smi:{path}")
     except (cpu.CpuTextError, gpu.GpuTextError) as exc:
         raise InputError(f"{path} cannot be read as nvidia-smi output: {_short(exc)}. {_GPU_REMEDY}") from None
+    return gpus, cut
 
 
 def _apply_cpu(machine: MachineProfile, path: Path, live_parts: bool) -> None:

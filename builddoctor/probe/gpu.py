@@ -38,7 +38,7 @@ def cuda_for_driver(driver: str | None) -> str | None:
     """The highest CUDA version a driver version supports (as nvidia-smi would print it)."""
     if not driver:
         return None
-    m = re.match(r"\s*(\d+)", driver)
+    m = re.match(r"\s*(\d{1,6})(?!\d)", driver)  # a branch number, not 5000 digits
     if not m:
         return None
     branch = int(m.group(1))
@@ -50,13 +50,27 @@ def cuda_for_driver(driver: str | None) -> str | None:
 def _mib(text: str | None) -> int | None:
     if not text:
         return None
-    m = re.match(r"\s*([\d.]+)\s*(MiB|MB|GiB|GB|KiB|KB)?", text, re.I)
+    # one plain number of sane size ("1.2.3 MiB" or 400 digits is no memory size: unknown, not a crash)
+    m = re.match(r"\s*(\d{1,12}(?:\.\d{1,6})?)(?![\d.])\s*(MiB|MB|GiB|GB|KiB|KB)?", text, re.I)
     if not m:
         return None
     value = float(m.group(1))
     unit = (m.group(2) or "MiB").lower()
     factor = {"mib": 1, "mb": 1, "gib": 1024, "gb": 1024, "kib": 1 / 1024, "kb": 1 / 1024}[unit]
     return int(round(value * factor))
+
+
+_DRIVER = re.compile(r"\d{1,6}(?:\.\d{1,6}){0,3}")
+
+
+def _driver(text: str | None) -> str | None:
+    """A driver version as nvidia-smi prints it (550.54.15), else None: 5000 digits are no version."""
+    return text if text and _DRIVER.fullmatch(text) else None
+
+
+def _cc(text: str | None) -> str | None:
+    """A compute capability (8.9, 12.0), else None ("[N/A]", or 20 digits): the name table decides then."""
+    return text if text and re.fullmatch(r"\d{1,2}\.\d{1,2}", text) else None
 
 
 def parse_nvidia_smi(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
@@ -79,13 +93,13 @@ def parse_nvidia_xml(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
         raise GpuTextError(f"the XML does not parse ({exc}): truncated or not `nvidia-smi -q -x` output") from None
     if root.tag != "nvidia_smi_log":
         raise GpuTextError(f"the XML root is <{root.tag}>, not <nvidia_smi_log>: not `nvidia-smi -q -x` output")
-    driver = _text(root, "driver_version")
+    driver = _driver(_text(root, "driver_version"))
     cuda = _text(root, "cuda_version") or cuda_for_driver(driver)
     gpus = []
     for node in root.findall("gpu"):
         name = _text(node, "product_name") or "NVIDIA GPU"
         arch = _text(node, "product_architecture") or ""
-        cc = _text(node, "compute_cap") or compute_capability(name, arch)
+        cc = _cc(_text(node, "compute_cap")) or compute_capability(name, arch)
         gpus.append(GpuProfile(vendor="nvidia", name=name, memory_mib=_mib(_text(node, "fb_memory_usage/total")),
                                compute_capability=cc, driver_version=driver, cuda_version=cuda,
                                apis=["cuda"], source=source))
@@ -111,7 +125,10 @@ _CSV_FIELDS = {
 def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
     import csv
 
-    rows = [r for r in csv.reader(text.splitlines(), skipinitialspace=True) if any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(text.splitlines(), skipinitialspace=True) if any(c.strip() for c in r)]
+    except csv.Error as exc:  # a field over csv's limit (128 KiB), a NUL...
+        raise GpuTextError(f"not nvidia-smi CSV output ({exc})") from None
     if not rows:
         raise GpuTextError("the file is empty")
     header = [re.sub(r"\s*\[.*\]$", "", c.strip()).lower() for c in rows[0]]
@@ -132,8 +149,8 @@ def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
             raise GpuTextError(f"CSV line {n} has {len(row)} fields where the header has {len(keys)}: the file looks truncated")
         rec = {k: v.strip() for k, v in zip(keys, row)}
         name = rec.get("name", "NVIDIA GPU")
-        cc = rec.get("cc") if rec.get("cc") not in (None, "", "[N/A]", "N/A") else compute_capability(name)
-        driver = rec.get("driver") or None
+        cc = _cc(rec.get("cc")) or compute_capability(name)
+        driver = _driver(rec.get("driver"))
         gpus.append(GpuProfile(vendor="nvidia", name=name, memory_mib=_mib(rec.get("memory")), compute_capability=cc,
                                driver_version=driver, cuda_version=cuda_for_driver(driver), apis=["cuda"], source=source))
     return gpus

@@ -1,11 +1,20 @@
-"""Fixtures of the hostile tier: a folder unique to the test, and no process left behind by it."""
+"""Fixtures of the hostile tier: the real CLI in a child process, fed files the tests make; a folder
+unique to each test for hostile programs, and no process left behind by it."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
+from builddoctor import proc
 from tests import elf_fixtures as fx
 from tests.hostile import programs
+
+REPO = Path(__file__).resolve().parents[2]
+FIX = REPO / "tests" / "fixtures"
 
 
 @pytest.fixture
@@ -17,3 +26,34 @@ def den(tmp_path):
     folder.mkdir()
     yield folder
     programs.kill_all(str(folder))
+
+
+class Cli:
+    """``cli("probe", "--profile", f)`` runs ``python -m builddoctor`` with a time limit and a private cache."""
+
+    def __init__(self, home: Path):
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), BUILDDOCTOR_CACHE=str(home / "cache"),
+                        BUILDDOCTOR_HOME=str(home / "data"), NO_COLOR="1")
+        self.env.pop("PYTHONIOENCODING", None)
+
+    def __call__(self, *args, timeout: float = 120, **env) -> proc.Completed:
+        done = proc.run([sys.executable, "-m", "builddoctor", *map(str, args)], timeout=timeout,
+                        env={**self.env, **{k: str(v) for k, v in env.items()}})
+        assert not done.timed_out, f"builddoctor {' '.join(map(str, args))} hung ({timeout} s)"
+        assert done.returncode != 70, f"exit 70 (a bug): {done.stderr[-2000:]}"
+        return done
+
+
+@pytest.fixture
+def cli(tmp_path) -> Cli:
+    return Cli(tmp_path)
+
+
+def one_paragraph(done: proc.Completed) -> str:
+    """The error message: one paragraph, the end of stderr (progress lines may come before it)."""
+    err = done.stderr.strip()
+    assert "Traceback" not in err, err
+    start = err.rfind("\nerror: ") + 1 if not err.startswith("error: ") else 0
+    msg = err[start:]
+    assert msg.startswith("error: ") and "\n\n" not in msg, err
+    return msg
