@@ -120,7 +120,8 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     readable = [f for f in build.files if f.format]
     needs = sorted({lib for f in readable for lib in f.needed})
     glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
-    if readable and ctx.live:
+    if readable and ctx.live and not any(f.missing_needed for f in readable):
+        # a library that is not here is the GPU line's error (or a load error): no ✓ beside it
         out["load"] = {"load_ok": _load_line(readable, needs, glibc, machine)}
     cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
     if build.cpu_variants:
@@ -165,20 +166,11 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
 
 
 def _load_line(readable, needs: list[str], glibc: list[str], machine: MachineProfile) -> str:
-    """The load area's ok line. A GPU runtime that is not here is the GPU line's error: this line
-    then says which libraries were found, never "all"."""
+    """The load area's ok line, for a build all of whose linked libraries are here (one that is not
+    is the GPU line's or the load area's error, and gets no ✓ beside it)."""
     from packaging.version import Version
 
-    missing = sorted({lib for f in readable for lib in f.missing_needed})
-    if missing:
-        backends = sorted({b for f in readable if f.missing_needed for b in f.backends if b not in ("CPU", "BLAS", "RPC")})
-        which = f" for the {', '.join(backends)} backend" if backends else ""
-        text = (f"{len(needs) - len(missing)} of {len(needs)} linked libraries found; {', '.join(missing)}{which} "
-                "is not (see the GPU backend line)")
-    elif not needs:
-        text = "links no shared libraries"
-    else:
-        text = f"all {len(needs)} linked libraries found"
+    text = f"all {len(needs)} linked libraries found" if needs else "links no shared libraries"
     if glibc:
         text += f"; needs glibc {max(glibc, key=Version)} (this machine: {machine.libc_version or '?'})"
     return text

@@ -444,8 +444,8 @@ def _same_arch(a: str, b: str) -> bool:
 
 def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | None:
     """What the CPU code lacks that this CPU has and that would make it a better llama.cpp variant."""
-    if build.cpu_variants or not build.isa or "CPU" not in build.backends:
-        return None
+    if build.cpu_variants or not (build.isa or build.isa_level) or "CPU" not in build.backends:
+        return None  # (an isa_level with no isa: the CPU code was read and uses the baseline only)
     from builddoctor import known_bad
 
     comparable = _comparable(machine)

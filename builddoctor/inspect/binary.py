@@ -435,7 +435,9 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
                 has_reg = True
                 if b["name"] not in found:
                     found.append(b["name"])
-    is_ggml_file = bool(m) or name.startswith(("libggml", "ggml")) or has_reg
+    # a file with ggml inside (a monolithic module, or a llama.cpp from before the backend registry:
+    # gpt4all's libllamamodel-*-cuda.so) is judged by the runtimes it links too
+    is_ggml_file = bool(m) or name.startswith(("libggml", "ggml")) or has_reg or defines_prefix("ggml_")
     if is_ggml_file:
         needed = bf.needed
         for b in data["backend"]:
@@ -575,3 +577,5 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Op
         bf.debug_info = binary.has_debug
         bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
+    if "CPU" not in bf.backends and isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed):
+        bf.backends.insert(0, "CPU")  # ggml's CPU code linked into a module (monolithic), as for ELF

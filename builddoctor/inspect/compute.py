@@ -150,7 +150,8 @@ def pick_library(files: Sequence[tuple[str, bool]]) -> Optional[str]:
     """The library of a library-only build to load: (path, is llama.cpp code) pairs, best first
     by the table's name preference."""
     prefer = table()["dlopen"]["prefer"]
-    cands = [p for p, is_llama in files if is_llama]
+    host_only = tuple(table()["dlopen"].get("host_only", ()))
+    cands = [p for p, is_llama in files if is_llama and not p.endswith(host_only)]
     if not cands:
         return None
 

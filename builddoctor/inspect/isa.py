@@ -287,6 +287,18 @@ def carries_cpu_backend(img: Image, name: str = "", needed: tuple[str, ...] | li
                for needle in cfg["rodata"])
 
 
+def names_carry_cpu_backend(symbols: set[str], name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
+    """carries_cpu_backend for a file read through LIEF (Mach-O, PE): from its symbol names
+    (Mach-O's leading underscore ignored)."""
+    cfg = _data()["cpu_backend"]
+    split = tuple(cfg["split"])
+    if name.startswith(split) or any(n.startswith(split) for n in needed):
+        return False
+    want = set(cfg["symbols"])
+    prefixes = tuple(cfg["prefixes"])
+    return any(s[1:] in want or s in want or s.lstrip("_").startswith(prefixes) for s in symbols)
+
+
 def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = None,
             cpu_code: bool = True) -> IsaResult:
     """ISA facts of one file. ``text``: (vaddr, file offset, size) of its code section.

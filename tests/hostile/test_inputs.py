@@ -221,9 +221,9 @@ def test_control_characters_in_cmake_values_are_not_echoed(cli, tmp_path, sse_bu
     assert not any(c in done.stdout for c in "\x1b\x07\r\x9b")
 
 
-def test_200k_features_make_no_10mb_report(cli, tmp_path):
+def test_200k_features_make_no_10mb_report(cli, tmp_path, sse_build):
     f = _profile(cli, tmp_path, features=[f"FEATURE{i}" for i in range(200_000)])
-    for command in (["probe"], ["check", "--no-run"]):
+    for command in (["probe"], ["check", "--no-run", sse_build]):
         done = cli(*command, "--profile", f)
         assert len(done.stdout) < 50_000 and "more characters)" in done.stdout
 
