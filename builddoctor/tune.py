@@ -460,7 +460,8 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
 
 
 def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int, logical: int,
-                     reps: int = 2, say: Callable[[str], None] = lambda _m: None) -> RunSettings:
+                     reps: int = 2, say: Callable[[str], None] = lambda _m: None,
+                     cache: ResultsCache | None = None, build_key: str = "", model_sha: str = "") -> RunSettings:
     """Threads 1..logical, then flash attention on/off at the best thread count; a setting must
     beat the default by more than its spread to be recommended."""
     from builddoctor import bench
@@ -472,7 +473,11 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
     tried: list[Setting] = []
 
     def run(threads: int, fa: str) -> Setting:
-        res = bench.run_bench(binary, model, threads=threads, reps=reps, extra=("-fa", fa))
+        params = {"pp": bench.DEFAULT_PP, "tg": bench.DEFAULT_TG, "reps": reps, "threads": threads, "fa": fa}
+        kept = cache.load(build_key, model_sha, params) if cache and build_key else []
+        res = kept[0] if kept else bench.run_bench(binary, model, threads=threads, reps=reps, extra=("-fa", fa))
+        if cache and build_key and not kept and not res.error:
+            cache.save(build_key, model_sha, params, [res])
         s = Setting(threads=threads, flash_attn=fa, pp=res.pp, tg=res.tg, error=res.error)
         tried.append(s)
         mark = " (physical cores)" if threads == physical else ""
@@ -543,7 +548,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
          reps: int = 2, install: bool = True, replace_dir: Path | None = None, settings: bool = True,
          say: Callable[[str], None] = lambda _m: None,
          on_update: Callable[[TuneResult], None] = lambda _r: None,
-         baseline: BuildPlan | None = None) -> TuneResult:
+         baseline: BuildPlan | None = None, model_bytes: int | None = None) -> TuneResult:
     """Plan, build, verify and measure the candidates within ``budget_s``; install the winner.
     Ctrl-C returns what was measured (``interrupted``); nothing is installed then."""
     from builddoctor import bench, build, smoke_model
@@ -613,7 +618,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
 
         # measure
         if model is None:
-            model = smoke_model.ensure_model(smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes))
+            model = smoke_model.ensure_model(model_bytes or smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes))
         res.model = str(model)
         res.model_sha256 = file_sha256(Path(model))
         entries = [Entry(c.name, built[c.name][1], c.build_key) for c in res.candidates if c.name in built]
@@ -640,7 +645,9 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
             with build.build_lock():
                 res.settings = runtime_settings(win_bench, Path(model), objective=objective,
                                                 physical=bench.physical_cores(machine),
-                                                logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say)
+                                                logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say,
+                                                cache=results, build_key=win_build.cache_key,
+                                                model_sha=res.model_sha256)
         except KeyboardInterrupt:
             res.interrupted, res.stopped = True, "interrupted"
             return res

@@ -76,6 +76,8 @@ class LiveTable:
 @click.command("tune")
 @click.option("--model", "model_path", type=click.Path(path_type=Path, dir_okay=False),
               help="A GGUF model to measure with (default: a random-weight smoke model).")
+@click.option("--size", "size_mb", type=click.FloatRange(1, 100000),
+              help="Smoke model size in MB when no --model is given (default: bench's).")
 @click.option("--objective", type=click.Choice(["generation", "prompt", "balanced"]), default="generation",
               show_default=True, help="What the winner must be faster at.")
 @click.option("--budget", default="20m", show_default=True, help="Time for building and measuring (20m, 90s, 1h).")
@@ -91,7 +93,7 @@ class LiveTable:
 @click.option("--no-settings", is_flag=True, help="Skip the run-time settings (threads, flash attention).")
 @json_option
 @click.pass_context
-def tune_cmd(ctx, model_path, objective, budget, only, targets, max_rounds, reps, no_install, replace_dir,
+def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rounds, reps, no_install, replace_dir,
              no_settings, as_json):
     """Build variants of the plan, benchmark them against it, and install the fastest.
 
@@ -119,7 +121,7 @@ def tune_cmd(ctx, model_path, objective, budget, only, targets, max_rounds, reps
                     only=[s.strip() for s in only.split(",") if s.strip()] if only else None,
                     targets=[s.strip() for s in targets.split(",") if s.strip()] if targets else None,
                     max_rounds=max_rounds, reps=reps, install=not no_install, replace_dir=replace_dir,
-                    settings=not no_settings, say=say if not live.tty else (lambda m: None), on_update=live)
+                    settings=not no_settings, model_bytes=int(size_mb * 1e6) if size_mb else None, say=say if not live.tty else (lambda m: None), on_update=live)
     if as_json:
         out.json(res)
     else:
