@@ -240,3 +240,84 @@ def test_cli_bad_budget_model_and_candidate(tmp_path):
     junk.write_bytes(b"PK\x03\x04 not a model")
     res = _invoke("--model", str(junk))
     assert res.exit_code == errors.USAGE and "not a GGUF file" in res.output
+
+
+# --------------------------------------------------------------------------- end to end (slow)
+
+
+class _CountingCache(tune.ResultsCache):
+    """The real results cache, counting the runs it is given (each one a llama-bench run made)."""
+
+    saves = 0
+
+    def save(self, *args, **kwargs):
+        self.saves += 1
+        super().save(*args, **kwargs)
+
+
+@pytest.mark.slow
+def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
+    from builddoctor import smoke_model
+    from builddoctor.probe import machine_profile
+    from builddoctor.source import ensure_source
+
+    monkeypatch.setenv("BUILDDOCTOR_HOME", str(tmp_path / "home"))
+    machine = machine_profile()
+    source = ensure_source()
+    base = resolve(machine, goal="native", backend="cpu", host=True)
+    planned = [c.name for c in tune.plan_candidates(machine, base, source=source) if c.plan is not None]
+    pick = next((n for n in ("no-avx512", "threadpool", "lto", *planned) if n in planned), None)
+    if pick is None:
+        pytest.skip("no candidate applies on this machine")
+    model = smoke_model.ensure_model(20_000_000)
+    results = _CountingCache(tmp_path / "results")
+    kw = dict(source=source, objective="generation", budget_s=1800, model=model, only=[pick],
+              targets=["llama-bench"], results=results, max_rounds=3, reps=1)
+
+    # 1. Ctrl-C after the first round (the plain plan's run and the candidate's)
+    fired = []
+
+    def interrupt(res):
+        if results.saves >= 2 and not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+
+    try:
+        first = tune.tune(machine, install=False, settings=False, on_update=interrupt, **kw)
+    except errors.UserError as exc:
+        if exc.exit_code == errors.TOOLCHAIN:
+            pytest.skip(exc.message)
+        raise
+    assert fired and first.interrupted and first.stopped == "interrupted" and not first.installed
+    by = {c.name: c for c in first.candidates}
+    assert by["plain"].rounds == 1 and by[pick].build_s is not None
+    assert results.saves == 2
+
+    # 2. the same inputs again: the builds come from the cache, the measuring continues where it stopped
+    results.saves = 0
+    second = tune.tune(machine, install=False, settings=False, **kw)
+    by = {c.name: c for c in second.candidates}
+    assert not second.interrupted and by["plain"].build_status == by[pick].build_status == "cached"
+    if by[pick].status == "crashed":
+        assert by[pick].reason
+    else:
+        assert by["plain"].rounds == by[pick].rounds == 3 and results.saves == 4
+        assert by[pick].tg_ratio is not None and by[pick].tg_ratio.n == 3
+    assert tune.choose_winner([c for c in second.candidates if c.status in ("measured", "winner")])[0] == second.winner
+    winner = by[second.winner]
+    assert winner.status == "winner" and (second.winner == "plain" or winner.low > 1.0)
+
+    # 3. once more with install and run-time settings: no benchmark round is run again
+    results.saves = 0
+    third = tune.tune(machine, install=True, settings=True, **kw)
+    s = third.settings
+    assert s is not None and results.saves == len(s.tried) and s.threads in range(1, (machine.cpu.threads or 1) + 1)
+    assert s.server[:1] == ["llama-server"] and "-t" in s.server
+    assert (Path(third.installed) / "llama-bench").exists()
+    saved = tune.TuneResult.from_json(Path(third.settings_file).read_text())
+    assert saved.winner == third.winner and saved.settings == s
+
+    # 4. and again: everything from the caches
+    results.saves = 0
+    fourth = tune.tune(machine, install=False, settings=True, **kw)
+    assert results.saves == 0 and fourth.winner == third.winner and fourth.settings == s
