@@ -639,7 +639,9 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         return res
 
     win_build, win_bench = built[res.winner]
-    if settings:
+    if settings and time.monotonic() > deadline:
+        say("run-time settings: not measured, the budget is spent (run again: the builds and rounds are cached)")
+    elif settings:
         say(f"run-time settings on {res.winner}:")
         try:
             with build.build_lock():
@@ -690,3 +692,16 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
         return (1, 0.0)
 
     return key
+
+
+def installed_settings(prefix: Path | None = None) -> Optional[dict]:
+    """What the last tune saved beside builddoctor's installed build (for `which`); None if none."""
+    link = Path(prefix or paths.data_home()) / "bin"
+    try:
+        f = link.resolve().parent / "tune.json"
+        res = TuneResult.from_json(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    s = res.settings
+    return {"file": str(f), "winner": res.winner, "objective": res.objective, "bin_dir": str(link),
+            "server": s.server if s else [], "cli": s.cli if s else [], "reason": s.reason if s else ""}

@@ -221,6 +221,20 @@ def test_parse_budget():
         assert exc.value.exit_code == errors.USAGE
 
 
+def test_installed_settings_are_read_beside_the_installed_build(tmp_path):
+    assert tune.installed_settings(tmp_path) is None
+    folder = tmp_path / "installs" / "abc"
+    (folder / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to(Path("installs") / "abc" / "bin")
+    s = tune.RunSettings(threads=2, flash_attn="on", server=["llama-server", "-m", "MODEL.gguf", "-t", "2", "-fa", "on"],
+                         reason="measured")
+    (folder / "tune.json").write_text(tune.TuneResult(objective="prompt", winner="lto", settings=s).to_json())
+    got = tune.installed_settings(tmp_path)
+    assert got["winner"] == "lto" and got["server"][-2:] == ["-fa", "on"] and got["objective"] == "prompt"
+    (folder / "tune.json").write_text('{"objective": 3}')
+    assert tune.installed_settings(tmp_path) is None
+
+
 # --------------------------------------------------------------------------- the CLI refuses bad input
 
 
