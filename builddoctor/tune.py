@@ -588,7 +588,9 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
             say(f"build {c.name}: {c.title}")
             c.status = "building"
             on_update(res)
-            r = build.build(c.plan, source, cache_root=cache_root)
+            # a candidate's build may use what is left of the building half of the budget, no more
+            limit = build.BUILD_TIMEOUT if c.name == BASELINE else max(60.0, t_start + budget_s / 2 - time.monotonic())
+            r = build.build(c.plan, source, cache_root=cache_root, timeout=limit)
             c.build_status, c.build_s, c.build_key, c.build_dir = r.status, r.duration_s, r.cache_key, r.build_dir
             if r.status == "interrupted":
                 raise KeyboardInterrupt
@@ -596,6 +598,8 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
                 if c.name == BASELINE:
                     raise build_error(r)
                 c.status, c.reason = "build-failed", (r.error or r.status).splitlines()[0][:200]
+                if "time limit" in (r.error or "") and c.name != BASELINE:
+                    c.status, c.reason = "skipped", f"its build did not finish within half the budget ({limit:.0f} s)"
                 on_update(res)
                 continue
             v = results.verdict(r.cache_key, mkey)
