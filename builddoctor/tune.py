@@ -294,14 +294,16 @@ def objective_ratio(pp: Optional[Stat], tg: Optional[Stat], objective: str) -> O
     return Stat(mean=mean, stddev=mean * rel, n=min(pp.n, tg.n))
 
 
-def summarize(cands: list[Candidate], runs: dict[str, list[BenchResult]], objective: str) -> None:
+def summarize(cands: list[Candidate], runs: dict[str, list[BenchResult]], objective: str,
+              paired: dict[str, list[BenchResult]] | None = None) -> None:
     """Speeds, ratios to the plain plan over paired rounds (``bench._ratio``) and the objective's
-    interval, from the recorded runs of each candidate."""
+    interval, from the recorded runs of each candidate. ``paired[name][i]``: the plain plan's run
+    of the round of that candidate's run i (default: the plain plan's run i)."""
     from builddoctor import bench
 
-    base = runs.get(BASELINE, [])
     for c in cands:
         mine = runs.get(c.name, [])
+        base = (paired or {}).get(c.name, runs.get(BASELINE, []))
         ok = [r for r in mine if not r.error]
         c.rounds = len(ok)
         c.pp = bench._pool([r.pp for r in ok])
@@ -407,27 +409,43 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
             cache: ResultsCache, deadline: float, max_rounds: int = 5, reps: int = 2, threads: int = 1,
             on_run: Callable[[str, BenchResult], None] | None = None) -> str:
     """Successive halving against the first entry (the plain plan): one round for all, then the
-    better half gets two rounds more, and so on to ``max_rounds``; results are saved run by run.
-    Returns why it stopped (rounds, budget, one-left). Ctrl-C propagates; what ran is saved."""
+    better half gets two rounds more, and so on to ``max_rounds``. The plain plan runs in every
+    round (``bench.compare``, interleaved), and each candidate's run is kept with the plain run of
+    its round, so a ratio never pairs runs of different sessions. Saved run by run; Ctrl-C
+    propagates with everything measured so far kept. Returns why it stopped."""
     from builddoctor import bench
 
     params = {"pp": bench.DEFAULT_PP, "tg": bench.DEFAULT_TG, "reps": reps, "threads": threads}
-    runs = {e.name: cache.load(e.key, model_sha, params) for e in entries}
     by_name = {e.name: e for e in entries}
     base = entries[0].name
+    base_key = by_name[base].key
+    runs = {base: cache.load(base_key, model_sha, params)}
+    paired: dict[str, list[BenchResult]] = {}
+    for e in entries[1:]:
+        pairs = cache.load(e.key, model_sha, dict(params, base=base_key))
+        runs[e.name], paired[e.name] = pairs[1::2], pairs[0::2]  # saved as plain, candidate, plain, ...
     active = [e.name for e in entries[1:]]
     durations: list[float] = []
     target = 1
+
+    def update() -> None:
+        summarize(list(cands.values()), runs, objective, paired)
+
     while True:
         for name in active[:]:
             if any(r.error for r in runs[name]):
                 cands[name].status = "crashed"
                 cands[name].reason = next(r.error for r in runs[name] if r.error) or ""
                 active.remove(name)
-        summarize(list(cands.values()), runs, objective)
-        need = [n for n in [base, *active] if len(runs[n]) < target]
+        update()
+        need = [n for n in active if len(runs[n]) < target]
         if not need:
             if target >= max_rounds or not active:
+                if not runs[base]:  # no candidate to measure: one round of the plain plan for its speed
+                    bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads,
+                                  on_run=lambda _r, _i, res: (runs[base].append(res),
+                                                              cache.save(base_key, model_sha, params, runs[base])))
+                    update()
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
             for c in cut:
@@ -435,25 +453,33 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
             active = [c.name for c in kept]
             target = min(max_rounds, target + 2)
             continue
-        est = (sum(durations) / len(durations) if durations else 15.0) * len(need)
+        est = (sum(durations) / len(durations) if durations else 15.0) * (len(need) + 1)
         if time.monotonic() + est > deadline and runs[base]:
             return "budget"
+        order = [base, *need]
         t0 = [time.monotonic()]
+        last_base: list[BenchResult] = []
 
-        def save(_r: int, i: int, res: BenchResult, order=need) -> None:
+        def save(_r: int, i: int, res: BenchResult, order=order) -> None:
             name = order[i]
             durations.append(time.monotonic() - t0[0])
             t0[0] = time.monotonic()
             runs[name].append(res)
-            cache.save(by_name[name].key, model_sha, params, runs[name])
-            summarize(list(cands.values()), runs, objective)
+            if name == base:
+                last_base[:] = [res]
+                cache.save(base_key, model_sha, params, runs[base])
+                if res.error:
+                    raise UserError(f"The plain plan's build does not run its benchmark: {res.error}",
+                                    exit_code=errors.BENCH_FAILED)
+            else:
+                paired[name].append(last_base[0])
+                pairs = [x for pair in zip(paired[name], runs[name]) for x in pair]
+                cache.save(by_name[name].key, model_sha, dict(params, base=base_key), pairs)
+            update()
             if on_run:
                 on_run(name, res)
 
-        bench.compare([by_name[n].binary for n in need], model, rounds=1, reps=reps, threads=threads, on_run=save)
-        if runs[base] and runs[base][-1].error:
-            raise UserError(f"The plain plan's build does not run its benchmark: {runs[base][-1].error}",
-                            exit_code=errors.BENCH_FAILED)
+        bench.compare([by_name[n].binary for n in order], model, rounds=1, reps=reps, threads=threads, on_run=save)
 
 
 # --------------------------------------------------------------------------- run-time settings
