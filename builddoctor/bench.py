@@ -86,12 +86,13 @@ def physical_cores(machine=None) -> int:
 
 
 def bench_command(binary: Path, model: Path, *, threads: int, ngl: int = 0, pp: int = DEFAULT_PP,
-                  tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS) -> list[str]:
+                  tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS, extra: tuple[str, ...] = ()) -> list[str]:
+    """``extra``: more llama-bench options (tune's run-time settings: -fa on, -ub 256...)."""
     argv = [str(binary), "-m", str(model), "-p", str(pp), "-n", str(tg), "-r", str(reps),
             "-t", str(threads), "-o", "json"]
     if ngl:
         argv += ["-ngl", str(ngl)]
-    return argv
+    return argv + [str(a) for a in extra]
 
 
 def parse_bench_json(text: str) -> list[dict]:
@@ -163,7 +164,8 @@ def bench_rows(data: list) -> list[BenchRow]:
 
 def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int | None = None,
               pp: int = DEFAULT_PP, tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS,
-              timeout: float = BENCH_TIMEOUT, bandwidth_gbs: float | None = None) -> BenchResult:
+              timeout: float = BENCH_TIMEOUT, bandwidth_gbs: float | None = None,
+              extra: tuple[str, ...] = ()) -> BenchResult:
     """One llama-bench run. A crash, a hang or unreadable output ends in ``BenchResult.error``."""
     binary = Path(binary)
     threads = threads or physical_cores()
@@ -177,7 +179,8 @@ def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int
         pass
     res.bytes_per_token = _bytes_per_token(Path(model))
     # absolute paths: it runs in a throw-away folder
-    argv = bench_command(binary.absolute(), Path(model).absolute(), threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps)
+    argv = bench_command(binary.absolute(), Path(model).absolute(), threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps,
+                         extra=extra)
     with tempfile.TemporaryDirectory(prefix="builddoctor-bench-") as cwd:  # its folder and HOME: throw-away
         done = proc.run(argv, timeout=timeout, extra_env={**proc.from_user(proc.DEVICE_ENV), "HOME": cwd}, cwd=cwd)
     if not done.ok:

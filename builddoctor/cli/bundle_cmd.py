@@ -10,6 +10,7 @@ from builddoctor.cli.options import json_option
 
 def _describe() -> dict:
     from builddoctor import bundled
+    from builddoctor.tune import installed_settings
 
     folder = bundled.bundled_dir()
     if folder is None:
@@ -27,6 +28,7 @@ def _describe() -> dict:
         "libraries": [p.name for p in bundled.libraries()],
         "info": info.to_dict() if info else None,
         "plan": plan.to_dict() if plan else None,
+        "tuned": installed_settings(),
     }
 
 
@@ -64,6 +66,13 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
     for o in (info.get("overrides") or []):
         planned = f" (the plan had {o['planned']})" if o.get("planned") is not None else " (not in the plan)"
         out.echo(out.style("overridden", "warning") + f": {o['name']}={o['value']} by {o['source']}{planned}")
+    tuned = data.get("tuned")
+    if tuned:
+        out.echo(out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
+                 f"installed in {tuned['bin_dir']}; {tuned['reason']}")
+        for key in ("server", "cli"):
+            if tuned[key]:
+                out.echo("  " + " ".join(tuned[key]))
     out.echo("start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
              "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)")
 
