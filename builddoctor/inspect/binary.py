@@ -577,5 +577,7 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Op
         bf.debug_info = binary.has_debug
         bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
-    if "CPU" not in bf.backends and isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed):
+    if "CPU" not in bf.backends and (isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
+                                     or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)):
         bf.backends.insert(0, "CPU")  # ggml's CPU code linked into a module (monolithic), as for ELF
+        facts.is_llama = True

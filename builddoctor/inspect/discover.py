@@ -29,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-EXE_RX = re.compile(r"^llama-[A-Za-z0-9_-]+(\.exe)?$")
+# llama-cli, llama-server.exe; llama(.exe), the one program of 2026's releases; ggml-rpc-server
+EXE_RX = re.compile(r"^(llama(-[A-Za-z0-9_-]+)?|ggml-rpc-server)(\.exe)?$")
 LIB_RX = re.compile(r"^(lib)?(llama|ggml|mtmd)([A-Za-z0-9_.+-]*)\.(so(\.[0-9]+)*|dylib|dll)$")
 BACKEND_RX = re.compile(r"^(lib)?ggml-[A-Za-z0-9_.-]+\.(so(\.[0-9]+)*|dylib|dll)$")
 
@@ -279,9 +280,11 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     names say nothing. Bounded (see [search] and [limits]); symlinked folders are followed once
     (by real path), kernel and network file systems are not entered. ``messages``: problems
     with the folder itself (deeper ones are quiet)."""
-    from builddoctor.inspect.symbols import mentions_prefixes
+    from builddoctor.inspect.symbols import mentions_prefixes, mentions_strings
 
     lim = _data()["search"]
+    names_cfg = _data()["names"]
+    strings, scan = names_cfg.get("content_strings", []), int(names_cfg.get("string_scan_bytes", 0))
     max_depth = int(lim["max_depth"])
     skip = set(lim["skip_dirs"])
     prefixes = _data()["names"]["symbol_prefixes"]
@@ -321,7 +324,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
             if p is None or not p.is_file():
                 continue
             search.content_reads += 1
-            if mentions_prefixes(p, prefixes):
+            if mentions_prefixes(p, prefixes) or (strings and mentions_strings(p, strings, scan)):
                 search.take(found, p, _origin_for(p, here, wheel_root))
         subs = [s for s in dirs if s not in skip]
         if depth < max_depth:

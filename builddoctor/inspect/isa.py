@@ -299,6 +299,18 @@ def names_carry_cpu_backend(symbols: set[str], name: str = "", needed: tuple[str
     return any(s[1:] in want or s in want or s.lstrip("_").startswith(prefixes) for s in symbols)
 
 
+def module_carries_cpu_backend(path, name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
+    """For a Mach-O/PE module whose symbols say nothing (llama.cpp linked in statically, only the
+    module's init exported): the ggml source paths its assertions leave in the file."""
+    from builddoctor.inspect.symbols import mentions_strings
+
+    cfg = _data()["cpu_backend"]
+    split = tuple(cfg["split"])
+    if name.startswith(split) or any(n.startswith(split) for n in needed):
+        return False
+    return mentions_strings(path, cfg.get("module_strings", []), int(cfg["rodata_limit"]))
+
+
 def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = None,
             cpu_code: bool = True) -> IsaResult:
     """ISA facts of one file. ``text``: (vaddr, file offset, size) of its code section.

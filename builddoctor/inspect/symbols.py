@@ -20,6 +20,23 @@ from typing import Sequence
 _MAX_STRTAB = 64 << 20
 
 
+def mentions_strings(path: Path, needles: Sequence[str], limit: int) -> bool:
+    """True when one of ``needles`` is in the first ``limit`` bytes of ``path`` (mapped, searched in
+    place at C speed: a 64 MB read costs tens of milliseconds)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not size:
+                return False
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                end = min(size, limit)
+                return any(m.find(n.encode(), 0, end) >= 0 for n in needles)
+    except (OSError, ValueError, OverflowError):
+        return False
+
+
 def mentions_prefixes(path: Path, prefixes: Sequence[str]) -> bool:
     """True when ``path``'s dynamic symbols (defined or undefined) start with one of ``prefixes``."""
     try:

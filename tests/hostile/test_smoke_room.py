@@ -65,14 +65,17 @@ def test_explicit_size_larger_than_the_disk_ends_in_exit_7(den, small_disk):
 
 
 def test_model_is_written_in_bounded_memory(tmp_path):
-    """A 170 MB model (the probe vocabulary, 24 wide layers) is generated tensor block by block."""
-    code = ("import resource, sys; from pathlib import Path; from builddoctor import smoke_model as sm; "
+    """A 170 MB model (the probe vocabulary, 24 wide layers) is generated tensor block by block: the
+    memory Python and numpy allocate (tracemalloc, which numpy reports to) peaks far below the model's
+    size. (The process's RSS is no measure here: it moved from 71 to 204 MiB with what else the machine
+    was doing, while the allocations did not.)"""
+    code = ("import sys, tracemalloc; from pathlib import Path; from builddoctor import smoke_model as sm; "
             "s = sm.ModelShape(n_vocab=sm.PROBE_SHAPE.n_vocab, n_embd=1024, n_ff=2816, n_layer=24, n_head=16, "
-            "n_head_kv=16); sm.write_model(Path(sys.argv[1]), s, seed=0, vocab=None); "
-            "print(s.approx_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "n_head_kv=16); tracemalloc.start(); sm.write_model(Path(sys.argv[1]), s, seed=0, vocab=None); "
+            "print(s.approx_bytes, tracemalloc.get_traced_memory()[1])")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.gguf")], capture_output=True, text=True,
                          timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
-    size, maxrss_kib = map(int, out.stdout.split())
+    size, peak = map(int, out.stdout.split())
     assert (tmp_path / "m.gguf").stat().st_size >= size
-    assert maxrss_kib * 1024 < size * 0.7, f"{maxrss_kib / 1024:.0f} MiB to write {size / 1e6:.0f} MB"
+    assert peak < size * 0.25, f"{peak / 1e6:.0f} MB allocated at the peak to write {size / 1e6:.0f} MB"
