@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from builddoctor import paths
 from builddoctor.errors import INTERNAL, UserError
@@ -42,7 +42,7 @@ class Row:
         if self.fixed_in and version:
             try:
                 return _version(version) < Version(self.fixed_in)
-            except InvalidVersion:
+            except ValueError:  # InvalidVersion, or a number too long for int()
                 return True
         return True
 

@@ -119,15 +119,15 @@ def make_fake_cuda(d: Path) -> Path:
     return lib
 
 
-def make_new_glibc_lib(d: Path) -> Path:
-    """<d>/libggml-base.so whose VERNEED asks libc.so.6 for GLIBC_2.99.
+def make_new_glibc_lib(d: Path, version: str = "GLIBC_2.99") -> Path:
+    """<d>/libggml-base.so whose VERNEED asks libc.so.6 for ``version`` (GLIBC_2.99).
 
     Linked against a stub libc.so.6 that defines a symbol at version GLIBC_2.99 (a version
     script), then the stub is removed: the result needs a glibc that does not exist yet."""
     stub = d / "stubc"
     stub.mkdir(parents=True, exist_ok=True)
     _write(stub, "c.c", "int gnu_future_call(void) { return 0; }\n")
-    _write(stub, "c.map", "GLIBC_2.99 { global: gnu_future_call; local: *; };\n")
+    _write(stub, "c.map", f"{version} {{ global: gnu_future_call; local: *; }};\n")
     _cc(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6", "-Wl,--version-script=c.map", "c.c",
          "-o", "libc.so.6"], stub)
     _write(d, "base.c", "int gnu_future_call(void);\nint ggml_init(void) { return gnu_future_call(); }\n")

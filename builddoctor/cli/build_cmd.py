@@ -136,10 +136,12 @@ class ProgressView:
             self.drawn = False
 
     def _line(self, text: str) -> None:
+        from builddoctor.console import safe_text
+
         if self.drawn:
             self.stream.write("\n")
             self.drawn = False
-        self.stream.write(text + "\n")
+        self.stream.write(safe_text(text) + "\n")  # configure's words are foreign text: no raw escapes
         self.stream.flush()
 
 

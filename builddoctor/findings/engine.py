@@ -85,7 +85,11 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     # some files for another platform: loading, CPU code, GPU and running are judged on the others
     view = platform_gate.runnable_view(build, gate)
     for check in checks:
-        evidence = RULES[check["rule"]](view if platform_gate.gated(check, cat) else build, machine, ctx)
+        try:
+            evidence = RULES[check["rule"]](view if platform_gate.gated(check, cat) else build, machine, ctx)
+        except Exception as exc:  # noqa: BLE001 - a rule that fails on odd input costs one line, not the report
+            found.append(_broken_check(check, exc))
+            continue
         if evidence is None:
             continue
         for ev in evidence if isinstance(evidence, list) else [evidence]:
@@ -101,7 +105,11 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
             ))
     if build.is_llama_cpp and any(f.format for f in build.files):
         dirty = {f.area for f in found if f.severity in ("error", "warning")}
-        summary = _summary(view, machine, ctx)
+        try:
+            summary = _summary(view, machine, ctx)
+        except Exception as exc:  # noqa: BLE001 - as for a rule: one line, the findings stay
+            found.append(_broken_check({"code": "ok", "rule": "the summary lines", "area": "build"}, exc))
+            summary = {}
         for area, spec in cat["areas"].items():
             if area in dirty or summary.get(area) is None:
                 continue
@@ -112,6 +120,18 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     area_order = {a: i for i, a in enumerate(cat["areas"])}
     found.sort(key=lambda f: (order.get(f.severity, 9), area_order.get(f.area, 99)))
     return found
+
+
+def _broken_check(check: dict, exc: Exception) -> Finding:
+    """The one line a check costs when it raises (flutter doctor's crashing validator): which check,
+    what it raised, and that the rest of the report stands."""
+    from builddoctor.console import safe_text
+
+    what = safe_text(f"{type(exc).__name__}: {exc}")[:300]
+    return Finding(code=f"internal:{check['code']}", severity="warning", area=check.get("area", "build"),
+                   title=f"check {check['code']} ({check['rule']}) could not judge this build: {what}",
+                   evidence="a bug in builddoctor on this input; every other check ran",
+                   fix="report it with `builddoctor check --json` output attached")
 
 
 def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, dict[str, Any] | None]:
@@ -171,8 +191,14 @@ def _load_line(readable, needs: list[str], glibc: list[str], machine: MachinePro
     from packaging.version import Version
 
     text = f"all {len(needs)} linked libraries found" if needs else "links no shared libraries"
+    def key(v: str):
+        try:
+            return (1, Version(v))
+        except ValueError:  # not a version, or digits too many for int(): a forged file
+            return (0, Version("0"))
+
     if glibc:
-        text += f"; needs glibc {max(glibc, key=Version)} (this machine: {machine.libc_version or '?'})"
+        text += f"; needs glibc {max(glibc, key=key)} (this machine: {machine.libc_version or '?'})"
     return text
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from builddoctor._buildplan import same_value  # CMake's reading of ON/OFF values, one definition
 from builddoctor.profiles import BinaryFile, BuildProfile, Finding, GpuProfile, MachineProfile
@@ -170,7 +170,7 @@ def _too_new(files: list[BinaryFile], key: str, have: str | None) -> dict | None
         return None
     try:
         have_v = Version(have)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long for int()
         return None
     worst: tuple[Version, str, str] | None = None
     for f in files:
@@ -179,7 +179,7 @@ def _too_new(files: list[BinaryFile], key: str, have: str | None) -> dict | None
             continue
         try:
             v = Version(need)
-        except InvalidVersion:
+        except ValueError:  # InvalidVersion, or a number too long for int()
             continue
         if v > have_v and (worst is None or v > worst[0]):
             worst = (v, need, _name(f.path))
@@ -572,7 +572,7 @@ def cuda_driver_too_old(build, machine, ctx):
     driver = nvidia[0].cuda_version
     try:
         driver_major = Version(driver).major
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long for int()
         return None
     for f in build.files:
         for lib in f.needed:
@@ -817,7 +817,7 @@ def old_build(build, machine, ctx):
     if build.version:
         try:
             v, p = Version(build.version.split("-")[0]), Version(ctx.pin_version.split("-")[0])
-        except InvalidVersion:
+        except ValueError:  # InvalidVersion, or a number too long for int()
             return None
         if v < p:
             return {"what": f"version {build.version}", "pinned": pinned, "missing": old["missing_minor"],

@@ -374,12 +374,17 @@ def _interesting_symbols() -> list[str]:
 
 
 def _max_versions(names) -> dict[str, str]:
+    """The highest version each prefix asks for (GLIBC -> 2.34); a version no int() can read (a
+    forged 5000-digit one) is ignored, not taken for damage."""
+    from builddoctor.inspect.libs import _version_key
+
     best: dict[str, tuple[int, ...]] = {}
     for name in names:
         m = _VERSION_NAME.match(name)
-        if not m:
+        key = _version_key(name) if m else None
+        if not key:
             continue
-        prefix, ver = m.group(1), tuple(int(x) for x in m.group(2).split("."))
+        prefix, ver = m.group(1), key[1]
         if prefix not in best or ver > best[prefix]:
             best[prefix] = ver
     return {k: ".".join(map(str, v)) for k, v in sorted(best.items())}
