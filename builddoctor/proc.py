@@ -127,6 +127,12 @@ def _parent_death_signal() -> None:  # runs in the child between fork and exec
         _prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def _parent_death_term() -> None:  # runs in the guard between fork and exec
+    """The guard (proc_guard.py) gets SIGTERM when builddoctor dies, and ends the tree below it."""
+    if _prctl:
+        _prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _table() -> dict[int, tuple[int, int, int, str]]:
     """pid -> (parent, process group, session, state) of every process /proc shows."""
     out = {}
@@ -421,7 +427,7 @@ def _signal_name(rc: int | None) -> str | None:
 
 
 def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, stdin_data: str | None,
-             merge: bool, on_line: Callable[[str], None] | None) -> Completed:
+             merge: bool, on_line: Callable[[str], None] | None, guarded: bool = False) -> Completed:
     if _stopping:
         raise Interrupted("SIGTERM")
     _libc_prctl()
@@ -429,6 +435,14 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     env = {**env, MARKER: marker}
     start = time.monotonic()
     deadline = start + timeout
+    shown = argv
+    if guarded and _prctl:
+        import shutil
+
+        if shutil.which(argv[0], path=env.get("PATH")) is None:  # as Popen would say, before the guard runs
+            missing = not (os.sep in argv[0] and os.path.exists(argv[0]))
+            return Completed(shown, None, error="not found" if missing else "permission denied")
+        argv = [sys.executable, "-I", os.path.join(os.path.dirname(__file__), "proc_guard.py"), *argv]
     try:
         p = subprocess.Popen(
             argv,
@@ -438,14 +452,14 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_parent_death_signal if _prctl else None,
+            preexec_fn=(_parent_death_term if argv is not shown else _parent_death_signal) if _prctl else None,
         )
     except FileNotFoundError:
-        return Completed(argv, None, error="not found")
+        return Completed(shown, None, error="not found")
     except PermissionError:
-        return Completed(argv, None, error="permission denied")
+        return Completed(shown, None, error="permission denied")
     except (OSError, subprocess.SubprocessError) as exc:
-        return Completed(argv, None, error=getattr(exc, "strerror", None) or str(exc))
+        return Completed(shown, None, error=getattr(exc, "strerror", None) or str(exc))
     with _lock:
         _live[p.pid] = marker
     caps = {p.stdout.fileno(): _Capture(TAIL_OUTPUT, MAX_OUTPUT) if merge else _Capture(MAX_OUTPUT, TAIL_OUTPUT)}
@@ -472,9 +486,9 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     texts = [c.text() for c in caps.values()]
     out, err = texts[0], (texts[1] if len(texts) > 1 else "")
     if timed_out:
-        return Completed(argv, None, out, err, timed_out=True)
+        return Completed(shown, None, out, err, timed_out=True)
     rc = p.returncode
-    return Completed(argv, rc, out, err, signal=_signal_name(rc))
+    return Completed(shown, rc, out, err, signal=_signal_name(rc))
 
 
 def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str) -> bool:
@@ -581,5 +595,7 @@ def stream(
     the last MAX_OUTPUT bytes of output (and the first TAIL_OUTPUT). An exception in ``on_line``
     or an interruption kills the run and is re-raised."""
     argv = [str(a) for a in argv]
+    # a build's ninja jobs run two levels down in groups of their own: a guard process between us and
+    # the child ends them even when builddoctor is SIGKILLed (proc_guard.py)
     return _execute(argv, timeout=timeout, env=dict(env if env is not None else clean_env(extra_env)), cwd=cwd,
-                    stdin_data=None, merge=True, on_line=on_line)
+                    stdin_data=None, merge=True, on_line=on_line, guarded=True)

@@ -379,14 +379,6 @@ class ResultsCache:
         (self.root / f"{build_key}-{machine_key}.verify.json").write_text(json.dumps({"ok": ok, "message": message}))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def machine_key(machine) -> str:
     """A verification holds for one CPU: its model and features."""
     doc = [machine.cpu.model, sorted(machine.cpu.features)]
@@ -650,7 +642,9 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         if model is None:
             model = smoke_model.ensure_model(model_bytes or smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes))
         res.model = str(model)
-        res.model_sha256 = file_sha256(Path(model))
+        from builddoctor.source import sha256_file
+
+        res.model_sha256 = sha256_file(Path(model))
         entries = [Entry(c.name, built[c.name][1], c.build_key) for c in res.candidates if c.name in built]
         for c in res.candidates:
             if c.name in built:
