@@ -110,16 +110,21 @@ def ensure_model(
     vocab: Path | None = None,
     cache_root: Path | None = None,
 ) -> Path:
-    """The path of a cached smoke model of about ``target_bytes``, generated if missing."""
+    """The path of a cached smoke model of about ``target_bytes``, generated if missing. Its
+    tokenizer: ``vocab``, else the pinned tree's llama tokenizer, else (no tree here) the probe
+    vocabulary: llama-bench feeds random tokens, so a benchmark needs no real tokenizer, and
+    `bench` must not need the llama.cpp source."""
     from builddoctor import paths
 
-    vocab = Path(vocab) if vocab else paths.vendor_dir() / VOCAB_FILE
-    if not vocab.is_file():
-        from builddoctor.errors import SourceError
+    if vocab is not None:
+        vocab = Path(vocab)
+        if not vocab.is_file():
+            from builddoctor.errors import InputError
 
-        raise SourceError(f"the tokenizer for the smoke model is missing: {vocab}. "
-                          "Fetch the pinned llama.cpp tree with `builddoctor source fetch`.")
-    shape = shape_for_bytes(target_bytes)
+            raise InputError(f"the tokenizer for the smoke model is missing: {vocab}.")
+    elif (paths.vendor_dir() / VOCAB_FILE).is_file():
+        vocab = paths.vendor_dir() / VOCAB_FILE
+    shape = shape_for_bytes(target_bytes, n_vocab=32000 if vocab is not None else PROBE_SHAPE.n_vocab)
     out = model_path(shape, seed, cache_root)
     if out.is_file():
         return out
