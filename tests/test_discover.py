@@ -288,6 +288,36 @@ def test_hash_suffixes_stripped_from_variant_names(native_build, tmp_path):
     assert discover.canonical_name("libggml-cpu-haswell.so") == "libggml-cpu-haswell.so"
 
 
+def test_loose_wheel_files_and_their_libs_folder_one_build(packaged, tmp_path):
+    """pywhispercpp's layout: a wheel that puts its libraries loose in site-packages (RUNPATH
+    $ORIGIN/<dist>.libs) and auditwheel's renamed copies in <dist>.libs/ below is one build;
+    another wheel's loose module in the same folder is another (each wheel's RECORD says which)."""
+    site = tmp_path / "site-packages"
+    libs = site / "whisperish.libs"
+    libs.mkdir(parents=True)
+    names = ["libggml-base.so.0", "libggml-cpu.so.0", "libggml.so.0"]
+    hashed = {n: n.replace(".so", f"-{i}a1b2c3d.so") for i, n in enumerate(names)}
+    for n in names:
+        needed = {x: hashed[x] for x in analyze(packaged / "lib" / n).file.needed if x in hashed}
+        shutil.copy(packaged / "lib" / n, libs / hashed[n])
+        _set_runpath(libs / hashed[n], "$ORIGIN", needed=needed, soname=hashed[n])
+        shutil.copy(packaged / "lib" / n, site / n)
+        _set_runpath(site / n, "$ORIGIN/whisperish.libs", needed=needed)
+    carrier = _compile_so(site / "_other.abi3.so", EXT_CARRIES)
+    for dist, files in (("whisperish-1.0", names + [f"whisperish.libs/{hashed[n]}" for n in names]),
+                        ("other_pkg-2.0", ["_other.abi3.so"])):
+        (site / f"{dist}.dist-info").mkdir()
+        (site / f"{dist}.dist-info" / "RECORD").write_text("".join(f"{f},sha256=x,1\n" for f in files))
+    builds, messages = inspect_paths([site], run=False)
+    by_origin = {b.origin: b for b in builds}
+    assert sorted(by_origin) == ["pip:other_pkg", "pip:whisperish"], \
+        ([(b.origin, sorted(_names(b))) for b in builds], messages)
+    assert _names(by_origin["pip:whisperish"]) == set(names) | set(hashed.values())
+    assert Path(by_origin["pip:whisperish"].root) == site.resolve()
+    assert _names(by_origin["pip:other_pkg"]) == {carrier.name}
+    assert not any(f.missing_needed for f in by_origin["pip:whisperish"].files)
+
+
 # --------------------------------------------------------------------------- extension modules
 
 

@@ -261,7 +261,9 @@ def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[st
         if kind == "npm" and rest[0].startswith("@") and len(rest) > 2:
             name = f"{rest[0]}/{rest[1]}"
         elif len(rest) == 1:
-            name = rest[0].split(".", 1)[0]  # a module file directly in site-packages
+            # a file directly in site-packages (or a wheel's root): the wheel whose RECORD lists it,
+            # else the module's own name
+            name = record_owner(path) or rest[0].split(".", 1)[0]
         else:
             name = rest[0]
         for suf in _data()["packages"]["folder_suffixes"]:
@@ -269,6 +271,37 @@ def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[st
                 name = name[:-len(suf)]
         return f"{kind}:{name}"
     return None
+
+
+@lru_cache(maxsize=256)
+def _record_owners(folder: str) -> dict[str, str]:
+    """File name -> distribution for the files directly in a site-packages or unpacked wheel root:
+    each ``<dist>-<version>.dist-info/RECORD`` lists what its wheel put there. Two wheels' loose
+    libraries in one folder are two builds. Bounded (dist-infos read, bytes per RECORD)."""
+    conf = _data()["packages"]
+    owners: dict[str, str] = {}
+    try:
+        with os.scandir(folder) as it:
+            infos = sorted(e.name for e in it if e.name.endswith(".dist-info"))
+    except OSError:
+        return owners
+    for info in infos[:int(conf["max_records"])]:
+        try:
+            with open(os.path.join(folder, info, "RECORD"), "rb") as fh:
+                raw = fh.read(int(conf["record_max_bytes"]))
+        except OSError:
+            continue
+        dist = info[:-len(".dist-info")].split("-", 1)[0]
+        for line in raw.decode("utf-8", "replace").splitlines():
+            entry = line.split(",", 1)[0].strip('"')
+            if entry and "/" not in entry and "\\" not in entry:
+                owners.setdefault(entry, dist)
+    return owners
+
+
+def record_owner(path: Path) -> Optional[str]:
+    """The distribution whose RECORD lists this file of a site-packages / wheel root, or None."""
+    return _record_owners(str(path.parent)).get(path.name)
 
 
 def _is_dist_root(dirs: list[str]) -> bool:
@@ -512,6 +545,17 @@ def find_cmake_cache(folder: Path) -> Optional[Path]:
     return None
 
 
+def _unit(p: Path) -> str:
+    """The grouping unit of a file: its folder, or, in a folder several wheels installed into
+    (site-packages), the files one wheel's RECORD lists there."""
+    owner = record_owner(p)
+    return f"{p.parent}\0{owner}" if owner else str(p.parent)
+
+
+def _folder_of(unit: str) -> str:
+    return unit.split("\0", 1)[0]
+
+
 class _UF:
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
@@ -538,16 +582,16 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             origin_of[c.path] = c.origin
             order.append(c.path)
     uf = _UF()
-    members: dict[str, set[Path]] = {}
+    members: dict[str, set[Path]] = {}  # unit -> files; a unit is a folder, or one wheel's files in it
     attached: dict[Path, str] = {}
 
     def add(p: Path, origin: str) -> None:
-        folder = str(p.parent)
-        uf.find(folder)
-        members.setdefault(folder, set()).add(p)
+        unit = _unit(p)
+        uf.find(unit)
+        members.setdefault(unit, set()).add(p)
         attached.setdefault(p, origin)
 
-    primary = {str(p.parent) for p in order}  # folders the candidates came from
+    primary = {_unit(p) for p in order}  # units the candidates came from
     unresolved: list[tuple[Path, str]] = []  # (file, NEEDED basename) not found by the loader's rules
     i = 0
     while i < len(order):
@@ -568,9 +612,10 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             if not (LIB_RX.match(canonical_name(name)) or LIB_RX.match(canonical_name(os.path.basename(lib)))):
                 continue
             r = Path(os.path.realpath(lib))
-            rf, pf = str(r.parent), str(p.parent)
-            if rf != pf and rf in primary and r.parent.parent != p.parent.parent:
-                continue  # another build's own folder: it is shown there, once
+            rf, pf = _unit(r), _unit(p)
+            if rf != pf and rf in primary and r.parent.parent != p.parent.parent and p.parent not in r.parents:
+                continue  # another build's own folder: it is shown there, once (a folder below, as
+                # auditwheel's <dist>.libs/ reached through $ORIGIN/<dist>.libs, is the same package)
             uf.union(pf, rf)
             if r not in origin_of:
                 origin_of[r] = origin
@@ -586,13 +631,13 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
                         order.append(r)
     # a package's or prefix's bin/ and lib/ are one build on every OS (Mach-O and PE files are
     # not resolved here, so NEEDED does not link them as it does on Linux)
-    for folder in list(members):
-        f = Path(folder)
+    for unit in list(members):
+        f = Path(_folder_of(unit))
         for pair in _data()["layouts"]["joined"]:
             if f.name in pair:
                 for other in pair:
                     if other != f.name and str(f.parent / other) in members:
-                        uf.union(folder, str(f.parent / other))
+                        uf.union(unit, str(f.parent / other))
     # NEEDED names that were not resolved (Mach-O @rpath/..., PE imports, another CPU's ELF: no
     # loader here to ask) link to a found file of that name in the same package: a sibling
     # folder or one just above or below
@@ -603,7 +648,7 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         for f in by_name.get(name, []):
             near = {p.parent, p.parent.parent}
             if f.parent in near or f.parent.parent in near:
-                uf.union(str(p.parent), str(f.parent))
+                uf.union(_unit(p), _unit(f))
     comps: dict[str, list[str]] = {}
     for folder in members:
         comps.setdefault(uf.find(folder), []).append(folder)
@@ -613,12 +658,13 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
         files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
         mains = [d for d in folders if d in primary] or folders
         mains.sort(key=lambda d: min(rank[f] for f in members[d]))
-        if len(mains) > 1 and len({str(Path(d).parent) for d in mains}) == 1:
-            root = Path(mains[0]).parent  # prefix/bin + prefix/lib
-        else:
-            root = Path(mains[0])
+        dirs = list(dict.fromkeys(_folder_of(d) for d in mains))
+        if len(dirs) > 1 and len({str(Path(d).parent) for d in dirs}) == 1:
+            root = Path(dirs[0]).parent  # prefix/bin + prefix/lib
+        else:  # one folder, or a wheel's loose files and its <dist>.libs/ below
+            root = Path(dirs[0])
         cache = None
-        for d in mains:
+        for d in dirs:
             cache = find_cmake_cache(Path(d))
             if cache:
                 break
