@@ -146,6 +146,21 @@ def test_cpuinfo_without_final_newline_accepted():
         cpu.parse_cpuinfo(cut[:-40])
 
 
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("cpuinfo/") and "flags" in
+                                         (FIX / n).read_text().split("\n\n")[0]))
+def test_single_processor_entry_ending_at_its_flags_line(name):
+    """One processor entry cut right after its flags line (a VM with one vCPU, a copy of the first
+    entry) is whole, with or without a final newline; cut inside that line, it is refused."""
+    lines = (FIX / name).read_text().split("\n\n")[0].splitlines()
+    one = "\n".join(lines[:max(i for i, ln in enumerate(lines) if ln.startswith("flags")) + 1])
+    for text in (one, one + "\n"):
+        facts = cpu.parse_cpuinfo(text)
+        assert facts.cpu.threads == 1 and set(facts.cpu.features) == CASES[name][2]  # every entry has them
+    last = one.rsplit(" ", 1)[1]
+    with pytest.raises(cpu.CpuTextError, match="truncated"):
+        cpu.parse_cpuinfo(one[:-(len(last) // 2 + 1)])  # ends inside its last word
+
+
 def test_amd_sme_flag_is_not_arm_sme():
     """x86 "sme" is AMD Secure Memory Encryption; it must not become ARM's SME."""
     c = cpu_from_file(FIX / "cpuinfo/zen4-ryzen9-7950x.txt").cpu

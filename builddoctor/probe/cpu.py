@@ -274,9 +274,15 @@ def _check_complete(cpu_blocks: list[dict[str, str]], text: str, needed: str) ->
         if last_key == needed:
             last = cpu_blocks[-1][needed].split()
             others = [b[needed].split() for b in cpu_blocks[:-1]]
-            if not others or any(len(o) > len(last) and o[:len(last) - 1] == last[:-1] for o in others):
+            if any(len(o) > len(last) and o[:len(last) - 1] == last[:-1] for o in others):
                 raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated "
-                                   "(its last processor entry stops there, and no other entry confirms the line)")
+                                   "(another processor entry has a longer copy of that line)")
+            ends = _data.load("cpu_features").get("cpuinfo", {}).get("line_end_words", {}).get(needed, [])
+            if not others and (not last or last[-1] not in ends):
+                word = f"'{last[-1]}'" if last else "nothing"
+                raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated "
+                                   f"(its only processor entry stops there, on {word}, which is not a word "
+                                   "the kernel ends that line with)")
 
 
 def parse_cpuinfo(text: str, source: str = "cpuinfo") -> CpuFacts:
