@@ -126,3 +126,43 @@ def test_inspect_binary_real_cpu_backend(native_build, sse_build):
     assert n.role == s.role == "backend" and n.backends == ["CPU"]
     assert n.isa_level == _expected_native_level() and s.isa_level == "sse"
     assert n.symbol_versions["GLIBC"].startswith("2.") and "GLIBCXX" in n.symbol_versions
+
+
+def _tiny_llama(path: Path) -> Path:
+    """A stripped library that defines llama.cpp symbols but embeds no version (as a packager's is)."""
+    from tests import elf_fixtures as fx
+
+    if fx.GCC is None:
+        pytest.skip("gcc is not installed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    src = path.parent / "tiny.c"
+    src.write_text("void llama_backend_init(void) {}\nvoid *ggml_init(void *p) { return p; }\n")
+    import subprocess
+
+    subprocess.run([fx.GCC, "-shared", "-fPIC", "-O2", "-s", "-o", str(path), str(src)], check=True,
+                   capture_output=True, timeout=120)
+    src.unlink()
+    return path
+
+
+def test_version_from_library_and_folder_names(tmp_path):
+    """With nothing embedded, the version comes from libllama's name (semver soname, a packager's
+    llama.v0.4.0 name) and the build number from a release folder's name (llama-b<N>-bin-...); the
+    old-version finding then names it, the pinned version and the command."""
+    from builddoctor.findings import findings_for
+    from builddoctor.probe import probe_live
+
+    machine = probe_live(skip_gpus=True)
+    cases = {"semver/libllama.so.0.4.0": ("0.4.0", None), "npm/libllama.metal.v0.4.0.so": ("0.4.0", None),
+             "llama-b4500-bin-ubuntu-x64/build/bin/libllama.so": (None, 4500)}
+    for rel, (version, number) in cases.items():
+        lib = _tiny_llama(tmp_path / rel)
+        (b,) = inspect_paths([lib.parent], run=False)[0]
+        assert b.is_llama_cpp and (b.version, b.build_number) == (version, number), (rel, b.version, b.build_number, b.evidence)
+        (f,) = [f for f in findings_for(b, machine) if f.code == "BD180"]
+        assert (f"b{number}" if number else f"version {version}") in f.title and "0c1e570" in f.title
+        assert f.fix.startswith(f"builddoctor fix --rebuild {b.root}")
+    # an old libllama soname (libllama.so.0.0.<build number>) gives the build number
+    lib = _tiny_llama(tmp_path / "old" / "libllama.so.0.0.4965")
+    (b,) = inspect_paths([lib.parent], run=False)[0]
+    assert b.build_number == 4965 and "libllama.so.0.0.4965" in b.evidence["build_number"]

@@ -810,7 +810,8 @@ def old_build(build, machine, ctx):
     old = ctx.catalogue["age"]
     if build.build_number and 1 < build.build_number < old["build_number"]:
         where = build.evidence.get("build_number", "")
-        return {"what": f"build b{build.build_number} is from before {old['date']}", "pinned": pinned,
+        commit = f" (commit {build.commit})" if build.commit else ""
+        return {"what": f"build b{build.build_number}{commit} is from before {old['date']}", "pinned": pinned,
                 "missing": old["missing"],
                 "evidence": f"build number {build.build_number}" + (f" ({where})" if where else "")
                 + f"; llama.cpp b{old['build_number']} was released on {old['date']}"}
@@ -820,7 +821,8 @@ def old_build(build, machine, ctx):
         except ValueError:  # InvalidVersion, or a number too long for int()
             return None
         if v < p:
-            return {"what": f"version {build.version}", "pinned": pinned, "missing": old["missing_minor"],
+            commit = f" (commit {build.commit})" if build.commit else ""
+            return {"what": f"version {build.version}{commit}", "pinned": pinned, "missing": old["missing_minor"],
                     "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else ""),
                     "_severity": "info"}
     return None

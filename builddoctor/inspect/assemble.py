@@ -97,6 +97,21 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
             if getattr(bp, key) is None and info.get(key) is not None:
                 setattr(bp, key, info[key])
                 bp.evidence.setdefault(key, f"embedded in {os.path.basename(f.file.path)}")
+    if bp.is_llama_cpp and bp.build_number is None and bp.version is None:
+        # nothing embedded (stripped Mach-O/PE files): what libllama's name or the folder's says
+        from builddoctor.inspect.buildinfo import from_folder, from_soname
+
+        for f in facts:
+            name = os.path.basename(f.file.path)
+            for key, value in from_soname(name).items():
+                setattr(bp, key, value)
+                bp.evidence[key] = f"the file name {name}"
+            if bp.build_number is not None or bp.version is not None:
+                break
+        number = from_folder(g.root).get("build_number") if bp.build_number is None else None
+        if number is not None:
+            bp.build_number = number
+            bp.evidence["build_number"] = f"the name of the folder it is in ({g.root.name})"
     # cmake cache
     if g.cmake_cache is not None:
         from builddoctor.errors import InputError

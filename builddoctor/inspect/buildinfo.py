@@ -35,11 +35,36 @@ _SONAME_BUILD = re.compile(r"^libllama\.so\.0\.0\.([0-9]+)$")
 
 
 def from_soname(*names: Optional[str]) -> dict[str, Any]:
-    """The build number an old libllama's soname or file name carries (libllama.so.0.0.4965)."""
+    """What libllama's soname or file name says when the binary does not: the build number of an
+    old one (libllama.so.0.0.4965), or the semver version of a newer one (libllama.so.0.5.0, a
+    packager's llama.v0.4.0.dll / libllama.metal.v0.4.0.dylib; patterns in inspect_discover.toml)."""
+    from builddoctor.inspect.discover import _data, canonical_name
+
     for name in names:
         m = _SONAME_BUILD.match(name or "")
         if m and int(m.group(1)) > 1:
             return {"build_number": int(m.group(1))}
+    for name in names:
+        for pat in _data()["version_names"]["library"]:
+            m = re.match(pat, canonical_name((name or "").replace("\\", "/").rsplit("/", 1)[-1]))
+            if m and m.group(1) != "0.0.0":
+                return {"version": m.group(1)}
+    return {}
+
+
+def from_folder(path: Any) -> dict[str, Any]:
+    """The build number a release folder's name carries (llama.cpp's release archives unpack to
+    llama-b<N>-bin-<platform>): the build itself keeps it only in code no symbol points to."""
+    from pathlib import Path
+
+    from builddoctor.inspect.discover import _data
+
+    p = Path(path)
+    for folder in (p, *list(p.parents)[:2]):
+        for pat in _data()["version_names"]["folder"]:
+            m = re.match(pat, folder.name)
+            if m:
+                return {"build_number": int(m.group(1))}
     return {}
 
 
