@@ -375,7 +375,7 @@ class PlanOption(Serializable):
 class Prerequisite(Serializable):
     name: str  # tool or library
     kind: str  # tool, library, header
-    status: str  # found, missing, too-old, too-new
+    status: str  # found, missing, too-old, too-new, unchecked (a recorded profile that did not look)
     min_version: Optional[str] = None
     found_version: Optional[str] = None
     recipe: str = ""
@@ -416,7 +416,7 @@ class BuildPlan(Serializable):
 
     @property
     def ready(self) -> bool:
-        return all(p.status == "found" for p in self.prerequisites)
+        return all(p.status in ("found", "unchecked") for p in self.prerequisites)
 
 
 @dataclass

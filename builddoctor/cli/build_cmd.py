@@ -153,10 +153,13 @@ class ProgressView:
 @machine_options
 @click.option("-j", "--jobs", type=click.IntRange(1, 512), help="Parallel compile jobs (default: from cores and memory).")
 @click.option("--dry-run", is_flag=True, help="Print the cmake commands without running them.")
+@click.option("--cuda-from-pip", is_flag=True,
+              help="Download the pinned NVIDIA cuBLAS wheels from PyPI into builddoctor's cache (sha256-checked), "
+                   "merge them with this machine's CUDA toolkit there, and build against that.")
 @json_option
 @click.pass_context
 def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile_path, cpuinfo_path,
-              nvidia_smi_path, jobs, dry_run, as_json):
+              nvidia_smi_path, jobs, dry_run, cuda_from_pip, as_json):
     """Configure and compile llama.cpp with the resolved plan (cached: a repeat is instant)."""
     from builddoctor import build
     from builddoctor.fix import build_error
@@ -164,6 +167,10 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
     out = console(ctx)
     source, note = _source(source_path, dry_run)
     machine = None if plan_path else load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    if cuda_from_pip:
+        if plan_path is not None:
+            raise errors.UserError("--cuda-from-pip resolves the plan itself: use it without --plan")
+        _use_cuda_from_pip(machine, dry_run, out)
     plan = _plan(plan_path, machine, goal, backend, source, describes_this_cpu(profile_path, cpuinfo_path),
                  allowed_paths, recheck=not dry_run)
     if dry_run:
@@ -212,6 +219,27 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
     else:
         ran = next((f.title for f in ver.findings if f.code == "ok:runtime"), ver.message)
         out.echo(f"    verified: {ran}")
+
+
+def _use_cuda_from_pip(machine, dry_run: bool, out) -> None:
+    """Point ``machine``'s nvcc and cuBLAS at the toolkit merged with the pinned PyPI cuBLAS (made
+    now, the one network step; a dry run only names what it would fetch)."""
+    from builddoctor import cuda_pip
+    from builddoctor.probe.toolchain import cublas_fact
+
+    nvcc = machine.tool("nvcc")
+    if not nvcc.found or not nvcc.path:
+        raise errors.UserError("--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
+                               "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).")
+    if dry_run:
+        wheels = cuda_pip.choose(nvcc.version)
+        out.echo(f"# --cuda-from-pip: the real build would first download "
+                 f"{', '.join(w.requirement for w in wheels.wheels) if wheels else 'nothing (no pinned set)'} "
+                 "and merge it with the toolkit in builddoctor's cache.", err=True)
+        return
+    tk = cuda_pip.ensure(nvcc.path, nvcc.version, say=lambda s: out.echo(s, err=True))
+    machine.toolchains["cublas"] = cublas_fact(type(nvcc)(name="nvcc", found=True, path=tk.nvcc,
+                                                          version=nvcc.version, detail=nvcc.detail))
 
 
 # --------------------------------------------------------------------------- bench
