@@ -66,8 +66,8 @@ class PipToolkit:
         return asdict(self)
 
 
-def load_sets(path: Path = DATA_FILE) -> list[WheelSet]:
-    data = load_toml(path)
+def load_sets(path: Path | None = None) -> list[WheelSet]:
+    data = load_toml(path or DATA_FILE)
     return [WheelSet(cuda=s["cuda"], prefix=s["prefix"], wheels=[Wheel(**w) for w in s.get("wheel", [])])
             for s in data.get("set", [])]
 
@@ -266,6 +266,7 @@ def _merge(system: Path, extras: list[Path], merged: Path) -> None:
     find_library needs). Built beside and swapped in, so a half-made tree is never used."""
     merged.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{merged.name}.partial-", dir=merged.parent))
+    partial.chmod(0o755)
     try:
         for entry in sorted(system.iterdir()):
             if entry.name not in ("include", "lib", "lib64", "targets"):

@@ -234,7 +234,8 @@ class ComputeResult(Serializable):
     """What a real inference on the probe model did (or, for a library-only build, a dlopen):
     a verdict that rests on computing, not on a program printing its version."""
 
-    kind: str  # inference (a program ran the probe model), dlopen (a library was loaded in a child)
+    kind: str  # inference (a program ran the probe model), dlopen (a library was loaded in a child),
+    # not-run (a GPU build where that GPU's driver is absent: ``problem`` says why)
     argv: list[str]
     ok: bool = False
     returncode: Optional[int] = None

@@ -217,7 +217,7 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
                                f"`builddoctor check {Path(result.build_dir) / 'bin'}` shows why.",
                                exit_code=errors.VERIFY_FAILED)
     else:
-        ran = next((f.title for f in ver.findings if f.code == "ok:runtime"), ver.message)
+        ran = next((f.title for f in ver.findings if f.code in ("ok:runtime", "BD113")), ver.message)
         out.echo(f"    verified: {ran}")
 
 
