@@ -166,6 +166,23 @@ def ensure(nvcc_path: str, nvcc_version: str | None, *, say: Callable[[str], Non
     return info
 
 
+def use_for(machine, say: Callable[[str], None] = lambda s: None) -> PipToolkit:
+    """Make the merged toolkit for ``machine``'s nvcc and record its cuBLAS in the profile, so that the
+    plan resolved next points CMake there (CUDAToolkit_ROOT); `build --cuda-from-pip` and
+    `BUILDDOCTOR_CUDA_FROM_PIP=1 pip install .` both come here."""
+    from builddoctor.probe.toolchain import cublas_fact
+    from builddoctor.profiles import ToolInfo
+
+    nvcc = machine.tool("nvcc")
+    if not nvcc.found or not nvcc.path:
+        raise errors.UserError("--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
+                               "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).",
+                               exit_code=errors.TOOLCHAIN)
+    tk = ensure(nvcc.path, nvcc.version, say=say)
+    machine.toolchains["cublas"] = cublas_fact(ToolInfo(name="nvcc", found=True, path=tk.nvcc, version=nvcc.version))
+    return tk
+
+
 def _unpacked(w: Wheel, prefix: str, say, wheel_dir: Path | None) -> Path:
     """The wheel's ``prefix`` folder, unpacked and RECORD-checked once (a marker says so)."""
     dest = cache_root() / "wheels" / Path(w.file).stem

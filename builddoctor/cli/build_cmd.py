@@ -222,24 +222,17 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
 
 
 def _use_cuda_from_pip(machine, dry_run: bool, out) -> None:
-    """Point ``machine``'s nvcc and cuBLAS at the toolkit merged with the pinned PyPI cuBLAS (made
-    now, the one network step; a dry run only names what it would fetch)."""
+    """Point ``machine``'s cuBLAS at the toolkit merged with the pinned PyPI cuBLAS (made now, the one
+    network step; a dry run only names what it would fetch)."""
     from builddoctor import cuda_pip
-    from builddoctor.probe.toolchain import cublas_fact
 
-    nvcc = machine.tool("nvcc")
-    if not nvcc.found or not nvcc.path:
-        raise errors.UserError("--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
-                               "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).")
     if dry_run:
-        wheels = cuda_pip.choose(nvcc.version)
+        wheels = cuda_pip.choose(machine.tool("nvcc").version)
         out.echo(f"# --cuda-from-pip: the real build would first download "
                  f"{', '.join(w.requirement for w in wheels.wheels) if wheels else 'nothing (no pinned set)'} "
                  "and merge it with the toolkit in builddoctor's cache.", err=True)
         return
-    tk = cuda_pip.ensure(nvcc.path, nvcc.version, say=lambda s: out.echo(s, err=True))
-    machine.toolchains["cublas"] = cublas_fact(type(nvcc)(name="nvcc", found=True, path=tk.nvcc,
-                                                          version=nvcc.version, detail=nvcc.detail))
+    cuda_pip.use_for(machine, say=lambda s: out.echo(s, err=True))
 
 
 # --------------------------------------------------------------------------- bench
