@@ -304,3 +304,23 @@ def test_cuda_build_without_a_driver_is_not_run(monkeypatch, tmp_path):
     (tmp_path / "libcuda.so.1").write_bytes(b"")
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
     assert compute.device_not_here(["CUDA"]) is None
+
+
+def test_eta_weighs_the_nvcc_steps_left(tmp_path):
+    """10 C++ steps done in 9 s with 10 nvcc steps left: a per-step ETA would say 9 s; the nvcc steps
+    weigh cuda_step_weight C++ steps each (data/build.toml), so the ETA is that many times longer."""
+    edges = [f"build ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f{i}.cu.o: CUDA_COMPILER__ggml-cuda_unscanned_Release"
+             for i in range(10)]
+    edges += [f"build ggml/src/CMakeFiles/ggml-base.dir/g{i}.cpp.o: CXX_COMPILER__ggml-base_unscanned_Release"
+              for i in range(10)]
+    (tmp_path / "build.ninja").write_text("\n".join(edges) + "\n")
+    w = build.data()["progress"]["cuda_step_weight"]
+    eta = build._EtaWeights(tmp_path)
+    assert eta.cuda_total == 10
+    left = None
+    for i in range(1, 11):
+        left = eta.left(i, 20, f"Building CXX object ggml/src/CMakeFiles/ggml-base.dir/g{i}.cpp.o", float(i - 1))
+    assert left == pytest.approx(10 * w)
+    # once nvcc steps finish, they count at their weight
+    left = eta.left(11, 20, "Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f0.cu.o", 9.0 + w)  # 1 s a unit, as before
+    assert left == pytest.approx(9 * w)
