@@ -324,3 +324,28 @@ def test_eta_weighs_the_nvcc_steps_left(tmp_path):
     # once nvcc steps finish, they count at their weight
     left = eta.left(11, 20, "Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f0.cu.o", 9.0 + w)  # 1 s a unit, as before
     assert left == pytest.approx(9 * w)
+
+
+def test_pip_install_plans_cuda_for_a_recorded_gpu(tmp_path, monkeypatch, capsys):
+    """What `BUILDDOCTOR_BACKEND=cuda BUILDDOCTOR_NVIDIA_SMI=FILE pip install .` plans on this host: the
+    recorded GPU's architecture, or (a toolkit piece missing here) a refusal that names it and its install."""
+    from builddoctor import _buildplan
+    from builddoctor.probe import machine_profile
+
+    smi = SMI / "rtx4090-driver580.xml"
+    monkeypatch.setenv("BUILDDOCTOR_NVIDIA_SMI", str(smi))
+    monkeypatch.delenv("BUILDDOCTOR_CUDA_FROM_PIP", raising=False)
+    out = tmp_path / "plan.cmake"
+    rc = _buildplan.main(["--backend", "cuda", "--out", str(out), "--json", str(tmp_path / "plan.json"),
+                          "--info", str(tmp_path / "bundle.json")])
+    said = capsys.readouterr()
+    here = machine_profile()
+    if not here.tool("nvcc").found:
+        assert rc != 0 and "nvcc is missing" in said.err + said.out
+    elif not here.tool("cublas").found:
+        assert rc != 0 and "cublas is missing" in said.err + said.out
+        assert "--cuda-from-pip" in said.err + said.out and "libcublas-dev-" in said.err + said.out
+    else:
+        assert rc == 0
+        text = out.read_text()
+        assert 'set(CMAKE_CUDA_ARCHITECTURES [=[89-real]=]' in text and "NVIDIA GeForce RTX 4090" in text
