@@ -645,8 +645,9 @@ def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
         "the nvidia-cublas wheel from PyPI for this CUDA version, with -DCUDAToolkit_ROOT pointed at a toolkit "
         "folder that holds its include/ and lib/ beside cudart's")
     p.install = {k: t.replace("{cuda_dash}", dash).replace("{cublas_pip}", pip) for k, t in p.install.items()}
-    if p.status == "missing" and nvcc.found:
-        p.reason += f" (none beside {nvcc.path})"
+    fact = machine.tool("cublas")
+    if p.status == "missing" and nvcc.found and fact.detail:
+        p.reason += f" ({fact.detail}, the toolkit of {nvcc.path})"
 
 
 def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
