@@ -349,3 +349,22 @@ def test_pip_install_plans_cuda_for_a_recorded_gpu(tmp_path, monkeypatch, capsys
         assert rc == 0
         text = out.read_text()
         assert 'set(CMAKE_CUDA_ARCHITECTURES [=[89-real]=]' in text and "NVIDIA GeForce RTX 4090" in text
+
+
+def test_a_wrapper_script_nvcc_is_traced_to_its_toolkit(pinned, tmp_path):
+    """/usr/local/bin/nvcc can be a two-line `exec .../cuda-13.0/bin/nvcc "$@"`: the toolkit is where nvcc
+    itself says it runs from (its --dryrun TOP), not the folder above the script."""
+    tk, wheels, write_wheel = pinned
+    (tk / "bin" / "nvcc").write_text(f'#!/bin/sh\necho "#$ TOP={tk}/bin/.." >&2\n')
+    wrapper = tmp_path / "usr-local" / "bin" / "nvcc"
+    wrapper.parent.mkdir(parents=True)
+    (tmp_path / "usr-local" / "include").mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {tk}/bin/nvcc "$@"\n')
+    wrapper.chmod(0o755)
+    assert cuda_pip.toolkit_root(str(wrapper)) == tk.resolve()
+    assert cuda_pip.toolkit_root(str(tk / "bin" / "nvcc")) == tk.resolve()
+    fact = cublas_fact(ToolInfo("nvcc", True, str(wrapper), "13.0.88"))
+    assert not fact.found and str(tk.resolve()) in fact.detail
+    write_wheel()
+    t = cuda_pip.ensure(str(wrapper), "13.0.88", wheel_dir=wheels)
+    assert t.system_root == str(tk.resolve()) and (Path(t.root) / "include" / "cuda_runtime.h").is_file()

@@ -171,7 +171,7 @@ def cublas_fact(nvcc: ToolInfo) -> ToolInfo:
     from builddoctor.cuda_pip import toolkit_root
 
     roots = [Path(nvcc.path).parent.parent]
-    if not (roots[0] / "bin" / "nvcc").is_file() or not (roots[0] / "include").is_dir():
+    if not (roots[0] / "include" / "cuda_runtime.h").is_file():
         roots.append(toolkit_root(nvcc.path))  # a wrapper script: the toolkit nvcc runs from
     found = next((f for f in map(find_cublas, roots) if f), None)
     root = roots[-1]
