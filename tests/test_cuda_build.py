@@ -78,9 +78,24 @@ def test_check_against_the_gpu_it_was_built_for(cuda_bin):
     assert "CUDA" in r["build"]["backends"] and r["build"]["cuda_archs"] == ["sm_89"]
     assert not codes & {"BD110", "BD111", "BD112", "BD120", "BD121", "BD122"}, r["findings"]
     assert not [f for f in r["findings"] if f["severity"] == "error"], r["findings"]
-    if compute.device_not_here(["CUDA"]) is not None:  # no driver here: the probe says so instead of failing
-        line = next(f for f in r["findings"] if f["code"] == "BD113")
-        assert line["title"] == "no CUDA device here: built for NVIDIA GeForce RTX 4090 (sm_89), not run"
+    gpu = next(f for f in r["findings"] if f["code"] == "ok:gpu")
+    assert "CUDA backend (sm_89) for NVIDIA GeForce RTX 4090" in gpu["title"]
+
+
+def test_compute_probe_without_a_driver_is_not_run(cuda_bin):
+    """Here (no libcuda.so.1) the probe is not run and says what the build is for, as `build` verifies it."""
+    from builddoctor.findings import diagnose
+
+    if compute.device_not_here(["CUDA"]) is None:
+        pytest.skip("this machine has an NVIDIA driver: the compute probe runs")
+    d = diagnose(machine_profile(nvidia_smi=GPU), [cuda_bin], run=True)
+    found = {f.code: f for f in d.builds[0].findings}
+    assert found["BD113"].title == "no CUDA device here: built for NVIDIA GeForce RTX 4090 (sm_89), not run"
+    assert not [f for f in found.values() if f.severity == "error"], list(found)
+    live = report(cuda_bin)  # plain `check` here: no GPU in this machine's profile
+    line = next(f for f in live["findings"] if f["code"] == "BD113")
+    assert line["title"] == "no CUDA device here: built for sm_89, not run"
+    assert not {"BD112", "BD193", "BD194", "BD195"} & {f["code"] for f in live["findings"]}, live["findings"]
 
 
 def test_check_against_another_generation_reports_bd120_with_the_fix(cuda_bin):
