@@ -393,3 +393,28 @@ def test_a_released_cuda_build_is_not_run_without_a_driver(tmp_path):
     assert line["severity"] == "info"
     assert line["title"] == f"no CUDA device here: built for {', '.join(r['build']['cuda_archs'])}, not run"
     assert "sm_89" in r["build"]["cuda_archs"] and r["build"]["compute"]["kind"] == "not-run"
+
+
+def test_cuda_from_pip_without_nvcc_says_to_install_the_toolkit():
+    m = host_with("rtx4090-driver580.xml", nvcc=None)
+    with pytest.raises(errors.UserError, match="no nvcc was found") as exc:
+        cuda_pip.use_for(m)
+    assert exc.value.exit_code == errors.TOOLCHAIN
+    assert m.tool("cublas").found  # the profile is left as it was
+
+
+def test_cuda_from_pip_records_the_merged_cublas_in_the_profile(pinned):
+    tk, wheels, write_wheel = pinned
+    write_wheel()
+    # the wheel is taken from the download cache (as after an earlier download), sha256-checked there
+    downloads = cuda_pip.paths.cache_dir() / "downloads"
+    downloads.mkdir(parents=True)
+    for w in wheels.iterdir():
+        (downloads / w.name).write_bytes(w.read_bytes())
+    m = host_with("rtx4090-driver580.xml", nvcc=ToolInfo("nvcc", True, str(tk / "bin" / "nvcc"), "13.0.88"),
+                  cublas=False)
+    t = cuda_pip.use_for(m)
+    assert m.tool("cublas").found and Path(m.tool("cublas").path).parent.parent == Path(t.root)
+    plan = resolve(m, backend="cuda")
+    assert opts(plan)["CUDAToolkit_ROOT"] == t.root and prereq(plan, "cublas").status == "found"
+    assert opts(plan)["CMAKE_CUDA_COMPILER"] == str(tk / "bin" / "nvcc")  # the system nvcc compiles
