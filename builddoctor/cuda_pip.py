@@ -20,9 +20,10 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from builddoctor import errors, paths, proc
 from builddoctor.tomlload import load_toml
@@ -72,13 +73,10 @@ def load_sets(path: Path | None = None) -> list[WheelSet]:
             for s in data.get("set", [])]
 
 
-def _vt(text: str) -> tuple[int, ...]:
-    out = []
-    for part in text.split("."):
-        if not part.isdigit():
-            break
-        out.append(int(part))
-    return tuple(out)
+def _vt(text: str | None) -> tuple[int, ...]:
+    from builddoctor.resolve import version_tuple
+
+    return version_tuple(text) or ()
 
 
 def choose(nvcc_version: str | None, sets: list[WheelSet] | None = None) -> WheelSet | None:
@@ -183,6 +181,23 @@ def use_for(machine, say: Callable[[str], None] = lambda s: None) -> PipToolkit:
     return tk
 
 
+@contextmanager
+def _made_beside(dest: Path) -> Iterator[Path]:
+    """A fresh folder beside ``dest`` to fill; swapped in for ``dest`` when the block ends without an
+    error, removed when it raises: a half-made tree is never used."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    partial.chmod(0o755)
+    try:
+        yield partial
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(partial, dest)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def _unpacked(w: Wheel, prefix: str, say, wheel_dir: Path | None) -> Path:
     """The wheel's ``prefix`` folder, unpacked and RECORD-checked once (a marker says so)."""
     dest = cache_root() / "wheels" / Path(w.file).stem
@@ -190,10 +205,12 @@ def _unpacked(w: Wheel, prefix: str, say, wheel_dir: Path | None) -> Path:
         return dest / prefix
     archive = _wheel_file(w, say, wheel_dir)
     say(f"unpacking {w.file}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
-        with zipfile.ZipFile(archive) as z:
+    with _made_beside(dest) as partial:
+        try:
+            z = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise errors.SourceError(f"refused {archive}: not a readable wheel ({exc})") from None
+        with z:
             record = _record(z)
             for info in z.infolist():
                 if info.is_dir():
@@ -219,12 +236,6 @@ def _unpacked(w: Wheel, prefix: str, say, wheel_dir: Path | None) -> Path:
         if missing:
             raise errors.SourceError(f"refused {archive}: it lacks {', '.join(missing)}")
         (partial / MARKER).write_text(json.dumps({"wheel": w.file, "sha256": w.sha256}))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(partial, dest)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
     return dest / prefix
 
 
@@ -281,10 +292,7 @@ def _merge(system: Path, extras: list[Path], merged: Path) -> None:
     """One toolkit root of symlinks: the system toolkit's folders, with include/ and lib/ holding
     every file of the system's and of each extra's (an extra's libX.so.N also as libX.so, which
     find_library needs). Built beside and swapped in, so a half-made tree is never used."""
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{merged.name}.partial-", dir=merged.parent))
-    partial.chmod(0o755)
-    try:
+    with _made_beside(merged) as partial:
         for entry in sorted(system.iterdir()):
             if entry.name not in ("include", "lib", "lib64", "targets"):
                 os.symlink(entry, partial / entry.name)
@@ -307,9 +315,3 @@ def _merge(system: Path, extras: list[Path], merged: Path) -> None:
         target.mkdir(parents=True)
         os.symlink("../../include", target / "include")
         os.symlink("../../lib", target / "lib")
-        if merged.exists():
-            shutil.rmtree(merged)
-        os.replace(partial, merged)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
