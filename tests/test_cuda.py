@@ -418,3 +418,15 @@ def test_cuda_from_pip_records_the_merged_cublas_in_the_profile(pinned):
     plan = resolve(m, backend="cuda")
     assert opts(plan)["CUDAToolkit_ROOT"] == t.root and prereq(plan, "cublas").status == "found"
     assert opts(plan)["CMAKE_CUDA_COMPILER"] == str(tk / "bin" / "nvcc")  # the system nvcc compiles
+
+
+def test_a_pinned_file_that_is_no_zip_is_refused_not_a_crash(pinned):
+    tk, wheels, write_wheel = pinned
+    write_wheel()
+    whl = next(wheels.iterdir())
+    whl.write_bytes(b"not a zip at all")
+    data = cuda_pip.DATA_FILE
+    text = data.read_text()
+    data.write_text(text.replace(text.split('sha256 = "')[1].split('"')[0], hashlib.sha256(whl.read_bytes()).hexdigest()))
+    with pytest.raises(errors.SourceError, match="not a readable wheel"):
+        cuda_pip.ensure(str(tk / "bin" / "nvcc"), "13.0.88", wheel_dir=wheels)
