@@ -141,18 +141,11 @@ def ensure(nvcc_path: str, nvcc_version: str | None, *, say: Callable[[str], Non
         raise errors.UserError(f"builddoctor has no pinned PyPI CUDA wheels for nvcc {nvcc_version or '?'} "
                                f"({DATA_FILE.name} lists CUDA {', '.join(x.cuda for x in load_sets())}).")
     system = toolkit_root(nvcc_path)
-    tag = hashlib.sha256(str(system).encode()).hexdigest()[:8]
-    name = "cuda" + s.cuda + "-" + "-".join(w.package.removeprefix("nvidia-") + w.version for w in s.wheels)
-    merged = cache_root() / f"{name}-{tag}"
-    marker = merged / MARKER
-    if marker.is_file():
-        try:
-            info = PipToolkit(**json.loads(marker.read_text()))
-            if find_cublas(merged) and Path(info.nvcc).exists():
-                say(f"using the CUDA toolkit merged with cuBLAS in {merged}")
-                return info
-        except (ValueError, TypeError, OSError):
-            pass
+    merged = _merged_dir(s, system)
+    info = _made(merged)
+    if info is not None:
+        say(f"using the CUDA toolkit merged with cuBLAS in {merged}")
+        return info
     unpacked = [_unpacked(w, s.prefix, say, wheel_dir) for w in s.wheels]
     say(f"merging {system} with {', '.join(w.requirement for w in s.wheels)} into {merged}")
     _merge(system, unpacked, merged)
@@ -160,14 +153,35 @@ def ensure(nvcc_path: str, nvcc_version: str | None, *, say: Callable[[str], Non
         raise errors.UserError(f"the merged toolkit {merged} has no cuBLAS after unpacking: a bug in {DATA_FILE.name}?")
     info = PipToolkit(root=str(merged), nvcc=str(merged / "bin" / "nvcc"), system_root=str(system), cuda=s.cuda,
                       wheels=[w.requirement for w in s.wheels])
-    marker.write_text(json.dumps(info.to_dict(), indent=1))
+    (merged / MARKER).write_text(json.dumps(info.to_dict(), indent=1))
     return info
 
 
-def use_for(machine, say: Callable[[str], None] = lambda s: None) -> PipToolkit:
+def existing(nvcc_path: str, nvcc_version: str | None) -> PipToolkit | None:
+    """The merged toolkit for this nvcc if an earlier --cuda-from-pip made it (nothing is fetched)."""
+    s = choose(nvcc_version)
+    return _made(_merged_dir(s, toolkit_root(nvcc_path))) if s is not None else None
+
+
+def _merged_dir(s: WheelSet, system: Path) -> Path:
+    tag = hashlib.sha256(str(system).encode()).hexdigest()[:8]
+    name = "cuda" + s.cuda + "-" + "-".join(w.package.removeprefix("nvidia-") + w.version for w in s.wheels)
+    return cache_root() / f"{name}-{tag}"
+
+
+def _made(merged: Path) -> PipToolkit | None:
+    try:
+        info = PipToolkit(**json.loads((merged / MARKER).read_text()))
+    except (ValueError, TypeError, OSError):
+        return None
+    return info if find_cublas(merged) and Path(info.nvcc).exists() else None
+
+
+def use_for(machine, say: Callable[[str], None] = lambda s: None, *, offline: bool = False) -> PipToolkit | None:
     """Make the merged toolkit for ``machine``'s nvcc and record its cuBLAS in the profile, so that the
     plan resolved next points CMake there (CUDAToolkit_ROOT); `build --cuda-from-pip` and
-    `BUILDDOCTOR_CUDA_FROM_PIP=1 pip install .` both come here."""
+    `BUILDDOCTOR_CUDA_FROM_PIP=1 pip install .` both come here. ``offline``: only a toolkit made before
+    (a dry run fetches nothing); None when there is none."""
     from builddoctor.probe.toolchain import cublas_fact
     from builddoctor.profiles import ToolInfo
 
@@ -176,7 +190,11 @@ def use_for(machine, say: Callable[[str], None] = lambda s: None) -> PipToolkit:
         raise errors.UserError("--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
                                "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).",
                                exit_code=errors.TOOLCHAIN)
-    tk = ensure(nvcc.path, nvcc.version, say=say)
+    tk = existing(nvcc.path, nvcc.version) if offline else None
+    if tk is None:
+        if offline:
+            return None
+        tk = ensure(nvcc.path, nvcc.version, say=say)
     machine.toolchains["cublas"] = cublas_fact(ToolInfo(name="nvcc", found=True, path=tk.nvcc, version=nvcc.version))
     return tk
 

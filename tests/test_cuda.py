@@ -229,7 +229,9 @@ def test_merged_toolkit_holds_cudart_and_cublas(pinned):
     tk, wheels, write_wheel = pinned
     write_wheel()
     said = []
+    assert cuda_pip.existing(str(tk / "bin" / "nvcc"), "13.0.88") is None  # a dry run finds none yet
     t = cuda_pip.ensure(str(tk / "bin" / "nvcc"), "13.0.88", wheel_dir=wheels, say=said.append)
+    assert cuda_pip.existing(str(tk / "bin" / "nvcc"), "13.0.88") == t
     root = Path(t.root)
     assert root.is_relative_to(cuda_pip.cache_root()) and t.system_root == str(tk)
     assert (root / "include" / "cuda_runtime.h").read_text() == "/* cudart */\n"

@@ -226,13 +226,13 @@ def _use_cuda_from_pip(machine, dry_run: bool, out) -> None:
     network step; a dry run only names what it would fetch)."""
     from builddoctor import cuda_pip
 
-    if dry_run:
+    if dry_run and cuda_pip.use_for(machine, offline=True) is None:
         wheels = cuda_pip.choose(machine.tool("nvcc").version)
         out.echo(f"# --cuda-from-pip: the real build would first download "
                  f"{', '.join(w.requirement for w in wheels.wheels) if wheels else 'nothing (no pinned set)'} "
                  "and merge it with the toolkit in builddoctor's cache.", err=True)
-        return
-    cuda_pip.use_for(machine, say=lambda s: out.echo(s, err=True))
+    elif not dry_run:
+        cuda_pip.use_for(machine, say=lambda s: out.echo(s, err=True))
 
 
 # --------------------------------------------------------------------------- bench
