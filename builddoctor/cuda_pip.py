@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -90,6 +91,7 @@ def choose(nvcc_version: str | None, sets: list[WheelSet] | None = None) -> Whee
     return max(fits, key=lambda s: _vt(s.cuda), default=None)
 
 
+@functools.lru_cache(maxsize=32)
 def toolkit_root(nvcc_path: str) -> Path:
     """The toolkit an nvcc belongs to: the folder above its bin/ (symlinks resolved), or, for an nvcc
     that is a wrapper script elsewhere (/usr/local/bin/nvcc -> exec .../cuda-13.0/bin/nvcc), the TOP
