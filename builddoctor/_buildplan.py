@@ -166,9 +166,15 @@ def plan_for_this_machine(goal: str, backend: str, source: Path | None) -> Build
     from builddoctor.probe import machine_profile
     from builddoctor.resolve import resolve
 
-    machine = machine_profile()
+    smi = os.environ.get("BUILDDOCTOR_NVIDIA_SMI", "")
+    machine = machine_profile(nvidia_smi=Path(smi) if smi else None)  # a recorded GPU: build for it here
+    if os.environ.get("BUILDDOCTOR_CUDA_FROM_PIP", "") not in ("", "0") and backend in ("cuda", "auto"):
+        from builddoctor import cuda_pip
+
+        cuda_pip.use_for(machine, say=say)  # cuBLAS from the pinned PyPI wheel, asked for by name
     plan = resolve(machine, goal=goal, backend=backend, source=source)
-    blocking = [p for p in plan.prerequisites if p.status != "found" and p.name not in ("cmake", "ninja")]
+    blocking = [p for p in plan.prerequisites if p.status not in ("found", "unchecked") and p.kind != "driver"
+                and p.name not in ("cmake", "ninja")]
     if blocking and backend == "auto" and plan.backend != "cpu":
         first = blocking[0]
         note = (f"the {plan.backend} backend was planned for this machine, but {first.name} is {first.status}"
@@ -177,7 +183,8 @@ def plan_for_this_machine(goal: str, backend: str, source: Path | None) -> Build
         say("warning: " + note)
         plan = resolve(machine, goal=goal, backend="cpu", source=source)
         plan.notes.insert(0, note)
-        blocking = [p for p in plan.prerequisites if p.status != "found" and p.name not in ("cmake", "ninja")]
+        blocking = [p for p in plan.prerequisites if p.status not in ("found", "unchecked") and p.kind != "driver"
+                    and p.name not in ("cmake", "ninja")]
     if blocking:
         lines = []
         for p in blocking:

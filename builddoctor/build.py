@@ -650,6 +650,33 @@ def build(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class _EtaWeights:
+    """The ETA of a CUDA build: nvcc steps weigh ``cuda_step_weight`` C/C++ steps (data/build.toml), and
+    how many there are is read from build.ninja, so the C++ files that go first do not make it run low."""
+
+    def __init__(self, bdir: Path):
+        cfg = data().get("progress", {})
+        self.weight = float(cfg.get("cuda_step_weight", 1))
+        self.message = cfg.get("cuda_message", "Building CUDA object")
+        try:
+            text = (bdir / "build.ninja").read_text(errors="replace")
+        except OSError:
+            text = ""
+        self.cuda_total = len(re.findall(r"^build \S+" + cfg.get("cuda_step", r"\.cu\.o: CUDA_COMPILER"), text, re.M))
+        self.cuda_done = 0
+
+    def left(self, done: int, total: int, message: str, elapsed: float) -> float | None:
+        if self.message in message:
+            self.cuda_done += 1
+        cuda_total = min(self.cuda_total, total)
+        cuda_done = min(self.cuda_done, cuda_total, done)
+        units_done = (done - cuda_done) + self.weight * cuda_done
+        units_total = (total - cuda_total) + self.weight * cuda_total
+        if done <= 1 or units_done <= 1:
+            return None
+        return elapsed / (units_done - 1) * max(0.0, units_total - units_done)
+
+
 def _configure_and_compile(plan, source_dir, bdir, env, jobs, timeout, log_file, emit, targets):
     t0 = time.monotonic()
     with open(log_file, "w", encoding="utf-8") as log:
@@ -674,6 +701,7 @@ def _configure_and_compile(plan, source_dir, bdir, env, jobs, timeout, log_file,
         first_done: list[float] = []
 
         biggest = [0]
+        eta = _EtaWeights(bdir) if uses_cuda(plan) else None
 
         def on_line(line: str) -> None:
             write(line)
@@ -691,11 +719,13 @@ def _configure_and_compile(plan, source_dir, bdir, env, jobs, timeout, log_file,
             now = time.monotonic()
             if not first_done:
                 first_done.append(now)
-            eta = None
-            if done > 1:
+            left = None
+            if eta is not None:
+                left = eta.left(done, total, m.group(3), now - first_done[0])
+            elif done > 1:
                 rate = (now - first_done[0]) / (done - 1)
-                eta = rate * (total - done)
-            emit(ProgressEvent("compile", done=done, total=total, eta_s=eta, elapsed_s=now - started,
+                left = rate * (total - done)
+            emit(ProgressEvent("compile", done=done, total=total, eta_s=left, elapsed_s=now - started,
                                message=m.group(3)))
 
         res = proc.stream(argv, timeout=max(1.0, timeout - (time.monotonic() - t0)), on_line=on_line, env=env)

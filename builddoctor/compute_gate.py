@@ -26,6 +26,11 @@ def gate(bin_dir: Path, record: Path | None = None) -> tuple[bool, str]:
     if found is None:
         return True, f"builddoctor: no program in {bin_dir} that the compute probe knows how to run; not probed"
     name, prog = found
+    absent = compute.device_not_here(names=names)
+    if absent is not None:  # a CPU-fallback speed would vouch for nothing of the GPU code
+        if record is not None:
+            record.write_text(compute.not_run(absent).to_json() + "\n", encoding="utf-8")
+        return True, f"builddoctor: {absent['why']}: built for its GPU, not run (the {name} was not started)"
     res = compute.run_inference(bin_dir / name, prog, ensure_probe_model())
     if record is not None:
         record.write_text(res.to_json() + "\n", encoding="utf-8")

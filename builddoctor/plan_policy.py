@@ -104,6 +104,10 @@ def _tool_roots(system: str) -> tuple[str, ...]:
                 p = Path(d)
                 if p.is_dir():
                     roots.add(os.path.realpath(p.parent if p.name == "bin" else p))
+    from builddoctor import cuda_pip
+
+    if cuda_pip.cache_root().is_dir():  # toolkits builddoctor merged itself (build --cuda-from-pip)
+        roots.add(os.path.realpath(cuda_pip.cache_root()))
     return tuple(sorted(roots))
 
 

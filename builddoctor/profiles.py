@@ -234,7 +234,8 @@ class ComputeResult(Serializable):
     """What a real inference on the probe model did (or, for a library-only build, a dlopen):
     a verdict that rests on computing, not on a program printing its version."""
 
-    kind: str  # inference (a program ran the probe model), dlopen (a library was loaded in a child)
+    kind: str  # inference (a program ran the probe model), dlopen (a library was loaded in a child),
+    # not-run (a GPU build where that GPU's driver is absent: ``problem`` says why)
     argv: list[str]
     ok: bool = False
     returncode: Optional[int] = None
@@ -375,7 +376,7 @@ class PlanOption(Serializable):
 class Prerequisite(Serializable):
     name: str  # tool or library
     kind: str  # tool, library, header
-    status: str  # found, missing, too-old, too-new
+    status: str  # found, missing, too-old, too-new, unchecked (a recorded profile that did not look)
     min_version: Optional[str] = None
     found_version: Optional[str] = None
     recipe: str = ""
@@ -416,7 +417,7 @@ class BuildPlan(Serializable):
 
     @property
     def ready(self) -> bool:
-        return all(p.status == "found" for p in self.prerequisites)
+        return all(p.status in ("found", "unchecked") for p in self.prerequisites)
 
 
 @dataclass

@@ -44,7 +44,7 @@ PREREQ_KINDS = ("tool", "library", "header", "driver")
 PLACEHOLDERS = frozenset({
     "cpu_model", "microarch", "cpu_variant", "cpu_isa", "cpu_features", "os_name",
     "gpu_names", "nvidia_gpus", "amd_gpus", "intel_gpus", "apple_gpus",
-    "cuda_architectures", "cuda_arch_detail", "nvcc_version", "nvcc_path",
+    "cuda_architectures", "cuda_arch_detail", "nvcc_version", "nvcc_path", "cuda_toolkit_root",
     "hip_targets", "rocm_clang", "rocm_path", "compiler", "emulated_note",
     "avoid_reason", "explicit_reason",
 })

@@ -237,6 +237,11 @@ class Facts(dict):
         t = self.machine.tool("nvcc")
         return t.path or "" if t.found else ""
 
+    def _cuda_toolkit_root(self) -> str:
+        """The toolkit root cuBLAS was found in (a merged one from --cuda-from-pip, or the system's)."""
+        t = self.machine.tool("cublas")
+        return str(Path(t.path).parent.parent) if t.found and t.path else ""
+
     def hip_target_map(self) -> dict[str, str]:
         sub = self.recipes.get("hip").data.get("gfx_substitute", {}) if "hip" in self.recipes else {}
         out = {}
@@ -482,6 +487,9 @@ def _locate(p: Prerequisite, machine: MachineProfile, tools: list[str]) -> None:
     """found_version / whether it is there, from the machine profile (the first of ``tools`` found)."""
     if p.kind == "driver":
         return  # decided by a check (cuda_toolkit)
+    if p.name == "cublas" and "cublas" not in machine.toolchains:
+        p.status = "unchecked"  # a profile recorded before builddoctor looked for cuBLAS: not known missing
+        return
     if p.kind == "library" and p.name == "libvulkan" and machine.vulkan_loader:
         p.status = "found"
         p.found_version = machine.vulkan_loader if version_tuple(machine.vulkan_loader) else None
@@ -520,7 +528,7 @@ def recheck_prerequisites(plan: BuildPlan, machine: MachineProfile, recipes: lis
 
 def grade(p: Prerequisite) -> None:
     """found / too-old / too-new from found_version and the bounds (missing stays missing)."""
-    if p.status == "missing":
+    if p.status in ("missing", "unchecked"):
         return
     if p.found_version and p.min_version and not version_at_least(p.found_version, p.min_version):
         p.status = "too-old"
@@ -581,6 +589,13 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         if nvcc.status != "found":
             plan.options = [o for o in plan.options if o.name != "CMAKE_CUDA_COMPILER"]
 
+    _cublas_install(plan, machine)
+    lib = machine.toolchains.get("libcuda")
+    nolib = recipe.data.get("without_libcuda")
+    if nolib and lib is not None and not lib.found and nvcc is not None and nvcc.status == "found":
+        plan.options = [o for o in plan.options if o.name != nolib["option"]]
+        plan.options.append(PlanOption(nolib["option"], nolib["value"],
+                                       nolib["reason"].replace("{libcuda_detail}", lib.detail), recipe.name))
     drv = _prereq(plan, "nvidia-driver")
     if drv is None:
         return
@@ -613,6 +628,26 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         plan.notes.append(f"The driver supports CUDA {g.cuda_version}, older than the toolkit ({_short(toolkit)}): "
                           "it runs through CUDA minor-version compatibility because the plan builds real GPU code "
                           "(SASS) for these GPUs; PTX from this toolkit could not be JIT-compiled by this driver.")
+
+
+def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
+    """The cuBLAS install commands for this nvcc's CUDA version: the distro package named for it,
+    and the pinned PyPI wheels (cuda_pip.py) that `build --cuda-from-pip` places itself."""
+    from builddoctor import cuda_pip
+
+    p = _prereq(plan, "cublas")
+    if p is None:
+        return
+    nvcc = machine.tool("nvcc")
+    v = version_tuple(nvcc.version) if nvcc.found else None
+    dash = f"{v[0]}-{v[1]}" if v and len(v) >= 2 else "<major>-<minor>"
+    pip = cuda_pip.install_hint(nvcc.version if nvcc.found else None) or (
+        "the nvidia-cublas wheel from PyPI for this CUDA version, with -DCUDAToolkit_ROOT pointed at a toolkit "
+        "folder that holds its include/ and lib/ beside cudart's")
+    p.install = {k: t.replace("{cuda_dash}", dash).replace("{cublas_pip}", pip) for k, t in p.install.items()}
+    fact = machine.tool("cublas")
+    if p.status == "missing" and nvcc.found and fact.detail:
+        p.reason += f" ({fact.detail}, the toolkit of {nvcc.path})"
 
 
 def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:

@@ -153,10 +153,13 @@ class ProgressView:
 @machine_options
 @click.option("-j", "--jobs", type=click.IntRange(1, 512), help="Parallel compile jobs (default: from cores and memory).")
 @click.option("--dry-run", is_flag=True, help="Print the cmake commands without running them.")
+@click.option("--cuda-from-pip", is_flag=True,
+              help="Download the pinned NVIDIA cuBLAS wheels from PyPI into builddoctor's cache (sha256-checked), "
+                   "merge them with this machine's CUDA toolkit there, and build against that.")
 @json_option
 @click.pass_context
 def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile_path, cpuinfo_path,
-              nvidia_smi_path, jobs, dry_run, as_json):
+              nvidia_smi_path, jobs, dry_run, cuda_from_pip, as_json):
     """Configure and compile llama.cpp with the resolved plan (cached: a repeat is instant)."""
     from builddoctor import build
     from builddoctor.fix import build_error
@@ -164,6 +167,10 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
     out = console(ctx)
     source, note = _source(source_path, dry_run)
     machine = None if plan_path else load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    if cuda_from_pip:
+        if plan_path is not None:
+            raise errors.UserError("--cuda-from-pip resolves the plan itself: use it without --plan")
+        _use_cuda_from_pip(machine, dry_run, out)
     plan = _plan(plan_path, machine, goal, backend, source, describes_this_cpu(profile_path, cpuinfo_path),
                  allowed_paths, recheck=not dry_run)
     if dry_run:
@@ -210,8 +217,22 @@ def build_cmd(ctx, source_path, plan_path, goal, backend, allowed_paths, profile
                                f"`builddoctor check {Path(result.build_dir) / 'bin'}` shows why.",
                                exit_code=errors.VERIFY_FAILED)
     else:
-        ran = next((f.title for f in ver.findings if f.code == "ok:runtime"), ver.message)
+        ran = next((f.title for f in ver.findings if f.code in ("ok:runtime", "BD113")), ver.message)
         out.echo(f"    verified: {ran}")
+
+
+def _use_cuda_from_pip(machine, dry_run: bool, out) -> None:
+    """Point ``machine``'s cuBLAS at the toolkit merged with the pinned PyPI cuBLAS (made now, the one
+    network step; a dry run only names what it would fetch)."""
+    from builddoctor import cuda_pip
+
+    if dry_run and cuda_pip.use_for(machine, offline=True) is None:
+        wheels = cuda_pip.choose(machine.tool("nvcc").version)
+        out.echo(f"# --cuda-from-pip: the real build would first download "
+                 f"{', '.join(w.requirement for w in wheels.wheels) if wheels else 'nothing (no pinned set)'} "
+                 "and merge it with the toolkit in builddoctor's cache.", err=True)
+    elif not dry_run:
+        cuda_pip.use_for(machine, say=lambda s: out.echo(s, err=True))
 
 
 # --------------------------------------------------------------------------- bench

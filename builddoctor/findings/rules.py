@@ -364,6 +364,20 @@ def compute_hang(build, machine, ctx):
 
 
 @rule
+def compute_not_run(build, machine, ctx):
+    """A GPU build checked where its GPU is not: what it was built for, instead of a CPU-fallback verdict."""
+    c = build.compute
+    if c is None or c.kind != "not-run":
+        return None
+    gpus = [g.name for g in machine.gpus if g.vendor == "nvidia"] if c.backend == "CUDA" else []
+    archs = ", ".join(build.cuda_archs) if c.backend == "CUDA" else ""
+    built_for = ", ".join(gpus) if gpus else (archs or f"a {c.backend} GPU")
+    if gpus and archs:
+        built_for += f" ({archs})"
+    return {"backend": c.backend, "built_for": built_for, "why": c.problem}
+
+
+@rule
 def compute_failed(build, machine, ctx):
     c = build.compute
     if c is None or c.kind != "inference" or c.ok or c.signal or c.timed_out:
@@ -591,6 +605,8 @@ def gpu_runtime_missing(build, machine, ctx):
     for f in build.files:
         gpu = [b for b in f.backends if b not in ("CPU", "BLAS", "RPC")]
         libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
+        if build.compute is not None and build.compute.kind == "not-run":
+            libs = [lib for lib in libs if not lib.startswith("libcuda.")]  # compute_not_run says it once
         if gpu and libs:
             backend = gpu[0]
             text = install.get(backend, "install the runtime libraries of the " + backend + " toolkit")

@@ -173,6 +173,10 @@ def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, m
         return
     from builddoctor.inspect import compute
 
+    absent = compute.device_not_here(bp.backends)
+    if absent is not None:  # a speed from the CPU fallback would say nothing of the GPU code
+        bp.compute = compute.not_run(absent)
+        return
     exes = [f for f in facts if f.executable_here and not f.file.error]
     found = compute.program_for([Path(f.file.path).name for f in exes])
     if found is not None:

@@ -52,6 +52,25 @@ def program_for(names: Sequence[str]) -> Optional[tuple[str, dict]]:
     return None
 
 
+def device_not_here(backends: Sequence[str] = (), names: Sequence[str] = ()) -> Optional[dict]:
+    """The table's ``not_here`` entry (with ``why`` filled in) for a GPU backend of the build whose driver
+    library this machine lacks, by backend name or by file name; None when all can run."""
+    for row in table().get("not_here", []):
+        ours = row["backend"] in backends or any(n.startswith(f) for n in names for f in row.get("files", []))
+        if not ours or sys.platform == "darwin":
+            continue
+        dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d] + row["dirs"]
+        if any(os.path.exists(os.path.join(d, lib)) for d in dirs for lib in row["driver_libs"]):
+            continue
+        return {**row, "why": row["why"].format(driver=" or ".join(row["driver_libs"]))}
+    return None
+
+
+def not_run(row: dict) -> ComputeResult:
+    """The compute probe's result when it was not run: a GPU build on a machine without that GPU."""
+    return ComputeResult(kind="not-run", argv=[], ok=False, backend=row["backend"], problem=row["why"])
+
+
 def default_threads() -> int:
     try:
         n = len(os.sched_getaffinity(0))

@@ -188,6 +188,9 @@ def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfil
             if system == "linux":
                 gpus = gpus + gpu.pci_gpus(gpus, gpu_notes)
         tools = toolchain.collect(tool_futures)
+        if "nvcc" in tools:
+            tools["cublas"] = toolchain.cublas_fact(tools["nvcc"])
+            tools["libcuda"] = toolchain.libcuda_fact(tools["nvcc"])
         stdcxx = _result(stdcxx_future, None, "libstdc++", notes) if stdcxx_future else None
     notes.extend(cpu_facts.notes)
     notes.extend(gpu_notes)

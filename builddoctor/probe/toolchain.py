@@ -158,6 +158,52 @@ def _run_version(path: str, spec: dict[str, Any]):
     return proc.run([path, *spec["args"]], timeout=TIMEOUT)
 
 
+def cublas_fact(nvcc: ToolInfo) -> ToolInfo:
+    """cuBLAS beside an nvcc (ggml-cuda links CUDA::cublas): header and library in its toolkit root,
+    the version from cublas_api.h. The toolkit root is the folder above nvcc's bin/ as named (not
+    resolved), so a merged toolkit (cuda_pip.py) is read as itself."""
+    from builddoctor.cuda_pip import find_cublas
+
+    if not nvcc.found or not nvcc.path:
+        return ToolInfo(name="cublas", found=False, detail="no nvcc")
+    from pathlib import Path
+
+    from builddoctor.cuda_pip import toolkit_root
+
+    roots = [Path(nvcc.path).parent.parent]
+    if not (roots[0] / "include" / "cuda_runtime.h").is_file():
+        roots.append(toolkit_root(nvcc.path))  # a wrapper script: the toolkit nvcc runs from
+    found = next((f for f in map(find_cublas, roots) if f), None)
+    root = roots[-1]
+    if found is None:
+        return ToolInfo(name="cublas", found=False, detail=f"no cublas_v2.h and libcublas.so in {root}")
+    header, lib = found
+    spec = {"content_regex": r"CUBLAS_VER_MAJOR\s+(\d+).*?CUBLAS_VER_MINOR\s+(\d+).*?CUBLAS_VER_PATCH\s+(\d+)",
+            "groups": [1, 2, 3], "detail": str(lib)}
+    api = header.with_name("cublas_api.h")
+    info = file_fact("cublas", spec, str(api if api.is_file() else header))
+    info.path = str(header)
+    return info
+
+
+def libcuda_fact(nvcc: ToolInfo) -> ToolInfo:
+    """The driver library ggml-cuda's VMM pool links (CUDA::cuda_driver): the toolkit's lib/stubs/libcuda.so
+    or an installed driver's libcuda.so. A toolkit put together from pip wheels has neither."""
+    from pathlib import Path
+
+    from builddoctor.cuda_pip import toolkit_root
+
+    if not nvcc.found or not nvcc.path:
+        return ToolInfo(name="libcuda", found=False, detail="no nvcc")
+    roots = [Path(nvcc.path).parent.parent, toolkit_root(nvcc.path)]
+    cands = [r / sub / "libcuda.so" for r in roots for sub in ("lib64/stubs", "lib/stubs", "targets/x86_64-linux/lib/stubs")]
+    cands += [Path(d) / "libcuda.so" for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/lib/wsl/lib")]
+    hit = next((c for c in cands if c.is_file()), None)
+    if hit is None:
+        return ToolInfo(name="libcuda", found=False, detail=f"no lib/stubs/libcuda.so in {roots[-1]} and no driver library")
+    return ToolInfo(name="libcuda", found=True, path=str(hit))
+
+
 def probe_all(system: str) -> dict[str, ToolInfo]:
     from concurrent.futures import ThreadPoolExecutor
 
