@@ -222,16 +222,21 @@ def test_parse_budget():
 
 
 def test_installed_settings_are_read_beside_the_installed_build(tmp_path):
+    from builddoctor import run_settings
+
     assert tune.installed_settings(tmp_path) is None
     folder = tmp_path / "installs" / "abc"
     (folder / "bin").mkdir(parents=True)
     (tmp_path / "bin").symlink_to(Path("installs") / "abc" / "bin")
-    s = tune.RunSettings(threads=2, flash_attn="on", server=["llama-server", "-m", "MODEL.gguf", "-t", "2", "-fa", "on"],
-                         reason="measured")
-    (folder / "tune.json").write_text(tune.TuneResult(objective="prompt", winner="lto", settings=s).to_json())
+    saved = run_settings.SavedSettings(values={"threads": "2", "flash_attn": "on"}, physical_cores=2, logical_cpus=2,
+                                       flags=["-t", "2", "-fa", "on"], winner="lto", objective="prompt")
+    f = run_settings.save(saved, tmp_path)
+    assert f == folder / "run-settings.json"
     got = tune.installed_settings(tmp_path)
     assert got["winner"] == "lto" and got["server"][-2:] == ["-fa", "on"] and got["objective"] == "prompt"
-    (folder / "tune.json").write_text('{"objective": 3}')
+    f.write_text('{"values": 3}')
+    assert tune.installed_settings(tmp_path) is None
+    f.write_text("not json")
     assert tune.installed_settings(tmp_path) is None
 
 

@@ -87,12 +87,17 @@ def run_cmd(ctx: click.Context, tool: str, args: tuple[str, ...]) -> None:
     (or server, cli, bench, quantize); ARGS go to it unchanged (`--help` included).
 
     The tool replaces builddoctor (same process, same environment): no time limit, its exit code.
+    After `builddoctor tune`, llama-cli and llama-server are the tuned build's, started with the
+    measured settings (`builddoctor which` shows them) except those ARGS set themselves.
     """
-    from builddoctor import bundled
+    from builddoctor import bundled, run_settings
 
     if tool in ("-h", "--help"):  # `run TOOL --help` is the tool's help, `run --help` is this one
         click.echo(ctx.get_help())
         return
+    tuned = run_settings.tuned_argv(tool, list(args))  # `tune`'s winner with its settings, the user's args win
+    if tuned is not None:
+        bundled.exec_argv(tuned)
     bundled.exec_tool(tool, list(args))
 
 
