@@ -504,8 +504,8 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
         if kept:
             res = kept[0]
         else:
-            threads = int(vals.pop("threads", physical))
-            extra = tuple(x for name, v in vals.items() if name in flag_of for x in (flag_of[name], v))
+            threads = int(vals.get("threads", physical))
+            extra = tuple(x for name, v in vals.items() if name != "threads" for x in (flag_of[name], v))
             res = runner(binary, model, threads=threads, reps=reps, pp=pp, tg=tg, extra=extra)
             if cache and build_key and not res.error:
                 cache.save(build_key, model_sha, params, [res])
