@@ -226,14 +226,26 @@ SIZE_STEP = 50 * 1000**2
 
 
 def plan_smoke(size_bytes: int | None, *, threads: int | None = None, measure: bool = True,
-               default: int | None = None, cap: int = DEFAULT_CAP) -> SmokeSize:
-    """The smoke model for `bench`: the user's size (checked against the knee) or one past the knee."""
+               default: int | None = None, cap: int = DEFAULT_CAP, remember: Path | None = None) -> SmokeSize:
+    """The smoke model for `bench`: the user's size (checked against the knee) or one past the knee.
+    ``remember``: a file keeping the curve (tune: per machine, so that a rerun picks the same model
+    and its cached results without measuring again)."""
     from builddoctor.smoke_model import DEFAULT_BYTES
 
     default = default or DEFAULT_BYTES
     if not measure:
         return SmokeSize(size_bytes or default, False, "not measured: --no-bandwidth")
-    sw = sweep(threads)
+    sw = None
+    if remember is not None:
+        try:
+            sw = Sweep.from_json(Path(remember).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError, KeyError):
+            sw = None
+    if sw is None or sw.error or not sw.points:
+        sw = sweep(threads)
+        if remember is not None and not sw.error:
+            Path(remember).parent.mkdir(parents=True, exist_ok=True)
+            Path(remember).write_text(sw.to_json(), encoding="utf-8")
     if size_bytes:
         return roofline_check(size_bytes, sw)
     got = choose_size(sw, cap=cap, default=default)

@@ -119,6 +119,8 @@ class TuneResult(Serializable):
     winner: str = BASELINE
     winner_reason: str = ""
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
+    phase: str = ""  # building, measuring, settings, done: for the live table's progress line
+    runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
     settings: Optional[RunSettings] = None
     installed: str = ""  # bin folder of the installed winner
@@ -630,6 +632,13 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         raise errors.InputError(f"Unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}.")
     t_start = time.monotonic()
     deadline = t_start + budget_s
+    report = on_update
+
+    def on_update(r: TuneResult) -> None:  # every update carries the time spent, for the progress line
+        r.elapsed_s = round(time.monotonic() - t_start, 1)
+        r.runs_done = sum(c.rounds for c in r.candidates)
+        report(r)
+
     results = results or ResultsCache()
     base_plan = baseline or resolve(machine, goal="native", backend="cpu", source=source, host=True)
     if targets:
@@ -645,6 +654,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         if not Path(model).is_file():
             raise errors.InputError(f"--model {model}: no such file.")
         res.model = str(model)
+    res.phase = "building"
     on_update(res)
     built: dict[str, Any] = {}
     try:
@@ -696,13 +706,15 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
             if not model_bytes:  # bench's default: past the measured cache knee, or the plain 100 MB
                 from builddoctor import bandwidth
 
-                model_bytes = bandwidth.plan_smoke(None, threads=machine.cpu.threads or None).model_bytes
+                model_bytes = bandwidth.plan_smoke(None, threads=machine.cpu.threads or None,
+                                                   remember=results.root / f"sweep-{mkey}.json").model_bytes
             model = smoke_model.ensure_model(model_bytes)
         res.model = str(model)
         from builddoctor.source import sha256_file
 
         res.model_sha256 = sha256_file(Path(model))
         entries = [Entry(c.name, built[c.name][1], c.build_key) for c in res.candidates if c.name in built]
+        res.phase = "measuring"
         for c in res.candidates:
             if c.name in built:
                 c.status = "measuring"
@@ -725,6 +737,8 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         say("run-time settings: not measured, the budget is spent (run again: the builds and rounds are cached)")
     elif settings:
         say(f"run-time settings on {res.winner}:")
+        res.phase = "settings"
+        on_update(res)
         try:
             with build.build_lock():
                 res.settings = runtime_settings(win_bench, Path(model), objective=objective,
@@ -755,6 +769,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
                                                winner=res.winner, objective=objective, model=res.model,
                                                reasons=res.settings.reasons)
             res.settings_file = str(run_settings.save(saved))
+    res.phase = "done"
     res.elapsed_s = round(time.monotonic() - t_start, 1)
     return res
 

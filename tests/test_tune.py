@@ -276,7 +276,7 @@ class _CountingCache(tune.ResultsCache):
 
 @pytest.mark.slow
 def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
-    from builddoctor import smoke_model
+    from builddoctor import run_settings, smoke_model
     from builddoctor.probe import machine_profile
     from builddoctor.source import ensure_source
 
@@ -333,10 +333,36 @@ def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
     assert s is not None and results.saves == len(s.tried) and s.threads in range(1, (machine.cpu.threads or 1) + 1)
     assert s.server[:1] == ["llama-server"] and "-t" in s.server
     assert (Path(third.installed) / "llama-bench").exists()
-    saved = tune.TuneResult.from_json(Path(third.settings_file).read_text())
-    assert saved.winner == third.winner and saved.settings == s
+    saved = run_settings.SavedSettings.from_json(Path(third.settings_file).read_text())
+    assert saved.winner == third.winner and saved.values == s.values and saved.flags == s.flags
+    assert Path(third.settings_file).parent == (tmp_path / "home" / "bin").resolve().parent
+    assert tune.installed_settings()["flags"] == s.flags  # what `which` shows
 
     # 4. and again: everything from the caches
     results.saves = 0
     fourth = tune.tune(machine, install=False, settings=True, **kw)
     assert results.saves == 0 and fourth.winner == third.winner and fourth.settings == s
+
+
+def test_final_table_is_sorted_by_the_objective_with_bars_and_the_progress_line():
+    from builddoctor.cli.tune_cmd import progress_line, table_lines
+
+    def cand(name, score, status="measured"):
+        c = tune.Candidate(name=name, status=status, build_s=30.0, build_status="ok")
+        if score is not None:
+            c.score = Stat(score, 0.01, 3)
+            c.low, c.high = score - 0.02, score + 0.02
+            c.pp = c.tg = Stat(100.0 * score, 1.0, 3)
+        return c
+
+    res = tune.TuneResult(objective="generation", budget_s=1200, elapsed_s=300, phase="measuring", runs_done=7)
+    res.candidates = [cand("plain", None, "winner"), cand("slow", 0.80), cand("fast", 1.10),
+                      cand("broken", None, "crashed")]
+    res.candidates[0].pp = res.candidates[0].tg = Stat(100.0, 1.0, 3)
+    lines = "\n".join(table_lines(res, final=True, bars=True)).splitlines()
+    order = [ln.split()[0] for ln in lines[1:] if ln and not ln.startswith(" ")]
+    assert order == ["fast", "plain", "slow", "broken"]
+    bars = [ln.count("#") for ln in lines if ln.strip().startswith("#")]
+    assert bars == sorted(bars, reverse=True) and len(bars) == 3  # one per measured row, longest first
+    p = progress_line(res)
+    assert "measuring" in p and "5m00s of 20m00s" in p and "7 runs" in p and "ETA at most 15m00s" in p

@@ -45,6 +45,23 @@ def table_lines(res, *, final: bool = False, bars: bool = False) -> list[str]:
     return out
 
 
+def _mmss(seconds: float) -> str:
+    m, sec = divmod(int(max(0.0, seconds)), 60)
+    return f"{m}m{sec:02d}s"
+
+
+def progress_line(res, width: int = 20) -> str:
+    """Where the tune stands: phase, builds done, runs, time spent of the budget, time left at most."""
+    todo = [c for c in res.candidates if c.plan is not None or c.status in ("building", "built", "measuring")]
+    built = [c for c in todo if c.build_status in ("ok", "cached")]
+    frac = min(1.0, res.elapsed_s / res.budget_s) if res.budget_s else 0.0
+    bar = "#" * round(width * frac) + "-" * (width - round(width * frac))
+    left = max(0.0, res.budget_s - res.elapsed_s)
+    eta = "done" if res.phase == "done" else f"ETA at most {_mmss(left)} (the budget)"
+    return (f"[{bar}] {res.phase or 'planning'}: {len(built)}/{len(todo)} built, {res.runs_done} runs; "
+            f"{_mmss(res.elapsed_s)} of {_mmss(res.budget_s)}; {eta}")
+
+
 class LiveTable:
     """Rewrites the table in place on a terminal; elsewhere prints a line when a status changes."""
 
@@ -58,7 +75,7 @@ class LiveTable:
         if not self.enabled:
             return
         if self.tty:
-            lines = table_lines(res)
+            lines = table_lines(res) + [progress_line(res)]
             text = ("\x1b[%dF\x1b[J" % self.drawn if self.drawn else "") + "\n".join(lines)
             click.echo(text, err=True)
             self.drawn = sum(1 + ln.count("\n") for ln in lines)
@@ -68,9 +85,10 @@ class LiveTable:
             if self.seen.get(c.name) != state:
                 self.seen[c.name] = state
                 figures = f" pp {c.pp.mean:.1f} tg {c.tg.mean:.1f} t/s ({c.rounds} rounds)" if c.pp and c.tg else ""
+                vs = f" {_vs(c)}" if c.score is not None else ""
                 build_s = f" build {c.build_s:.0f} s ({c.build_status})" if c.build_s is not None else ""
-                self.out.echo(f"  {c.name}: {c.status}{build_s}{figures}" + (f" - {c.reason}" if c.reason else ""),
-                              err=True)
+                self.out.echo(f"  [{_mmss(res.elapsed_s)}] {c.name}: {c.status}{build_s}{figures}{vs}"
+                              + (f" - {c.reason}" if c.reason else ""), err=True)
 
 
 @click.command("tune")
