@@ -258,7 +258,9 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
             raise errors.InputError(f"No llama-bench at or beside {b}; llama.cpp builds it as the target "
                                     "llama-bench (`builddoctor build` does).")
         found.append(lb)
-    with build_lock():  # the bandwidth sweep and the benchmark: no builddoctor compile on the cores
+    from contextlib import nullcontext
+
+    with nullcontext() if no_bandwidth else build_lock():  # no builddoctor compile on the cores while measuring
         smoke = bandwidth.plan_smoke(int(size_mb * 1e6) if size_mb else None, threads=machine.cpu.threads or None,
                                      measure=not no_bandwidth)
     size = smoke.model_bytes
