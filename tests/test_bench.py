@@ -260,3 +260,29 @@ def test_compare_same_build_is_about_even(small_model):
     # the same program against itself: about 1, within the noise of a shared 2-core machine
     assert 0.3 < cmp.tg_ratio[1].mean < 3.0 and cmp.tg_ratio[1].n == 2
     json.dumps(cmp.to_dict())
+
+
+@pytest.mark.slow
+def test_default_bench_prints_a_real_roofline_or_says_why_not(tmp_path):
+    """`builddoctor bench` with no size: the model is sized by the measured knee, and its last line
+    is either a roofline past that knee or "not measured: <why>" (which one depends on the host)."""
+    import re
+    import sys
+
+    from builddoctor import proc
+    from tests.llama_builds import BuildUnavailable, ensure_build
+
+    try:
+        bin_dir = ensure_build("planned")
+    except BuildUnavailable as exc:
+        pytest.skip(str(exc))
+    done = proc.run([sys.executable, "-m", "builddoctor", "bench", "-r", "1", str(bin_dir)], timeout=600,
+                    extra_env={"BUILDDOCTOR_HOME": str(tmp_path / "home")})
+    assert done.ok, done.output[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("roofline: "), done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith(str(bin_dir)[:20]))
+    if last.startswith("roofline: not measured: "):
+        assert row.rstrip().endswith("n/a")  # no fraction printed beside a model the caches hold
+    else:
+        assert "past the measured cache knee" in last and re.search(r"\d+%$", row.rstrip())
