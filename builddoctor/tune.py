@@ -120,6 +120,7 @@ class TuneResult(Serializable):
     winner_reason: str = ""
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
     phase: str = ""  # building, measuring, settings, done: for the live table's progress line
+    load_avg: Optional[float] = None  # the 1-minute load average when measuring began: other work on the cores
     runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
     settings: Optional[RunSettings] = None
@@ -715,6 +716,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         res.model_sha256 = sha256_file(Path(model))
         entries = [Entry(c.name, built[c.name][1], c.build_key) for c in res.candidates if c.name in built]
         res.phase = "measuring"
+        res.load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         for c in res.candidates:
             if c.name in built:
                 c.status = "measuring"

@@ -148,6 +148,10 @@ def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rou
         for line in table_lines(res, final=True, bars=True):
             out.echo(line)
         out.echo(f"winner: {res.winner} - {res.winner_reason}")
+        cpus = res.settings.logical_cpus if res.settings else 0
+        if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
+            out.echo(f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
+                     f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better")
         if res.settings:
             s = res.settings
             out.echo(f"run-time: {s.reason}")
