@@ -69,7 +69,7 @@ class LiveTable:
         self.out, self.enabled = out, enabled
         self.tty = enabled and sys.stderr.isatty()
         self.drawn = 0
-        self.seen: dict[str, tuple] = {}
+        self.seen: dict[str, object] = {}  # candidate -> (status, rounds); "" -> the phase
 
     def __call__(self, res) -> None:
         if not self.enabled:
@@ -80,6 +80,9 @@ class LiveTable:
             click.echo(text, err=True)
             self.drawn = sum(1 + ln.count("\n") for ln in lines)
             return
+        if res.phase != self.seen.get("", None):  # a progress line where a phase begins
+            self.seen[""] = res.phase
+            self.out.echo("  " + progress_line(res), err=True)
         for c in res.candidates:
             state = (c.status, c.rounds)
             if self.seen.get(c.name) != state:
