@@ -84,6 +84,7 @@ class Candidate(Serializable):
     low: Optional[float] = None  # 95 % interval of the score
     high: Optional[float] = None
     rounds: int = 0
+    note: str = ""  # e.g. the CPU variant the loader picked (all-variants build)
 
 
 @dataclass
@@ -699,6 +700,8 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
                 on_update(res)
                 continue
             c.status = "built"
+            c.note = loader_pick(lb) if any(o.name == "GGML_CPU_ALL_VARIANTS" and o.value.upper() == "ON"
+                                            for o in c.plan.options) else ""
             built[c.name] = (r, lb)
             on_update(res)
 
@@ -774,6 +777,19 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
     res.phase = "done"
     res.elapsed_s = round(time.monotonic() - t_start, 1)
     return res
+
+
+def loader_pick(bench_binary: Path) -> str:
+    """The CPU variant ggml's loader picks on this machine (its "loaded CPU backend from
+    .../libggml-cpu-<variant>.so" line), or "" when it says none."""
+    import re
+
+    from builddoctor import proc
+
+    done = proc.run([str(bench_binary), "--list-devices"], timeout=60,
+                    extra_env=proc.from_user(proc.DEVICE_ENV))
+    m = re.search(r"loaded CPU backend from \S*?ggml-cpu-([A-Za-z0-9_]+)\.(?:so|dll|dylib)", done.output)
+    return f"the loader picked the {m.group(1)} variant" if m else ""
 
 
 def _finish(res: TuneResult) -> None:

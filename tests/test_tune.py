@@ -366,3 +366,14 @@ def test_final_table_is_sorted_by_the_objective_with_bars_and_the_progress_line(
     assert bars == sorted(bars, reverse=True) and len(bars) == 3  # one per measured row, longest first
     p = progress_line(res)
     assert "measuring" in p and "5m00s of 20m00s" in p and "7 runs" in p and "ETA at most 15m00s" in p
+
+
+def test_loader_pick_is_read_from_ggmls_load_line(tmp_path):
+    """The line ggml-backend-reg.cpp prints ("%s: loaded %s backend from %s") names the variant."""
+    exe = tmp_path / "llama-bench"
+    exe.write_text("#!/bin/sh\necho 'load_backend: loaded CPU backend from /x/bin/libggml-cpu-icelake.so' >&2\n"
+                   "echo 'Available devices:'\n")
+    exe.chmod(0o755)
+    assert tune.loader_pick(exe) == "the loader picked the icelake variant"
+    exe.write_text("#!/bin/sh\necho 'Available devices:'\n")
+    assert tune.loader_pick(exe) == ""

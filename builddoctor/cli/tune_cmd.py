@@ -36,7 +36,7 @@ def table_lines(res, *, final: bool = False, bars: bool = False) -> list[str]:
     for c in rows:
         build_s = "" if c.build_s is None else (f"{c.build_s:.0f}" + ("c" if c.build_status == "cached" else ""))
         status = c.status + (f": {c.reason}" if c.reason and c.status not in ("measured", "winner", "measuring")
-                             else "")
+                             else "") + (f" ({c.note})" if c.note else "")
         line = f"{c.name:<14} {build_s:>8} {_stat(c.pp):>14} {_stat(c.tg):>14} {_vs(c):>18}  {status}"
         if bars and (c.score or c.name == "plain"):
             ratio = c.score.mean if c.score else 1.0
