@@ -503,7 +503,8 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
         vals = dict(chosen, **{sp.name: value})
         pp = 0 if sp.measure == "tg" else bench.DEFAULT_PP
         tg = 0 if sp.measure == "pp" else bench.DEFAULT_TG
-        params = {"pp": pp, "tg": tg, "reps": reps, "settings": vals, "round": r}
+        # keyed by the setting measured too: each comparison runs its own default, interleaved with it
+        params = {"pp": pp, "tg": tg, "reps": reps, "settings": vals, "measuring": sp.name, "round": r}
         kept = cache.load(build_key, model_sha, params) if cache and build_key else []
         if kept:
             res = kept[0]
