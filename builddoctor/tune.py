@@ -121,6 +121,7 @@ class TuneResult(Serializable):
     winner_reason: str = ""
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
     phase: str = ""  # building, measuring, settings, done: for the live table's progress line
+    answer_cached: bool = False  # the answer of an earlier tune with the same inputs
     load_avg: Optional[float] = None  # the 1-minute load average when measuring began: other work on the cores
     runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
@@ -369,6 +370,20 @@ class ResultsCache:
         tmp = f.with_name(f".{f.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"params": params, "runs": [r.to_dict() for r in runs]}))
         os.replace(tmp, f)  # a Ctrl-C never leaves half a file
+
+    def answer(self, key: str) -> Optional["TuneResult"]:
+        """A finished tune's result for the same inputs (``_answer_key``), or None."""
+        try:
+            return TuneResult.from_json((self.root / f"answer-{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def keep_answer(self, key: str, res: "TuneResult") -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = self.root / f"answer-{key}.json"
+        tmp = f.with_name(f".{f.name}.{os.getpid()}")
+        tmp.write_text(res.to_json(), encoding="utf-8")
+        os.replace(tmp, f)
 
     def verdict(self, build_key: str, machine_key: str) -> Optional[dict]:
         try:
@@ -657,6 +672,21 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         if not Path(model).is_file():
             raise errors.InputError(f"--model {model}: no such file.")
         res.model = str(model)
+    answer_key = _answer_key(machine, source, res.candidates, budget_s=budget_s, objective=objective,
+                             max_rounds=max_rounds, reps=reps, model=model, model_bytes=model_bytes, settings=settings)
+    cached = results.answer(answer_key)
+    if cached is not None:  # the same inputs were tuned to the end before: that answer, in seconds
+        cached.answer_cached = True
+        cached.elapsed_s = round(time.monotonic() - t_start, 1)
+        cached.phase = "done"
+        if install:
+            winner = next(c for c in cached.candidates if c.name == cached.winner)
+            win_build = build.build(winner.plan, source, cache_root=cache_root)
+            if win_build.status not in ("ok", "cached"):
+                raise build_error(win_build)
+            _install(cached, win_build, replace_dir)
+        on_update(cached)
+        return cached
     res.phase = "building"
     on_update(res)
     built: dict[str, Any] = {}
@@ -755,27 +785,11 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         except KeyboardInterrupt:
             res.interrupted, res.stopped = True, "interrupted"
             return res
-    if install:
-        from builddoctor import install as inst
-
-        if replace_dir is not None:
-            got = inst.replace(win_build, Path(replace_dir))
-            res.backup = got.backup
-        else:
-            got = inst.install_prefix(win_build)
-        res.installed = got.bin_dir
-        target = paths.data_home() / "installs" / (win_build.cache_key or "tuned")
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "tune.json").write_text(res.to_json())
-        if res.settings is not None and replace_dir is None:  # `run` starts the prefix's build only
-            from builddoctor import run_settings
-
-            saved = run_settings.SavedSettings(values=res.settings.values, physical_cores=res.settings.physical_cores,
-                                               logical_cpus=res.settings.logical_cpus, flags=res.settings.flags,
-                                               winner=res.winner, objective=objective, model=res.model,
-                                               reasons=res.settings.reasons)
-            res.settings_file = str(run_settings.save(saved))
     res.phase = "done"
+    if not res.interrupted:
+        results.keep_answer(answer_key, res)
+    if install:
+        _install(res, win_build, replace_dir)
     res.elapsed_s = round(time.monotonic() - t_start, 1)
     return res
 
@@ -791,6 +805,37 @@ def loader_pick(bench_binary: Path) -> str:
                     extra_env=proc.from_user(proc.DEVICE_ENV))
     m = re.search(r"loaded CPU backend from \S*?ggml-cpu-([A-Za-z0-9_]+)\.(?:so|dll|dylib)", done.output)
     return f"the loader picked the {m.group(1)} variant" if m else ""
+
+
+def _install(res: TuneResult, win_build, replace_dir: Path | None) -> None:
+    """Install the winner as `fix` does, its tune result and run-time settings beside it."""
+    from builddoctor import install as inst
+
+    if replace_dir is not None:
+        got = inst.replace(win_build, Path(replace_dir))
+        res.backup = got.backup
+    else:
+        got = inst.install_prefix(win_build)
+    res.installed = got.bin_dir
+    target = paths.data_home() / "installs" / (win_build.cache_key or "tuned")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "tune.json").write_text(res.to_json())
+    if res.settings is not None and replace_dir is None:  # `run` starts the prefix's build only
+        from builddoctor import run_settings
+
+        saved = run_settings.SavedSettings(values=res.settings.values, physical_cores=res.settings.physical_cores,
+                                           logical_cpus=res.settings.logical_cpus, flags=res.settings.flags,
+                                           winner=res.winner, objective=res.objective, model=res.model,
+                                           reasons=res.settings.reasons)
+        res.settings_file = str(run_settings.save(saved))
+
+
+def _answer_key(machine, source: Path, cands: list[Candidate], **inputs) -> str:
+    """What makes two tunes the same question: this CPU, the source, the candidates' builds, the inputs."""
+    doc = {"machine": machine_key(machine), "source": str(source),
+           "candidates": [(c.name, signature(c.plan) if c.plan is not None else c.status) for c in cands],
+           **{k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _finish(res: TuneResult) -> None:

@@ -377,3 +377,24 @@ def test_loader_pick_is_read_from_ggmls_load_line(tmp_path):
     assert tune.loader_pick(exe) == "the loader picked the icelake variant"
     exe.write_text("#!/bin/sh\necho 'Available devices:'\n")
     assert tune.loader_pick(exe) == ""
+
+
+def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
+    machine = _machine("sapphirerapids-xeon-8488c-aws.txt")
+    base, planned = _candidates(machine)
+    cands = [tune.Candidate(name="plain", plan=base), *planned.values()]
+    key = tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
+                           reps=2, model=None, model_bytes=None, settings=True)
+    assert key == tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
+                                   reps=2, model=None, model_bytes=None, settings=True)
+    assert key != tune._answer_key(machine, Path("/src"), cands, budget_s=1800, objective="generation", max_rounds=5,
+                                   reps=2, model=None, model_bytes=None, settings=True)
+    assert key != tune._answer_key(machine, Path("/src"), cands[:2], budget_s=1200, objective="generation",
+                                   max_rounds=5, reps=2, model=None, model_bytes=None, settings=True)
+    cache = tune.ResultsCache(tmp_path)
+    assert cache.answer(key) is None
+    cache.keep_answer(key, tune.TuneResult(objective="generation", candidates=cands, winner="plain", stopped="budget"))
+    got = cache.answer(key)
+    assert got.winner == "plain" and got.candidates[0].plan == base
+    (tmp_path / f"answer-{key}.json").write_text("{")
+    assert cache.answer(key) is None  # damaged: asked anew

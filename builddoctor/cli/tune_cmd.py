@@ -148,6 +148,9 @@ def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rou
     else:
         out.echo(f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
                  f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})")
+        if res.answer_cached:
+            out.echo("(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
+                     "--candidates or --model asks anew, reusing every build and run already made)")
         for line in table_lines(res, final=True, bars=True):
             out.echo(line)
         out.echo(f"winner: {res.winner} - {res.winner_reason}")
