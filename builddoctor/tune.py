@@ -548,6 +548,9 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
             continue
         per: dict[str, list] = {v: [] for v in values}
         for r in range(rounds):
+            if r and deadline is not None and time.monotonic() > deadline:
+                complete = False  # judged on the rounds done: the budget is spent
+                break
             for v in values:
                 per[v].append(one(sp, v, r))
         kind = {"pp": "prompt", "tg": "generation"}.get(sp.measure, objective)
