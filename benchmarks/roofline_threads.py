@@ -47,8 +47,12 @@ def main() -> int:
     if lb is None:
         print(f"no llama-bench at {args.binary}", file=sys.stderr)
         return 2
-    size = int(args.size_mb * 1e6) if args.size_mb else smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes)
-    model = smoke_model.ensure_model(size)
+    from builddoctor import bandwidth
+
+    smoke = bandwidth.plan_smoke(int(args.size_mb * 1e6) if args.size_mb else None, threads=machine.cpu.threads)
+    print(f"roofline: {smoke.why}; read speed by working set: "
+          + ", ".join(f"{p.bytes >> 20} MiB {p.gbs:.1f}" for p in (smoke.sweep.points if smoke.sweep else [])))
+    model = smoke_model.ensure_model(smoke.model_bytes)
     cores = bench.physical_cores(machine)
     l3 = machine.cpu.l3_cache_bytes
     print(f"{machine.cpu.model} ({machine.cpu.microarch or '?'}), {cores} physical cores, "

@@ -1,8 +1,8 @@
 """Smoke-speed benchmarks: llama-bench on a random-weight model, and the bandwidth roofline.
 
 - ``run_bench``: one llama-bench run (``-o json``) -> BenchResult with tokens/s and spread.
-- ``memory_bandwidth``: this machine's memory read bandwidth with all cores, from a tiny C
-  kernel compiled here at first use (numpy threads when there is no compiler).
+- ``memory_bandwidth``: read bandwidth at one working-set size (``bandwidth``'s C kernel;
+  numpy threads when there is no compiler). ``bandwidth`` finds the cache knee.
 - ``roofline_fraction``: generation speed as a fraction of what memory bandwidth allows
   (every generated token reads every weight once, the token embedding's one row only:
   tokens/s x bytes per token / bandwidth).
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import statistics
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from builddoctor import paths, proc
+from builddoctor import proc
 from builddoctor.profiles import BenchResult, Serializable, Stat
 
 BENCH_TIMEOUT = 900.0  # one llama-bench run; a Debug build on a big model is slow
@@ -250,70 +249,18 @@ def roofline_fraction(tg_tokens_per_s: float, bytes_per_token: int, bandwidth_gb
 
 # --------------------------------------------------------------------------- memory bandwidth
 
-_KERNEL = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdint.h>
-#include <omp.h>
-/* read bandwidth: sum a large array with all threads, best of N passes (builddoctor) */
-int main(int argc, char **argv) {
-    size_t bytes = strtoull(argv[1], 0, 10);
-    int reps = atoi(argv[2]);
-    int threads = atoi(argv[3]);
-    omp_set_num_threads(threads);
-    size_t n = bytes / sizeof(uint64_t);
-    uint64_t *a = aligned_alloc(4096, n * sizeof(uint64_t));
-    if (!a) { fprintf(stderr, "out of memory\n"); return 2; }
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = i;
-    double best = 1e30; uint64_t sink = 0;
-    for (int r = 0; r < reps; r++) {
-        uint64_t s = 0;
-        double t0 = omp_get_wtime();
-        #pragma omp parallel for schedule(static) reduction(+:s)
-        for (size_t i = 0; i < n; i++) s += a[i];
-        double t = omp_get_wtime() - t0;
-        if (t < best) best = t;
-        sink += s;
-    }
-    printf("%.3f %d\n", (double)bytes / best / 1e9, (int)(sink & 1));
-    return 0;
-}
-"""
-
-
-def _kernel_binary() -> Path | None:
-    digest = hashlib.sha256(_KERNEL.encode()).hexdigest()[:12]
-    folder = paths.cache_dir() / "tools"
-    exe = folder / f"bw-read-{digest}"
-    if exe.is_file():
-        return exe
-    folder.mkdir(parents=True, exist_ok=True)
-    src = folder / f"bw-read-{digest}.c"
-    src.write_text(_KERNEL)
-    tmp = folder / f".bw-read-{digest}.{os.getpid()}"
-    for flags in (["-O3", "-march=native"], ["-O3"]):
-        res = proc.run(["cc", *flags, "-fopenmp", str(src), "-o", str(tmp)], timeout=120)
-        if res.ok:
-            os.replace(tmp, exe)
-            return exe
-    tmp.unlink(missing_ok=True)
-    return None
-
-
 def memory_bandwidth(threads: int | None = None, size_bytes: int | None = None, l3_bytes: int | None = None,
                      reps: int = 7) -> float:
-    """Read bandwidth in GB/s (1e9 bytes/s) with ``threads`` threads (default: all CPUs)."""
+    """Read bandwidth in GB/s (1e9 bytes/s) at one working-set size with ``threads`` threads
+    (default: all CPUs), from ``bandwidth``'s kernel; numpy threads when it cannot be built."""
+    from builddoctor import bandwidth
+
     threads = threads or os.cpu_count() or 1
     size = size_bytes or max(512 << 20, 16 * (l3_bytes or 0))
-    exe = _kernel_binary()
-    if exe is not None:
-        res = proc.run([str(exe), str(size), str(reps), str(threads)], timeout=300)
-        if res.ok:
-            try:
-                return float(res.stdout.split()[0])
-            except (IndexError, ValueError):
-                pass
+    size = min(size, 8 << 30)
+    sw = bandwidth.sweep(threads, largest=size, smallest=size)
+    if not sw.error and sw.points:
+        return sw.points[-1].gbs
     return _numpy_bandwidth(threads, size, reps)
 
 
@@ -347,6 +294,7 @@ class Comparison(Serializable):
     rounds: int = 0
     model: str = ""
     bandwidth_gbs: Optional[float] = None
+    roofline_note: str = ""  # why the "of bw limit" column is a roofline, or "not measured: ..."
 
 
 def _stat(values: list[float]) -> Optional[Stat]:

@@ -193,14 +193,17 @@ def binary(name: str) -> Path:
 
 def exec_tool(name: str, args: list[str]) -> None:
     """Replace this process with the bundled tool (never returns)."""
-    exe = binary(name)
+    exec_argv([str(binary(name)), *args])
+
+
+def exec_argv(argv: list[str]) -> None:
+    """Replace this process with ``argv`` (never returns)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [str(exe), *args]
     try:
-        os.execv(str(exe), argv)
+        os.execv(argv[0], argv)
     except OSError as exc:
-        raise NotBundledError(f"could not start {exe}: {exc.strerror or exc}.") from None
+        raise NotBundledError(f"could not start {argv[0]}: {exc.strerror or exc}.") from None
 
 
 def _console_main(short: str) -> None:

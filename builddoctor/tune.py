@@ -37,6 +37,8 @@ CANDIDATES_FILE = paths.DATA_DIR / "tune_candidates.toml"
 BASELINE = "plain"
 OBJECTIVES = ("generation", "prompt", "balanced")
 SCHEMA = 1
+#: the part of the budget kept for the run-time settings on the winner
+SETTINGS_SHARE = 0.25
 
 # --------------------------------------------------------------------------- values
 
@@ -82,29 +84,26 @@ class Candidate(Serializable):
     low: Optional[float] = None  # 95 % interval of the score
     high: Optional[float] = None
     rounds: int = 0
-
-
-@dataclass
-class Setting(Serializable):
-    threads: int
-    flash_attn: str = "auto"
-    pp: Optional[Stat] = None
-    tg: Optional[Stat] = None
-    error: Optional[str] = None
+    note: str = ""  # e.g. the CPU variant the loader picked (all-variants build)
 
 
 @dataclass
 class RunSettings(Serializable):
-    """The run-time settings measured on the winner, and the command lines they make."""
+    """The run-time settings measured on the winner (``run_settings``' table), and the command
+    lines they make."""
 
     threads: int
     flash_attn: str = "auto"
     physical_cores: int = 0
     logical_cpus: int = 0
-    tried: list[Setting] = field(default_factory=list)
+    values: dict[str, str] = field(default_factory=dict)  # setting name -> chosen value
+    reasons: dict[str, str] = field(default_factory=dict)  # setting name -> why that value
+    tried: list[Any] = field(default_factory=list)  # run_settings.Trial as dicts
+    flags: list[str] = field(default_factory=list)
     server: list[str] = field(default_factory=list)
     cli: list[str] = field(default_factory=list)
     reason: str = ""
+    complete: bool = True  # False: the budget ran out before every setting was measured
 
 
 @dataclass
@@ -121,6 +120,10 @@ class TuneResult(Serializable):
     winner: str = BASELINE
     winner_reason: str = ""
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
+    phase: str = ""  # building, measuring, settings, done: for the live table's progress line
+    answer_cached: bool = False  # the answer of an earlier tune with the same inputs
+    load_avg: Optional[float] = None  # the 1-minute load average when measuring began: other work on the cores
+    runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
     settings: Optional[RunSettings] = None
     installed: str = ""  # bin folder of the installed winner
@@ -368,6 +371,20 @@ class ResultsCache:
         tmp.write_text(json.dumps({"params": params, "runs": [r.to_dict() for r in runs]}))
         os.replace(tmp, f)  # a Ctrl-C never leaves half a file
 
+    def answer(self, key: str) -> Optional["TuneResult"]:
+        """A finished tune's result for the same inputs (``_answer_key``), or None."""
+        try:
+            return TuneResult.from_json((self.root / f"answer-{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def keep_answer(self, key: str, res: "TuneResult") -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = self.root / f"answer-{key}.json"
+        tmp = f.with_name(f".{f.name}.{os.getpid()}")
+        tmp.write_text(res.to_json(), encoding="utf-8")
+        os.replace(tmp, f)
+
     def verdict(self, build_key: str, machine_key: str) -> Optional[dict]:
         try:
             return json.loads((self.root / f"{build_key}-{machine_key}.verify.json").read_text())
@@ -478,57 +495,116 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
 
 
 def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int, logical: int,
-                     reps: int = 2, say: Callable[[str], None] = lambda _m: None,
-                     cache: ResultsCache | None = None, build_key: str = "", model_sha: str = "") -> RunSettings:
-    """Threads 1..logical, then flash attention on/off at the best thread count; a setting must
-    beat the default by more than its spread to be recommended."""
+                     reps: int = 2, rounds: int = 2, say: Callable[[str], None] = lambda _m: None,
+                     cache: ResultsCache | None = None, build_key: str = "", model_sha: str = "",
+                     deadline: float | None = None, specs: list | None = None,
+                     runner: Callable[..., BenchResult] | None = None) -> RunSettings:
+    """One setting at a time (``data/run_settings.toml`` order), the others at the values chosen so
+    far: every value in ``rounds`` interleaved rounds; a value replaces the default only when it is
+    faster by more than the spread of both (``_beats``). Each run is cached by build, model and
+    settings, so a rerun (or one after Ctrl-C) repeats none. Past ``deadline`` the rest keep
+    llama.cpp's defaults (``complete`` False)."""
+    from builddoctor import bench, run_settings
+
+    specs = run_settings.load_specs() if specs is None else specs
+    runner = runner or bench.run_bench
+    chosen = {sp.name: sp.default_value(physical) for sp in specs}
+    reasons: dict[str, str] = {}
+    tried: list = []
+    complete = True
+    flag_of = {sp.name: sp.bench for sp in specs}
+
+    def one(sp, value: str, r: int) -> "run_settings.Trial":
+        vals = dict(chosen, **{sp.name: value})
+        pp = 0 if sp.measure == "tg" else bench.DEFAULT_PP
+        tg = 0 if sp.measure == "pp" else bench.DEFAULT_TG
+        # keyed by the setting measured too: each comparison runs its own default, interleaved with it
+        params = {"pp": pp, "tg": tg, "reps": reps, "settings": vals, "measuring": sp.name, "round": r}
+        kept = cache.load(build_key, model_sha, params) if cache and build_key else []
+        if kept:
+            res = kept[0]
+        else:
+            threads = int(vals.get("threads", physical))
+            extra = tuple(x for name, v in vals.items() if name != "threads" for x in (flag_of[name], v))
+            res = runner(binary, model, threads=threads, reps=reps, pp=pp, tg=tg, extra=extra)
+            if cache and build_key and not res.error:
+                cache.save(build_key, model_sha, params, [res])
+        t = run_settings.Trial(setting=sp.name, value=value, round=r, pp=res.pp, tg=res.tg, error=res.error)
+        tried.append(t)
+        mark = " (physical cores)" if sp.name == "threads" and value == str(physical) else ""
+        say(f"  {sp.bench} {value}{mark}: " + (t.error or f"pp {_m(t.pp)} tg {_m(t.tg)} t/s"))
+        return t
+
+    for sp in specs:
+        values = sp.candidates(logical)
+        default = sp.default_value(physical)
+        if default not in values:
+            values = [default, *values]
+        if len(values) < 2:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            complete = False
+            reasons[sp.name] = f"not measured (budget spent): llama.cpp's default {default}"
+            continue
+        per: dict[str, list] = {v: [] for v in values}
+        for r in range(rounds):
+            if r and deadline is not None and time.monotonic() > deadline:
+                complete = False  # judged on the rounds done: the budget is spent
+                break
+            for v in values:
+                per[v].append(one(sp, v, r))
+        kind = {"pp": "prompt", "tg": "generation"}.get(sp.measure, objective)
+        pooled = {v: Setting(v, _pool([t.pp for t in ts if not t.error]), _pool([t.tg for t in ts if not t.error]),
+                             next((t.error for t in ts if t.error), None)) for v, ts in per.items()}
+        good = {v: st for v, st in pooled.items() if not st.error}
+        if default not in good:
+            if sp.name == "threads" and not good:
+                raise UserError(f"The winner's llama-bench does not run: {pooled[default].error}",
+                                exit_code=errors.BENCH_FAILED)
+            reasons[sp.name] = f"llama.cpp's default {default} (it did not run: {pooled[default].error})"
+            continue
+        best = max(good.values(), key=lambda st: _score(st, kind))
+        if best.value != default and _beats(best, good[default], kind):
+            chosen[sp.name] = best.value
+            reasons[sp.name] = (f"{sp.bench} {best.value}: {_score(best, kind):.1f} t/s vs {_score(good[default], kind):.1f}"
+                                f" at {default} ({kind}), faster by more than the spread")
+        else:
+            reasons[sp.name] = f"{sp.bench} {default} (default): no value is surely faster"
+    fl = run_settings.flags(chosen, specs, physical=physical)
+    why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+    return RunSettings(threads=int(chosen.get("threads", physical)), flash_attn=chosen.get("flash_attn", "auto"),
+                       physical_cores=physical, logical_cpus=logical, values=chosen, reasons=reasons,
+                       tried=[t.to_dict() for t in tried], flags=fl, server=["llama-server", "-m", "MODEL.gguf", *fl],
+                       cli=["llama-cli", "-m", "MODEL.gguf", *fl], reason=why, complete=complete)
+
+
+@dataclass
+class Setting:
+    """One value's runs pooled."""
+
+    value: str
+    pp: Optional[Stat]
+    tg: Optional[Stat]
+    error: Optional[str] = None
+
+
+def _pool(stats):
     from builddoctor import bench
 
-    def score(s: Setting) -> float:
-        r = objective_ratio(s.pp, s.tg, objective)
-        return r.mean if r else 0.0
-
-    tried: list[Setting] = []
-
-    def run(threads: int, fa: str) -> Setting:
-        params = {"pp": bench.DEFAULT_PP, "tg": bench.DEFAULT_TG, "reps": reps, "threads": threads, "fa": fa}
-        kept = cache.load(build_key, model_sha, params) if cache and build_key else []
-        res = kept[0] if kept else bench.run_bench(binary, model, threads=threads, reps=reps, extra=("-fa", fa))
-        if cache and build_key and not kept and not res.error:
-            cache.save(build_key, model_sha, params, [res])
-        s = Setting(threads=threads, flash_attn=fa, pp=res.pp, tg=res.tg, error=res.error)
-        tried.append(s)
-        mark = " (physical cores)" if threads == physical else ""
-        say(f"  -t {threads}{mark} -fa {fa}: " + (s.error or f"pp {_m(s.pp)} tg {_m(s.tg)} t/s"))
-        return s
-
-    by_threads = [run(t, "auto") for t in range(1, max(1, logical) + 1)]
-    good = [s for s in by_threads if not s.error]
-    if not good:
-        raise UserError(f"The winner's llama-bench does not run: {by_threads[0].error}", exit_code=errors.BENCH_FAILED)
-    best = max(good, key=score)
-    default = next((s for s in good if s.threads == physical), best)
-    if _beats(best, default, objective):
-        chosen, why = best, f"-t {best.threads} beats the physical-core count {physical} by more than its spread"
-    else:
-        chosen, why = default, f"-t {default.threads} (the physical cores): no thread count is surely faster"
-    fa_tried = [run(chosen.threads, fa) for fa in ("on", "off")]
-    fa_best = max((s for s in fa_tried if not s.error), key=score, default=None)
-    fa = "auto"
-    if fa_best is not None and _beats(fa_best, chosen, objective):
-        fa = fa_best.flash_attn
-        why += f"; -fa {fa} beats auto"
-    threads = chosen.threads
-    flags = ["-t", str(threads)] + (["-fa", fa] if fa != "auto" else [])
-    return RunSettings(threads=threads, flash_attn=fa, physical_cores=physical, logical_cpus=logical, tried=tried,
-                       server=["llama-server", "-m", "MODEL.gguf", *flags],
-                       cli=["llama-cli", "-m", "MODEL.gguf", *flags], reason=why)
+    return bench._pool(stats)
 
 
-def _beats(a: Setting, b: Setting, objective: str) -> bool:
-    """a faster than b by more than the larger spread of the two (llama-bench's repetitions)."""
+def _score(s: Setting, kind: str) -> float:
+    r = objective_ratio(s.pp, s.tg, kind) if kind == "balanced" else {"prompt": s.pp, "generation": s.tg}[kind]
+    return r.mean if r else 0.0
+
+
+def _beats(a: Setting, b: Setting, kind: str) -> bool:
+    """a faster than b by more than the larger spread of the two (and 1 %)."""
     def pick(s):
-        return {"prompt": s.pp, "generation": s.tg}.get(objective) or s.tg
+        if kind == "balanced":
+            return objective_ratio(s.pp, s.tg, kind)
+        return {"prompt": s.pp, "generation": s.tg}[kind]
 
     x, y = pick(a), pick(b)
     if a is b or not x or not y:
@@ -577,6 +653,13 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         raise errors.InputError(f"Unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}.")
     t_start = time.monotonic()
     deadline = t_start + budget_s
+    report = on_update
+
+    def on_update(r: TuneResult) -> None:  # every update carries the time spent, for the progress line
+        r.elapsed_s = round(time.monotonic() - t_start, 1)
+        r.runs_done = sum(c.rounds for c in r.candidates)
+        report(r)
+
     results = results or ResultsCache()
     base_plan = baseline or resolve(machine, goal="native", backend="cpu", source=source, host=True)
     if targets:
@@ -592,6 +675,22 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         if not Path(model).is_file():
             raise errors.InputError(f"--model {model}: no such file.")
         res.model = str(model)
+    answer_key = _answer_key(machine, source, res.candidates, budget_s=budget_s, objective=objective,
+                             max_rounds=max_rounds, reps=reps, model=model, model_bytes=model_bytes, settings=settings)
+    cached = results.answer(answer_key)
+    if cached is not None:  # the same inputs were tuned to the end before: that answer, in seconds
+        cached.answer_cached = True
+        cached.elapsed_s = round(time.monotonic() - t_start, 1)
+        cached.phase = "done"
+        if install:
+            winner = next(c for c in cached.candidates if c.name == cached.winner)
+            win_build = build.build(winner.plan, source, cache_root=cache_root)
+            if win_build.status not in ("ok", "cached"):
+                raise build_error(win_build)
+            _install(cached, win_build, replace_dir)
+        on_update(cached)
+        return cached
+    res.phase = "building"
     on_update(res)
     built: dict[str, Any] = {}
     try:
@@ -635,24 +734,34 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
                 on_update(res)
                 continue
             c.status = "built"
+            c.note = loader_pick(lb) if any(o.name == "GGML_CPU_ALL_VARIANTS" and o.value.upper() == "ON"
+                                            for o in c.plan.options) else ""
             built[c.name] = (r, lb)
             on_update(res)
 
         # measure
         if model is None:
-            model = smoke_model.ensure_model(model_bytes or smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes))
+            if not model_bytes:  # bench's default: past the measured cache knee, or the plain 100 MB
+                from builddoctor import bandwidth
+
+                model_bytes = bandwidth.plan_smoke(None, threads=machine.cpu.threads or None,
+                                                   remember=results.root / f"sweep-{mkey}.json").model_bytes
+            model = smoke_model.ensure_model(model_bytes)
         res.model = str(model)
         from builddoctor.source import sha256_file
 
         res.model_sha256 = sha256_file(Path(model))
         entries = [Entry(c.name, built[c.name][1], c.build_key) for c in res.candidates if c.name in built]
+        res.phase = "measuring"
+        res.load_avg = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         for c in res.candidates:
             if c.name in built:
                 c.status = "measuring"
         byname = {c.name: c for c in res.candidates if c.name in built}
         with build.build_lock(on_wait=lambda: say("bench: waiting for a llama.cpp build to finish first")):
             res.stopped = measure(entries, byname, Path(model), res.model_sha256, objective=objective,
-                                  cache=results, deadline=deadline, max_rounds=max_rounds, reps=reps,
+                                  cache=results, deadline=deadline - (SETTINGS_SHARE * budget_s if settings else 0),
+                                  max_rounds=max_rounds, reps=reps,
                                   threads=res.threads, on_run=lambda _n, _r: on_update(res))
     except KeyboardInterrupt:
         res.interrupted, res.stopped = True, "interrupted"
@@ -667,32 +776,69 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         say("run-time settings: not measured, the budget is spent (run again: the builds and rounds are cached)")
     elif settings:
         say(f"run-time settings on {res.winner}:")
+        res.phase = "settings"
+        on_update(res)
         try:
             with build.build_lock():
                 res.settings = runtime_settings(win_bench, Path(model), objective=objective,
                                                 physical=bench.physical_cores(machine),
                                                 logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say,
                                                 cache=results, build_key=win_build.cache_key,
-                                                model_sha=res.model_sha256)
+                                                model_sha=res.model_sha256, deadline=deadline)
         except KeyboardInterrupt:
             res.interrupted, res.stopped = True, "interrupted"
             return res
+    res.phase = "done"
+    if not res.interrupted:
+        results.keep_answer(answer_key, res)
     if install:
-        from builddoctor import install as inst
-
-        if replace_dir is not None:
-            got = inst.replace(win_build, Path(replace_dir))
-            res.backup = got.backup
-        else:
-            got = inst.install_prefix(win_build)
-        res.installed = got.bin_dir
-        target = paths.data_home() / "installs" / (win_build.cache_key or "tuned")
-        target.mkdir(parents=True, exist_ok=True)
-        f = target / "tune.json"
-        f.write_text(res.to_json())
-        res.settings_file = str(f)
+        _install(res, win_build, replace_dir)
     res.elapsed_s = round(time.monotonic() - t_start, 1)
     return res
+
+
+def loader_pick(bench_binary: Path) -> str:
+    """The CPU variant ggml's loader picks on this machine (its "loaded CPU backend from
+    .../libggml-cpu-<variant>.so" line), or "" when it says none."""
+    import re
+
+    from builddoctor import proc
+
+    done = proc.run([str(bench_binary), "--list-devices"], timeout=60,
+                    extra_env=proc.from_user(proc.DEVICE_ENV))
+    m = re.search(r"loaded CPU backend from \S*?ggml-cpu-([A-Za-z0-9_]+)\.(?:so|dll|dylib)", done.output)
+    return f"the loader picked the {m.group(1)} variant" if m else ""
+
+
+def _install(res: TuneResult, win_build, replace_dir: Path | None) -> None:
+    """Install the winner as `fix` does, its tune result and run-time settings beside it."""
+    from builddoctor import install as inst
+
+    if replace_dir is not None:
+        got = inst.replace(win_build, Path(replace_dir))
+        res.backup = got.backup
+    else:
+        got = inst.install_prefix(win_build)
+    res.installed = got.bin_dir
+    target = paths.data_home() / "installs" / (win_build.cache_key or "tuned")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "tune.json").write_text(res.to_json())
+    if res.settings is not None and replace_dir is None:  # `run` starts the prefix's build only
+        from builddoctor import run_settings
+
+        saved = run_settings.SavedSettings(values=res.settings.values, physical_cores=res.settings.physical_cores,
+                                           logical_cpus=res.settings.logical_cpus, flags=res.settings.flags,
+                                           winner=res.winner, objective=res.objective, model=res.model,
+                                           reasons=res.settings.reasons)
+        res.settings_file = str(run_settings.save(saved))
+
+
+def _answer_key(machine, source: Path, cands: list[Candidate], **inputs) -> str:
+    """What makes two tunes the same question: this CPU, the source, the candidates' builds, the inputs."""
+    doc = {"machine": machine_key(machine), "source": str(source),
+           "candidates": [(c.name, signature(c.plan) if c.plan is not None else c.status) for c in cands],
+           **{k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _finish(res: TuneResult) -> None:
@@ -719,13 +865,16 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
 
 
 def installed_settings(prefix: Path | None = None) -> Optional[dict]:
-    """What the last tune saved beside builddoctor's installed build (for `which`); None if none."""
-    link = Path(prefix or paths.data_home()) / "bin"
-    try:
-        f = link.resolve().parent / "tune.json"
-        res = TuneResult.from_json(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The run-time settings the last tune saved beside builddoctor's installed build (for
+    `which`; `run` applies them); None if none."""
+    from builddoctor import run_settings
+
+    saved = run_settings.load(prefix)
+    if saved is None:
         return None
-    s = res.settings
-    return {"file": str(f), "winner": res.winner, "objective": res.objective, "bin_dir": str(link),
-            "server": s.server if s else [], "cli": s.cli if s else [], "reason": s.reason if s else ""}
+    link = Path(prefix or paths.data_home()) / "bin"
+    return {"file": str(run_settings.settings_file(prefix)), "winner": saved.winner, "objective": saved.objective,
+            "bin_dir": str(link), "values": saved.values, "flags": saved.flags,
+            "server": ["llama-server", "-m", "MODEL.gguf", *saved.flags],
+            "cli": ["llama-cli", "-m", "MODEL.gguf", *saved.flags],
+            "reason": "; ".join(f"{k}: {v}" for k, v in saved.reasons.items())}

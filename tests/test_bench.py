@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builddoctor import bench, smoke_model
+from builddoctor import bandwidth, bench, smoke_model
 from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
@@ -106,11 +106,58 @@ def test_memory_bandwidth_is_plausible(tmp_path, monkeypatch):
     monkeypatch.setenv("BUILDDOCTOR_CACHE", str(tmp_path))
     gbs = bench.memory_bandwidth(threads=1, size_bytes=256 << 20, reps=3)
     assert 1.0 < gbs < 2000.0
-    assert list((tmp_path / "tools").glob("bw-read-*")), "the C kernel was compiled and cached"
+    assert list((tmp_path / "tools").glob("bw-sweep-*")), "the C kernel was compiled and cached"
 
 
 def test_numpy_bandwidth_fallback():
     assert 0.5 < bench._numpy_bandwidth(1, 128 << 20, 2) < 2000.0
+
+
+def _curve(*pairs):
+    """A curve given as (MiB, GB/s) pairs."""
+    return [bandwidth.Point(m << 20, g) for m, g in pairs]
+
+
+def test_knee_of_a_recorded_sweep_on_a_loaded_machine():
+    sw = bandwidth.parse_sweep((FIXTURES / "bw-sweep-kvm-xeon-amx-2t-loaded.txt").read_text(), threads=2)
+    assert sw.error is None and len(sw.points) == 11
+    assert bandwidth.knee(sw.points) == 32 << 20  # 16 MiB still reads faster than memory's plateau
+    got = bandwidth.choose_size(sw, default=100_000_000)
+    assert got.roofline and got.model_bytes == 100_000_000 and got.knee_bytes == 32 << 20  # 2x 32 MiB < 100 MB
+    assert 2.0 < got.bandwidth_gbs < 4.0
+    assert not bandwidth.roofline_check(50_000_000, sw).roofline  # under 2x the knee: in the caches
+    assert bandwidth.roofline_check(300_000_000, sw).roofline
+
+
+def test_no_plateau_and_a_knee_past_the_cap_say_not_measured():
+    falling = _curve((1, 90), (4, 80), (16, 70), (64, 60), (256, 45), (1024, 30))
+    assert bandwidth.knee(falling) is None
+    got = bandwidth.choose_size(bandwidth.Sweep(threads=2, points=falling), default=100_000_000)
+    assert not got.roofline and got.model_bytes == 100_000_000 and got.why.startswith("not measured: ")
+    big_cache = _curve((1, 90), (16, 85), (64, 80), (256, 70), (512, 20), (1024, 19), (2048, 20), (4096, 19))
+    assert bandwidth.knee(big_cache) == 512 << 20
+    got = bandwidth.choose_size(bandwidth.Sweep(threads=2, points=big_cache), default=100_000_000, cap=600_000_000)
+    assert not got.roofline and "over the 600 MB cap" in got.why and got.knee_bytes == 512 << 20
+    flat = _curve((1, 20), (2, 20), (4, 20), (8, 20))  # no faster cache seen at all
+    assert bandwidth.knee(flat) is None
+
+
+def test_one_slow_size_under_load_does_not_move_the_knee():
+    dip = _curve((1, 40), (2, 40), (4, 38), (8, 12), (16, 10), (32, 4), (64, 10), (128, 10), (256, 11), (512, 10))
+    assert bandwidth.knee(dip) == 8 << 20
+
+
+@pytest.mark.parametrize("text", ["", "1048576", "x 3.0", "1048576 -2", "0 5.0", "1048576 nan"])
+def test_unreadable_sweep_output_is_an_error(text):
+    assert bandwidth.parse_sweep(text, threads=1).error
+
+
+def test_sweep_here_has_one_point_per_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("BUILDDOCTOR_CACHE", str(tmp_path))
+    sw = bandwidth.sweep(1, largest=16 << 20, smallest=1 << 20)
+    assert sw.error is None
+    assert [p.bytes for p in sw.points] == [1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20]
+    assert all(0.1 < p.gbs < 5000 for p in sw.points)
 
 
 # --------------------------------------------------------------------------- smoke model
@@ -213,3 +260,29 @@ def test_compare_same_build_is_about_even(small_model):
     # the same program against itself: about 1, within the noise of a shared 2-core machine
     assert 0.3 < cmp.tg_ratio[1].mean < 3.0 and cmp.tg_ratio[1].n == 2
     json.dumps(cmp.to_dict())
+
+
+@pytest.mark.slow
+def test_default_bench_prints_a_real_roofline_or_says_why_not(tmp_path):
+    """`builddoctor bench` with no size: the model is sized by the measured knee, and its last line
+    is either a roofline past that knee or "not measured: <why>" (which one depends on the host)."""
+    import re
+    import sys
+
+    from builddoctor import proc
+    from tests.llama_builds import BuildUnavailable, ensure_build
+
+    try:
+        bin_dir = ensure_build("planned")
+    except BuildUnavailable as exc:
+        pytest.skip(str(exc))
+    done = proc.run([sys.executable, "-m", "builddoctor", "bench", "-r", "1", str(bin_dir)], timeout=600,
+                    extra_env={"BUILDDOCTOR_HOME": str(tmp_path / "home")})
+    assert done.ok, done.output[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("roofline: "), done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith(str(bin_dir)[:20]))
+    if last.startswith("roofline: not measured: "):
+        assert row.rstrip().endswith("n/a")  # no fraction printed beside a model the caches hold
+    else:
+        assert "past the measured cache knee" in last and re.search(r"\d+%$", row.rstrip())

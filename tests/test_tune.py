@@ -222,16 +222,21 @@ def test_parse_budget():
 
 
 def test_installed_settings_are_read_beside_the_installed_build(tmp_path):
+    from builddoctor import run_settings
+
     assert tune.installed_settings(tmp_path) is None
     folder = tmp_path / "installs" / "abc"
     (folder / "bin").mkdir(parents=True)
     (tmp_path / "bin").symlink_to(Path("installs") / "abc" / "bin")
-    s = tune.RunSettings(threads=2, flash_attn="on", server=["llama-server", "-m", "MODEL.gguf", "-t", "2", "-fa", "on"],
-                         reason="measured")
-    (folder / "tune.json").write_text(tune.TuneResult(objective="prompt", winner="lto", settings=s).to_json())
+    saved = run_settings.SavedSettings(values={"threads": "2", "flash_attn": "on"}, physical_cores=2, logical_cpus=2,
+                                       flags=["-t", "2", "-fa", "on"], winner="lto", objective="prompt")
+    f = run_settings.save(saved, tmp_path)
+    assert f == folder / "run-settings.json"
     got = tune.installed_settings(tmp_path)
     assert got["winner"] == "lto" and got["server"][-2:] == ["-fa", "on"] and got["objective"] == "prompt"
-    (folder / "tune.json").write_text('{"objective": 3}')
+    f.write_text('{"values": 3}')
+    assert tune.installed_settings(tmp_path) is None
+    f.write_text("not json")
     assert tune.installed_settings(tmp_path) is None
 
 
@@ -271,7 +276,7 @@ class _CountingCache(tune.ResultsCache):
 
 @pytest.mark.slow
 def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
-    from builddoctor import smoke_model
+    from builddoctor import run_settings, smoke_model
     from builddoctor.probe import machine_profile
     from builddoctor.source import ensure_source
 
@@ -328,10 +333,68 @@ def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
     assert s is not None and results.saves == len(s.tried) and s.threads in range(1, (machine.cpu.threads or 1) + 1)
     assert s.server[:1] == ["llama-server"] and "-t" in s.server
     assert (Path(third.installed) / "llama-bench").exists()
-    saved = tune.TuneResult.from_json(Path(third.settings_file).read_text())
-    assert saved.winner == third.winner and saved.settings == s
+    saved = run_settings.SavedSettings.from_json(Path(third.settings_file).read_text())
+    assert saved.winner == third.winner and saved.values == s.values and saved.flags == s.flags
+    assert Path(third.settings_file).parent == (tmp_path / "home" / "bin").resolve().parent
+    assert tune.installed_settings()["flags"] == s.flags  # what `which` shows
 
     # 4. and again: everything from the caches
     results.saves = 0
     fourth = tune.tune(machine, install=False, settings=True, **kw)
     assert results.saves == 0 and fourth.winner == third.winner and fourth.settings == s
+
+
+def test_final_table_is_sorted_by_the_objective_with_bars_and_the_progress_line():
+    from builddoctor.cli.tune_cmd import progress_line, table_lines
+
+    def cand(name, score, status="measured"):
+        c = tune.Candidate(name=name, status=status, build_s=30.0, build_status="ok")
+        if score is not None:
+            c.score = Stat(score, 0.01, 3)
+            c.low, c.high = score - 0.02, score + 0.02
+            c.pp = c.tg = Stat(100.0 * score, 1.0, 3)
+        return c
+
+    res = tune.TuneResult(objective="generation", budget_s=1200, elapsed_s=300, phase="measuring", runs_done=7)
+    res.candidates = [cand("plain", None, "winner"), cand("slow", 0.80), cand("fast", 1.10),
+                      cand("broken", None, "crashed")]
+    res.candidates[0].pp = res.candidates[0].tg = Stat(100.0, 1.0, 3)
+    lines = "\n".join(table_lines(res, final=True, bars=True)).splitlines()
+    order = [ln.split()[0] for ln in lines[1:] if ln and not ln.startswith(" ")]
+    assert order == ["fast", "plain", "slow", "broken"]
+    bars = [ln.count("#") for ln in lines if ln.strip().startswith("#")]
+    assert bars == sorted(bars, reverse=True) and len(bars) == 3  # one per measured row, longest first
+    p = progress_line(res)
+    assert "measuring" in p and "5m00s of 20m00s" in p and "7 runs" in p and "ETA at most 15m00s" in p
+
+
+def test_loader_pick_is_read_from_ggmls_load_line(tmp_path):
+    """The line ggml-backend-reg.cpp prints ("%s: loaded %s backend from %s") names the variant."""
+    exe = tmp_path / "llama-bench"
+    exe.write_text("#!/bin/sh\necho 'load_backend: loaded CPU backend from /x/bin/libggml-cpu-icelake.so' >&2\n"
+                   "echo 'Available devices:'\n")
+    exe.chmod(0o755)
+    assert tune.loader_pick(exe) == "the loader picked the icelake variant"
+    exe.write_text("#!/bin/sh\necho 'Available devices:'\n")
+    assert tune.loader_pick(exe) == ""
+
+
+def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
+    machine = _machine("sapphirerapids-xeon-8488c-aws.txt")
+    base, planned = _candidates(machine)
+    cands = [tune.Candidate(name="plain", plan=base), *planned.values()]
+    key = tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
+                           reps=2, model=None, model_bytes=None, settings=True)
+    assert key == tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
+                                   reps=2, model=None, model_bytes=None, settings=True)
+    assert key != tune._answer_key(machine, Path("/src"), cands, budget_s=1800, objective="generation", max_rounds=5,
+                                   reps=2, model=None, model_bytes=None, settings=True)
+    assert key != tune._answer_key(machine, Path("/src"), cands[:2], budget_s=1200, objective="generation",
+                                   max_rounds=5, reps=2, model=None, model_bytes=None, settings=True)
+    cache = tune.ResultsCache(tmp_path)
+    assert cache.answer(key) is None
+    cache.keep_answer(key, tune.TuneResult(objective="generation", candidates=cands, winner="plain", stopped="budget"))
+    got = cache.answer(key)
+    assert got.winner == "plain" and got.candidates[0].plan == base
+    (tmp_path / f"answer-{key}.json").write_text("{")
+    assert cache.answer(key) is None  # damaged: asked anew

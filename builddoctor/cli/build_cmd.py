@@ -245,7 +245,7 @@ def _stat(s) -> str:
 @click.command("bench")
 @click.argument("binaries", nargs=-1, type=click.Path(path_type=Path, exists=True))
 @click.option("--size", "size_mb", type=FiniteFloatRange(1, 100000),
-              help="Smoke model size in MB (default: 4x the last-level cache, at least 100).")
+              help="Smoke model size in MB (default: past the measured cache knee, at most 600; else 100).")
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Interleaved rounds when comparing builds.")
 @click.option("-r", "--reps", type=click.IntRange(1, 50), default=3, show_default=True,
@@ -261,7 +261,7 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
     BINARIES are llama-bench programs or build folders (default: builddoctor's installed
     build). With two or more, runs are interleaved and each is compared with the first.
     """
-    from builddoctor import bench, paths, smoke_model
+    from builddoctor import bandwidth, bench, paths, smoke_model
     from builddoctor.build import build_lock
 
     out = console(ctx)
@@ -279,14 +279,16 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
             raise errors.InputError(f"No llama-bench at or beside {b}; llama.cpp builds it as the target "
                                     "llama-bench (`builddoctor build` does).")
         found.append(lb)
-    size = int(size_mb * 1e6) if size_mb else smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes)
+    from contextlib import nullcontext
+
+    with nullcontext() if no_bandwidth else build_lock():  # no builddoctor compile on the cores while measuring
+        smoke = bandwidth.plan_smoke(int(size_mb * 1e6) if size_mb else None, threads=machine.cpu.threads or None,
+                                     measure=not no_bandwidth)
+    size = smoke.model_bytes
     if not as_json:
         out.echo(f"Smoke model: about {size / 1e6:.0f} MB (Q4_0, random weights)...", err=True)
     model = smoke_model.ensure_model(size)
-    bw = None
-    if not no_bandwidth:
-        with build_lock():
-            bw = bench.memory_bandwidth(threads=machine.cpu.threads or None, l3_bytes=machine.cpu.l3_cache_bytes)
+    bw = smoke.bandwidth_gbs if smoke.roofline else None
     threads = bench.physical_cores(machine)
     if not as_json:
         out.echo(f"Model {model} ({model.stat().st_size / 1e6:.0f} MB, "
@@ -303,6 +305,7 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
     with build_lock(on_wait=lambda: out.echo("waiting for a llama.cpp build to finish first...", err=True)):
         cmp = bench.compare(found, model, rounds=rounds if len(found) > 1 else 1, reps=reps, threads=threads,
                             bandwidth_gbs=bw, on_run=on_run)
+    cmp.roofline_note = smoke.why
     if as_json:
         out.json(cmp)
     else:
@@ -322,6 +325,7 @@ def bench_cmd(ctx, binaries, size_mb, rounds, reps, no_bandwidth, profile_path, 
                 pr, tr = cmp.pp_ratio[i], cmp.tg_ratio[i]
                 out.echo(f"{'  vs first':<50} {(f'{pr.mean:.2f}x ± {pr.stddev:.2f}' if pr else 'n/a'):>16}"
                          f" {(f'{tr.mean:.2f}x ± {tr.stddev:.2f}' if tr else 'n/a'):>16}")
+        out.echo(f"roofline: {smoke.why}")
     if any(r.error for r in cmp.results):
         ctx.exit(errors.BENCH_FAILED)
 

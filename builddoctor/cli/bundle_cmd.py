@@ -40,8 +40,17 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
 
     Exit code 13 when this builddoctor was installed without binaries.
     """
+    from builddoctor import bundled
+    from builddoctor.tune import installed_settings
+
     out = console(ctx)
-    data = _describe()
+    try:
+        data = _describe()
+    except bundled.NotBundledError:
+        tuned = installed_settings()  # `tune`'s build is shown even where no llama.cpp is bundled
+        if tuned is not None and not as_json:
+            _tuned_lines(out, tuned)
+        raise
     if as_json:
         out.json(data)
         return
@@ -66,15 +75,19 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
     for o in (info.get("overrides") or []):
         planned = f" (the plan had {o['planned']})" if o.get("planned") is not None else " (not in the plan)"
         out.echo(out.style("overridden", "warning") + f": {o['name']}={o['value']} by {o['source']}{planned}")
-    tuned = data.get("tuned")
-    if tuned:
-        out.echo(out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
-                 f"installed in {tuned['bin_dir']}; {tuned['reason']}")
-        for key in ("server", "cli"):
-            if tuned[key]:
-                out.echo("  " + " ".join(tuned[key]))
+    if data.get("tuned"):
+        _tuned_lines(out, data["tuned"])
     out.echo("start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
              "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)")
+
+
+def _tuned_lines(out, tuned: dict) -> None:
+    out.echo(out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
+             f"installed in {tuned['bin_dir']}; settings in {tuned['file']}: {tuned['reason']}")
+    for key in ("server", "cli"):
+        if tuned[key]:
+            out.echo("  " + " ".join(tuned[key]))
+    out.echo("  (`builddoctor run llama-server ...` starts it with these; your own flags win)")
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
@@ -87,12 +100,17 @@ def run_cmd(ctx: click.Context, tool: str, args: tuple[str, ...]) -> None:
     (or server, cli, bench, quantize); ARGS go to it unchanged (`--help` included).
 
     The tool replaces builddoctor (same process, same environment): no time limit, its exit code.
+    After `builddoctor tune`, llama-cli and llama-server are the tuned build's, started with the
+    measured settings (`builddoctor which` shows them) except those ARGS set themselves.
     """
-    from builddoctor import bundled
+    from builddoctor import bundled, run_settings
 
     if tool in ("-h", "--help"):  # `run TOOL --help` is the tool's help, `run --help` is this one
         click.echo(ctx.get_help())
         return
+    tuned = run_settings.tuned_argv(tool, list(args))  # `tune`'s winner with its settings, the user's args win
+    if tuned is not None:
+        bundled.exec_argv(tuned)
     bundled.exec_tool(tool, list(args))
 
 

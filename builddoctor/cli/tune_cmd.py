@@ -36,13 +36,30 @@ def table_lines(res, *, final: bool = False, bars: bool = False) -> list[str]:
     for c in rows:
         build_s = "" if c.build_s is None else (f"{c.build_s:.0f}" + ("c" if c.build_status == "cached" else ""))
         status = c.status + (f": {c.reason}" if c.reason and c.status not in ("measured", "winner", "measuring")
-                             else "")
+                             else "") + (f" ({c.note})" if c.note else "")
         line = f"{c.name:<14} {build_s:>8} {_stat(c.pp):>14} {_stat(c.tg):>14} {_vs(c):>18}  {status}"
         if bars and (c.score or c.name == "plain"):
             ratio = c.score.mean if c.score else 1.0
             line += "\n" + " " * 15 + "#" * max(1, round(30 * ratio / max(top, 1.0)))
         out.append(line if len(line) < 400 else line[:397] + "...")
     return out
+
+
+def _mmss(seconds: float) -> str:
+    m, sec = divmod(int(max(0.0, seconds)), 60)
+    return f"{m}m{sec:02d}s"
+
+
+def progress_line(res, width: int = 20) -> str:
+    """Where the tune stands: phase, builds done, runs, time spent of the budget, time left at most."""
+    todo = [c for c in res.candidates if c.plan is not None or c.status in ("building", "built", "measuring")]
+    built = [c for c in todo if c.build_status in ("ok", "cached")]
+    frac = min(1.0, res.elapsed_s / res.budget_s) if res.budget_s else 0.0
+    bar = "#" * round(width * frac) + "-" * (width - round(width * frac))
+    left = max(0.0, res.budget_s - res.elapsed_s)
+    eta = "done" if res.phase == "done" else f"ETA at most {_mmss(left)} (the budget)"
+    return (f"[{bar}] {res.phase or 'planning'}: {len(built)}/{len(todo)} built, {res.runs_done} runs; "
+            f"{_mmss(res.elapsed_s)} of {_mmss(res.budget_s)}; {eta}")
 
 
 class LiveTable:
@@ -52,25 +69,29 @@ class LiveTable:
         self.out, self.enabled = out, enabled
         self.tty = enabled and sys.stderr.isatty()
         self.drawn = 0
-        self.seen: dict[str, tuple] = {}
+        self.seen: dict[str, object] = {}  # candidate -> (status, rounds); "" -> the phase
 
     def __call__(self, res) -> None:
         if not self.enabled:
             return
         if self.tty:
-            lines = table_lines(res)
+            lines = table_lines(res) + [progress_line(res)]
             text = ("\x1b[%dF\x1b[J" % self.drawn if self.drawn else "") + "\n".join(lines)
             click.echo(text, err=True)
             self.drawn = sum(1 + ln.count("\n") for ln in lines)
             return
+        if res.phase != self.seen.get("", None):  # a progress line where a phase begins
+            self.seen[""] = res.phase
+            self.out.echo("  " + progress_line(res), err=True)
         for c in res.candidates:
             state = (c.status, c.rounds)
             if self.seen.get(c.name) != state:
                 self.seen[c.name] = state
                 figures = f" pp {c.pp.mean:.1f} tg {c.tg.mean:.1f} t/s ({c.rounds} rounds)" if c.pp and c.tg else ""
+                vs = f" {_vs(c)}" if c.score is not None else ""
                 build_s = f" build {c.build_s:.0f} s ({c.build_status})" if c.build_s is not None else ""
-                self.out.echo(f"  {c.name}: {c.status}{build_s}{figures}" + (f" - {c.reason}" if c.reason else ""),
-                              err=True)
+                self.out.echo(f"  [{_mmss(res.elapsed_s)}] {c.name}: {c.status}{build_s}{figures}{vs}"
+                              + (f" - {c.reason}" if c.reason else ""), err=True)
 
 
 @click.command("tune")
@@ -127,9 +148,16 @@ def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rou
     else:
         out.echo(f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
                  f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})")
+        if res.answer_cached:
+            out.echo("(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
+                     "--candidates or --model asks anew, reusing every build and run already made)")
         for line in table_lines(res, final=True, bars=True):
             out.echo(line)
         out.echo(f"winner: {res.winner} - {res.winner_reason}")
+        cpus = res.settings.logical_cpus if res.settings else 0
+        if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
+            out.echo(f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
+                     f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better")
         if res.settings:
             s = res.settings
             out.echo(f"run-time: {s.reason}")
