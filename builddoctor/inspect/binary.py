@@ -1,6 +1,7 @@
 """Read one file of a build statically (never running it).
 
-ELF files are read with pyelftools, Mach-O and PE with LIEF. Both are real binary-format
+ELF files are read with pyelftools, PE with pefile (inspect/foreign.py: LIEF holds a whole PE
+and a copy of its sections in memory), Mach-O with LIEF. They are real binary-format
 libraries; ELF does not use LIEF because importing LIEF costs about 0.9 s of CPU here
 (measured: ``python -X importtime -c "import lief"``), more than a whole ``check`` of three
 builds is allowed, while pyelftools imports in ~0.1 s and parses lazily (it never reads a
@@ -24,10 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from builddoctor.inspect import buildinfo, fatbin
+from builddoctor.inspect import buildinfo, fatbin, foreign
 from builddoctor.inspect import isa as isa_mod
 from builddoctor import platforms
-from builddoctor.inspect.image import (Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
+from builddoctor.inspect.image import (FileWindow, Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
                                        gnu_versions, macho_slices, pe_machine)
 from builddoctor.inspect.libs import (Resolver, defined_versions, load_problems, machine_arch, real,
                                      undefined_unversioned)
@@ -339,10 +340,13 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         facts.producers, facts.opt_flags = _producers(img)
 
     # GPU code
-    for name, reader, cap in ((".nv_fatbin", fatbin.cuda_archs, None), (".hip_fatbin", fatbin.hip_targets, 64 << 20)):
+    # a CUDA fatbin's headers are read one by one (FileWindow: not mapped, so a 300 MB section does not
+    # become resident); a HIP bundle's names are searched in place in the mmap, at most 64 MB of it
+    for name, reader, src, cap in ((".nv_fatbin", fatbin.cuda_archs, FileWindow(fh.fileno(), size), None),
+                                   (".hip_fatbin", fatbin.hip_targets, data, 64 << 20)):
         sec = img.sections.get(name)
-        if sec is not None and sec.type != 8 and sec.offset < size:  # read in place in the mmap, no copy
-            bf.cuda_archs += reader(data, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
+        if sec is not None and sec.type != 8 and sec.offset < size:
+            bf.cuda_archs += reader(src, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
 
@@ -544,13 +548,17 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Op
         else:
             archs = [pe_machine(data, bf.size)]
             bf.os = "windows"
+            bf.archs = archs
+            try:
+                pe = foreign.read_pe(data, bf.size)
+            except foreign.ForeignError as exc:
+                raise _Bad(str(exc)) from None
+            # the fatbin of a CUDA DLL is most of its 145 MB: its headers are read, not mapped
+            bf.cuda_archs = fatbin.pe_cuda_archs(FileWindow(fh.fileno(), bf.size), pe.sections)
     bf.archs = archs
-    import lief
-
-    lief.logging.disable()
     symbols: set[str] = set()
     if bf.format == "Mach-O":
-        fat = lief.MachO.parse(str(path))
+        fat = foreign.parse_macho(str(path))
         if fat is None or len(fat) == 0:
             raise _Bad("damaged Mach-O file: its headers could not be read")
         if len(fat) != len(archs):
@@ -568,19 +576,14 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Op
         facts.executable_here = ftype == "EXECUTE" and exec_bit and runs_on_host(bf)
         bf.debug_info = any(_text(s.name).startswith("__debug_") for s in binary.sections)
     else:
-        binary = lief.PE.parse(str(path))
-        if binary is None:
-            raise _Bad("damaged PE file: its headers could not be read")
         bf.arch = archs[0]
-        bf.needed = [_text(imp.name) for imp in binary.imports]
-        is_dll = binary.header.has_characteristic(lief.PE.Header.CHARACTERISTICS.DLL)
-        if not is_dll:
+        bf.needed = pe.needed
+        if not pe.is_dll:
             bf.role = "executable"
         elif bf.role == "unknown":
             bf.role = "library"
-        symbols = {_text(e.name) for e in binary.exported_functions}
-        bf.debug_info = binary.has_debug
-        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
+        symbols = set(pe.exports)
+        bf.debug_info = pe.has_debug
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
     if "CPU" not in bf.backends and (isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
                                      or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)):

@@ -3,7 +3,8 @@
 Discovery calls this for files whose names say nothing (``_foo.cpython-311-x86_64-linux-gnu.so``,
 ``foo.abi3.so``, an npm ``.node`` addon, a library named after its package): such a file is
 llama.cpp when it exports or imports ggml/llama symbols. Only the dynamic symbol table is read
-(ELF: .dynsym and its string table, searched in place; Mach-O/PE: LIEF), and the first hit ends
+(ELF: .dynsym and its string table, searched in place; PE: its import and export tables,
+read by inspect.foreign; Mach-O: LIEF), and the first hit ends
 the search, so a site-packages of a few thousand libraries is read in well under a second.
 Never raises: an unreadable or damaged file is simply not llama.cpp here (``analyze`` says why
 when the file is inspected for other reasons).
@@ -46,7 +47,7 @@ def mentions_prefixes(path: Path, prefixes: Sequence[str]) -> bool:
                 return _elf(fh, head, prefixes)
             if head[:2] == b"MZ" or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe",
                                                   b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce"):
-                return _lief(path, head, prefixes)
+                return _foreign(path, head, prefixes)
     except (OSError, ValueError, struct.error, OverflowError, MemoryError):
         return False
     return False
@@ -97,24 +98,25 @@ def _elf(fh, head: bytes, prefixes: Sequence[str]) -> bool:
 SHT_DYNSYM = 11
 
 
-def _lief(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
-    try:
-        import lief
-    except ImportError:
-        return False
-    lief.logging.disable()
+def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
+    """PE: imports and exports (inspect.foreign, over an mmap); Mach-O: LIEF's symbols."""
+    import mmap
+
+    from builddoctor.inspect import foreign
+    from builddoctor.inspect.image import ImageError, pe_machine
+
     want = tuple(prefixes) + tuple("_" + p for p in prefixes)  # Mach-O names carry a leading "_"
     try:
         if head[:2] == b"MZ":
-            pe = lief.PE.parse(str(path))
-            if pe is None:
-                return False
-            if any(e.name.startswith(want) for e in pe.exported_functions):
-                return True
-            return any((entry.name or "").startswith(want) for imp in pe.imports for entry in imp.entries)
-        fat = lief.MachO.parse(str(path))
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                pe_machine(data, len(data))
+                pe = foreign.read_pe(data, len(data))
+            return any(n.startswith(want) for n in pe.exports) or any(n.startswith(want) for n in pe.imported)
+        fat = foreign.parse_macho(str(path))
         if fat is None:
             return False
         return any(s.name.startswith(want) for i in range(len(fat)) for s in fat.at(i).symbols)
-    except Exception:  # noqa: BLE001 - LIEF raises its own types on odd input: not llama.cpp then
+    except (ImageError, foreign.ForeignError):
+        return False
+    except Exception:  # noqa: BLE001 - LIEF and pefile raise their own types on odd input: not llama.cpp then
         return False
