@@ -221,7 +221,19 @@ def corpus_main(opts) -> int:
     if not rows:
         print("no file measured")
         return 0
-    slow = max(rows, key=lambda r: (r[4] if r[4] is not None else float("inf"), r[3]))
+    def key(r):
+        return (r[4] if r[4] is not None else float("inf"), r[3])
+
+    print(f"\nthe {min(opts.top, len(rows))} slowest files (time after start-up; peak memory of the child):")
+    print(f"  {'case':22s} {'file':58s} {'MB':>7s} {'inside s':>9s} {'wall s':>8s} {'peak MB':>8s}")
+    for r in sorted(rows, key=key, reverse=True)[:opts.top]:
+        inside = f"{r[4]:9.3f}" if r[4] is not None else f"{'-':>9s}"
+        print(f"  {r[0]:22s} {r[1][-58:]:58s} {r[2] / 1e6:7.1f} {inside} {r[3]:8.3f} {r[5]:8.1f}")
+    print(f"the {min(opts.top, len(rows))} files with the highest peak memory:")
+    for r in sorted(rows, key=lambda r: r[5], reverse=True)[:opts.top]:
+        inside = f"{r[4]:9.3f}" if r[4] is not None else f"{'-':>9s}"
+        print(f"  {r[0]:22s} {r[1][-58:]:58s} {r[2] / 1e6:7.1f} {inside} {r[3]:8.3f} {r[5]:8.1f}")
+    slow = max(rows, key=key)
     big = max(rows, key=lambda r: r[5])
     for label, r in (("slowest file", slow), ("most memory", big)):
         t = f"{r[4]:.3f} s after start-up ({r[3]:.3f} s wall)" if r[4] is not None else \
@@ -238,6 +250,7 @@ def main() -> int:
     ap.add_argument("--corpus", action="store_true", help="time each file of the real-file corpus instead")
     ap.add_argument("--min-mb", type=float, default=0.0, help="--corpus: only files of at least this size")
     ap.add_argument("--timeout", type=float, default=600, help="--corpus: seconds per child at most")
+    ap.add_argument("--top", type=int, default=10, help="--corpus: how many of the slowest files to list")
     ap.add_argument("cases", nargs="*", help="--corpus: only these cases")
     opts = ap.parse_args()
     if opts.corpus:
@@ -257,7 +270,7 @@ def main() -> int:
     proc.run([sys.executable, "-c", "pass"], timeout=60)
     t_py = time.perf_counter() - t_ps
     print(f"  python start-up alone: {t_py:.3f} s; 'import lief' alone: {t_lief - t_py:.3f} s "
-          f"({'not used for ELF' if res.ok else 'lief missing'})")
+          f"({'not imported by inspect' if res.ok else 'lief missing'})")
     from builddoctor.smoke_model import ensure_probe_model
 
     ensure_probe_model()  # generated once per machine (cached): not part of a check's time

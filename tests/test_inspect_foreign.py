@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import re
 import shutil
 import sys
@@ -134,3 +135,65 @@ def test_file_window_reads_like_the_bytes(tmp_path):
         # a needle that straddles the 1 MB window edge
         edge = FileWindow._FIND_CHUNK - 2
         assert w.find(blob[edge:edge + 5], edge - 10) == blob.find(blob[edge:edge + 5], edge - 10)
+
+
+def test_macho_reader_on_hand_made_fat_dylib(tmp_path):
+    """Each slice of a fat Mach-O (tests/foreign_fixtures.py writes it from <mach-o/loader.h>): its own
+    install name, its dylibs and its external symbols, read in place."""
+    from builddoctor.inspect.image import macho_slices
+
+    lib = ff.make_fat_macho_lib(tmp_path)
+    with open(lib, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        slices = macho_slices(data, len(data))
+        got = [(arch, foreign.read_macho(data, len(data), off)) for arch, off in slices]
+    assert [a for a, _f in got] == ["x86_64", "aarch64"]
+    for _arch, facts in got:
+        assert facts.filetype == 6 and facts.libraries[0] == "@rpath/libggml.dylib"
+        assert "_ggml_backend_cpu_reg" in facts.symbols and "__text" in facts.sections
+
+
+ENABLED = os.environ.get("BUILDDOCTOR_TEST_NETWORK", "") not in ("", "0")
+
+
+@pytest.mark.network
+@pytest.mark.skipif(not ENABLED, reason="the real-file corpus: set BUILDDOCTOR_TEST_NETWORK=1")
+def test_readers_match_lief_on_the_corpus():
+    """On every PE and Mach-O file of the real-file corpus, the names the readers give are LIEF's
+    (an independent, complete parser): PE exports, DLLs and imported names; each Mach-O slice's
+    dylibs, nlist and export-trie names, sections and file type."""
+    import lief
+
+    from builddoctor.inspect.image import macho_slices
+    from tests.corpus import fetch
+
+    lief.logging.disable()
+    cases, _shapes = fetch.load()
+    files = []
+    for case in cases:
+        base = fetch.fetch_case(case)
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and not p.is_symlink() and p.suffix.lower() in (".dll", ".exe", ".pyd", ".dylib", ".so", ".node"):
+                with open(p, "rb") as fh:
+                    head = fh.read(4)
+                if head[:2] == b"MZ" or head in (b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"\xce\xfa\xed\xfe"):
+                    files.append(p)
+    assert len(files) > 50
+    for p in files:
+        with open(p, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:2] == b"MZ":
+                pe = foreign.read_pe(data, len(data))
+                ref = lief.PE.parse(str(p))
+                assert sorted(pe.exports) == sorted(e.name for e in ref.exported_functions), p
+                assert pe.needed == [i.name for i in ref.imports], p
+                assert pe.imported == [e.name for i in ref.imports for e in i.entries if e.name], p
+                assert pe.sections == [(s.name, s.offset, s.size) for s in ref.sections], p
+                continue
+            mine = [foreign.read_macho(data, len(data), off) for _a, off in macho_slices(data, len(data))]
+        fat = lief.MachO.parse(str(p))
+        assert len(fat) == len(mine), p
+        for i, facts in enumerate(mine):
+            b = fat.at(i)
+            assert facts.symbols == {s.name for s in b.exported_functions} | {s.name for s in b.symbols}, p
+            assert facts.libraries == [lib.name for lib in b.libraries], p
+            assert facts.sections == [s.name for s in b.sections], p
+            assert (facts.filetype == foreign.MH_EXECUTE) == (str(b.header.file_type).endswith("EXECUTE")), p

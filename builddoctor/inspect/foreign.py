@@ -6,8 +6,11 @@ costs up to 0.9 s of CPU. PE files are therefore read with pefile (``fast_load``
 mmap: headers, then only the import and debug directories), except the export name table: pefile
 builds a Python object per export (0.7 s for the 12,600 of a ``llama-common.dll``), while only
 the names are needed, so those are read here from the mmap (the IMAGE_EXPORT_DIRECTORY's name
-pointer array). Mach-O files stay with LIEF, configured to skip the dyld bind and rebase opcodes
-that nothing here reads.
+pointer array). Mach-O files are read here too, from the load commands image.macho_slices has
+checked: no maintained library exposes them cheaply (LIEF copies the file and makes an object per
+symbol; macholib makes one per nlist entry and does not read the export trie). What LIEF gave
+(dylibs incl. the file's own install name, nlist names, export trie names, section names) was
+compared with this reader on the 192 PE and Mach-O files of the real-file corpus: identical.
 """
 
 from __future__ import annotations
@@ -109,13 +112,130 @@ def read_pe(data, size: int) -> PeFacts:
     return facts
 
 
-def parse_macho(path: str):
-    """LIEF's FatBinary of a Mach-O file (None when LIEF cannot read it), without the dyld bind and
-    rebase opcodes (nothing here reads them; they were half of LIEF's time on a 5 MB dylib)."""
-    import lief
+MH_EXECUTE = 2
 
-    lief.logging.disable()
-    config = lief.MachO.ParserConfig()
-    config.parse_dyld_bindings = False
-    config.parse_dyld_rebases = False
-    return lief.MachO.parse(path, config)
+
+@dataclass
+class MachoFacts:
+    filetype: int  # MH_EXECUTE = 2, MH_DYLIB = 6, MH_BUNDLE = 8 (a Python or node module)...
+    libraries: list[str] = field(default_factory=list)  # the dylibs it loads, in load command order
+    symbols: set[str] = field(default_factory=set)  # every nlist name, and every name its export trie holds
+    sections: list[str] = field(default_factory=list)  # section names (__text, __debug_info...)
+
+
+# <mach-o/loader.h>
+_LC_SEGMENT, _LC_SYMTAB, _LC_SEGMENT_64 = 0x1, 0x2, 0x19
+# ID (its own install name, first as LIEF lists it), LOAD, LOAD_WEAK, REEXPORT, LAZY_LOAD, LOAD_UPWARD
+_LC_DYLIBS = {0xD, 0xC, 0x80000018, 0x8000001F, 0x20, 0x80000023}
+_LC_DYLD_INFO = (0x22, 0x80000022)
+_LC_DYLD_EXPORTS_TRIE = 0x80000033
+_MAX_SYMBOLS = 4 << 20
+_MAX_TRIE_NODES = 1 << 21
+
+
+def _cstr(data, at: int, end: int) -> str:
+    stop = data.find(b"\x00", at, min(end, at + _MAX_NAME))
+    return bytes(data[at:stop if stop >= 0 else min(end, at + _MAX_NAME)]).decode("utf-8", "replace")
+
+
+def _uleb(data, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < end:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise ValueError("damaged ULEB128 number in the export trie")
+
+
+def _trie_names(data, start: int, size: int, limit: int) -> set[str]:
+    """Names in a dyld export trie (each node: terminal info, then edges: a label and a child
+    offset); each node is visited once, so a trie whose edges loop ends."""
+    end = min(start + size, limit)
+    out: set[str] = set()
+    seen: set[int] = set()
+    todo = [(0, b"")]
+    while todo and len(seen) < _MAX_TRIE_NODES:
+        node, prefix = todo.pop()
+        if node in seen or start + node >= end:
+            continue
+        seen.add(node)
+        pos = start + node
+        info, pos = _uleb(data, pos, end)
+        if info:
+            out.add(prefix.decode("utf-8", "replace"))
+        pos += info
+        if pos >= end:
+            continue
+        count = data[pos]
+        pos += 1
+        for _ in range(count):
+            stop = data.find(b"\x00", pos, end)
+            if stop < 0:
+                break
+            label = bytes(data[pos:stop])
+            child, pos = _uleb(data, stop + 1, end)
+            todo.append((child, prefix + label))
+    return out
+
+
+def read_macho(data, size: int, base: int = 0) -> MachoFacts:
+    """Facts of the thin Mach-O at ``base`` in ``data`` (the file's mmap), whose header and load
+    commands image.macho_slices checked first. Names are read in place; the symbol table is walked
+    with struct.iter_unpack (LIEF made an object per symbol after copying the whole file)."""
+    e = "<" if bytes(data[base:base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe") else ">"
+    is64 = bytes(data[base:base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf")
+    _cpu, _sub, filetype, ncmds, sizeofcmds = struct.unpack_from(e + "iiIII", data, base + 4)
+    facts = MachoFacts(filetype=filetype)
+    pos = base + (32 if is64 else 28)
+    end = min(pos + sizeofcmds, size)
+    symtab = None
+    tries: list[tuple[int, int]] = []
+    for _ in range(ncmds):
+        if pos + 8 > end:
+            break
+        cmd, cmdsize = struct.unpack_from(e + "II", data, pos)
+        if cmdsize < 8:
+            break
+        if cmd in _LC_DYLIBS and cmdsize >= 24:
+            (name_off,) = struct.unpack_from(e + "I", data, pos + 8)
+            if 24 <= name_off < cmdsize:
+                facts.libraries.append(_cstr(data, pos + name_off, pos + cmdsize))
+        elif cmd in (_LC_SEGMENT_64, _LC_SEGMENT):
+            head, width = (72, 80) if cmd == _LC_SEGMENT_64 else (56, 68)
+            (nsects,) = struct.unpack_from(e + "I", data, pos + head - 8)
+            for i in range(min(nsects, (cmdsize - head) // width)):
+                raw = bytes(data[pos + head + i * width:pos + head + i * width + 16])
+                facts.sections.append(raw.split(b"\x00", 1)[0].decode("utf-8", "replace"))
+        elif cmd == _LC_SYMTAB and cmdsize >= 24:
+            symtab = struct.unpack_from(e + "IIII", data, pos + 8)
+        elif cmd in _LC_DYLD_INFO and cmdsize >= 48:
+            tries.append(struct.unpack_from(e + "II", data, pos + 40))
+        elif cmd == _LC_DYLD_EXPORTS_TRIE and cmdsize >= 16:
+            tries.append(struct.unpack_from(e + "II", data, pos + 8))
+        pos += cmdsize
+    if symtab is not None:
+        symoff, nsyms, stroff, strsize = symtab
+        width = 16 if is64 else 12
+        lo, hi = base + stroff, min(base + stroff + strsize, size)
+        nsyms = min(nsyms, _MAX_SYMBOLS, max(0, (size - base - symoff) // width))
+        raw = memoryview(data)[base + symoff:base + symoff + nsyms * width]
+        try:
+            fmt = e + ("IBBHQ" if is64 else "IBBHI")
+            for strx, *_rest in struct.iter_unpack(fmt, raw):
+                at = lo + strx
+                if at < hi:
+                    stop = data.find(b"\x00", at, min(hi, at + _MAX_NAME))
+                    facts.symbols.add(bytes(data[at:stop if stop >= 0 else hi]).decode("utf-8", "replace"))
+                else:
+                    facts.symbols.add("")
+        finally:
+            raw.release()
+    for off, length in tries:
+        if off and length:
+            facts.symbols |= _trie_names(data, base + off, length, size)
+    return facts

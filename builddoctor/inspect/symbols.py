@@ -3,8 +3,8 @@
 Discovery calls this for files whose names say nothing (``_foo.cpython-311-x86_64-linux-gnu.so``,
 ``foo.abi3.so``, an npm ``.node`` addon, a library named after its package): such a file is
 llama.cpp when it exports or imports ggml/llama symbols. Only the dynamic symbol table is read
-(ELF: .dynsym and its string table, searched in place; PE: its import and export tables,
-read by inspect.foreign; Mach-O: LIEF), and the first hit ends
+(ELF: .dynsym and its string table, searched in place; PE: its import and export tables;
+Mach-O: its symbol table and export trie, both read in place by inspect.foreign), and the first hit ends
 the search, so a site-packages of a few thousand libraries is read in well under a second.
 Never raises: an unreadable or damaged file is simply not llama.cpp here (``analyze`` says why
 when the file is inspected for other reasons).
@@ -110,24 +110,20 @@ SHT_DYNSYM = 11
 
 
 def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
-    """PE: imports and exports (inspect.foreign, over an mmap); Mach-O: LIEF's symbols."""
+    """PE: its import and export names; Mach-O: every slice's symbols (inspect.foreign, over an mmap)."""
     import mmap
 
     from builddoctor.inspect import foreign
-    from builddoctor.inspect.image import ImageError, pe_machine
+    from builddoctor.inspect.image import ImageError, macho_slices, pe_machine
 
     want = tuple(prefixes) + tuple("_" + p for p in prefixes)  # Mach-O names carry a leading "_"
     try:
-        if head[:2] == b"MZ":
-            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if head[:2] == b"MZ":
                 pe_machine(data, len(data))
                 pe = foreign.read_pe(data, len(data))
-            return any(n.startswith(want) for n in pe.exports) or any(n.startswith(want) for n in pe.imported)
-        fat = foreign.parse_macho(str(path))
-        if fat is None:
-            return False
-        return any(s.name.startswith(want) for i in range(len(fat)) for s in fat.at(i).symbols)
-    except (ImageError, foreign.ForeignError):
-        return False
-    except Exception:  # noqa: BLE001 - LIEF and pefile raise their own types on odd input: not llama.cpp then
+                return any(n.startswith(want) for n in pe.exports) or any(n.startswith(want) for n in pe.imported)
+            return any(s.startswith(want) for _arch, off in macho_slices(data, len(data))
+                       for s in foreign.read_macho(data, len(data), off).symbols)
+    except (ImageError, foreign.ForeignError, ValueError, IndexError, struct.error, OverflowError):
         return False
