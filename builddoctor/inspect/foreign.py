@@ -179,7 +179,8 @@ def _trie_names(data, start: int, size: int, limit: int) -> set[str]:
                 break
             label = bytes(data[pos:stop])
             child, pos = _uleb(data, stop + 1, end)
-            todo.append((child, prefix + label))
+            if len(prefix) + len(label) <= _MAX_NAME:  # a forged chain of long labels stays bounded
+                todo.append((child, prefix + label))
     return out
 
 
