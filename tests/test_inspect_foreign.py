@@ -197,3 +197,33 @@ def test_readers_match_lief_on_the_corpus():
             assert facts.libraries == [lib.name for lib in b.libraries], p
             assert facts.sections == [s.name for s in b.sections], p
             assert (facts.filetype == foreign.MH_EXECUTE) == (str(b.header.file_type).endswith("EXECUTE")), p
+
+
+def _trie(nodes: list[bytes]) -> tuple[bytes, list[int]]:
+    return b"".join(nodes), [sum(len(n) for n in nodes[:i]) for i in range(len(nodes))]
+
+
+def test_export_trie_names_and_forged_tries():
+    """dyld's export trie (<mach-o/loader.h>: terminal info, then labelled edges to child offsets):
+    the names it spells, and a trie whose edges loop back or chain long labels ends, bounded."""
+    from builddoctor.inspect.foreign import _trie_names
+
+    # root -"_ggml_"-> X ; X -"init"-> Y (terminal), X -"free"-> Z (terminal); offsets are one byte here
+    root = lambda x: b"\x00\x01_ggml_\x00" + bytes([x])  # noqa: E731
+    node_x = lambda y, z: b"\x00\x02init\x00" + bytes([y]) + b"free\x00" + bytes([z])  # noqa: E731
+    leaf = b"\x02\x00\x10\x00"
+    x = len(root(0))
+    y = x + len(node_x(0, 0))
+    blob = root(x) + node_x(y, y + len(leaf)) + leaf + leaf
+    assert _trie_names(blob, 0, len(blob), len(blob)) == {"_ggml_init", "_ggml_free"}
+    assert _trie_names(b"xx" + blob, 2, len(blob), len(blob) + 2) == {"_ggml_init", "_ggml_free"}
+    loop = b"\x00\x01_a\x00\x00"  # the only edge leads back to the root
+    assert _trie_names(loop, 0, len(loop), len(loop)) == set()
+    # each node terminal, with a 1000-byte label to the next: names stop growing at 4096 bytes
+    label = b"L" * 1000
+    chain = b"".join(b"\x01\x00\x01" + label + b"\x00" + bytes([0x80 | ((i + 1) * 1006 & 0x7F), (i + 1) * 1006 >> 7])
+                     for i in range(10))
+    names = _trie_names(chain, 0, len(chain), len(chain))
+    assert names and max(len(n) for n in names) <= 4096
+    with pytest.raises(ValueError):
+        _trie_names(b"\xff\xff", 0, 2, 2)  # a ULEB128 that never ends: damage, reported as such
