@@ -15,6 +15,7 @@ compared with this reader on the 192 PE and Mach-O files of the real-file corpus
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -42,51 +43,64 @@ def _text(raw) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw or "")
 
 
-def _rva_to_offset(pe, size: int) -> Callable[[int], Optional[int]]:
-    """rva -> file offset, with the last section hit remembered: the names of an export table sit
-    in one section, so 18,000 look-ups cost one section search each at most once."""
+def _sections_in_file(pe) -> list[tuple[int, int, int]]:
+    """(first rva, end rva, file offset) of the bytes each section has in the file: its raw size,
+    less the zero fill past its virtual size."""
     spans = []
     for s in pe.sections:
-        # the bytes in the file: the raw size, less the zero fill past the virtual size
         length = min(s.Misc_VirtualSize, s.SizeOfRawData) if s.Misc_VirtualSize else s.SizeOfRawData
         spans.append((s.VirtualAddress, s.VirtualAddress + length, s.PointerToRawData))
-    last = [None]
+    return spans
 
-    def conv(rva: int) -> Optional[int]:
-        hit = last[0]
-        if hit is None or not hit[0] <= rva < hit[1]:
-            hit = next((sp for sp in spans if sp[0] <= rva < sp[1]), None)
-            if hit is None:
-                return None
-            last[0] = hit
-        off = hit[2] + rva - hit[0]
-        return off if off < size else None
 
-    return conv
+def _offset(spans, rva: int, size: int) -> Optional[tuple[int, tuple[int, int, int]]]:
+    """(file offset, its section span) of an rva, None outside the file."""
+    hit = next((sp for sp in spans if sp[0] <= rva < sp[1]), None)
+    if hit is None or hit[2] + rva - hit[0] >= size:
+        return None
+    return hit[2] + rva - hit[0], hit
 
 
 def _export_names(pe, data, size: int) -> list[str]:
+    """The names of the export name pointer table. They sit in one section (.rdata or .edata): that
+    span is copied once and split at its NULs (20,000 names in a few ms); a name elsewhere is found
+    through its own section."""
     dirs = pe.OPTIONAL_HEADER.DATA_DIRECTORY
     if not dirs or not dirs[0].VirtualAddress or not dirs[0].Size:
         return []
-    conv = _rva_to_offset(pe, size)
-    off = conv(dirs[0].VirtualAddress)
-    if off is None or off + 40 > size:
+    spans = _sections_in_file(pe)
+    got = _offset(spans, dirs[0].VirtualAddress, size)
+    if got is None or got[0] + 40 > size:
         return []
-    nnames, _funcs, names_rva = struct.unpack_from("<III", data, off + 24)
-    arr = conv(names_rva) if nnames else None
+    nnames, _funcs, names_rva = struct.unpack_from("<III", data, got[0] + 24)
+    arr = _offset(spans, names_rva, size) if nnames else None
     if arr is None:
         return []
-    n = min(nnames, _MAX_EXPORT_NAMES, (size - arr) // 4)
+    n = min(nnames, _MAX_EXPORT_NAMES, (size - arr[0]) // 4)
+    rvas = struct.unpack_from(f"<{n}I", data, arr[0])
+    first = _offset(spans, min(rvas), size) if rvas else None
+    if first is None:
+        return []
+    lo_rva, end_rva, raw = first[1]
+    base = min(rvas)
+    lo = raw + (base - lo_rva)
+    buf = bytes(data[lo:min(raw + (end_rva - lo_rva), raw + (max(rvas) - lo_rva) + _MAX_NAME, size)])
+    # every NUL-terminated string of that span by its start: one split, no Python per byte
+    pieces = buf.split(b"\x00")[:-1]  # the last piece has no terminating NUL in the span
+    table = dict(zip(itertools.accumulate((len(p) + 1 for p in pieces), initial=0), pieces))
     out = []
-    for rva in struct.unpack_from(f"<{n}I", data, arr):
-        at = conv(rva)
-        if at is None:
-            continue
-        end = data.find(b"\x00", at, min(at + _MAX_NAME, size))
-        if end > at:
-            out.append(bytes(data[at:end]).decode("utf-8", "replace"))
-    return out
+    for rva in rvas:
+        name = table.get(rva - base)
+        if name is None:  # in another section, or the tail of a longer string: the slow way
+            other = _offset(spans, rva, size)
+            if other is None:
+                continue
+            at = other[0]
+            end = data.find(b"\x00", at, min(at + _MAX_NAME, size))
+            name = bytes(data[at:end]) if end > at else b""
+        if 0 < len(name) < _MAX_NAME:
+            out.append(name)
+    return [name.decode("utf-8", "replace") for name in out]
 
 
 def read_pe(data, size: int) -> PeFacts:
