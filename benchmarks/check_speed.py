@@ -147,9 +147,10 @@ import json, sys, time
 t0 = time.perf_counter()
 from builddoctor.inspect import inspect_binary
 import builddoctor.inspect.binary  # noqa: F401  (its imports are start-up, not the file's time)
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 bf = inspect_binary(sys.argv[1])
-print(json.dumps({"inside": time.perf_counter() - t1, "imports": t1 - t0, "isa_level": bf.isa_level,
+print(json.dumps({"inside": time.perf_counter() - t1, "cpu": time.process_time() - c1, "imports": t1 - t0,
+                  "isa_level": bf.isa_level,
                   "backends": bf.backends, "error": bf.error}))
 """
 
@@ -209,8 +210,8 @@ def corpus_main(opts) -> int:
             wall, mb, st, out = measured([sys.executable, "-c", FILE_CHILD, str(path)], opts.timeout)
             info = json.loads(out.strip().splitlines()[-1]) if st == 0 and out.strip() else {}
             inside = info.get("inside")
-            rows.append((c.name, f["path"], f["size"], wall, inside, mb, st))
-            state = (f"{inside:7.3f} s inside" if inside is not None else
+            rows.append((c.name, f["path"], f["size"], wall, inside, mb, st, info.get("cpu")))
+            state = (f"{inside:7.3f} s inside ({info['cpu']:.3f} s CPU)" if inside is not None else
                      ("  killed after %.0f s" % opts.timeout if st is None else f"  exit {st}"))
             print(f"  {c.name:22s} {f['path'][-58:]:58s} {f['size'] / 1e6:7.1f} MB  {wall:7.3f} s wall "
                   f"{state}  {mb:7.1f} MB peak", flush=True)
@@ -221,7 +222,24 @@ def corpus_main(opts) -> int:
     if not rows:
         print("no file measured")
         return 0
-    slow = max(rows, key=lambda r: (r[4] if r[4] is not None else float("inf"), r[3]))
+    def key(r):
+        return (r[4] if r[4] is not None else float("inf"), r[3])
+
+    # CPU seconds beside the wall time: on a shared machine the wall time says more about the load
+    print(f"\nthe {min(opts.top, len(rows))} slowest files (time after start-up, its CPU time; peak memory of the child):")
+    print(f"  {'case':22s} {'file':58s} {'MB':>7s} {'inside s':>9s} {'CPU s':>7s} {'wall s':>8s} {'peak MB':>8s}")
+
+    def line(r):
+        inside = f"{r[4]:9.3f}" if r[4] is not None else f"{'-':>9s}"
+        cpu = f"{r[7]:7.3f}" if r[7] is not None else f"{'-':>7s}"
+        print(f"  {r[0]:22s} {r[1][-58:]:58s} {r[2] / 1e6:7.1f} {inside} {cpu} {r[3]:8.3f} {r[5]:8.1f}")
+
+    for r in sorted(rows, key=key, reverse=True)[:opts.top]:
+        line(r)
+    print(f"the {min(opts.top, len(rows))} files with the highest peak memory:")
+    for r in sorted(rows, key=lambda r: r[5], reverse=True)[:opts.top]:
+        line(r)
+    slow = max(rows, key=key)
     big = max(rows, key=lambda r: r[5])
     for label, r in (("slowest file", slow), ("most memory", big)):
         t = f"{r[4]:.3f} s after start-up ({r[3]:.3f} s wall)" if r[4] is not None else \
@@ -238,6 +256,7 @@ def main() -> int:
     ap.add_argument("--corpus", action="store_true", help="time each file of the real-file corpus instead")
     ap.add_argument("--min-mb", type=float, default=0.0, help="--corpus: only files of at least this size")
     ap.add_argument("--timeout", type=float, default=600, help="--corpus: seconds per child at most")
+    ap.add_argument("--top", type=int, default=10, help="--corpus: how many of the slowest files to list")
     ap.add_argument("cases", nargs="*", help="--corpus: only these cases")
     opts = ap.parse_args()
     if opts.corpus:
@@ -257,7 +276,7 @@ def main() -> int:
     proc.run([sys.executable, "-c", "pass"], timeout=60)
     t_py = time.perf_counter() - t_ps
     print(f"  python start-up alone: {t_py:.3f} s; 'import lief' alone: {t_lief - t_py:.3f} s "
-          f"({'not used for ELF' if res.ok else 'lief missing'})")
+          f"({'not imported by inspect' if res.ok else 'lief missing'})")
     from builddoctor.smoke_model import ensure_probe_model
 
     ensure_probe_model()  # generated once per machine (cached): not part of a check's time

@@ -179,3 +179,53 @@ def make_fat_macho_lib(d: Path, name: str = "libggml.dylib") -> Path:
         "arm64": macho_dylib("arm64", METAL_SYMBOLS, needs=METAL_NEEDS),
     }))
     return p
+
+
+# --------------------------------------------------------------------------- large Windows DLLs
+
+
+def make_windows_many_exports(d: Path, n: int, name: str = "llama-common.dll") -> Path:
+    """<d>/<name>: a Windows x86_64 DLL exporting ``n`` C functions ``llama_common_fn_<i>`` (a real
+    ``llama-common.dll`` exports 18,000 names), the CPU backend's registration among them."""
+    d.mkdir(parents=True, exist_ok=True)
+    body = [f"__declspec(dllexport) int llama_common_fn_{i:06d}(int x) {{ return x + {i}; }}" for i in range(n)]
+    (d / "many.c").write_text("\n".join(body) + "\n" + CPU_BACKEND_C.replace(
+        "int ggml_backend_cpu_reg", "__declspec(dllexport) int ggml_backend_cpu_reg"))
+    lib = d / name
+    _compile(MINGW_GCC, "gcc-mingw-w64-x86-64", ["-O0", "-shared", "many.c", "-o", str(lib)], d)
+    (d / "many.c").unlink()
+    return lib
+
+
+def make_big_cuda_dll(d: Path, mb: int = 150) -> Path:
+    """<d>/ggml-cuda.dll: a Windows x86_64 DLL (mingw-w64) whose ``.nv_fatb`` section holds ``mb`` MB of
+    the real fatbin containers nvcc writes (tests/elf_fixtures.make_cuda_fatbin: sm_86 SASS, compute_89
+    PTX), one after another as in a ``ggml-cuda.dll`` of 145 MB, where one container comes per
+    translation unit. Raises Missing without mingw-w64, RuntimeError without nvcc."""
+    from tests import elf_fixtures as fx
+
+    if MINGW_GCC is None:
+        raise Missing("gcc-mingw-w64-x86-64 is not installed (apt-get install gcc-mingw-w64-x86-64)")
+    d.mkdir(parents=True, exist_ok=True)
+    elf = fx.make_cuda_fatbin(d / "elf")
+    one = d / "one.bin"
+    res = proc.run(["objcopy", "-O", "binary", "--only-section=.nv_fatbin", str(elf), str(one)], timeout=60)
+    if not res.ok:
+        raise RuntimeError(res.stderr)
+    blob = one.read_bytes()
+    blob += b"\0" * (-len(blob) % 8)  # containers are 8-aligned
+    fat = d / "fat.bin"
+    with open(fat, "wb") as fh:
+        for _ in range(mb * 1_000_000 // len(blob) + 1):
+            fh.write(blob)
+    (d / "cuda.c").write_text("__declspec(dllexport) int ggml_backend_cuda_reg(void) { return 1; }\n")
+    dll = d / "ggml-cuda.dll"
+    _compile(MINGW_GCC, "gcc-mingw-w64-x86-64", ["-shared", "-O1", "cuda.c", "-o", str(dll)], d)
+    res = proc.run(["objcopy", "--add-section", f".nv_fatb={fat}", "--set-section-flags",
+                    ".nv_fatb=contents,alloc,load,readonly,data", str(dll)], cwd=d, timeout=300)
+    if not res.ok:
+        raise RuntimeError(f"objcopy failed:\n{res.stderr}")
+    shutil.rmtree(d / "elf")
+    for p in (one, fat, d / "cuda.c"):
+        p.unlink()
+    return dll

@@ -1,10 +1,10 @@
 """Read one file of a build statically (never running it).
 
-ELF files are read with pyelftools, Mach-O and PE with LIEF. Both are real binary-format
-libraries; ELF does not use LIEF because importing LIEF costs about 0.9 s of CPU here
-(measured: ``python -X importtime -c "import lief"``), more than a whole ``check`` of three
-builds is allowed, while pyelftools imports in ~0.1 s and parses lazily (it never reads a
-100 MB library whole).
+ELF files are read with pyelftools, PE with pefile, Mach-O with the load-command reader of
+inspect/foreign.py. None uses LIEF: importing it costs about 0.9 s of CPU here (measured:
+``python -X importtime -c "import lief"``), more than a whole ``check`` of three builds is
+allowed, and it holds a whole PE or Mach-O plus a copy of its sections in memory; pyelftools
+imports in ~0.1 s and parses lazily (it never reads a 100 MB library whole).
 
 ``inspect_binary(path) -> BinaryFile`` is the public entry; ``analyze(path)`` returns the
 ``FileFacts`` behind it (the BinaryFile plus what the build-level code needs: resolved
@@ -24,10 +24,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from builddoctor.inspect import buildinfo, fatbin
+from builddoctor.inspect import buildinfo, fatbin, foreign
 from builddoctor.inspect import isa as isa_mod
 from builddoctor import platforms
-from builddoctor.inspect.image import (Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
+from builddoctor.inspect.image import (FileWindow, Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
                                        gnu_versions, macho_slices, pe_machine)
 from builddoctor.inspect.libs import (Resolver, defined_versions, load_problems, machine_arch, real,
                                      undefined_unversioned)
@@ -339,10 +339,13 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         facts.producers, facts.opt_flags = _producers(img)
 
     # GPU code
-    for name, reader, cap in ((".nv_fatbin", fatbin.cuda_archs, None), (".hip_fatbin", fatbin.hip_targets, 64 << 20)):
+    # a CUDA fatbin's headers are read one by one (FileWindow: not mapped, so a 300 MB section does not
+    # become resident); a HIP bundle's names are searched in place in the mmap, at most 64 MB of it
+    for name, reader, src, cap in ((".nv_fatbin", fatbin.cuda_archs, FileWindow(fh.fileno(), size), None),
+                                   (".hip_fatbin", fatbin.hip_targets, data, 64 << 20)):
         sec = img.sections.get(name)
-        if sec is not None and sec.type != 8 and sec.offset < size:  # read in place in the mmap, no copy
-            bf.cuda_archs += reader(data, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
+        if sec is not None and sec.type != 8 and sec.offset < size:
+            bf.cuda_archs += reader(src, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
 
@@ -416,10 +419,14 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
             return img.symbol(sym) is not None
         return symbol_names is not None and (sym in symbol_names or "_" + sym in symbol_names)
 
+    # the names without Mach-O's leading "_", once, and joined: each prefix is then one search at
+    # C speed (a llama-common.dll exports 20,000 names, and several prefixes are asked for)
+    joined = "\0" + "\0".join(s.lstrip("_") for s in symbol_names) if img is None and symbol_names else ""
+
     def defines_prefix(prefix: str) -> bool:
         if img is not None:
             return img.defines_prefix(prefix)
-        return symbol_names is not None and any(s.lstrip("_").startswith(prefix) for s in symbol_names)
+        return ("\0" + prefix) in joined
 
     m = _BACKEND_LIB.match(name)
     by_name: Optional[str] = None
@@ -518,13 +525,6 @@ def _has_fattn(img: Image) -> bool:
 # --------------------------------------------------------------------------- Mach-O, PE
 
 
-def _text(name) -> str:
-    """A name LIEF read: str, or bytes when it is not UTF-8 (a damaged or hostile file)."""
-    if isinstance(name, (bytes, bytearray)):
-        return bytes(name).decode("utf-8", "replace")
-    return str(name)
-
-
 def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
     """The slice a loader on the machine being diagnosed would take: its arch, else this one's, else the first."""
     for want in (prefer_arch, platforms.host()[1]):
@@ -535,52 +535,41 @@ def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
 
 
 def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Optional[str] = None) -> None:
+    """Mach-O and PE, read from the file's mmap (inspect/foreign.py) after their headers are checked."""
     bf = facts.file
-    # the headers first: LIEF takes random bytes after a magic for a library
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if bf.format == "Mach-O":
-            archs = [a for a, _off in macho_slices(data, bf.size)]
+            slices = macho_slices(data, bf.size)
             bf.os = "darwin"
+            bf.archs = [a for a, _off in slices]
+            pick = _pick_slice(bf.archs, prefer_arch)
+            bf.arch = bf.archs[pick]
+            macho = foreign.read_macho(data, bf.size, slices[pick][1])
         else:
-            archs = [pe_machine(data, bf.size)]
+            bf.archs = [pe_machine(data, bf.size)]
             bf.os = "windows"
-    bf.archs = archs
-    import lief
-
-    lief.logging.disable()
-    symbols: set[str] = set()
+            bf.arch = bf.archs[0]
+            try:
+                pe = foreign.read_pe(data, bf.size)
+            except foreign.ForeignError as exc:
+                raise _Bad(str(exc)) from None
+            # the fatbin of a CUDA DLL is most of its 145 MB: its headers are read, not mapped
+            bf.cuda_archs = fatbin.pe_cuda_archs(FileWindow(fh.fileno(), bf.size), pe.sections)
     if bf.format == "Mach-O":
-        fat = lief.MachO.parse(str(path))
-        if fat is None or len(fat) == 0:
-            raise _Bad("damaged Mach-O file: its headers could not be read")
-        if len(fat) != len(archs):
-            raise _Bad(f"damaged Mach-O file: {len(archs)} slices in its header, {len(fat)} readable")
-        pick = _pick_slice(archs, prefer_arch)
-        binary = fat.at(pick)
-        bf.arch = archs[pick]
-        bf.needed = [_text(lib.name) for lib in binary.libraries]
-        ftype = str(binary.header.file_type).split(".")[-1]
-        if ftype == "EXECUTE":
-            bf.role = "executable"
-        elif bf.role == "unknown":
-            bf.role = "library"
-        symbols = {_text(s.name) for s in binary.exported_functions} | {_text(s.name) for s in binary.symbols}
-        facts.executable_here = ftype == "EXECUTE" and exec_bit and runs_on_host(bf)
-        bf.debug_info = any(_text(s.name).startswith("__debug_") for s in binary.sections)
+        bf.needed = macho.libraries
+        is_exec = macho.filetype == foreign.MH_EXECUTE
+        symbols = macho.symbols
+        bf.debug_info = any(name.startswith("__debug_") for name in macho.sections)
     else:
-        binary = lief.PE.parse(str(path))
-        if binary is None:
-            raise _Bad("damaged PE file: its headers could not be read")
-        bf.arch = archs[0]
-        bf.needed = [_text(imp.name) for imp in binary.imports]
-        is_dll = binary.header.has_characteristic(lief.PE.Header.CHARACTERISTICS.DLL)
-        if not is_dll:
-            bf.role = "executable"
-        elif bf.role == "unknown":
-            bf.role = "library"
-        symbols = {_text(e.name) for e in binary.exported_functions}
-        bf.debug_info = binary.has_debug
-        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
+        bf.needed = pe.needed
+        is_exec = not pe.is_dll
+        symbols = set(pe.exports)
+        bf.debug_info = pe.has_debug
+    if is_exec:
+        bf.role = "executable"
+    elif bf.role == "unknown":
+        bf.role = "library"
+    facts.executable_here = bf.format == "Mach-O" and is_exec and exec_bit and runs_on_host(bf)
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
     if "CPU" not in bf.backends and (isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
                                      or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)):

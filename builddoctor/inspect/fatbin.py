@@ -25,8 +25,9 @@ KIND_ELF = 2
 def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
     """Sorted unique "sm_86" (SASS) and "compute_89" (PTX) names in a .nv_fatbin section.
 
-    ``blob`` is the section's bytes, or the whole file's mmap with the section's ``start`` and
-    ``end`` offsets: a CUDA library's fatbin is hundreds of MB, and only its headers are read
+    ``blob`` is the section's bytes, or the whole file (an mmap, or better an image.FileWindow,
+    which does not map the pages around each header into memory) with the section's ``start``
+    and ``end`` offsets: a CUDA library's fatbin is hundreds of MB, and only its headers are read
     (one container header, then entry headers hop over the payloads), never a copy of it."""
     found: set[tuple[int, str]] = set()
     quiet = 0  # containers in a row that named no new arch
@@ -34,7 +35,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
     n = len(blob) if end is None else min(end, len(blob))
     magic_bytes = struct.pack("<I", FATBIN_MAGIC)
     while off + 16 <= n:
-        magic, _version, hsize, fsize = struct.unpack_from("<IHHQ", blob, off)
+        magic, _version, hsize, fsize = struct.unpack("<IHHQ", blob[off:off + 16])
         if magic != FATBIN_MAGIC or hsize < 16:
             # containers are 8-aligned; skip padding between them
             nxt = blob.find(magic_bytes, off + 1, n)
@@ -46,8 +47,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
         e = off + hsize
         before = len(found)
         while e + 32 <= stop:
-            kind, _v, ehsize, padded = struct.unpack_from("<HHIQ", blob, e)
-            (arch,) = struct.unpack_from("<I", blob, e + 28)
+            kind, _v, ehsize, padded, _skip, arch = struct.unpack("<HHIQ12sI", blob[e:e + 32])
             if ehsize < 32 or ehsize > 4096:
                 break
             if 10 <= arch < 1000:
@@ -67,17 +67,13 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
 PE_FATBIN_SECTIONS = (".nv_fatb", ".nv_fatbin")
 
 
-def pe_cuda_archs(path: str, sections: list[tuple[str, int, int]]) -> list[str]:
-    """CUDA archs of a PE file, from its (name, file offset, size) sections, read through an mmap."""
-    import mmap
-
-    spans = [(off, size) for name, off, size in sections if name in PE_FATBIN_SECTIONS and size]
-    if not spans:
-        return []
+def pe_cuda_archs(data, sections: list[tuple[str, int, int]]) -> list[str]:
+    """CUDA archs of a PE file, from its (name, file offset, size) sections, read in ``data`` (the
+    file, as an image.FileWindow or mmap): only the container and entry headers are read."""
     archs: list[str] = []
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        for off, size in spans:
-            archs += [a for a in cuda_archs(m, off, off + size) if a not in archs]
+    for name, off, size in sections:
+        if name in PE_FATBIN_SECTIONS and size and off < len(data):
+            archs += [a for a in cuda_archs(data, off, min(off + size, len(data))) if a not in archs]
     return archs
 
 

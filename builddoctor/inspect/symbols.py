@@ -3,7 +3,8 @@
 Discovery calls this for files whose names say nothing (``_foo.cpython-311-x86_64-linux-gnu.so``,
 ``foo.abi3.so``, an npm ``.node`` addon, a library named after its package): such a file is
 llama.cpp when it exports or imports ggml/llama symbols. Only the dynamic symbol table is read
-(ELF: .dynsym and its string table, searched in place; Mach-O/PE: LIEF), and the first hit ends
+(ELF: .dynsym and its string table, searched in place; PE: its import and export tables;
+Mach-O: its symbol table and export trie, both read in place by inspect.foreign), and the first hit ends
 the search, so a site-packages of a few thousand libraries is read in well under a second.
 Never raises: an unreadable or damaged file is simply not llama.cpp here (``analyze`` says why
 when the file is inspected for other reasons).
@@ -21,20 +22,31 @@ _MAX_STRTAB = 64 << 20
 
 
 def mentions_strings(path: Path, needles: Sequence[str], limit: int) -> bool:
-    """True when one of ``needles`` is in the first ``limit`` bytes of ``path`` (mapped, searched in
-    place at C speed: a 64 MB read costs tens of milliseconds)."""
-    import mmap
-
+    """True when one of ``needles`` is in the first ``limit`` bytes of ``path``: read in 1 MB windows
+    (``os.pread``, searched at C speed, all needles per window), not through an mmap, whose pages
+    would all become resident (64 MB of a 150 MB CUDA DLL, for a search that finds nothing)."""
+    chunk = 1 << 20
+    raw = [n.encode() for n in needles]
+    if not raw:
+        return False
+    overlap = max(len(n) for n in raw) - 1  # a needle across two windows is still found
     try:
         with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if not size:
-                return False
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                end = min(size, limit)
-                return any(m.find(n.encode(), 0, end) >= 0 for n in needles)
+            fd = fh.fileno()
+            end = min(os.fstat(fd).st_size, limit)
+            pos = 0
+            while pos < end:
+                window = os.pread(fd, min(chunk, end - pos), pos)
+                if not window:
+                    return False
+                if any(n in window for n in raw):
+                    return True
+                if pos + len(window) >= end:
+                    return False
+                pos += max(1, len(window) - overlap)
     except (OSError, ValueError, OverflowError):
         return False
+    return False
 
 
 def mentions_prefixes(path: Path, prefixes: Sequence[str]) -> bool:
@@ -46,7 +58,7 @@ def mentions_prefixes(path: Path, prefixes: Sequence[str]) -> bool:
                 return _elf(fh, head, prefixes)
             if head[:2] == b"MZ" or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe",
                                                   b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce"):
-                return _lief(path, head, prefixes)
+                return _foreign(path, head, prefixes)
     except (OSError, ValueError, struct.error, OverflowError, MemoryError):
         return False
     return False
@@ -97,24 +109,21 @@ def _elf(fh, head: bytes, prefixes: Sequence[str]) -> bool:
 SHT_DYNSYM = 11
 
 
-def _lief(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
-    try:
-        import lief
-    except ImportError:
-        return False
-    lief.logging.disable()
+def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
+    """PE: its import and export names; Mach-O: every slice's symbols (inspect.foreign, over an mmap)."""
+    import mmap
+
+    from builddoctor.inspect import foreign
+    from builddoctor.inspect.image import ImageError, macho_slices, pe_machine
+
     want = tuple(prefixes) + tuple("_" + p for p in prefixes)  # Mach-O names carry a leading "_"
     try:
-        if head[:2] == b"MZ":
-            pe = lief.PE.parse(str(path))
-            if pe is None:
-                return False
-            if any(e.name.startswith(want) for e in pe.exported_functions):
-                return True
-            return any((entry.name or "").startswith(want) for imp in pe.imports for entry in imp.entries)
-        fat = lief.MachO.parse(str(path))
-        if fat is None:
-            return False
-        return any(s.name.startswith(want) for i in range(len(fat)) for s in fat.at(i).symbols)
-    except Exception:  # noqa: BLE001 - LIEF raises its own types on odd input: not llama.cpp then
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if head[:2] == b"MZ":
+                pe_machine(data, len(data))
+                pe = foreign.read_pe(data, len(data))
+                return any(n.startswith(want) for n in pe.exports) or any(n.startswith(want) for n in pe.imported)
+            return any(s.startswith(want) for _arch, off in macho_slices(data, len(data))
+                       for s in foreign.read_macho(data, len(data), off).symbols)
+    except (ImageError, foreign.ForeignError, ValueError, IndexError, struct.error, OverflowError):
         return False
