@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import sys
 from typing import Any
 
@@ -18,8 +19,10 @@ ASCII_SYMBOLS = {"ok": "[ok]", "error": "[x]", "warning": "[!]", "info": "[-]"}
 #: C0/C1 control characters but tab and newline: from foreign text (a program's output, CMake values,
 #: profiles) they could move the cursor, retitle the terminal or write to its clipboard
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: the only escapes builddoctor writes itself: colour and bold (click.style)
-_OWN_SGR = re.compile(r"\x1b\[[0-9;]*m")
+#: builddoctor's own colour escapes travel as this mark until safe_text writes them: a per-run random
+#: token that no foreign text can hold, so an ``ESC[31m`` quoted from a binary's output is filtered
+#: like any other escape while builddoctor's own colours still reach the terminal
+_OWN_ESC = f"\U000f0000{secrets.token_hex(8)}\U000f0001"
 #: a report line longer than this is cut (a list of 200k libraries is one line of megabytes)
 MAX_LINE = 2000
 
@@ -37,16 +40,14 @@ def clip(line: str, limit: int = MAX_LINE) -> str:
 def safe_text(text: str, keep_style: bool = False) -> str:
     """What may reach a terminal: control characters made visible, each line bounded; with
     ``keep_style`` the colour escapes builddoctor itself added are kept."""
-    if keep_style:
-        parts, last = [], 0
-        for m in _OWN_SGR.finditer(text):
-            parts += [printable(text[last:m.start()]), m.group()]
-            last = m.end()
-        parts.append(printable(text[last:]))
-        text = "".join(parts)
-    else:
-        text = printable(text)
-    return "\n".join(clip(line) for line in text.split("\n"))
+    text = printable(text)
+    text = "\n".join(clip(line) for line in text.split("\n"))
+    return text.replace(_OWN_ESC, "\x1b" if keep_style else "")
+
+
+def styled(text: str, kind: str | None = None, bold: bool = False) -> str:
+    """``text`` in builddoctor's own colour, marked so that safe_text(keep_style=True) keeps it."""
+    return click.style(text, fg=_COLORS.get(kind or ""), bold=bold).replace("\x1b", _OWN_ESC)
 
 
 class Console:
@@ -63,7 +64,7 @@ class Console:
     def style(self, text: str, kind: str | None = None, bold: bool = False) -> str:
         if not self.color or (kind is None and not bold):
             return text
-        return click.style(text, fg=_COLORS.get(kind or ""), bold=bold)
+        return styled(text, kind, bold)
 
     def symbol(self, severity: str) -> str:
         return self.style(self.symbols.get(severity, "?"), severity)
@@ -75,7 +76,7 @@ class Console:
 
     def debug(self, text: str) -> None:
         if self.verbose:
-            click.echo(self.style(safe_text(text), "dim"), file=sys.stderr)
+            click.echo(safe_text(self.style(text, "dim"), keep_style=self.color), file=sys.stderr)
 
     def json(self, value: Any) -> None:
         if hasattr(value, "to_dict"):
