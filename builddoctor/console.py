@@ -47,7 +47,8 @@ def safe_text(text: str, keep_style: bool = False) -> str:
 
 def styled(text: str, kind: str | None = None, bold: bool = False) -> str:
     """``text`` in builddoctor's own colour, marked so that safe_text(keep_style=True) keeps it."""
-    return click.style(text, fg=_COLORS.get(kind or ""), bold=bold).replace("\x1b", _OWN_ESC)
+    # the text inside may be foreign: its escapes are made visible first, so only click's own get the mark
+    return click.style(printable(text), fg=_COLORS.get(kind or ""), bold=bold).replace("\x1b", _OWN_ESC)
 
 
 class Console:

@@ -295,3 +295,56 @@ def test_bench_rows_are_typed():
                       ([{"gpu_info": ["a"]}], "gpu_info is list")]:
         with pytest.raises(ValueError, match=says):
             bench_rows(bad)
+
+
+def _on_a_terminal(cli, *args, timeout: float = 120) -> str:
+    """builddoctor's output on a pseudo-terminal, where colour is on."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in cli.env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm-256color"
+    p = subprocess.Popen([sys.executable, "-m", "builddoctor", *map(str, args)], stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # EIO: the terminal's other side closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        assert p.wait(timeout=10) != 70
+    finally:
+        p.kill()
+        os.close(master)
+    return out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", [["probe"], ["recipe"]])
+def test_colour_escapes_from_a_profile_are_filtered_with_colour_on(cli, tmp_path, command):
+    """On a terminal builddoctor's own colours are written, and an ESC[..m quoted from a profile is not."""
+    f = _profile(cli, tmp_path, model="Evil \x1b[35mCPU\x1b[0m \x1b]0;owned\x07")
+    out = _on_a_terminal(cli, *command, "--profile", f)
+    assert "\x1b[1m" in out, "builddoctor's own bold is written on a terminal"
+    if command == ["probe"]:
+        assert "Evil \\x1b[35mCPU\\x1b[0m \\x1b]0;owned\\x07" in out, out[-3000:]
+    assert "Evil \x1b" not in out and "CPU\x1b" not in out and "\x07" not in out
+
+
+def test_colour_escapes_in_cmake_values_are_filtered_with_colour_on(cli, tmp_path, sse_build):
+    bin_dir, _ = _llama_cache(tmp_path, sse_build, ["LLAMA_EVIL\x1b[35mRED\x1b[0m:BOOL=ON\n"])
+    out = _on_a_terminal(cli, "check", "--no-run", bin_dir)
+    assert "\x1b[1m" in out, "builddoctor's own bold is written on a terminal"
+    assert "LLAMA_EVIL\\x1b[35mRED\\x1b[0m" in out, out[-3000:]
+    assert "EVIL\x1b" not in out and "RED\x1b" not in out
