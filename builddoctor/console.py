@@ -25,6 +25,57 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _OWN_ESC = f"\U000f0000{secrets.token_hex(8)}\U000f0001"
 #: a report line longer than this is cut (a list of 200k libraries is one line of megabytes)
 MAX_LINE = 2000
+#: entries of one list shown in a text report ("... and K more" after them)
+MAX_ITEMS = 20
+#: entries of one list kept in --json output (far above any real list: CPU flags, NEEDED, findings);
+#: what is cut is named in the document's "truncated" field
+MAX_JSON_ITEMS = 1000
+
+
+def bounded(items, limit: int = MAX_ITEMS) -> tuple[list, int]:
+    """The first ``limit`` of ``items`` and how many more there are: the one way reports cut a list."""
+    items = items if isinstance(items, list) else list(items)
+    return items[:limit], max(0, len(items) - limit)
+
+
+def listing(items, limit: int = MAX_ITEMS, sep: str = ", ") -> str:
+    """``items`` joined for a text report: the first ``limit``, then "... and K more"."""
+    shown, more = bounded(items, limit)
+    return sep.join(map(str, shown)) + (f"{sep if shown else ''}... and {more:,} more" if more else "")
+
+
+def bound_json(value: Any, limit: int = MAX_JSON_ITEMS) -> Any:
+    """A plain JSON value with every list cut to its first ``limit`` entries. When something was cut,
+    the document gets ``"truncated": [{"path": "cpu.features", "count": 200000, "shown": 1000}, ...]``
+    (a top-level list is wrapped as ``{"items": [...], "truncated": [...]}``)."""
+    cut: list[dict[str, Any]] = []
+
+    def walk(v: Any, path: str) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            shown, more = bounded(list(v), limit)
+            if more:
+                cut.append({"path": path or "items", "count": len(v), "shown": len(shown)})
+            return [walk(x, f"{path}[{i}]") for i, x in enumerate(shown)]
+        return v
+
+    out = walk(value, "")
+    if not cut:
+        return out
+    shown, more = bounded(cut, limit)
+    if more:
+        shown.append({"path": "(other lists)", "count": more, "shown": 0})
+    if not isinstance(out, dict):
+        return {"items": out, "truncated": shown}
+    return {**out, "truncated": shown}
+
+
+def json_text(value: Any) -> str:
+    """``value`` (a dataclass with to_dict, or plain JSON) as --json prints it: indented, every list bounded."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    return json.dumps(bound_json(value), indent=2)
 
 
 def printable(text: str) -> str:
@@ -80,9 +131,7 @@ class Console:
             click.echo(safe_text(self.style(text, "dim"), keep_style=self.color), file=sys.stderr)
 
     def json(self, value: Any) -> None:
-        if hasattr(value, "to_dict"):
-            value = value.to_dict()
-        click.echo(json.dumps(value, indent=2), file=self.stream)
+        click.echo(json_text(value), file=self.stream)
 
 
 def _isatty(stream) -> bool:

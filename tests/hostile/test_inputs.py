@@ -233,7 +233,7 @@ def test_100k_gpus_make_no_8mb_report(cli, tmp_path):
     f.write_text("name, memory.total [MiB]\n" + "".join(f"NVIDIA L4 #{i}, 23034 MiB\n" for i in range(100_000)))
     done = cli("probe", "--nvidia-smi", f)
     assert done.returncode == 0 and len(done.stdout) < 20_000
-    assert "... and 99,980 more (`--json` lists all)" in done.stdout
+    assert "... and 99,980 more (`--json` lists 1,000)" in done.stdout
 
 
 # --------------------------------------------------------------------------- wrong results
@@ -348,3 +348,32 @@ def test_colour_escapes_in_cmake_values_are_filtered_with_colour_on(cli, tmp_pat
     assert "\x1b[1m" in out, "builddoctor's own bold is written on a terminal"
     assert "LLAMA_EVIL\\x1b[35mRED\\x1b[0m" in out, out[-3000:]
     assert "EVIL\x1b" not in out and "RED\x1b" not in out
+
+
+def test_200k_features_make_a_bounded_json_that_says_what_was_cut(cli, tmp_path, sse_build):
+    """--json keeps the first 1,000 entries of a list and names the cut; a cut report is not taken as a profile."""
+    f = _profile(cli, tmp_path, features=[f"FEATURE{i}" for i in range(200_000)])
+    for command in (["probe"], ["check", "--no-run", sse_build]):
+        done = cli(*command, "--json", "--profile", f)
+        assert len(done.stdout) < 200_000, len(done.stdout)
+        data = json.loads(done.stdout)
+        cpu = data["cpu"] if command == ["probe"] else data["machine"]["cpu"]
+        assert cpu["features"][:2] == ["FEATURE0", "FEATURE1"] and len(cpu["features"]) == 1000
+        path = "cpu.features" if command == ["probe"] else "machine.cpu.features"
+        assert {"path": path, "count": 200_000, "shown": 1000} in data["truncated"], data["truncated"]
+    cut = tmp_path / "cut.json"
+    cut.write_text(cli("probe", "--json", "--profile", f).stdout)
+    done = cli("probe", "--profile", cut)
+    assert done.returncode == errors.USAGE
+    assert "lists were cut (the first: cpu.features, 1000 of 200000 kept)" in done.stderr
+
+
+def test_a_whole_profile_has_no_truncated_field(cli):
+    data = json.loads(cli("probe", "--json", "--cpuinfo", CPUINFO).stdout)
+    assert "truncated" not in data
+
+
+def test_the_text_report_cuts_a_long_list_the_same_way(cli, tmp_path, sse_build):
+    f = _profile(cli, tmp_path, features=[f"F{i}" for i in range(5000)])
+    done = cli("check", "--no-run", sse_build, "--profile", f)
+    assert "F199, ... and 4,800 more" in done.stdout, done.stdout[:3000]
