@@ -23,6 +23,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: token that no foreign text can hold, so an ``ESC[31m`` quoted from a binary's output is filtered
 #: like any other escape while builddoctor's own colours still reach the terminal
 _OWN_ESC = f"\U000f0000{secrets.token_hex(8)}\U000f0001"
+_OWN_SGR = re.compile(re.escape(_OWN_ESC) + r"\[[0-9;]*m")
+_PARTIAL_MARK = re.compile("\U000f0000[0-9a-f]{0,16}(?![0-9a-f]*\U000f0001)")
 #: a report line longer than this is cut (a list of 200k libraries is one line of megabytes)
 MAX_LINE = 2000
 #: entries of one list shown in a text report ("... and K more" after them)
@@ -91,9 +93,14 @@ def clip(line: str, limit: int = MAX_LINE) -> str:
 def safe_text(text: str, keep_style: bool = False) -> str:
     """What may reach a terminal: control characters made visible, each line bounded; with
     ``keep_style`` the colour escapes builddoctor itself added are kept."""
-    text = printable(text)
-    text = "\n".join(clip(line) for line in text.split("\n"))
-    return text.replace(_OWN_ESC, "\x1b" if keep_style else "")
+    lines = []
+    for line in printable(text).split("\n"):
+        cut = clip(line)
+        if cut is not line and _OWN_ESC[0] in line:  # a mark cut in two goes; a colour left on is ended
+            cut = _PARTIAL_MARK.sub("", cut) + styled("")
+        lines.append(cut)
+    text = "\n".join(lines)
+    return text.replace(_OWN_ESC, "\x1b") if keep_style else _OWN_SGR.sub("", text)
 
 
 def styled(text: str, kind: str | None = None, bold: bool = False) -> str:
