@@ -790,12 +790,14 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
 
     Every backup file's hash and every current file are checked against what replace recorded
     before anything changes; files changed since the replace are refused unless ``force``, and
-    then kept in <backup>/displaced/.
+    then kept in <backup>/displaced/. A replace or rollback killed half-way is undone first
+    (``recover_interrupted``); an interrupted replace undone is itself the rollback.
     """
     undone = _recover_all(backup_root, Path(backup).absolute() if backup is not None else None)
     recovered = [said for *_rest, said in undone]
     replaces = [u for u in undone if u[0] == "replace"]
-    if backup is None and replaces:  # the last replace was never completed, and is undone now: that was the rollback
+    if replaces and (backup is None or not os.path.lexists(backup)):
+        # the last replace (or the one asked for) was never completed and is undone now: that was the rollback
         _cmd, dest, put_back, _said = replaces[-1]
         return RollbackResult(backup="(the interrupted replace's, removed)", dest_dir=dest, restored=put_back,
                               recovered=recovered)
