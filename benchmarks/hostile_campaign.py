@@ -48,7 +48,8 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bd-campaign-") as tmp:
         home = Path(tmp, "home")
-        (home / ".config").mkdir(parents=True)
+        for d in (".config", ".cache", ".local/share"):  # what a user's HOME has
+            (home / d).mkdir(parents=True)
         (home / ".bashrc").write_text("# the user's own file\n")
         (home / ".config" / "keep.txt").write_text("the user's settings\n")
         (home / ".campaign-before.json").write_text(json.dumps(_snapshot(home)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,17 @@ def pytest_sessionfinish(session):
                                          "home_touched": touched}, indent=1))
 
 
+#: builddoctor's own folders under HOME (its cache and data): writing there is its job, not a file touched
+OWN = (".cache/builddoctor", ".local/share/builddoctor")
+
+
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root`` with its size and mtime (the campaign's own record left out)."""
+    """Every path under ``root`` with its size and mtime (the campaign's own record and builddoctor's own
+    folders left out)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(rel_dir, d)) not in OWN]
         for name in dirnames + filenames:
             p = Path(dirpath, name)
             if p.name == ".campaign-before.json":
@@ -104,5 +112,6 @@ def _snapshot(root: Path) -> dict[str, str]:
                 st = os.lstat(p)
             except OSError:
                 continue
-            out[str(p.relative_to(root))] = f"{st.st_size} {st.st_mtime_ns}"
+            # a folder's mtime moves when builddoctor makes its own folder in it: folders count by being there
+            out[str(p.relative_to(root))] = "dir" if stat.S_ISDIR(st.st_mode) else f"{st.st_size} {st.st_mtime_ns}"
     return out
