@@ -43,6 +43,7 @@ TAIL_OUTPUT = 64 << 10  # bytes kept from the other end: a crash message comes l
 LINE_MAX = 64 << 10  # longest line handed to stream()'s on_line
 DRAIN_S = 2.0  # after the child ended: how long its output may still take to arrive
 REAP_S = 3.0  # after a kill: how long the child may take to go
+GUARD_START_S = 5.0  # the most time of the guard's own start not counted against the child's time limit
 MARKER = "BUILDDOCTOR_RUN"  # environment variable naming the run a process belongs to
 
 _CHUNK = 1 << 16
@@ -467,8 +468,9 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
         caps[p.stderr.fileno()] = _Capture(MAX_OUTPUT, TAIL_OUTPUT)
     lines = _Lines(on_line) if on_line is not None else None
     timed_out = False
+    said = bytearray()  # the guard's word on its status pipe: why the child could not start
     try:
-        timed_out = _pump(p, caps, lines, stdin_data, deadline, marker)
+        timed_out = _pump(p, caps, lines, stdin_data, deadline, marker, status_r, said)
     except BaseException:
         _finish(p, marker, kill=True)
         raise
@@ -484,7 +486,7 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     if lines is not None:
         lines.close()
     if status_r is not None:
-        why = _guard_status(status_r)
+        why = (bytes(said) + _guard_status(status_r)).decode(errors="replace")
         if why and not timed_out:
             return Completed(shown, None, error=why)
     texts = [c.text() for c in caps.values()]
@@ -495,22 +497,27 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     return Completed(shown, rc, out, err, signal=_signal_name(rc))
 
 
-def _guard_status(fd: int) -> str:
-    """What the guard said on its status pipe: why the child could not start, or "" (it started)."""
+def _guard_status(fd: int) -> bytes:
+    """What is left on the guard's status pipe (then closed)."""
     try:
         os.set_blocking(fd, False)
-        return os.read(fd, 4096).decode(errors="replace")
+        return os.read(fd, 4096)
     except OSError:
-        return ""
+        return b""
     finally:
         os.close(fd)
 
 
-def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str) -> bool:
-    """Read the child's output until it ended and its pipes closed; True when the deadline hit."""
+def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str,
+          status_fd: int | None = None, said: bytearray | None = None) -> bool:
+    """Read the child's output until it ended and its pipes closed; True when the deadline hit.
+    ``status_fd``: the guard's status pipe, whose end says the child started (its words go to ``said``)."""
+    begun = time.monotonic()
     sel = selectors.DefaultSelector()
     for fd in caps:
         sel.register(fd, selectors.EVENT_READ)
+    if status_fd is not None:
+        sel.register(status_fd, selectors.EVENT_READ)
     pending = memoryview(stdin_data.encode()) if stdin_data is not None else None
     if p.stdin is not None:
         os.set_blocking(p.stdin.fileno(), False)
@@ -536,6 +543,19 @@ def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadli
                 continue
             for key, _ in sel.select(timeout=min(0.1, max(0.0, deadline - now))):
                 fd = key.fd
+                if fd == status_fd:
+                    try:
+                        data = os.read(fd, 4096)
+                    except OSError:
+                        data = b""
+                    if data and said is not None:
+                        said += data[:4096]
+                    elif not data:
+                        sel.unregister(fd)
+                        # the child starts now: the guard's own start (a Python, slow on a loaded machine)
+                        # is not the child's time
+                        deadline += min(GUARD_START_S, time.monotonic() - begun)
+                    continue
                 if key.events & selectors.EVENT_WRITE:
                     try:
                         n = os.write(fd, pending[:_CHUNK]) if pending else 0
