@@ -427,7 +427,8 @@ def _load_journal(backup: Path, path: Path) -> Journal:
         ok = ("\x00" not in st.dest and os.path.normpath(st.dest) == st.dest and os.path.dirname(st.dest) == d
               and _plain_name(name))
         for state in (st.want, st.undo):
-            ok = ok and (state.type == "absent" or (state.type == "link" and bool(state.link) and "\x00" not in state.link)
+            ok = ok and (state.type == "absent"
+                         or (state.type == "link" and bool(state.link) and "\x00" not in state.link)
                          or (state.type == "file" and bool(_SHA.fullmatch(state.sha256 or ""))))
         if ok and st.undo.type == "file":
             src = st.undo_src or ""
@@ -486,7 +487,7 @@ def _recover(backup: Path) -> tuple[str, str, list[str], str]:
                 continue
             if not _same(cur, st.want):
                 odd.append(os.path.basename(st.dest))
-            elif st.undo.type == "file" and _state_of(Path(st.undo_src)).sha256 != st.undo.sha256:  # type: ignore[arg-type]
+            elif st.undo.type == "file" and _state_of(Path(str(st.undo_src))).sha256 != st.undo.sha256:
                 raise BackupDamaged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
                                     f"the copy of {st.dest} it needs ({st.undo_src}) is missing or altered; nothing "
                                     "was changed.")

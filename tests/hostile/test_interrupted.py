@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from builddoctor import install
-from tests.hostile.test_rollback import Setup, rollback, tree
+from tests.hostile.test_rollback import Setup, home, rollback, s, tree  # noqa: F401 - home, s: fixtures
 from tests.test_install import make_new_build, make_old_install
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,17 +30,6 @@ from builddoctor.profiles import BuildResult
 install.replace(BuildResult.from_json(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))
 print("REPLACED")
 """
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("BUILDDOCTOR_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def s(tmp_path) -> Setup:
-    return Setup(tmp_path)
 
 
 def paused(argv: list[str], progress: Path, at: int = 1) -> subprocess.Popen:
