@@ -37,7 +37,9 @@ class Cli:
 
     def __init__(self, home: Path):
         self.env = dict(os.environ, PYTHONPATH=str(REPO), BUILDDOCTOR_CACHE=str(home / "cache"),
-                        BUILDDOCTOR_HOME=str(home / "data"), NO_COLOR="1")
+                        BUILDDOCTOR_HOME=str(home / "data"), NO_COLOR="1",
+                        # bench waits for the machine-wide llama.cpp build lock: another user's build is no hang
+                        BUILDDOCTOR_BUILD_LOCK=str(home / "build.lock"))
         self.env.pop("PYTHONIOENCODING", None)
 
     def __call__(self, *args, timeout: float = 120, **env) -> proc.Completed:
