@@ -8,12 +8,19 @@
   copied to ``<data_home>/backups/<time>/`` with a manifest (sha256, mode, link targets),
   each new file lands by an atomic rename, and a failure half-way restores what was
   already replaced. ``rollback`` restores the newest backup byte for byte.
+
+Both change files through one journal (``_transact``), kept on disk as ``journal.json`` in the
+backup folder from before the first file changes until the end: a replace or rollback killed
+half-way (SIGKILL, power loss) is found by the next replace or rollback and undone, file by
+file, to the state before it (``recover_interrupted``).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
+import glob
 import hashlib
 import json
 import os
@@ -43,6 +50,7 @@ class InstallResult:
     bin_dir: str
     files: list[str] = field(default_factory=list)
     backup: str | None = None  # replace: the backup folder rollback restores from
+    recovered: list[str] = field(default_factory=list)  # interrupted replaces/rollbacks undone first, in words
 
 
 def _lib_globs() -> list[str]:
@@ -109,6 +117,10 @@ MAX_MANIFEST = 1 << 20  # replace writes a few KiB; anything near this is not it
 MAX_MARKER = 64 << 10
 KEPT = "displaced"  # rollback --force keeps here what it took away that replace had not put there
 _UNDO = ".undo"
+JOURNAL = "journal.json"  # in the backup folder while a replace or rollback changes files
+#: tests only (honoured only under pytest): "FILE:N" appends each step's number to FILE and waits a
+#: minute after step N, so that a test can kill a real replace or rollback half-way
+PAUSE_HOOK = "BUILDDOCTOR_TEST_PAUSE_BETWEEN_FILES"
 _SHA = re.compile(r"[0-9a-f]{64}")
 _STAMP = re.compile(r"[0-9]{8}-[0-9]{6}(-[0-9]{1,6})?")  # the names replace gives its backups
 
@@ -172,7 +184,26 @@ class RollbackResult(Serializable):
     dest_dir: str
     restored: list[str] = field(default_factory=list)  # every path put back as it was before the replace
     kept: list[str] = field(default_factory=list)  # --force: what was there instead, now in <backup>/displaced/
+    recovered: list[str] = field(default_factory=list)  # interrupted replaces/rollbacks undone first, in words
     schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class JournalStep(Serializable):
+    dest: str  # absolute, directly inside the journal's dest_dir
+    want: FileState  # what the step puts there
+    undo: FileState  # what was there before it
+    undo_src: str | None = None  # where the bytes of ``undo`` are kept (a file in the backup folder)
+
+
+@dataclass
+class Journal(Serializable):
+    """``journal.json``: the steps of a replace or rollback under way, and how to undo each."""
+
+    format: int
+    command: str  # "replace" or "rollback"
+    dest_dir: str
+    steps: list[JournalStep] = field(default_factory=list)
 
 
 class _Unusable(Exception):
@@ -320,6 +351,7 @@ def _transact(steps: list[_Step], commit=None) -> None:
             _put(s.dest, s.want, s.want_src)
             done.append(s)
             pending = None
+            _test_pause(len(done))
         if commit is not None:
             commit()
     except BaseException as exc:  # noqa: BLE001 - every failure is undone, then reported
@@ -337,6 +369,163 @@ def _transact(steps: list[_Step], commit=None) -> None:
                 stuck.append(str(s.dest))
         at = os.path.basename(pending.dest) if pending is not None else "the end"
         raise _Failed(exc, at, put_back, stuck) from exc
+
+
+def _test_pause(n: int) -> None:
+    """The test hook PAUSE_HOOK; nothing outside pytest (PYTEST_CURRENT_TEST is pytest's own)."""
+    hook = os.environ.get(PAUSE_HOOK)
+    if not hook or "PYTEST_CURRENT_TEST" not in os.environ:
+        return
+    where, _, at = hook.rpartition(":")
+    with open(where, "a") as fh:
+        fh.write(f"{n}\n")
+    if str(n) == at:
+        time.sleep(60)
+
+
+def _write_journal(path: Path, command: str, dest_dir: Path, steps: list[_Step]) -> int:
+    """Write the journal of ``steps`` at ``path`` (durably, before any of them runs); the returned fd
+    holds a lock on it for as long as the command runs (the kernel drops it when the process dies)."""
+    j = Journal(format=FORMAT, command=command, dest_dir=str(dest_dir),
+                steps=[JournalStep(str(s.dest), s.want, s.undo, str(s.undo_src) if s.undo_src else None)
+                       for s in steps])
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = memoryview(j.to_json(indent=1).encode())
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return fd
+
+
+def _end_journal(path: Path, fd: int) -> None:
+    path.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _load_journal(backup: Path, path: Path) -> Journal:
+    """The journal at ``path``, checked like a manifest: only what replace and rollback write."""
+    raw = _read_small(path, MAX_MANIFEST)
+    try:
+        j = Journal.from_dict(json.loads(raw.decode("utf-8")))
+    except (ValueError, RecursionError, SchemaError) as exc:
+        raise _Unusable(f"journal.json cannot be read ({' '.join(str(exc).split())[:200]})") from None
+    d = j.dest_dir
+    if j.command not in ("replace", "rollback") or not isinstance(d, str) or not d or "\x00" in d \
+            or not os.path.isabs(d) or os.path.normpath(d) != d:
+        raise _Unusable("journal.json is not one builddoctor writes")
+    homes = {str(backup / "files"), str(backup / _UNDO), str(backup / KEPT)}
+    for i, st in enumerate(j.steps):
+        name = os.path.basename(st.dest)
+        ok = ("\x00" not in st.dest and os.path.normpath(st.dest) == st.dest and os.path.dirname(st.dest) == d
+              and _plain_name(name))
+        for state in (st.want, st.undo):
+            ok = ok and (state.type == "absent"
+                         or (state.type == "link" and bool(state.link) and "\x00" not in state.link)
+                         or (state.type == "file" and bool(_SHA.fullmatch(state.sha256 or ""))))
+        if ok and st.undo.type == "file":
+            src = st.undo_src or ""
+            ok = ("\x00" not in src and os.path.normpath(src) == src and os.path.dirname(src) in homes
+                  and _plain_name(os.path.basename(src)) and isinstance(st.undo.mode, int)
+                  and 0 <= st.undo.mode <= 0o7777)
+        if not ok:
+            raise _Unusable(f"journal.json step {i} ({st.dest[:200]!r}) is not one builddoctor writes")
+    return j
+
+
+_TEMP = re.compile(r"\..*\.bd-[0-9a-f]{12}")
+
+
+def recover_interrupted(root: Path | None = None, backup: Path | None = None) -> list[str]:
+    """Undo every replace or rollback that was killed half-way (its journal is still on disk), newest
+    step first, to the files as they were before it; what was done, in words. An interrupted rollback's
+    backup can be rolled back again; an interrupted replace's backup goes (it was never completed)."""
+    return [said for _cmd, _dest, _undone, said in _recover_all(root, backup)]
+
+
+def _recover_all(root: Path | None, backup: Path | None) -> list[tuple[str, str, list[str], str]]:
+    """(command, folder, paths put back, words) of each interrupted command undone."""
+    root = Path(root or backups_dir())
+    found = []
+    if root.is_dir():
+        found = sorted((p for p in root.iterdir() if _STAMP.fullmatch(p.name) and os.path.lexists(p / JOURNAL)),
+                       key=lambda p: [int(n) for n in p.name.split("-")])
+    if backup is not None and os.path.lexists(Path(backup) / JOURNAL) and Path(backup) not in found:
+        found.append(Path(backup))
+    return [_recover(b) for b in found]
+
+
+def _recover(backup: Path) -> tuple[str, str, list[str], str]:
+    path = backup / JOURNAL
+    try:
+        fd = _open_regular(path)
+    except _Unusable as exc:
+        raise BackupDamaged(f"the journal of an interrupted replace or rollback in {backup} is unusable: "
+                            f"{exc}; nothing was changed.") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InstallError(f"another builddoctor is replacing or rolling back files now (its journal "
+                               f"{path} is locked); run again when it is done. Nothing was changed.") from None
+        try:
+            j = _load_journal(backup, path)
+        except _Unusable as exc:
+            raise BackupDamaged(f"the journal of an interrupted replace or rollback in {backup} is damaged: {exc}; "
+                                f"nothing was changed; the old files are in {backup}/files/.") from None
+        todo, odd = [], []
+        for st in j.steps:
+            cur = _state_of(Path(st.dest))
+            if _same(cur, st.undo):
+                continue
+            if not _same(cur, st.want):
+                odd.append(os.path.basename(st.dest))
+            elif st.undo.type == "file" and _state_of(Path(str(st.undo_src))).sha256 != st.undo.sha256:
+                raise BackupDamaged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
+                                    f"the copy of {st.dest} it needs ({st.undo_src}) is missing or altered; nothing "
+                                    "was changed.")
+            else:
+                todo.append(st)
+        if odd:
+            raise FilesChanged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
+                               f"{', '.join(odd[:20])} changed since; nothing was changed. The files as they were "
+                               f"before it are in {backup}/files/ and {backup}/{_UNDO}/.")
+        undone = []
+        for st in reversed(todo):
+            try:
+                _put(Path(st.dest), st.undo, Path(st.undo_src) if st.undo_src else None)
+            except (OSError, InstallError) as exc:
+                raise InstallError(f"undoing the interrupted {j.command} of {j.dest_dir} failed at "
+                                   f"{os.path.basename(st.dest)} ({_why(exc)}); "
+                                   f"{len(undone)} file(s) were put back, the journal in {backup} is kept: run "
+                                   "again to finish.", exit_code=_failure_exit(exc)) from None
+            undone.append(st.dest)
+        for name in {os.path.basename(st.dest) for st in j.steps}:  # temporary files an interrupted _put left
+            for tmp in Path(j.dest_dir).glob(f".{glob.escape(name[:200])}.bd-*"):
+                if _TEMP.fullmatch(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
+        if j.command == "replace":
+            shutil.rmtree(backup, ignore_errors=True)
+            (backup.parent / f".{backup.name}.marker.json").unlink(missing_ok=True)
+            return (j.command, j.dest_dir, undone, f"an interrupted replace of the files in {j.dest_dir} was undone: "
+                    f"{len(undone)} file(s) put back as they were before it")
+        (backup / DONE).unlink(missing_ok=True)
+        shutil.rmtree(backup / _UNDO, ignore_errors=True)
+        for st in j.steps:
+            if st.undo_src and os.path.dirname(st.undo_src) == str(backup / KEPT):
+                Path(st.undo_src).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        return (j.command, j.dest_dir, undone, f"an interrupted rollback of the files in {j.dest_dir} was undone: "
+                f"{len(undone)} file(s) put back as they were before it (the backup in {backup} is kept)")
+    finally:
+        os.close(fd)
 
 
 def _failure_exit(exc: BaseException) -> int:
@@ -398,6 +587,7 @@ def read_marker(folder: Path) -> ReplacedMarker | None:
 def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = None) -> InstallResult:
     """Replace the llama.cpp build in ``dest_dir`` with ``result``, keeping a backup."""
     dest_dir = Path(dest_dir).resolve()
+    recovered = recover_interrupted(backup_root)
     actions = plan_replace(result, dest_dir)
     if not any(kind == "replaced" and not _is_lib(src.name) for src, _, kind in actions):
         raise InstallError(f"{dest_dir} holds none of the new build's programs "
@@ -426,6 +616,7 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     if old_marker.type == "other":
         raise InstallError(f"{marker} is a folder or a special file; nothing was changed.")
     steps: list[_Step] = []
+    jfd = None
     try:
         (staging / "files").mkdir(parents=True)
         entries = []
@@ -452,8 +643,11 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
                                              manifest_sha256=hashlib.sha256(manifest).hexdigest()).to_json(indent=1))
         steps.append(_Step(marker, _state_of(marker_src), marker_src, old_marker,
                            backup / "files" / old_marker.backup if old_marker.backup else None))
+        jfd = _write_journal(staging / JOURNAL, "replace", dest_dir, steps)  # the backup appears with it
         os.rename(staging, backup)
     except BaseException as exc:
+        if jfd is not None:
+            os.close(jfd)
         shutil.rmtree(staging, ignore_errors=True)
         marker_src.unlink(missing_ok=True)
         if isinstance(exc, (OSError, InstallError)):
@@ -463,18 +657,21 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     try:
         _transact(steps)
     except _Failed as failed:
-        marker_src.unlink(missing_ok=True)
-        if failed.stuck:
+        if failed.stuck:  # the journal stays: the next replace or rollback finishes putting them back
+            os.close(jfd)
             raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
                                f"{len(failed.stuck)} could not be put back: {', '.join(failed.stuck)}. Their old "
-                               f"versions are in {backup}/files/; `builddoctor rollback --force` restores them.",
+                               f"versions are in {backup}/files/; `builddoctor rollback` puts them back.",
                                exit_code=_failure_exit(failed.cause)) from None
+        marker_src.unlink(missing_ok=True)
         shutil.rmtree(backup, ignore_errors=True)
+        os.close(jfd)
         raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the old "
                            "files were put back, nothing changed.", exit_code=_failure_exit(failed.cause)) from None
+    _end_journal(backup / JOURNAL, jfd)
     marker_src.unlink(missing_ok=True)
     return InstallResult(prefix=str(dest_dir), bin_dir=str(dest_dir), files=[str(s.dest) for s in steps],
-                         backup=str(backup))
+                         backup=str(backup), recovered=recovered)
 
 
 def list_backups(root: Path | None = None) -> list[Path]:
@@ -594,8 +791,17 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
 
     Every backup file's hash and every current file are checked against what replace recorded
     before anything changes; files changed since the replace are refused unless ``force``, and
-    then kept in <backup>/displaced/.
+    then kept in <backup>/displaced/. A replace or rollback killed half-way is undone first
+    (``recover_interrupted``); an interrupted replace undone is itself the rollback.
     """
+    undone = _recover_all(backup_root, Path(backup).absolute() if backup is not None else None)
+    recovered = [said for *_rest, said in undone]
+    replaces = [u for u in undone if u[0] == "replace"]
+    if replaces and (backup is None or not os.path.lexists(backup)):
+        # the last replace (or the one asked for) was never completed and is undone now: that was the rollback
+        _cmd, dest, put_back, _said = replaces[-1]
+        return RollbackResult(backup="(the interrupted replace's, removed)", dest_dir=dest, restored=put_back,
+                              recovered=recovered)
     if backup is None:
         found = list_backups(backup_root)
         if not found:
@@ -707,13 +913,27 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
                                f"({_why(exc)}); nothing was changed.", exit_code=_failure_exit(exc)) from None
         raise
 
+    try:
+        jfd = _write_journal(backup / JOURNAL, "rollback", dest_dir, steps)
+    except OSError as exc:
+        shutil.rmtree(undo_dir, ignore_errors=True)
+        for k in kept_files:
+            k.unlink(missing_ok=True)
+        raise InstallError(f"writing the rollback's journal in {backup} failed ({_why(exc)}); nothing was changed.",
+                           exit_code=_failure_exit(exc)) from None
+
     def commit() -> None:
         (backup / DONE).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        (backup / JOURNAL).unlink()
 
     try:
         _transact(steps, commit)
     except _Failed as failed:
         (backup / DONE).unlink(missing_ok=True)
+        if failed.stuck:  # the journal stays: the next rollback finishes putting them back
+            os.close(jfd)
+        else:
+            _end_journal(backup / JOURNAL, jfd)
         if not failed.stuck:
             shutil.rmtree(undo_dir, ignore_errors=True)
             for k in kept_files:
@@ -727,6 +947,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
                            f"{len(failed.stuck)} file(s) could not be put back: {', '.join(failed.stuck)}; "
                            f"their copies are in {undo_dir}/ and {kept_dir}/, the backup in {backup} is kept.",
                            exit_code=_failure_exit(failed.cause)) from None
+    os.close(jfd)
     shutil.rmtree(undo_dir, ignore_errors=True)
     return RollbackResult(backup=str(backup), dest_dir=str(dest_dir), restored=[e.path for e in manifest.files],
-                          kept=kept)
+                          kept=kept, recovered=recovered)

@@ -7,7 +7,9 @@ from a signal is a result to report, never an exception that escapes.
 Nothing a child starts outlives its run: each child gets its own session; on Linux
 builddoctor is a child subreaper (orphans reparent to it, not to init) and every child
 carries a run marker in its environment, so after the child exits or times out its
-process group, its session and every orphan with its marker are killed. Output is read
+process group, its session and every orphan with its marker are killed. Should builddoctor
+itself die (SIGKILL included), every child runs under the guard process (proc_guard.py),
+which the kernel's parent-death signal reaches and which ends the child's whole tree. Output is read
 in a loop and bounded (the first MAX_OUTPUT bytes and a tail), and the whole run,
 draining included, ends by a deadline. SIGINT/SIGTERM/SIGHUP are handled here too
 (``install_signal_handlers``): stop every descendant, then raise ``Interrupted``.
@@ -41,9 +43,11 @@ TAIL_OUTPUT = 64 << 10  # bytes kept from the other end: a crash message comes l
 LINE_MAX = 64 << 10  # longest line handed to stream()'s on_line
 DRAIN_S = 2.0  # after the child ended: how long its output may still take to arrive
 REAP_S = 3.0  # after a kill: how long the child may take to go
+GUARD_START_S = 5.0  # the most time of the guard's own start not counted against the child's time limit
 MARKER = "BUILDDOCTOR_RUN"  # environment variable naming the run a process belongs to
 
 _CHUNK = 1 << 16
+_GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proc_guard.py")
 _LINUX = sys.platform.startswith("linux")
 
 
@@ -119,12 +123,6 @@ def _libc_prctl():
         except (OSError, AttributeError):
             _prctl = False
     return _prctl or None
-
-
-def _parent_death_signal() -> None:  # runs in the child between fork and exec
-    """Linux: the child gets SIGKILL when builddoctor dies, even from SIGKILL (no orphan compiles)."""
-    if _prctl:
-        _prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _parent_death_term() -> None:  # runs in the guard between fork and exec
@@ -427,7 +425,7 @@ def _signal_name(rc: int | None) -> str | None:
 
 
 def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, stdin_data: str | None,
-             merge: bool, on_line: Callable[[str], None] | None, guarded: bool = False) -> Completed:
+             merge: bool, on_line: Callable[[str], None] | None) -> Completed:
     if _stopping:
         raise Interrupted("SIGTERM")
     _libc_prctl()
@@ -436,13 +434,13 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     start = time.monotonic()
     deadline = start + timeout
     shown = argv
-    if guarded and _prctl:
-        import shutil
-
-        if shutil.which(argv[0], path=env.get("PATH")) is None:  # as Popen would say, before the guard runs
-            missing = not (os.sep in argv[0] and os.path.exists(argv[0]))
-            return Completed(shown, None, error="not found" if missing else "permission denied")
-        argv = [sys.executable, "-I", os.path.join(os.path.dirname(__file__), "proc_guard.py"), *argv]
+    status_r = status_w = None
+    if _prctl:
+        # every child runs under the guard (proc_guard.py): the kernel's parent-death signal reaches only a
+        # direct child, and a setsid() grandchild or ninja's jobs would outlive a SIGKILLed builddoctor
+        status_r, status_w = os.pipe()
+        os.set_inheritable(status_w, True)
+        argv = [sys.executable, "-I", "-S", _GUARD, str(status_w), *argv]
     try:
         p = subprocess.Popen(
             argv,
@@ -452,14 +450,17 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=(_parent_death_term if argv is not shown else _parent_death_signal) if _prctl else None,
+            pass_fds=(status_w,) if status_w is not None else (),
+            preexec_fn=_parent_death_term if _prctl else None,
         )
-    except FileNotFoundError:
-        return Completed(shown, None, error="not found")
-    except PermissionError:
-        return Completed(shown, None, error="permission denied")
     except (OSError, subprocess.SubprocessError) as exc:
-        return Completed(shown, None, error=getattr(exc, "strerror", None) or str(exc))
+        if status_r is not None:
+            os.close(status_r)
+        why = {FileNotFoundError: "not found", PermissionError: "permission denied"}.get(type(exc))
+        return Completed(shown, None, error=why or getattr(exc, "strerror", None) or str(exc))
+    finally:
+        if status_w is not None:
+            os.close(status_w)
     with _lock:
         _live[p.pid] = marker
     caps = {p.stdout.fileno(): _Capture(TAIL_OUTPUT, MAX_OUTPUT) if merge else _Capture(MAX_OUTPUT, TAIL_OUTPUT)}
@@ -467,8 +468,9 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
         caps[p.stderr.fileno()] = _Capture(MAX_OUTPUT, TAIL_OUTPUT)
     lines = _Lines(on_line) if on_line is not None else None
     timed_out = False
+    said = bytearray()  # the guard's word on its status pipe: why the child could not start
     try:
-        timed_out = _pump(p, caps, lines, stdin_data, deadline, marker)
+        timed_out = _pump(p, caps, lines, stdin_data, deadline, marker, status_r, said)
     except BaseException:
         _finish(p, marker, kill=True)
         raise
@@ -483,6 +485,10 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
             _live.pop(p.pid, None)
     if lines is not None:
         lines.close()
+    if status_r is not None:
+        why = (bytes(said) + _guard_status(status_r)).decode(errors="replace")
+        if why and not timed_out:
+            return Completed(shown, None, error=why)
     texts = [c.text() for c in caps.values()]
     out, err = texts[0], (texts[1] if len(texts) > 1 else "")
     if timed_out:
@@ -491,11 +497,27 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     return Completed(shown, rc, out, err, signal=_signal_name(rc))
 
 
-def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str) -> bool:
-    """Read the child's output until it ended and its pipes closed; True when the deadline hit."""
+def _guard_status(fd: int) -> bytes:
+    """What is left on the guard's status pipe (then closed)."""
+    try:
+        os.set_blocking(fd, False)
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str,
+          status_fd: int | None = None, said: bytearray | None = None) -> bool:
+    """Read the child's output until it ended and its pipes closed; True when the deadline hit.
+    ``status_fd``: the guard's status pipe, whose end says the child started (its words go to ``said``)."""
+    begun = time.monotonic()
     sel = selectors.DefaultSelector()
     for fd in caps:
         sel.register(fd, selectors.EVENT_READ)
+    if status_fd is not None:
+        sel.register(status_fd, selectors.EVENT_READ)
     pending = memoryview(stdin_data.encode()) if stdin_data is not None else None
     if p.stdin is not None:
         os.set_blocking(p.stdin.fileno(), False)
@@ -521,6 +543,19 @@ def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadli
                 continue
             for key, _ in sel.select(timeout=min(0.1, max(0.0, deadline - now))):
                 fd = key.fd
+                if fd == status_fd:
+                    try:
+                        data = os.read(fd, 4096)
+                    except OSError:
+                        data = b""
+                    if data and said is not None:
+                        said += data[:4096]
+                    elif not data:
+                        sel.unregister(fd)
+                        # the child starts now: the guard's own start (a Python, slow on a loaded machine)
+                        # is not the child's time
+                        deadline += min(GUARD_START_S, time.monotonic() - begun)
+                    continue
                 if key.events & selectors.EVENT_WRITE:
                     try:
                         n = os.write(fd, pending[:_CHUNK]) if pending else 0
@@ -595,7 +630,5 @@ def stream(
     the last MAX_OUTPUT bytes of output (and the first TAIL_OUTPUT). An exception in ``on_line``
     or an interruption kills the run and is re-raised."""
     argv = [str(a) for a in argv]
-    # a build's ninja jobs run two levels down in groups of their own: a guard process between us and
-    # the child ends them even when builddoctor is SIGKILLed (proc_guard.py)
     return _execute(argv, timeout=timeout, env=dict(env if env is not None else clean_env(extra_env)), cwd=cwd,
-                    stdin_data=None, merge=True, on_line=on_line, guarded=True)
+                    stdin_data=None, merge=True, on_line=on_line)

@@ -1,5 +1,5 @@
-"""The guard between builddoctor and a long child (a build's cmake and ninja): when builddoctor dies,
-even by SIGKILL, the guard takes the child's whole tree down with it.
+"""The guard between builddoctor and every child it runs (proc.run and proc.stream): when builddoctor
+dies, even by SIGKILL, the guard takes the child's whole tree down with it.
 
 The kernel's parent-death signal reaches only a direct child; ninja's jobs run in process groups
 of their own, two levels further down, and went on compiling for minutes after builddoctor was
@@ -8,7 +8,7 @@ reaches it, and it kills every process of its session and every descendant (as a
 orphans of the tree come to it), then exits. It also ends the tree when the command ends, and dies
 by the child's own signal so the caller sees what the child saw.
 
-Run as a script (``python -I proc_guard.py ARGV...``), not imported: it must work with a clean
+Run as a script (``python -I -S proc_guard.py STATUS_FD ARGV...``), not imported: it must work with a clean
 environment, whatever way builddoctor itself was installed. Linux only.
 """
 
@@ -75,7 +75,16 @@ def _end_tree() -> None:
             time.sleep(0.01)
 
 
+def _say(fd: int, why: str) -> None:
+    """Tell builddoctor on ``fd`` that the child could not start (so it reports "not found", not exit 127)."""
+    try:
+        os.write(fd, why.encode(errors="replace")[:4096])
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> int:
+    status_fd = int(argv.pop(0))
     try:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
@@ -92,11 +101,15 @@ def main(argv: list[str]) -> int:
     try:
         child = subprocess.Popen(argv)
     except FileNotFoundError:
-        print(f"{argv[0]}: not found", file=sys.stderr)
+        _say(status_fd, "not found")
         return 127
-    except OSError as exc:
-        print(f"{argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+    except PermissionError:
+        _say(status_fd, "permission denied")
         return 126
+    except (OSError, ValueError) as exc:
+        _say(status_fd, getattr(exc, "strerror", None) or str(exc))
+        return 126
+    os.close(status_fd)
     rc = child.wait()
     _end_tree()
     if rc < 0:  # die by the child's signal, so the caller reports it as the child's

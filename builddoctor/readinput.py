@@ -210,9 +210,16 @@ def read_json(path: str | os.PathLike, what: str, *, cap: int = JSON_CAP, remedy
     if "\x00" in text:
         raise InputError(f"{name} holds binary data (wanted: the {what}, a JSON text).{_remedy(remedy)}")
     try:
-        return loads(text, max_depth=max_depth)
+        data = loads(text, max_depth=max_depth)
     except JsonInputError as exc:
         raise InputError(f"{name} is not a usable {what}: {exc}.{_remedy(remedy)}") from None
+    cut = data.get("truncated") if isinstance(data, dict) else None
+    if isinstance(cut, list) and cut and all(isinstance(c, dict) and "path" in c for c in cut):
+        first = cut[0]
+        raise InputError(f"{name} is a --json report whose lists were cut (the first: {str(first.get('path'))[:100]}, "
+                         f"{first.get('shown')} of {first.get('count')} kept), not the whole {what}."
+                         f"{_remedy(remedy)}")
+    return data
 
 
 # --------------------------------------------------------------------------- the one output file

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from builddoctor.console import Console
+from builddoctor.console import MAX_ITEMS, Console, bounded, listing
 from builddoctor.profiles import BuildReport, Diagnosis, MachineProfile
 
 _HEADER = {"ok": "ok", "info": "ok", "warning": "warning", "error": "error"}
-#: entries of one list shown in a text report (--json has them all)
-MAX_ITEMS = 20
+#: entries shown of the longer lists of a text report (--json keeps up to console.MAX_JSON_ITEMS)
 MAX_FINDINGS = 100
+MAX_FEATURES = 200  # a real CPU has up to about 150 flags
 
 
 def machine_line(m: MachineProfile) -> str:
@@ -22,9 +22,8 @@ def machine_line(m: MachineProfile) -> str:
     if m.memory_bytes:
         bits.append(f"{m.memory_bytes / 2**30:.0f} GiB")
     bits.append(m.os_version or m.os)
-    gpus = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus[:MAX_ITEMS]]
-    more = f" and {len(m.gpus) - MAX_ITEMS:,} more" if len(m.gpus) > MAX_ITEMS else ""
-    bits.append("GPUs: " + (", ".join(gpus) + more if gpus else "none"))
+    names = [g.name + (" (CPU-emulated)" if g.cpu_emulated else "") for g in m.gpus]
+    bits.append("GPUs: " + (listing(names, MAX_ITEMS) if names else "none"))
     if m.source != "live":
         bits.append(f"profile from {m.source}")
     return "; ".join(bits)
@@ -47,7 +46,7 @@ def build_title(r: BuildReport) -> str:
 def report(d: Diagnosis, out: Console) -> None:
     out.echo(out.style("Machine: ", bold=True) + machine_line(d.machine))
     if d.machine.cpu.features:
-        out.echo(out.style("    CPU features: ", "dim") + ", ".join(d.machine.cpu.features))
+        out.echo(out.style("    CPU features: ", "dim") + listing(d.machine.cpu.features, MAX_FEATURES))
     out.echo()
     if not d.builds:
         out.echo(f"{out.symbol('warning')} no llama.cpp build found. Give a path (builddoctor check PATH), or build one: "
@@ -55,7 +54,8 @@ def report(d: Diagnosis, out: Console) -> None:
     for r in d.builds:
         sev = _HEADER[r.worst]
         out.echo(f"[{out.symbol(sev)}] " + out.style(build_title(r), bold=True))
-        for f in r.findings[:MAX_FINDINGS]:
+        findings, more_findings = bounded(r.findings, MAX_FINDINGS)
+        for f in findings:
             out.echo(f"    {out.symbol(f.severity)} {f.title}")
             if f.severity in ("error", "warning") or (f.severity == "info" and out.verbose):
                 if f.evidence:
@@ -66,22 +66,24 @@ def report(d: Diagnosis, out: Console) -> None:
                     out.echo(f"        fix: {f.fix}")
                 if out.verbose and f.code:
                     out.echo(out.style(f"        [{f.code}]", "dim"))
-        if len(r.findings) > MAX_FINDINGS:
-            out.echo(f"    {out.symbol('info')} ... and {len(r.findings) - MAX_FINDINGS:,} more findings (`--json` lists all)")
+        if more_findings:
+            out.echo(f"    {out.symbol('info')} ... and {more_findings:,} more findings")
         # what inspection could not read (a CMakeCache cut at the cap...) when no finding already says it
         shown = " ".join(f"{f.title} {f.evidence}" for f in r.findings)
-        for e in r.build.errors[:MAX_ITEMS]:
+        errors, more_errors = bounded(r.build.errors, MAX_ITEMS)
+        for e in errors:
             if e not in shown:
                 out.echo(f"    {out.symbol('warning')} {e}")
-        if len(r.build.errors) > MAX_ITEMS:
-            out.echo(f"    {out.symbol('warning')} ... and {len(r.build.errors) - MAX_ITEMS:,} more read errors")
+        if more_errors:
+            out.echo(f"    {out.symbol('warning')} ... and {more_errors:,} more read errors")
         out.echo()
     if d.messages:
         out.echo(out.style("Skipped:", bold=True))
-        for m in d.messages[:MAX_FINDINGS]:
+        messages, more_messages = bounded(d.messages, MAX_FINDINGS)
+        for m in messages:
             out.echo(f"    {out.symbol('info')} {m}")
-        if len(d.messages) > MAX_FINDINGS:
-            out.echo(f"    {out.symbol('info')} ... and {len(d.messages) - MAX_FINDINGS:,} more")
+        if more_messages:
+            out.echo(f"    {out.symbol('info')} ... and {more_messages:,} more")
         out.echo()
     out.echo(summary_line(d))
 

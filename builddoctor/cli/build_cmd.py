@@ -408,6 +408,8 @@ def rollback_cmd(ctx, force, as_json):
     if as_json:
         out.json(got)
         return
+    for said in got.recovered:  # a replace or rollback killed half-way, undone first
+        out.echo(f"{out.symbol('warning')} {said}")
     out.echo(f"{out.symbol('ok')} restored {len(got.restored)} file(s) in {got.dest_dir} from {got.backup}:")
     for p in got.restored:
         out.echo(f"    {p}")

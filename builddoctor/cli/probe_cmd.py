@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from builddoctor.cli.options import json_option, load_machine, machine_options
+from builddoctor.console import MAX_JSON_ITEMS
 from builddoctor.render import MAX_ITEMS
 
 
@@ -24,10 +25,10 @@ def probe(ctx: click.Context, as_json: bool, profile_path: Path | None, cpuinfo_
 
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     con = console(ctx)
-    from builddoctor.console import safe_text
+    from builddoctor.console import json_text, safe_text
 
-    # JSON escapes control characters itself; text from a recorded profile is foreign
-    text = machine.to_json() if as_json else safe_text("\n".join(render(machine, con)), keep_style=con.color)
+    # JSON escapes control characters itself (and bounds every list); text from a recorded profile is foreign
+    text = json_text(machine) if as_json else safe_text("\n".join(render(machine, con)), keep_style=con.color)
     try:
         click.echo(text, file=con.stream)
         con.stream.flush()
@@ -107,7 +108,7 @@ def render(machine, con) -> list[str]:
         name = f"{g.name} (CPU-emulated, not a GPU to use)" if g.cpu_emulated else g.name
         lines.append(f"{label('GPUs' if i == 0 else '')}{con.symbol(sev)} {name}" + (f": {', '.join(bits)}" if bits else ""))
     if len(machine.gpus) > MAX_ITEMS:
-        lines.append(f"{label('')}... and {len(machine.gpus) - MAX_ITEMS:,} more (`--json` lists all)")
+        lines.append(f"{label('')}... and {len(machine.gpus) - MAX_ITEMS:,} more (`--json` lists {MAX_JSON_ITEMS:,})")
     if machine.vulkan_loader or machine.os == "linux":
         lines.append(f"{label('Vulkan')}loader {machine.vulkan_loader or 'not found'}")
     if machine.rocm_version:

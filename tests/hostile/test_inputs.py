@@ -233,7 +233,7 @@ def test_100k_gpus_make_no_8mb_report(cli, tmp_path):
     f.write_text("name, memory.total [MiB]\n" + "".join(f"NVIDIA L4 #{i}, 23034 MiB\n" for i in range(100_000)))
     done = cli("probe", "--nvidia-smi", f)
     assert done.returncode == 0 and len(done.stdout) < 20_000
-    assert "... and 99,980 more (`--json` lists all)" in done.stdout
+    assert "... and 99,980 more (`--json` lists 1,000)" in done.stdout
 
 
 # --------------------------------------------------------------------------- wrong results
@@ -295,3 +295,85 @@ def test_bench_rows_are_typed():
                       ([{"gpu_info": ["a"]}], "gpu_info is list")]:
         with pytest.raises(ValueError, match=says):
             bench_rows(bad)
+
+
+def _on_a_terminal(cli, *args, timeout: float = 120) -> str:
+    """builddoctor's output on a pseudo-terminal, where colour is on."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in cli.env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm-256color"
+    p = subprocess.Popen([sys.executable, "-m", "builddoctor", *map(str, args)], stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # EIO: the terminal's other side closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        assert p.wait(timeout=10) != 70
+    finally:
+        p.kill()
+        os.close(master)
+    return out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", [["probe"], ["recipe"]])
+def test_colour_escapes_from_a_profile_are_filtered_with_colour_on(cli, tmp_path, command):
+    """On a terminal builddoctor's own colours are written, and an ESC[..m quoted from a profile is not."""
+    f = _profile(cli, tmp_path, model="Evil \x1b[35mCPU\x1b[0m \x1b]0;owned\x07")
+    out = _on_a_terminal(cli, *command, "--profile", f)
+    assert "\x1b[1m" in out, "builddoctor's own bold is written on a terminal"
+    if command == ["probe"]:
+        assert "Evil \\x1b[35mCPU\\x1b[0m \\x1b]0;owned\\x07" in out, out[-3000:]
+    assert "Evil \x1b" not in out and "CPU\x1b" not in out and "\x07" not in out
+
+
+def test_colour_escapes_in_cmake_values_are_filtered_with_colour_on(cli, tmp_path, sse_build):
+    bin_dir, _ = _llama_cache(tmp_path, sse_build, ["LLAMA_EVIL\x1b[35mRED\x1b[0m:BOOL=ON\n"])
+    out = _on_a_terminal(cli, "check", "--no-run", bin_dir)
+    assert "\x1b[1m" in out, "builddoctor's own bold is written on a terminal"
+    assert "LLAMA_EVIL\\x1b[35mRED\\x1b[0m" in out, out[-3000:]
+    assert "EVIL\x1b" not in out and "RED\x1b" not in out
+
+
+def test_200k_features_make_a_bounded_json_that_says_what_was_cut(cli, tmp_path, sse_build):
+    """--json keeps the first 1,000 entries of a list and names the cut; a cut report is not taken as a profile."""
+    f = _profile(cli, tmp_path, features=[f"FEATURE{i}" for i in range(200_000)])
+    for command in (["probe"], ["check", "--no-run", sse_build]):
+        done = cli(*command, "--json", "--profile", f)
+        assert len(done.stdout) < 200_000, len(done.stdout)
+        data = json.loads(done.stdout)
+        cpu = data["cpu"] if command == ["probe"] else data["machine"]["cpu"]
+        assert cpu["features"][:2] == ["FEATURE0", "FEATURE1"] and len(cpu["features"]) == 1000
+        path = "cpu.features" if command == ["probe"] else "machine.cpu.features"
+        assert {"path": path, "count": 200_000, "shown": 1000} in data["truncated"], data["truncated"]
+    cut = tmp_path / "cut.json"
+    cut.write_text(cli("probe", "--json", "--profile", f).stdout)
+    done = cli("probe", "--profile", cut)
+    assert done.returncode == errors.USAGE
+    assert "lists were cut (the first: cpu.features, 1000 of 200000 kept)" in done.stderr
+
+
+def test_a_whole_profile_has_no_truncated_field(cli):
+    data = json.loads(cli("probe", "--json", "--cpuinfo", CPUINFO).stdout)
+    assert "truncated" not in data
+
+
+def test_the_text_report_cuts_a_long_list_the_same_way(cli, tmp_path, sse_build):
+    f = _profile(cli, tmp_path, features=[f"F{i}" for i in range(5000)])
+    done = cli("check", "--no-run", sse_build, "--profile", f)
+    assert "F199, ... and 4,800 more" in done.stdout, done.stdout[:3000]

@@ -52,6 +52,23 @@ def test_signal_during_check_stops_the_child_and_exits_6(den, tmp_path, sig):
     assert not list((tmp_path / "tmpdir").iterdir()), "its temp folders were removed"
 
 
+def test_sigkill_of_check_leaves_no_process(den, tmp_path):
+    """SIGKILL cannot be handled: the guard every child runs under (proc_guard.py) ends the tree, a
+    grandchild in a session of its own and one in a group of its own included."""
+    exe = programs.make(den, "HANG_TREE")
+    args = [exe]
+    p = start("check", "--timeout", "60", *args, tmp=tmp_path)
+    try:
+        programs.wait_for(str(den), count=3)
+        time.sleep(0.3)
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        p.kill()
+    assert p.returncode == -signal.SIGKILL
+    assert not programs.survivors(str(den), wait=5), "a child of the SIGKILLed builddoctor survived it"
+
+
 def test_second_ctrl_c_still_stops_everything(den, tmp_path):
     exe = programs.make(den, "HANG_TREE")
     p = start("check", "--timeout", "60", exe, tmp=tmp_path)
