@@ -251,20 +251,10 @@ def _has_ccache(env: dict[str, str]) -> bool:
 
 
 def configure_command(plan: BuildPlan, source_dir: Path, build_dir: Path, env: dict[str, str]) -> list[str]:
-    """The cmake configure command: the resolver's, plus builddoctor's fixed arguments."""
-    argv: list[str]
-    try:
-        from builddoctor.resolve import cmake_command  # the recipe helper's
-    except ImportError:
-        cmake_command = None
-    if cmake_command is not None:
-        argv = [str(a) for a in cmake_command(plan, source_dir, build_dir)]
-    else:
-        argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir), *plan.cmake_args()]
+    """The cmake configure command, the one builder: ``build`` runs it and ``recipe`` prints it."""
     cfg = data()["cmake"]
+    argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir), "-G", cfg["generator"], *plan.cmake_args()]
     have = {a.split("=", 1)[0][2:] for a in argv if a.startswith("-D")}
-    if "-G" not in argv:
-        argv += ["-G", cfg["generator"]]
     extra = list(cfg["args"])
     if "CMAKE_BUILD_TYPE" not in have:
         extra.append(f"-DCMAKE_BUILD_TYPE={cfg['build_type']}")
@@ -300,14 +290,16 @@ class DryRun:
 
 
 def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = None, jobs: int | None = None,
-             allowed_paths=()) -> DryRun:
-    """The commands ``build`` would run (for --dry-run). Checks the plan's policy; runs nothing
+             allowed_paths=(), build_dir: Path | None = None, policy: bool = True) -> DryRun:
+    """The commands ``build`` would run (for --dry-run, and what ``recipe`` prints). Checks the plan's
+    policy (unless ``policy`` is False: a recipe for another machine is built there); runs nothing
     (no compiler --version, no git), reads no source tree and creates no folder."""
     cache_root = Path(cache_root or default_cache_root()).absolute()
     source_dir = Path(source_dir).absolute()
     env = environment(plan, source_dir, cache_root)
-    check_policy(plan, source_dir, env, allowed_paths)
-    bdir = cache_root / KEY_PLACEHOLDER
+    if policy:
+        check_policy(plan, source_dir, env, allowed_paths)
+    bdir = build_dir if build_dir is not None else cache_root / KEY_PLACEHOLDER
     return DryRun([configure_command(plan, source_dir, bdir, env), compile_command(plan, bdir, jobs or choose_jobs(plan))],
                   env, str(bdir))
 

@@ -650,27 +650,6 @@ CHECKS: dict[str, Callable[[BuildPlan, Recipe, Facts, Context], None]] = {
 # --------------------------------------------------------------------------- command lines
 
 
-def cmake_command(plan: BuildPlan, source_dir: str | Path, build_dir: str | Path) -> list[str]:
-    """The configure command line for ``plan`` (argument list; environment in plan.env)."""
-    argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir)]
-    if plan.machine is None or plan.machine.tool("ninja").found:
-        argv += ["-G", "Ninja"]
-    return argv + plan.cmake_args()
-
-
-def build_command(plan: BuildPlan, build_dir: str | Path, jobs: int | None = None) -> list[str]:
-    argv = ["cmake", "--build", str(build_dir), "--config", _build_type(plan)]
-    if jobs:
-        argv += ["-j", str(jobs)]
-    if plan.targets:
-        argv += ["--target", *plan.targets]
-    return argv
-
-
-def _build_type(plan: BuildPlan) -> str:
-    return next((o.value for o in plan.options if o.name == "CMAKE_BUILD_TYPE"), "Release")
-
-
 def shell_line(argv: list[str], env: dict[str, str] | None = None, *, exact: bool = False) -> str:
     """A line to paste into a POSIX shell. ``exact``: ``env -i`` first, so the command sees only
     ``env`` (what a build's --dry-run prints: the whole environment builddoctor would start it with)."""
