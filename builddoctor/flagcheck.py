@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from builddoctor import errors
+from builddoctor._buildplan import is_off, is_on
+from builddoctor.findings.catalogue import Hit, finding
 from builddoctor.paths import DATA_DIR
 from builddoctor.profiles import Finding, MachineProfile
 from builddoctor.readinput import read_text
@@ -39,8 +41,6 @@ except ModuleNotFoundError:  # pragma: no cover
 SNAPSHOT = DATA_DIR / "llama_options.toml"
 DEPRECATED = DATA_DIR / "llama_options_deprecated.toml"
 ISA = DATA_DIR / "llama_options_isa.toml"
-
-_TRUE = {"ON", "YES", "TRUE", "Y", "1"}
 
 #: CMake's own variables and those of the packages llama.cpp finds: known, never flagged
 STANDARD_PREFIXES = ("CMAKE_", "CPACK_", "CTEST_", "OpenMP_", "CUDAToolkit_", "CUDA_", "Vulkan_", "BLAS_", "BLA_",
@@ -247,23 +247,45 @@ def check_flags(text: str, machine: MachineProfile | None, source: Path | None =
     if not options:
         raise errors.InputError("No -D options found in this command line: pass e.g. "
                                 "\"cmake -B build -DGGML_CUDA=ON\".")
-    return _check(options, machine, source, from_cache=False)
+    return [finding(h) for h in option_hits(options, machine, source, from_cache=False)]
 
 
 def check_cmake_options(options: dict[str, str], machine: MachineProfile | None,
                         source: Path | None = None) -> list[Finding]:
     """Findings for a build's CMakeCache options (only llama.cpp-prefixed names are judged unknown)."""
-    return _check(options, machine, source, from_cache=True)
+    return [finding(h) for h in option_hits(options, machine, source, from_cache=True)]
 
 
-def _on(value: str | None) -> bool:
-    return value is not None and value.strip().upper() in _TRUE
-
-
-def _check(options: dict[str, str], machine: MachineProfile | None, source: Path | None,
-           from_cache: bool) -> list[Finding]:
+def option_hits(options: dict[str, str], machine: MachineProfile | None, source: Path | None,
+                from_cache: bool) -> list[Hit]:
+    """What is wrong with these options (BD401-BD409 of checks.toml, whose words they fill)."""
     known = known_options(source)
-    findings: list[Finding] = []
+    hits = _name_hits(options, known, from_cache)
+    # what the options mean today: deprecated names count as their replacements
+    effective = dict(options)
+    for name, value in options.items():
+        new = known.deprecated.get(name, {}).get("replacement")
+        if new and new not in options:
+            effective[new] = value
+    hits += _contradictions(effective)
+    if machine is not None:
+        hits += _machine_checks(effective, machine)
+    if not from_cache:
+        hits += [Hit({"name": n, "value": options[n]}, code="BD409") for n in downloading_options()
+                 if is_on(options.get(n))]
+    return hits
+
+
+def downloading_options() -> list[str]:
+    """The llama.cpp options that download at build time when ON (recipes/no-network.toml's [downloads])."""
+    from builddoctor.recipes import no_network_downloads
+
+    return no_network_downloads()
+
+
+def _name_hits(options: dict[str, str], known: KnownOptions, from_cache: bool) -> list[Hit]:
+    """Deprecated, unknown and misspelt names (BD401-BD404)."""
+    hits: list[Hit] = []
     names = sorted(known.options)
     judged = skipped = 0  # unknown names: a close-match search each, so bounded (200k in a forged cache)
     for name, value in options.items():
@@ -273,15 +295,12 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
             continue
         d = known.deprecated.get(name)
         if d is not None:
-            findings.append(_deprecated(name, value, d, options))
+            hits.append(_deprecated(name, value, d))
             continue
         if name.startswith("CMAKE_") and name not in known.options and name not in _CMAKE_COMMON:
             close = difflib.get_close_matches(name, _CMAKE_COMMON, n=1, cutoff=0.9)
             if close and not from_cache:
-                findings.append(Finding(
-                    code="BD404", severity="warning", title=f"{name} is not a known variable",
-                    evidence=f"-D{name}={value} looks like a misspelling of {close[0]}.",
-                    fix=f"-D{close[0]}={value}"))
+                hits.append(Hit({"name": name, "value": value, "close": close[0]}, code="BD404"))
                 continue
         if known.known(name):
             continue
@@ -289,44 +308,17 @@ def _check(options: dict[str, str], machine: MachineProfile | None, source: Path
             judged += 1
         if name.startswith(_PREFIXES):
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-            hint = f" Did you mean {close[0]}?" if close else ""
-            findings.append(Finding(
-                code="BD403", severity="warning", title=f"{name} is not a llama.cpp option",
-                evidence=f"-D{name}={value}: the pinned llama.cpp declares and reads no such option, so CMake "
-                         f"ignores it.{hint}",
-                fix=f"-D{close[0]}={value}" if close else f"remove -D{name}"))
+            hits.append(Hit({"name": name, "value": value, "close": close[0] if close else ""}, code="BD403",
+                            variant="" if close else "no_match"))
         elif not from_cache:
             pool = names + sorted(STANDARD_NAMES) + _CMAKE_COMMON
             close = difflib.get_close_matches(name, pool, n=1, cutoff=0.8)
             if close and close[0] != name:
-                findings.append(Finding(
-                    code="BD404", severity="warning", title=f"{name} is not a known variable",
-                    evidence=f"-D{name}={value} looks like a misspelling of {close[0]}.",
-                    fix=f"-D{close[0]}={value}"))
+                hits.append(Hit({"name": name, "value": value, "close": close[0]}, code="BD404"))
     if skipped:
-        findings.append(Finding(
-            code="BD403", severity="warning", title=f"{skipped:,} more unknown names not checked",
-            evidence=f"{judged + skipped:,} of the {len(options):,} names are not options of the pinned llama.cpp; "
-                     f"the first {MAX_UNKNOWN} are judged one by one, the other {skipped:,} were skipped.",
-            fix="remove the options llama.cpp does not declare"))
-    # what the options mean today: deprecated names count as their replacements
-    effective = dict(options)
-    for name, value in options.items():
-        new = known.deprecated.get(name, {}).get("replacement")
-        if new and new not in options:
-            effective[new] = value
-    findings += _contradictions(effective, known)
-    if machine is not None:
-        findings += _machine_checks(effective, machine)
-    for name in ("LLAMA_BUILD_BORINGSSL", "LLAMA_BUILD_LIBRESSL", "GGML_OPENMP_FETCH", "LLAMA_USE_PREBUILT_UI",
-                 "LLAMA_BUILD_UI", "LLAMA_LLGUIDANCE", "GGML_CPU_KLEIDIAI"):
-        if _on(options.get(name)) and not from_cache:
-            findings.append(Finding(
-                code="BD409", severity="info", title=f"{name}=ON downloads at build time",
-                evidence=f"-D{name}={options[name]}: llama.cpp's CMake fetches code or files from the network "
-                         "for it; the build fails offline and is not reproducible.",
-                fix=f"-D{name}=OFF"))
-    return findings
+        hits.append(Hit({"skipped": f"{skipped:,}", "unknown": f"{judged + skipped:,}", "count": f"{len(options):,}",
+                         "limit": MAX_UNKNOWN}, code="BD403", variant="skipped"))
+    return hits
 
 
 #: unknown names judged one by one (each a close-match search); beyond, one summary finding
@@ -338,80 +330,53 @@ _CMAKE_COMMON = ["CMAKE_BUILD_TYPE", "CMAKE_C_COMPILER", "CMAKE_CXX_COMPILER", "
                  "CMAKE_OSX_ARCHITECTURES", "CMAKE_EXPORT_COMPILE_COMMANDS"]
 
 
-def _deprecated(name: str, value: str, d: dict[str, str], options: dict[str, str]) -> Finding:
+def _deprecated(name: str, value: str, d: dict[str, str]) -> Hit:
     new = d.get("replacement", "")
-    fatal = d.get("level") == "FATAL_ERROR"
-    note = f" {d['note']}" if d.get("note") else ""
+    values = {"name": name, "value": value, "new": new, "note": f" {d['note']}" if d.get("note") else ""}
     if new:
-        stops = " The pinned llama.cpp stops configuring with it." if fatal else \
-            f" CMake still maps it to {new} for now, with a warning."
-        return Finding(
-            code="BD401", severity="error" if fatal else "warning",
-            title=f"{name} is deprecated: use {new}",
-            evidence=f"-D{name}={value}: llama.cpp renamed this option to {new}.{stops}{note}",
-            fix=f"-D{new}={value}")
-    return Finding(
-        code="BD402", severity="warning", title=f"{name} was removed: it does nothing",
-        evidence=f"-D{name}={value}: today's llama.cpp ignores this option.{note}",
-        fix=f"remove -D{name}")
+        return Hit(values, code="BD401", variant="fatal" if d.get("level") == "FATAL_ERROR" else "")
+    return Hit(values, code="BD402")
 
 
-def _contradictions(options: dict[str, str], known: KnownOptions) -> list[Finding]:
+def _contradictions(options: dict[str, str]) -> list[Hit]:
+    """Options llama.cpp's CMake refuses together (BD408; the words are its variants)."""
     out = []
-    if _on(options.get("GGML_CPU_ALL_VARIANTS")) and not _on(options.get("GGML_BACKEND_DL")):
-        out.append(Finding(code="BD408", severity="error", title="GGML_CPU_ALL_VARIANTS needs GGML_BACKEND_DL",
-                           evidence="llama.cpp stops with 'GGML_CPU_ALL_VARIANTS requires GGML_BACKEND_DL'.",
-                           fix="-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_NATIVE=OFF"))
-    if _on(options.get("GGML_CPU_ALL_VARIANTS")) and options.get("GGML_CPU_ARM_ARCH"):
-        out.append(Finding(code="BD408", severity="error", title="GGML_CPU_ARM_ARCH and GGML_CPU_ALL_VARIANTS",
-                           evidence="llama.cpp stops with 'Cannot use both GGML_CPU_ARM_ARCH and "
-                                    "GGML_CPU_ALL_VARIANTS'.",
-                           fix="drop -DGGML_CPU_ARM_ARCH"))
-    if _on(options.get("GGML_BACKEND_DL")) and options.get("BUILD_SHARED_LIBS", "ON").upper() in ("OFF", "0", "NO",
-                                                                                               "FALSE"):
-        out.append(Finding(code="BD408", severity="error", title="GGML_BACKEND_DL needs shared libraries",
-                           evidence="-DBUILD_SHARED_LIBS=OFF with -DGGML_BACKEND_DL=ON: backends cannot be loaded "
-                                    "at run time from a static build.",
-                           fix="-DBUILD_SHARED_LIBS=ON"))
+    if is_on(options.get("GGML_CPU_ALL_VARIANTS")) and not is_on(options.get("GGML_BACKEND_DL")):
+        out.append(Hit(code="BD408"))
+    if is_on(options.get("GGML_CPU_ALL_VARIANTS")) and options.get("GGML_CPU_ARM_ARCH"):
+        out.append(Hit(code="BD408", variant="arm_arch"))
+    if is_on(options.get("GGML_BACKEND_DL")) and is_off(options.get("BUILD_SHARED_LIBS", "ON")):
+        out.append(Hit(code="BD408", variant="static"))
     return out
 
 
-def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Finding]:
+def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hit]:
     from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes
     from builddoctor.resolve import Facts, _unmet
 
-    out: list[Finding] = []
+    out: list[Hit] = []
     recipes = load_recipes()
     facts = Facts(machine, {r.name: r for r in recipes})
     ctx = Context(machine)
     for r in recipes:
-        if r.kind != "backend" or not r.switch or not _on(options.get(r.switch)):
+        if r.kind != "backend" or not r.switch or not is_on(options.get(r.switch)):
             continue
+        values = {"switch": r.switch, "value": options[r.switch], "label": r.label, "toolkit": r.toolkit}
         if r.toolkit and not machine.tool(r.toolkit).found:
-            out.append(Finding(
-                code="BD405", severity="error", title=f"{r.switch}=ON, but no {r.label} toolkit ({r.toolkit})",
-                evidence=f"-D{r.switch}={options[r.switch]}: {r.toolkit} was not found on this machine, so "
-                         "configuring stops.",
-                fix=_install_hint(r, r.toolkit, machine) or f"install {r.toolkit}, or drop -D{r.switch}=ON"))
+            install = _install_hint(r, r.toolkit, machine) or f"install {r.toolkit}, or drop -D{r.switch}=ON"
+            out.append(Hit({**values, "install": install}, code="BD405"))
         ok, key = evaluate(r.when, ctx)
         if not ok:
-            out.append(Finding(
-                code="BD406", severity="warning", title=f"{r.switch}=ON, but {_unmet(r, key, facts, machine)}",
-                evidence=f"-D{r.switch}={options[r.switch]}: the build can be made, but its {r.label} backend "
-                         "has nothing to run on here.",
-                fix="builddoctor recipe  # the plan for this machine"))
+            out.append(Hit({**values, "unmet": _unmet(r, key, facts, machine)}, code="BD406"))
     feats = cpu_features(machine)
-    native_on = _on(options.get("GGML_NATIVE"))
+    native_on = is_on(options.get("GGML_NATIVE"))
     # with all CPU variants the per-ISA switches are not used (each variant sets its own)
-    all_variants = _on(options.get("GGML_CPU_ALL_VARIANTS"))
+    all_variants = is_on(options.get("GGML_CPU_ALL_VARIANTS"))
     for opt, needs in isa_table().items():
-        if not all_variants and _on(options.get(opt)) and not any(f in feats for f in needs):
-            out.append(Finding(
-                code="BD407", severity="error", title=f"{opt}=ON, but this CPU has no {needs[0]}",
-                evidence=f"-D{opt}={options[opt]} forces {needs[0]} instructions; {machine.cpu.model or 'this CPU'} "
-                         "lacks them, so the programs die with 'Illegal instruction' (SIGILL)"
-                         + (" (GGML_NATIVE=ON does not undo a forced option)." if native_on else "."),
-                fix=f"-D{opt}=OFF, or -DGGML_NATIVE=ON alone to use what this CPU has"))
+        if not all_variants and is_on(options.get(opt)) and not any(f in feats for f in needs):
+            out.append(Hit({"option": opt, "value": options[opt], "feature": needs[0],
+                            "cpu": machine.cpu.model or "this CPU"}, code="BD407",
+                           variant="native_on" if native_on else ""))
     return out
 
 

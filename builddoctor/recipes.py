@@ -188,6 +188,14 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
     return recipes
 
 
+def no_network_downloads(directory: Path | None = None) -> list[str]:
+    """The options that download at build time when ON: the no-network recipe's [data] downloads list."""
+    for r in load_recipes(directory):
+        if r.name == "no-network":
+            return [str(n) for n in r.data.get("downloads", [])]
+    return []
+
+
 #: validated recipe folders, keyed by folder and each file's name, mtime and size (read-only after loading)
 _LOADED: dict[tuple, list[Recipe]] = {}
 
