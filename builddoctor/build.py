@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Optional
 
 from builddoctor import paths, proc
 from builddoctor.profiles import BuildPlan, BuildResult
+from builddoctor.tomlload import data_file
 
 LOCK_PATH = Path("/tmp/builddoctor-llama-build.lock")  # shared with every llama.cpp compile on this machine
 
@@ -41,7 +42,6 @@ LOG_NAME = "build.log"
 BUILD_TIMEOUT = 3600.0  # compile; generous, but a limit
 CONFIGURE_TIMEOUT = 600.0
 TOOL_TIMEOUT = 20.0
-PIN_FALLBACK = ("0c1e570", 1)
 #: environment variables a user sets on purpose to choose compilers; passed through and keyed
 # Passed from the user's environment to cmake: compilers, and where toolkits live (VULKAN_SDK is
 # how the LunarG SDK, or newer headers unpacked by hand, are found).
@@ -52,23 +52,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
 
 
-def _toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
-
-
-_DATA: dict | None = None
-
-
 def data() -> dict:
-    global _DATA
-    if _DATA is None:
-        _DATA = _toml(paths.DATA_DIR / "build.toml")
-    return _DATA
+    """builddoctor/data/build.toml (the data layer's cached reader)."""
+    return data_file("build.toml")
 
 
 # --------------------------------------------------------------------------- progress
@@ -109,13 +95,10 @@ def uses_cuda(plan: BuildPlan) -> bool:
 
 def pin_data() -> tuple[str, int]:
     """(short commit, build number) of the pinned tree, from builddoctor/data/llama_pin.toml."""
-    try:
-        pin = _toml(paths.DATA_DIR / "llama_pin.toml")
-        info = pin.get("llama_cpp", pin)
-        commit = info.get("short_commit") or (info.get("commit") or "")[:7] or PIN_FALLBACK[0]
-        return str(commit), int(info.get("build_number", PIN_FALLBACK[1]))
-    except (OSError, ValueError, TypeError):
-        return PIN_FALLBACK
+    from builddoctor.source import load_pin  # the one reader of the pin
+
+    pin = load_pin()
+    return pin.short_commit, pin.build_number
 
 
 def is_git_checkout(source_dir: Path) -> bool:

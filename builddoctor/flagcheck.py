@@ -32,11 +32,8 @@ from builddoctor.findings.catalogue import Hit, finding
 from builddoctor.paths import DATA_DIR
 from builddoctor.profiles import Finding, MachineProfile
 from builddoctor.readinput import read_text
+from builddoctor.tomlload import data_file
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
 
 SNAPSHOT = DATA_DIR / "llama_options.toml"
 DEPRECATED = DATA_DIR / "llama_options_deprecated.toml"
@@ -163,10 +160,9 @@ def regenerate(source: Path | None = None, out: Path = SNAPSHOT) -> Path:
     from builddoctor.paths import vendor_dir
 
     source = Path(source) if source else vendor_dir()
-    commit = ""
-    pin = DATA_DIR / "llama_pin.toml"
-    if pin.is_file():
-        commit = tomllib.loads(pin.read_text())["llama_cpp"].get("short_commit", "")
+    from builddoctor.source import load_pin
+
+    commit = load_pin().short_commit
     out.write_text(render_snapshot(scan_source(source), commit), encoding="utf-8")
     return out
 
@@ -178,19 +174,19 @@ def _scan_cached(source: str) -> KnownOptions:
 
 @lru_cache(maxsize=4)
 def _snapshot() -> KnownOptions:
-    doc = tomllib.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    doc = data_file(SNAPSHOT.name)
     return KnownOptions(options=dict(doc.get("options", {})), deprecated=dict(doc.get("deprecated", {})))
 
 
 @lru_cache(maxsize=1)
 def deprecated_table() -> dict[str, dict[str, str]]:
     """Old names llama.cpp no longer lists: name -> replacement ('' when removed), note."""
-    return dict(tomllib.loads(DEPRECATED.read_text(encoding="utf-8")).get("deprecated", {}))
+    return dict(data_file(DEPRECATED.name).get("deprecated", {}))
 
 
 @lru_cache(maxsize=1)
 def isa_table() -> dict[str, list[str]]:
-    return {k: v["features"] for k, v in tomllib.loads(ISA.read_text(encoding="utf-8")).get("isa", {}).items()}
+    return {k: v["features"] for k, v in data_file(ISA.name).get("isa", {}).items()}
 
 
 def known_options(source: Path | None = None) -> KnownOptions:

@@ -20,6 +20,7 @@ from typing import Any
 
 from builddoctor import errors
 from builddoctor.profiles import MachineProfile
+from builddoctor.tomlload import parse_toml
 
 try:  # Python 3.11+
     import tomllib
@@ -216,15 +217,7 @@ def load_recipe(path: Path) -> Recipe:
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         raise RecipeError(f"{path}:1: empty recipe file: it needs at least a [recipe] table with a name "
                           "(see docs/recipes.md).")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        if m:
-            detail = msg[: m.start()].strip()
-            raise RecipeError(f"{path}:{m.group(1)}:{m.group(2)}: malformed TOML: {detail}.") from None
-        raise RecipeError(f"{path}: malformed TOML: {msg}.") from None
+    doc = parse_toml(text, path, RecipeError)
     return _parse(path, text, doc)
 
 
