@@ -471,8 +471,10 @@ def _where(path: Path, key: str, text: str | None = None, table: tuple[str, int]
 
 
 def norm_arch(arch: str) -> str:
-    a = (arch or "").lower()
-    return {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64"}.get(a, a)
+    """One spelling per architecture (platforms.canonical_arch, from data/platforms.toml)."""
+    from builddoctor.platforms import canonical_arch
+
+    return canonical_arch(arch)
 
 
 def _as_list(v: Any) -> list[str]:

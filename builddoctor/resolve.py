@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from builddoctor import errors
 from builddoctor._buildplan import same_value
+from builddoctor.tomlload import data_file
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
     GOALS,
@@ -135,27 +136,18 @@ class Facts(dict):
         return ", ".join(sorted(self.machine.cpu.features)) or "no features recorded"
 
     def _cpu_isa(self) -> str:
+        """The CPU's instruction sets in a few words (data/isa_labels.toml)."""
         f = cpu_features(self.machine)
-        arch = norm_arch(self.machine.arch or self.machine.cpu.arch)
-        if arch == "x86_64":
-            if "AVX512" in f:
-                extra = [n for n, k in (("VNNI", "AVX512_VNNI"), ("BF16", "AVX512_BF16"), ("VBMI", "AVX512_VBMI"))
-                         if k in f]
-                text = "AVX-512" + (f" ({', '.join(extra)})" if extra else "")
-            elif "AVX2" in f:
-                text = "AVX2, FMA" + (", AVX-VNNI" if "AVX_VNNI" in f else "")
-            elif "AVX" in f:
-                text = "AVX, no AVX2"
-            else:
-                text = "SSE only, no AVX"
-            if "AMX_INT8" in f or "AMX_TILE" in f:
-                text += ", AMX"
-            return text
-        if arch == "aarch64":
-            names = [n for n, k in (("DOTPROD", "DOTPROD"), ("FP16", "FP16_VECTOR_ARITHMETIC"), ("I8MM", "MATMUL_INT8"),
-                                    ("SVE", "SVE"), ("SVE2", "SVE2"), ("SME", "SME")) if k in f]
-            return "NEON" + (", " + ", ".join(names) if names else " only")
-        return ", ".join(sorted(f)) or "baseline ISA"
+        table = data_file("isa_labels.toml").get(norm_arch(self.machine.arch or self.machine.cpu.arch))
+        if table is None:
+            return ", ".join(sorted(f)) or "baseline ISA"
+        level = next(lv for lv in table["levels"] if not lv.get("needs") or lv["needs"] in f)
+        extra = [label for label, feature in level.get("extras", []) if feature in f]
+        text = level["text"] + (level.get("form", " {}").format(", ".join(extra)) if extra else level.get("none", ""))
+        for label, any_of in table.get("also", []):
+            if set(any_of) & f:
+                text += f", {label}"
+        return text
 
     def _avoid_reason(self) -> str:
         rows = [r for r in self.known_bad if set(r.avoid) & cpu_features(self.machine)]
@@ -361,7 +353,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     for r in recipes:
         if r.kind == "concern" and evaluate(r.when, ctx)[0]:
             active.append(r)
-    active.sort(key=lambda r: (r.name != "release", r.name != "no-network", r.name))
+    active.sort(key=lambda r: (-r.priority, r.name))  # the recipes' own order (release, no-network, ...)
     active.append(chosen)
     names = {r.name for r in active}
     for r in active:

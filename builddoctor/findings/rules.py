@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from builddoctor import versions
 from builddoctor._buildplan import is_on, same_value  # CMake's reading of ON/OFF values, one definition
 from builddoctor.findings.catalogue import Hit, catalogue
+from builddoctor.platforms import canonical_arch
 from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
 
 #: what a rule returns: nothing (passes, or does not apply), or its hits; a dict is a Hit's values
@@ -45,8 +46,10 @@ def rule(func):
 # --------------------------------------------------------------------------- helpers
 
 X86_LEVELS = ("sse", "avx", "avx2", "avx512")
-GPU_RUNTIME_PREFIXES = ("libcudart", "libcublas", "libcuda.", "libnvrtc", "libamdhip64", "libhipblas", "librocblas",
-                        "libvulkan", "libsycl", "libOpenCL", "libmusa", "libmublas", "libze_loader")
+def gpu_runtime_prefixes() -> tuple[str, ...]:
+    """Names of the GPU toolkits' runtime libraries (checks.toml [gpu_runtime]): a GPU backend that
+    misses one is the GPU line's error (BD112), not the load line's."""
+    return tuple(catalogue()["gpu_runtime"]["prefixes"])
 
 
 def _level_of(features: list[str] | set[str]) -> str:
@@ -70,7 +73,7 @@ def links_openmp(files: list[BinaryFile]) -> bool:
 
 
 def _is_x86(machine: MachineProfile) -> bool:
-    return machine.cpu.arch in ("x86_64", "amd64", "i686")
+    return canonical_arch(machine.cpu.arch) in ("x86_64", "i386")
 
 
 def _cpu_files(build: BuildProfile) -> list[BinaryFile]:
@@ -146,7 +149,7 @@ def missing_libraries(build, machine, ctx):
     hits = []
     for f in build.files:
         if any(b in f.backends for b in ("CUDA", "HIP", "Vulkan", "SYCL", "OpenCL", "MUSA")):
-            libs = [lib for lib in f.missing_needed if not lib.startswith(GPU_RUNTIME_PREFIXES)]
+            libs = [lib for lib in f.missing_needed if not lib.startswith(gpu_runtime_prefixes())]
         else:
             libs = list(f.missing_needed)
         if libs:
@@ -421,8 +424,7 @@ def _is_variant_file(f: BinaryFile) -> bool:
 
 
 def _same_arch(a: str, b: str) -> bool:
-    alias = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}
-    return alias.get(a.lower(), a.lower()) == alias.get(b.lower(), b.lower())
+    return canonical_arch(a) == canonical_arch(b)
 
 
 def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | None:
@@ -573,7 +575,7 @@ def gpu_runtime_missing(build, machine, ctx):
     install = ctx.catalogue["runtime_install"]
     for f in build.files:
         gpu = [b for b in f.backends if b not in ("CPU", "BLAS", "RPC")]
-        libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
+        libs = [lib for lib in f.missing_needed if lib.startswith(gpu_runtime_prefixes())]
         if gpu and libs:
             backend = gpu[0]
             text = install.get(backend, "install the runtime libraries of the " + backend + " toolkit")
