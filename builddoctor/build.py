@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from builddoctor import paths, proc
+from builddoctor.cmake_bool import is_on
 from builddoctor.profiles import BuildPlan, BuildResult
 from builddoctor.tomlload import data_file
 
@@ -90,7 +91,7 @@ def plan_options(plan: BuildPlan) -> dict[str, str]:
 
 def uses_cuda(plan: BuildPlan) -> bool:
     opts = plan_options(plan)
-    return plan.backend.lower() == "cuda" or opts.get("GGML_CUDA", "").upper() in ("ON", "1", "TRUE", "YES")
+    return plan.backend.lower() == "cuda" or is_on(opts.get("GGML_CUDA"))
 
 
 def pin_data() -> tuple[str, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from builddoctor import errors
-from builddoctor._buildplan import same_value
+from builddoctor.cmake_bool import same_value
 from builddoctor.tomlload import data_file
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
@@ -443,7 +443,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             plan.notes.append(f"{name} is not set: this machine gives nothing to set it from, "
                               "so llama.cpp's default applies.")
     if source is not None and (Path(source) / "CMakeLists.txt").is_file():
-        from builddoctor.flagcheck import scan_source
+        from builddoctor.llama_options import scan_source
 
         known = scan_source(Path(source))
         for o in plan.options:

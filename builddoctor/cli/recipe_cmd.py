@@ -13,20 +13,13 @@ from builddoctor.cli.options import describes_this_cpu, json_option, load_machin
 BACKENDS = ("auto", "cpu", "cuda", "hip", "metal", "sycl", "vulkan")
 
 
-def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None,
-             required: bool = True):
+def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None):
     """The machine to plan for: a saved profile, or this one probed (with --cpuinfo/--nvidia-smi stand-ins)."""
     if profile_path is not None and cpuinfo_path is None and nvidia_smi_path is None:
         from builddoctor.probe import load_profile
 
         return load_profile(profile_path)  # the one bounded reader `probe` and `check` use
-    try:
-        return load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    except ImportError:
-        if required:
-            raise errors.UserError("This builddoctor cannot probe the machine (its probe module is missing); pass a "
-                                   "saved profile with --profile FILE.", exit_code=errors.INTERNAL) from None
-        return None
+    return load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
 
 
 @click.command("recipe")
@@ -157,7 +150,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     from builddoctor.flagcheck import check_flags
 
     text = " ".join(command_line)
-    machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path, required=False)
+    machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path)
     findings = check_flags(text, machine, source=source_dir)
     con = console(ctx)
     bad = [f for f in findings if f.severity in ("error", "warning")]
@@ -173,8 +166,6 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
                 con.echo(f"    {f.evidence}")
             if f.fix:
                 con.echo(f"    fix: {f.fix}")
-        if machine is None and not no_machine:
-            con.echo(con.style("(not compared with a machine: no profile could be read)", "dim"))
     if bad:
         sys.exit(errors.PROBLEMS)
 

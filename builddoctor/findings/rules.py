@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from builddoctor import versions
-from builddoctor._buildplan import is_on, same_value  # CMake's reading of ON/OFF values, one definition
+from builddoctor.cmake_bool import is_on, same_value  # CMake's reading of ON/OFF values, one definition
 from builddoctor.findings.catalogue import Hit, catalogue
 from builddoctor.platforms import canonical_arch
 from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
@@ -299,8 +299,7 @@ def _known_bad(build: BuildProfile, machine: MachineProfile, signal: str | None 
     from builddoctor import known_bad
 
     code = closed_features(build.isa, machine) if build.isa else set()
-    return [r for r in known_bad.applying(machine.cpu.features, build.version, build.build_number)
-            if r.in_code(code) and (signal is None or signal in r.signals)]
+    return known_bad.explaining(code, machine.cpu.features, build.version, build.build_number, signal)
 
 
 def _no_flags(features, ctx: Context) -> str:
@@ -693,7 +692,7 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
     only names llama.cpp no longer declares, and values that differ from a literal default,
     say what the user asked for.
     """
-    from builddoctor.flagcheck import known_options
+    from builddoctor.llama_options import known_options
 
     known = known_options(source)
     out = {}
@@ -757,7 +756,7 @@ def plan_departure(build, machine, ctx):
 
 def isa_options() -> dict:
     """llama.cpp's instruction-set options and the features each forces (data/llama_options_isa.toml)."""
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
 
     return isa_table()
 
