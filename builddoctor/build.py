@@ -388,20 +388,12 @@ def install_hint(tools: list[str], plan: BuildPlan | None = None) -> str:
 
 
 def _distro() -> str:
+    """This machine's install-command key (platforms.install_keys: the one reading of a distribution)."""
     import sys
 
-    if sys.platform == "darwin":
-        return "macos"
-    try:
-        text = Path("/etc/os-release").read_text()
-    except OSError:
-        return "debian"
-    ids = " ".join(re.findall(r"^(?:ID|ID_LIKE)=\"?([^\"\n]+)", text, re.M)).lower()
-    for name in ("arch", "fedora", "debian"):
-        if name in ids or (name == "fedora" and ("rhel" in ids or "centos" in ids)) or (
-                name == "debian" and "ubuntu" in ids):
-            return name
-    return "debian"
+    from builddoctor.platforms import install_keys, this_description
+
+    return install_keys(sys.platform, this_description())[0]
 
 
 def free_space(path: Path) -> int | None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from builddoctor import errors
 from builddoctor.cmake_bool import same_value
+from builddoctor.platforms import install_keys
 from builddoctor.tomlload import data_file
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
@@ -33,13 +34,6 @@ from builddoctor.recipes import (
 
 DEFAULT_TARGETS = ["llama-cli", "llama-server", "llama-bench", "llama-quantize"]
 OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
-
-_DISTROS = (
-    ("debian", ("debian", "ubuntu", "mint", "pop!_os", "pop_os", "elementary", "kali", "raspbian", "zorin")),
-    ("fedora", ("fedora", "red hat", "rhel", "rocky", "alma", "centos", "oracle linux", "amazon linux")),
-    ("arch", ("arch", "manjaro", "endeavouros", "garuda", "cachyos")),
-)
-
 
 # --------------------------------------------------------------------------- versions
 
@@ -88,16 +82,7 @@ def _cc_int(cc: str | None) -> int | None:
 
 def platform_key(machine: MachineProfile) -> list[str]:
     """Which install commands apply: ['debian'], ['macos'], or all Linux ones when the distro is unknown."""
-    os_ = machine.os.lower()
-    if os_ == "darwin":
-        return ["macos"]
-    if os_ == "windows":
-        return ["windows"]
-    text = (machine.os_version or "").lower()
-    for key, words in _DISTROS:
-        if any(w in text for w in words):
-            return [key]
-    return ["debian", "fedora", "arch"]
+    return install_keys(machine.os, machine.os_version)
 
 
 class Facts(dict):
