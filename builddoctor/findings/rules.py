@@ -45,7 +45,6 @@ def rule(func):
 
 # --------------------------------------------------------------------------- helpers
 
-X86_LEVELS = ("sse", "avx", "avx2", "avx512")
 def gpu_runtime_prefixes() -> tuple[str, ...]:
     """Names of the GPU toolkits' runtime libraries (checks.toml [gpu_runtime]): a GPU backend that
     misses one is the GPU line's error (BD112), not the load line's."""
@@ -53,14 +52,11 @@ def gpu_runtime_prefixes() -> tuple[str, ...]:
 
 
 def _level_of(features: list[str] | set[str]) -> str:
-    f = set(features)
-    if "AVX512" in f:
-        return "avx512"
-    if "AVX2" in f:
-        return "avx2"
-    if "AVX" in f:
-        return "avx"
-    return "sse"
+    """The x86 level of ``features`` (inspect.isa.level_of, data/inspect_isa.toml [levels]: the one reading)."""
+    from builddoctor.inspect.data import load
+    from builddoctor.inspect.isa import level_of
+
+    return level_of(features) or load("inspect_isa.toml")["levels"]["default_x86"]
 
 
 def links_openmp(files: list[BinaryFile]) -> bool:
