@@ -27,6 +27,7 @@ from pathlib import Path
 
 from builddoctor import __version__, errors, paths
 from builddoctor.bundled import BundleInfo, BundleOverride
+from builddoctor.cmake_bool import is_off, is_on, same_value  # noqa: F401 - one reading of ON/OFF
 from builddoctor.profiles import BuildPlan, PlanOption
 
 PREFIX = "builddoctor: "
@@ -45,20 +46,8 @@ BUNDLE_OPTIONS = (
 #: Variables of llama.cpp's namespace: given on the command line, they extend the plan.
 NAMESPACE = ("GGML_", "LLAMA_")
 
-_TRUE = {"ON", "TRUE", "YES", "Y", "1"}
-_FALSE = {"OFF", "FALSE", "NO", "N", "0", "", "IGNORE", "NOTFOUND"}
-
-
 def say(text: str) -> None:
     print(PREFIX + text, flush=True)
-
-
-def same_value(a: str, b: str) -> bool:
-    """Equal as CMake would read them: ON/TRUE/1 alike, OFF/FALSE/0 alike, else the exact string."""
-    ua, ub = a.strip().upper(), b.strip().upper()
-    if (ua in _TRUE or ua in _FALSE) and (ub in _TRUE or ub in _FALSE):
-        return (ua in _TRUE) == (ub in _TRUE)
-    return a == b
 
 
 def read_given(path: Path | None) -> dict[str, tuple[str, str]]:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from builddoctor import paths, proc
+from builddoctor.cmake_bool import is_on
 from builddoctor.profiles import BuildPlan, BuildResult
+from builddoctor.tomlload import data_file
 
 LOCK_PATH = Path("/tmp/builddoctor-llama-build.lock")  # shared with every llama.cpp compile on this machine
 
@@ -41,7 +43,6 @@ LOG_NAME = "build.log"
 BUILD_TIMEOUT = 3600.0  # compile; generous, but a limit
 CONFIGURE_TIMEOUT = 600.0
 TOOL_TIMEOUT = 20.0
-PIN_FALLBACK = ("0c1e570", 1)
 #: environment variables a user sets on purpose to choose compilers; passed through and keyed
 # Passed from the user's environment to cmake: compilers, and where toolkits live (VULKAN_SDK is
 # how the LunarG SDK, or newer headers unpacked by hand, are found).
@@ -52,23 +53,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
 
 
-def _toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
-
-
-_DATA: dict | None = None
-
-
 def data() -> dict:
-    global _DATA
-    if _DATA is None:
-        _DATA = _toml(paths.DATA_DIR / "build.toml")
-    return _DATA
+    """builddoctor/data/build.toml (the data layer's cached reader)."""
+    return data_file("build.toml")
 
 
 # --------------------------------------------------------------------------- progress
@@ -104,18 +91,15 @@ def plan_options(plan: BuildPlan) -> dict[str, str]:
 
 def uses_cuda(plan: BuildPlan) -> bool:
     opts = plan_options(plan)
-    return plan.backend.lower() == "cuda" or opts.get("GGML_CUDA", "").upper() in ("ON", "1", "TRUE", "YES")
+    return plan.backend.lower() == "cuda" or is_on(opts.get("GGML_CUDA"))
 
 
 def pin_data() -> tuple[str, int]:
     """(short commit, build number) of the pinned tree, from builddoctor/data/llama_pin.toml."""
-    try:
-        pin = _toml(paths.DATA_DIR / "llama_pin.toml")
-        info = pin.get("llama_cpp", pin)
-        commit = info.get("short_commit") or (info.get("commit") or "")[:7] or PIN_FALLBACK[0]
-        return str(commit), int(info.get("build_number", PIN_FALLBACK[1]))
-    except (OSError, ValueError, TypeError):
-        return PIN_FALLBACK
+    from builddoctor.source import load_pin  # the one reader of the pin
+
+    pin = load_pin()
+    return pin.short_commit, pin.build_number
 
 
 def is_git_checkout(source_dir: Path) -> bool:
@@ -251,20 +235,10 @@ def _has_ccache(env: dict[str, str]) -> bool:
 
 
 def configure_command(plan: BuildPlan, source_dir: Path, build_dir: Path, env: dict[str, str]) -> list[str]:
-    """The cmake configure command: the resolver's, plus builddoctor's fixed arguments."""
-    argv: list[str]
-    try:
-        from builddoctor.resolve import cmake_command  # the recipe helper's
-    except ImportError:
-        cmake_command = None
-    if cmake_command is not None:
-        argv = [str(a) for a in cmake_command(plan, source_dir, build_dir)]
-    else:
-        argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir), *plan.cmake_args()]
+    """The cmake configure command, the one builder: ``build`` runs it and ``recipe`` prints it."""
     cfg = data()["cmake"]
+    argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir), "-G", cfg["generator"], *plan.cmake_args()]
     have = {a.split("=", 1)[0][2:] for a in argv if a.startswith("-D")}
-    if "-G" not in argv:
-        argv += ["-G", cfg["generator"]]
     extra = list(cfg["args"])
     if "CMAKE_BUILD_TYPE" not in have:
         extra.append(f"-DCMAKE_BUILD_TYPE={cfg['build_type']}")
@@ -300,14 +274,16 @@ class DryRun:
 
 
 def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = None, jobs: int | None = None,
-             allowed_paths=()) -> DryRun:
-    """The commands ``build`` would run (for --dry-run). Checks the plan's policy; runs nothing
+             allowed_paths=(), build_dir: Path | None = None, policy: bool = True) -> DryRun:
+    """The commands ``build`` would run (for --dry-run, and what ``recipe`` prints). Checks the plan's
+    policy (unless ``policy`` is False: a recipe for another machine is built there); runs nothing
     (no compiler --version, no git), reads no source tree and creates no folder."""
     cache_root = Path(cache_root or default_cache_root()).absolute()
     source_dir = Path(source_dir).absolute()
     env = environment(plan, source_dir, cache_root)
-    check_policy(plan, source_dir, env, allowed_paths)
-    bdir = cache_root / KEY_PLACEHOLDER
+    if policy:
+        check_policy(plan, source_dir, env, allowed_paths)
+    bdir = build_dir if build_dir is not None else cache_root / KEY_PLACEHOLDER
     return DryRun([configure_command(plan, source_dir, bdir, env), compile_command(plan, bdir, jobs or choose_jobs(plan))],
                   env, str(bdir))
 
@@ -412,20 +388,12 @@ def install_hint(tools: list[str], plan: BuildPlan | None = None) -> str:
 
 
 def _distro() -> str:
+    """This machine's install-command key (platforms.install_keys: the one reading of a distribution)."""
     import sys
 
-    if sys.platform == "darwin":
-        return "macos"
-    try:
-        text = Path("/etc/os-release").read_text()
-    except OSError:
-        return "debian"
-    ids = " ".join(re.findall(r"^(?:ID|ID_LIKE)=\"?([^\"\n]+)", text, re.M)).lower()
-    for name in ("arch", "fedora", "debian"):
-        if name in ids or (name == "fedora" and ("rhel" in ids or "centos" in ids)) or (
-                name == "debian" and "ubuntu" in ids):
-            return name
-    return "debian"
+    from builddoctor.platforms import install_keys, this_description
+
+    return install_keys(sys.platform, this_description())[0]
 
 
 def free_space(path: Path) -> int | None:

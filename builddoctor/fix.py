@@ -248,10 +248,8 @@ def crash_cause(ver, machine) -> tuple[list[str], str]:
         c = b.compute
         if c is None or not c.signal:
             continue
-        code = closed_features(b.isa, machine)
-        rows = [r for r in known_bad.rows() if r.in_code(code) and r.affects_cpu(machine.cpu.features)
-                and c.signal in r.signals]
-        rows.sort(key=lambda r: not r.affects_version(b.version, b.build_number))
+        rows = known_bad.explaining(closed_features(b.isa, machine), machine.cpu.features, b.version,
+                                    b.build_number, c.signal, any_version=True)
         if rows:
             r = rows[0]
             return list(r.avoid), f"died with {c.signal}, which matches known-bad row {r.id} ({r.short or r.title})"

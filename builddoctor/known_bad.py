@@ -83,3 +83,16 @@ def applying(cpu_features: Iterable[str], version: Optional[str], build_number: 
     feats = set(cpu_features)
     return [r for r in (rows() if table is None else table)
             if r.affects_cpu(feats) and r.affects_version(version, build_number)]
+
+
+def explaining(code_features: Iterable[str], cpu_features: Iterable[str], version: Optional[str],
+               build_number: Optional[int] = None, signal: Optional[str] = None, *,
+               any_version: bool = False) -> list[Row]:
+    """The rows a build meets on a CPU: its code carries the row's instructions, the CPU has the
+    feature, and (with ``signal``) the crash is the row's symptom; those whose version range covers
+    the build. ``any_version``: the others too, after them (a row whose range ended too early still
+    names the likely cause of a crash that was seen). The one reading for `check` and `fix`."""
+    code, feats = set(code_features), set(cpu_features)
+    found = [r for r in rows() if r.in_code(code) and r.affects_cpu(feats) and (signal is None or signal in r.signals)]
+    covered = [r for r in found if r.affects_version(version, build_number)]
+    return covered + [r for r in found if r not in covered] if any_version else covered

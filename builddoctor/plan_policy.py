@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from builddoctor import errors
-from builddoctor.paths import DATA_DIR
 from builddoctor.profiles import Serializable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -62,12 +61,9 @@ def _show(value: str, limit: int = 60) -> str:
 
 @functools.lru_cache(maxsize=1)
 def policy() -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    with open(DATA_DIR / "plan_policy.toml", "rb") as fh:
-        return tomllib.load(fh)
+    from builddoctor.tomlload import data_file
+
+    return data_file("plan_policy.toml")
 
 
 def _declared(source: Optional[Path]):

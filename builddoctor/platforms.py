@@ -139,3 +139,30 @@ class Platform:
         fmt = ("fat " if len(self.archs) > 1 else "") + self.format
         default_fmt = self.format == "ELF" and canonical_os(self.os) in ("linux", "android", "freebsd")
         return f"{os_label(self.os)} {archs}" + ("" if default_fmt or not self.format else f" ({fmt})")
+
+
+def install_keys(os_name: Optional[str], description: Optional[str]) -> list[str]:
+    """Which install commands apply to a machine: ['macos'], ['windows'], the distribution its
+    ``description`` names (['debian']...), or every Linux one when it names none. The one reading,
+    for a recorded profile (its os_version) and for this machine (``this_description``)."""
+    os_ = canonical_os(os_name)
+    if os_ in ("darwin", "windows"):
+        return ["macos" if os_ == "darwin" else "windows"]
+    table = _table()["distro"]
+    text = (description or "").lower()
+    for key in table["order"]:
+        if any(w in text for w in table[key]):
+            return [key]
+    return list(table["order"])
+
+
+def this_description() -> str:
+    """This machine's distribution in words: /etc/os-release's ID and ID_LIKE ('' when unreadable)."""
+    import re
+
+    try:
+        with open("/etc/os-release", encoding="utf-8", errors="replace") as fh:
+            text = fh.read(65536)
+    except OSError:
+        return ""
+    return " ".join(re.findall(r"^(?:ID|ID_LIKE)=\"?([^\"\n]+)", text, re.M))

@@ -336,6 +336,7 @@ class Finding(Serializable):
     fix: str = ""  # a command, or what to do
     speedup: str = ""  # expected class of gain, when known
     area: str = ""  # the report line it belongs to: load, cpu, gpu, build, options, version, runtime
+    trace: str = ""  # a check that raised: its traceback (shown under -v)
 
 
 @dataclass

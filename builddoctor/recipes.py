@@ -20,6 +20,7 @@ from typing import Any
 
 from builddoctor import errors
 from builddoctor.profiles import MachineProfile
+from builddoctor.tomlload import parse_toml
 
 try:  # Python 3.11+
     import tomllib
@@ -188,6 +189,14 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
     return recipes
 
 
+def no_network_downloads(directory: Path | None = None) -> list[str]:
+    """The options that download at build time when ON: the no-network recipe's [data] downloads list."""
+    for r in load_recipes(directory):
+        if r.name == "no-network":
+            return [str(n) for n in r.data.get("downloads", [])]
+    return []
+
+
 #: validated recipe folders, keyed by folder and each file's name, mtime and size (read-only after loading)
 _LOADED: dict[tuple, list[Recipe]] = {}
 
@@ -208,15 +217,7 @@ def load_recipe(path: Path) -> Recipe:
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         raise RecipeError(f"{path}:1: empty recipe file: it needs at least a [recipe] table with a name "
                           "(see docs/recipes.md).")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        if m:
-            detail = msg[: m.start()].strip()
-            raise RecipeError(f"{path}:{m.group(1)}:{m.group(2)}: malformed TOML: {detail}.") from None
-        raise RecipeError(f"{path}: malformed TOML: {msg}.") from None
+    doc = parse_toml(text, path, RecipeError)
     return _parse(path, text, doc)
 
 
@@ -470,8 +471,10 @@ def _where(path: Path, key: str, text: str | None = None, table: tuple[str, int]
 
 
 def norm_arch(arch: str) -> str:
-    a = (arch or "").lower()
-    return {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64"}.get(a, a)
+    """One spelling per architecture (platforms.canonical_arch, from data/platforms.toml)."""
+    from builddoctor.platforms import canonical_arch
+
+    return canonical_arch(arch)
 
 
 def _as_list(v: Any) -> list[str]:

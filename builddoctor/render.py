@@ -66,6 +66,9 @@ def report(d: Diagnosis, out: Console) -> None:
                     out.echo(f"        fix: {f.fix}")
                 if out.verbose and f.code:
                     out.echo(out.style(f"        [{f.code}]", "dim"))
+                if out.verbose and f.trace:  # a check that did not complete: where it raised
+                    for line in f.trace.rstrip().splitlines():
+                        out.echo(out.style(f"        {line}", "dim"))
         if more_findings:
             out.echo(f"    {out.symbol('info')} ... and {more_findings:,} more findings")
         # what inspection could not read (a CMakeCache cut at the cap...) when no finding already says it

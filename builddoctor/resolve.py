@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from builddoctor import errors
-from builddoctor._buildplan import same_value
+from builddoctor.cmake_bool import same_value
+from builddoctor.platforms import install_keys
+from builddoctor.tomlload import data_file
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
     GOALS,
@@ -32,13 +34,6 @@ from builddoctor.recipes import (
 
 DEFAULT_TARGETS = ["llama-cli", "llama-server", "llama-bench", "llama-quantize"]
 OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
-
-_DISTROS = (
-    ("debian", ("debian", "ubuntu", "mint", "pop!_os", "pop_os", "elementary", "kali", "raspbian", "zorin")),
-    ("fedora", ("fedora", "red hat", "rhel", "rocky", "alma", "centos", "oracle linux", "amazon linux")),
-    ("arch", ("arch", "manjaro", "endeavouros", "garuda", "cachyos")),
-)
-
 
 # --------------------------------------------------------------------------- versions
 
@@ -87,16 +82,7 @@ def _cc_int(cc: str | None) -> int | None:
 
 def platform_key(machine: MachineProfile) -> list[str]:
     """Which install commands apply: ['debian'], ['macos'], or all Linux ones when the distro is unknown."""
-    os_ = machine.os.lower()
-    if os_ == "darwin":
-        return ["macos"]
-    if os_ == "windows":
-        return ["windows"]
-    text = (machine.os_version or "").lower()
-    for key, words in _DISTROS:
-        if any(w in text for w in words):
-            return [key]
-    return ["debian", "fedora", "arch"]
+    return install_keys(machine.os, machine.os_version)
 
 
 class Facts(dict):
@@ -135,27 +121,18 @@ class Facts(dict):
         return ", ".join(sorted(self.machine.cpu.features)) or "no features recorded"
 
     def _cpu_isa(self) -> str:
+        """The CPU's instruction sets in a few words (data/isa_labels.toml)."""
         f = cpu_features(self.machine)
-        arch = norm_arch(self.machine.arch or self.machine.cpu.arch)
-        if arch == "x86_64":
-            if "AVX512" in f:
-                extra = [n for n, k in (("VNNI", "AVX512_VNNI"), ("BF16", "AVX512_BF16"), ("VBMI", "AVX512_VBMI"))
-                         if k in f]
-                text = "AVX-512" + (f" ({', '.join(extra)})" if extra else "")
-            elif "AVX2" in f:
-                text = "AVX2, FMA" + (", AVX-VNNI" if "AVX_VNNI" in f else "")
-            elif "AVX" in f:
-                text = "AVX, no AVX2"
-            else:
-                text = "SSE only, no AVX"
-            if "AMX_INT8" in f or "AMX_TILE" in f:
-                text += ", AMX"
-            return text
-        if arch == "aarch64":
-            names = [n for n, k in (("DOTPROD", "DOTPROD"), ("FP16", "FP16_VECTOR_ARITHMETIC"), ("I8MM", "MATMUL_INT8"),
-                                    ("SVE", "SVE"), ("SVE2", "SVE2"), ("SME", "SME")) if k in f]
-            return "NEON" + (", " + ", ".join(names) if names else " only")
-        return ", ".join(sorted(f)) or "baseline ISA"
+        table = data_file("isa_labels.toml").get(norm_arch(self.machine.arch or self.machine.cpu.arch))
+        if table is None:
+            return ", ".join(sorted(f)) or "baseline ISA"
+        level = next(lv for lv in table["levels"] if not lv.get("needs") or lv["needs"] in f)
+        extra = [label for label, feature in level.get("extras", []) if feature in f]
+        text = level["text"] + (level.get("form", " {}").format(", ".join(extra)) if extra else level.get("none", ""))
+        for label, any_of in table.get("also", []):
+            if set(any_of) & f:
+                text += f", {label}"
+        return text
 
     def _avoid_reason(self) -> str:
         rows = [r for r in self.known_bad if set(r.avoid) & cpu_features(self.machine)]
@@ -366,7 +343,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     for r in recipes:
         if r.kind == "concern" and evaluate(r.when, ctx)[0]:
             active.append(r)
-    active.sort(key=lambda r: (r.name != "release", r.name != "no-network", r.name))
+    active.sort(key=lambda r: (-r.priority, r.name))  # the recipes' own order (release, no-network, ...)
     active.append(chosen)
     names = {r.name for r in active}
     for r in active:
@@ -456,7 +433,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             plan.notes.append(f"{name} is not set: this machine gives nothing to set it from, "
                               "so llama.cpp's default applies.")
     if source is not None and (Path(source) / "CMakeLists.txt").is_file():
-        from builddoctor.flagcheck import scan_source
+        from builddoctor.llama_options import scan_source
 
         known = scan_source(Path(source))
         for o in plan.options:
@@ -683,27 +660,6 @@ CHECKS: dict[str, Callable[[BuildPlan, Recipe, Facts, Context], None]] = {
 
 
 # --------------------------------------------------------------------------- command lines
-
-
-def cmake_command(plan: BuildPlan, source_dir: str | Path, build_dir: str | Path) -> list[str]:
-    """The configure command line for ``plan`` (argument list; environment in plan.env)."""
-    argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir)]
-    if plan.machine is None or plan.machine.tool("ninja").found:
-        argv += ["-G", "Ninja"]
-    return argv + plan.cmake_args()
-
-
-def build_command(plan: BuildPlan, build_dir: str | Path, jobs: int | None = None) -> list[str]:
-    argv = ["cmake", "--build", str(build_dir), "--config", _build_type(plan)]
-    if jobs:
-        argv += ["-j", str(jobs)]
-    if plan.targets:
-        argv += ["--target", *plan.targets]
-    return argv
-
-
-def _build_type(plan: BuildPlan) -> str:
-    return next((o.value for o in plan.options if o.name == "CMAKE_BUILD_TYPE"), "Release")
 
 
 def shell_line(argv: list[str], env: dict[str, str] | None = None, *, exact: bool = False) -> str:

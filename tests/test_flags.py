@@ -219,7 +219,7 @@ def test_cli_recipe_text(runner):
     assert "CMAKE_CUDA_ARCHITECTURES=61-real" in res.output
     assert "Vulkan: skipped, CUDA is faster" in res.output
     assert "cmake -S " in res.output and "-DGGML_CUDA=ON" in res.output
-    assert "cmake --build build --config Release" in res.output
+    assert "cmake --build " in res.output and "--config" not in res.output  # what `build` runs
     res = r.invoke(cli, ["recipe", "--profile", str(MACHINES / "laptop-rtx-old-driver.json")])
     assert "nvidia-driver 470.256.02 (needs >= 525.60.13): too-old" in res.output
     assert "install (fedora):" in res.output

@@ -177,3 +177,34 @@ def test_cli_reports_broken_recipe_without_traceback(rdir):
     assert res.exit_code == 2
     assert "cuda.toml:" in res.output and "malformed TOML" in res.output
     assert "Traceback" not in res.output
+
+
+def test_the_download_options_are_one_list_and_the_recipe_turns_them_off():
+    """recipes/no-network.toml's [data] downloads is the one list (BD409 reads it): each is turned off
+    by the recipe or off by default in the pinned llama.cpp, and each option the recipe turns off to
+    stop a download is on the list (LLAMA_OPENSSL, which links the system's libssl, aside)."""
+    from builddoctor.flagcheck import check_flags, known_options
+    from builddoctor.recipes import no_network_downloads
+
+    listed = no_network_downloads()
+    recipe = next(r for r in load_recipes() if r.name == "no-network")
+    turned_off = {o.name for o in recipe.options if o.value == "OFF"}
+    known = known_options()
+    assert listed and len(listed) == len(set(listed))
+    for name in listed:
+        assert name in known.options, name
+        assert name in turned_off or known.options[name]["default"] in ("", "OFF"), name
+    assert turned_off - {"LLAMA_OPENSSL"} <= set(listed)
+    fired = check_flags(" ".join(f"-D{n}=ON" for n in listed), None)
+    assert sorted(f.title.split("=")[0] for f in fired if f.code == "BD409") == sorted(listed)
+
+
+def test_malformed_data_file_names_file_and_line(tmp_path):
+    from builddoctor import errors
+    from builddoctor.tomlload import load_toml
+
+    bad = tmp_path / "table.toml"
+    bad.write_text('ok = 1\nlist = [1,\nnope = \n')
+    with pytest.raises(errors.UserError) as e:
+        load_toml(bad)
+    assert f"{bad}:3:" in e.value.message and "malformed TOML" in e.value.message

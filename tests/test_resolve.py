@@ -11,7 +11,7 @@ from builddoctor import errors
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, ToolInfo
 from builddoctor.recipes import load_recipes
 from builddoctor.flagcheck import isa_table
-from builddoctor.resolve import build_command, cmake_command, resolve
+from builddoctor.resolve import resolve
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 
@@ -355,15 +355,20 @@ def test_bad_goal_and_backend():
 
 
 def test_cmake_command_line():
+    """The one builder (build.configure_command/compile_command), which `recipe` prints too."""
+    from pathlib import Path
+
+    from builddoctor.build import compile_command, configure_command
+
     plan = resolve(machine("this-machine"))
-    argv = cmake_command(plan, "vendor/llama.cpp", "build")
+    argv = configure_command(plan, Path("vendor/llama.cpp"), Path("build"), {"PATH": ""})
     assert argv[:7] == ["cmake", "-S", "vendor/llama.cpp", "-B", "build", "-G", "Ninja"]
     assert "-DGGML_NATIVE=ON" in argv and "-DCMAKE_BUILD_TYPE=Release" in argv
-    b = build_command(plan, "build", jobs=2)
-    assert b[:6] == ["cmake", "--build", "build", "--config", "Release", "-j"]
-    assert b[-4:] == plan.targets
-    mac = resolve(machine("mac-intel"))  # no ninja there
-    assert "-G" not in cmake_command(mac, "src", "build")
+    b = compile_command(plan, Path("build"), jobs=2)
+    assert b[:4] == ["cmake", "--build", "build", "--target"] and b[-2:] == ["-j", "2"]
+    assert "--config" not in b
+    mac = resolve(machine("mac-intel"))  # no ninja there: the build still configures with Ninja (and needs it)
+    assert configure_command(mac, Path("src"), Path("build"), {"PATH": ""})[5:7] == ["-G", "Ninja"]
 
 
 def test_every_emitted_option_is_known_to_the_pinned_source():

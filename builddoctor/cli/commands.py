@@ -12,11 +12,5 @@ _MODULES = ("source_cmd", "probe_cmd", "check_cmd", "recipe_cmd", "build_cmd", "
 def all_commands() -> list[click.Command]:
     found: list[click.Command] = []
     for name in _MODULES:
-        try:
-            module = importlib.import_module(f"builddoctor.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"builddoctor.cli.{name}":
-                continue  # area not built yet
-            raise
-        found.extend(module.COMMANDS)
+        found.extend(importlib.import_module(f"builddoctor.cli.{name}").COMMANDS)  # every one ships
     return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,20 +13,13 @@ from builddoctor.cli.options import describes_this_cpu, json_option, load_machin
 BACKENDS = ("auto", "cpu", "cuda", "hip", "metal", "sycl", "vulkan")
 
 
-def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None,
-             required: bool = True):
+def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_path: Path | None):
     """The machine to plan for: a saved profile, or this one probed (with --cpuinfo/--nvidia-smi stand-ins)."""
     if profile_path is not None and cpuinfo_path is None and nvidia_smi_path is None:
         from builddoctor.probe import load_profile
 
         return load_profile(profile_path)  # the one bounded reader `probe` and `check` use
-    try:
-        return load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    except ImportError:
-        if required:
-            raise errors.UserError("This builddoctor cannot probe the machine (its probe module is missing); pass a "
-                                   "saved profile with --profile FILE.", exit_code=errors.INTERNAL) from None
-        return None
+    return load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
 
 
 @click.command("recipe")
@@ -38,13 +30,14 @@ def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_pa
               help="The GPU backend; auto picks CUDA > HIP > Metal > SYCL > Vulkan > CPU from what is there.")
 @click.option("--source", "source_dir", type=click.Path(path_type=Path, file_okay=False),
               help="llama.cpp source folder for the command line (default: the pinned tree).")
-@click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("build"),
-              show_default=True, help="Build folder for the command line.")
+@click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Build folder for the command line (default: the cache folder `builddoctor build` uses).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 512), help="Parallel compile jobs (default: from cores and memory).")
 @click.option("--save", "save_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the plan as JSON to FILE (input for `builddoctor build --plan FILE`).")
 @json_option
 @click.pass_context
-def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, source_dir, build_dir, save_path,
+def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, source_dir, build_dir, jobs, save_path,
            as_json):
     """The cmake options for this machine (or --profile's), each with its reason."""
     from builddoctor.cli import console
@@ -74,12 +67,13 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
     if as_json:
         con.json(plan)
         return
-    _render_plan(con, plan, source_dir, build_dir, save_path)
+    _render_plan(con, plan, source_dir, build_dir, jobs, save_path)
 
 
-def _render_plan(con, plan, source_dir, build_dir, save_path) -> None:
+def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
+    from builddoctor import build
     from builddoctor.paths import vendor_dir
-    from builddoctor.resolve import build_command, cmake_command, shell_line
+    from builddoctor.resolve import shell_line
 
     m = plan.machine
     where = f"{m.cpu.model or m.cpu.arch} ({m.cpu.microarch or m.cpu.variant or m.arch}), {m.os_version or m.os}" \
@@ -121,15 +115,15 @@ def _render_plan(con, plan, source_dir, build_dir, save_path) -> None:
         con.echo(con.style("Notes", bold=True))
         for n in plan.notes:
             con.echo(f"  {con.symbol('warning')} {n}")
-    src = source_dir or vendor_dir()
-    try:
-        src = Path(os.path.relpath(src)) if str(src).startswith(os.getcwd()) else src
-    except ValueError:
-        pass
+    # the commands `build` runs (its one builder), with the plan's environment in front
+    dry = build.commands(plan, source_dir or vendor_dir(), jobs=jobs, build_dir=build_dir, policy=False)
     con.echo()
     con.echo(con.style("Configure and build", bold=True))
-    con.echo("  " + shell_line(cmake_command(plan, src, build_dir), plan.env))
-    con.echo("  " + shell_line(build_command(plan, build_dir, jobs=os.cpu_count())))
+    for argv in dry.commands:
+        con.echo("  " + shell_line(argv, plan.env))
+    if build_dir is None:
+        con.echo(con.style(f"  ({build.KEY_PLACEHOLDER}: the cache key `builddoctor build` computes from the "
+                           "compilers and the source tree)", "dim"))
     if not plan.ready:
         con.echo()
         con.echo(con.symbol("error") + " Install the missing prerequisites above before building.")
@@ -156,7 +150,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     from builddoctor.flagcheck import check_flags
 
     text = " ".join(command_line)
-    machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path, required=False)
+    machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path)
     findings = check_flags(text, machine, source=source_dir)
     con = console(ctx)
     bad = [f for f in findings if f.severity in ("error", "warning")]
@@ -172,8 +166,6 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
                 con.echo(f"    {f.evidence}")
             if f.fix:
                 con.echo(f"    fix: {f.fix}")
-        if machine is None and not no_machine:
-            con.echo(con.style("(not compared with a machine: no profile could be read)", "dim"))
     if bad:
         sys.exit(errors.PROBLEMS)
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from packaging.version import Version
+from builddoctor import versions
+from builddoctor.cmake_bool import is_on, same_value  # CMake's reading of ON/OFF values, one definition
+from builddoctor.findings.catalogue import Hit, catalogue
+from builddoctor.platforms import canonical_arch
+from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
 
-from builddoctor._buildplan import same_value  # CMake's reading of ON/OFF values, one definition
-from builddoctor.profiles import BinaryFile, BuildProfile, Finding, GpuProfile, MachineProfile
-
-Evidence = Optional[dict[str, Any] | list[dict[str, Any]]]
+#: what a rule returns: nothing (passes, or does not apply), or its hits; a dict is a Hit's values
+Evidence = Optional[Hit | dict[str, Any] | list[Hit] | list[dict[str, Any]]]
 
 
 @dataclass
@@ -43,20 +45,18 @@ def rule(func):
 
 # --------------------------------------------------------------------------- helpers
 
-X86_LEVELS = ("sse", "avx", "avx2", "avx512")
-GPU_RUNTIME_PREFIXES = ("libcudart", "libcublas", "libcuda.", "libnvrtc", "libamdhip64", "libhipblas", "librocblas",
-                        "libvulkan", "libsycl", "libOpenCL", "libmusa", "libmublas", "libze_loader")
+def gpu_runtime_prefixes() -> tuple[str, ...]:
+    """Names of the GPU toolkits' runtime libraries (checks.toml [gpu_runtime]): a GPU backend that
+    misses one is the GPU line's error (BD112), not the load line's."""
+    return tuple(catalogue()["gpu_runtime"]["prefixes"])
 
 
 def _level_of(features: list[str] | set[str]) -> str:
-    f = set(features)
-    if "AVX512" in f:
-        return "avx512"
-    if "AVX2" in f:
-        return "avx2"
-    if "AVX" in f:
-        return "avx"
-    return "sse"
+    """The x86 level of ``features`` (inspect.isa.level_of, data/inspect_isa.toml [levels]: the one reading)."""
+    from builddoctor.inspect.data import load
+    from builddoctor.inspect.isa import level_of
+
+    return level_of(features) or load("inspect_isa.toml")["levels"]["default_x86"]
 
 
 def links_openmp(files: list[BinaryFile]) -> bool:
@@ -69,7 +69,7 @@ def links_openmp(files: list[BinaryFile]) -> bool:
 
 
 def _is_x86(machine: MachineProfile) -> bool:
-    return machine.cpu.arch in ("x86_64", "amd64", "i686")
+    return canonical_arch(machine.cpu.arch) in ("x86_64", "i386")
 
 
 def _cpu_files(build: BuildProfile) -> list[BinaryFile]:
@@ -85,8 +85,6 @@ def _name(path: str) -> str:
 def closed_features(features, machine: MachineProfile) -> set[str]:
     """Features plus what they imply: VEX-encoded code (AVX) subsumes SSE4, AVX-512 code was
     compiled with AVX2/FMA/F16C on, and so on (the [isa.implies] table)."""
-    from builddoctor.findings.engine import catalogue
-
     implies = catalogue()["isa"].get("implies", {})
     out = set(features)
     todo = list(out)
@@ -100,26 +98,16 @@ def closed_features(features, machine: MachineProfile) -> set[str]:
 
 def _comparable(machine: MachineProfile) -> set[str]:
     """ISA features a build's code can be checked against on this machine's architecture."""
-    from builddoctor.findings.engine import catalogue
-
     return set(catalogue()["isa"].get("comparable_" + ("x86" if _is_x86(machine) else machine.cpu.arch), []))
 
 
 def _variant_rank(features: set[str], machine: MachineProfile) -> tuple[str | None, int]:
-    """The best llama.cpp CPU variant whose requirements ``features`` meet, with its score."""
-    from builddoctor.findings.engine import variant_table
+    """The best llama.cpp CPU variant whose requirements ``features`` meet, with its score
+    (probe.cpu.variants_for: the one scorer, which leaves out the tags a variant only builds with)."""
+    from builddoctor.probe.cpu import variants_for
 
-    table = variant_table(machine)
-    if table is None:
-        return None, 0
-    weights, variants = table
-    best, score = None, 0
-    for name, reqs in variants:
-        if set(reqs) <= features:
-            s = 1 + sum(weights.get(r, 0) for r in reqs)
-            if s > score:
-                best, score = name, s
-    return best, score
+    ranked = variants_for(features, machine.os, machine.cpu.arch)
+    return ranked[-1] if ranked else (None, 0)
 
 
 def _speedup(have: str, best: str, ctx: Context) -> str:
@@ -157,7 +145,7 @@ def missing_libraries(build, machine, ctx):
     hits = []
     for f in build.files:
         if any(b in f.backends for b in ("CUDA", "HIP", "Vulkan", "SYCL", "OpenCL", "MUSA")):
-            libs = [lib for lib in f.missing_needed if not lib.startswith(GPU_RUNTIME_PREFIXES)]
+            libs = [lib for lib in f.missing_needed if not lib.startswith(gpu_runtime_prefixes())]
         else:
             libs = list(f.missing_needed)
         if libs:
@@ -166,20 +154,14 @@ def missing_libraries(build, machine, ctx):
 
 
 def _too_new(files: list[BinaryFile], key: str, have: str | None) -> dict | None:
-    if not have:
+    have_v = versions.parse(have)
+    if have_v is None:
         return None
-    try:
-        have_v = Version(have)
-    except ValueError:  # InvalidVersion, or a number too long for int()
-        return None
-    worst: tuple[Version, str, str] | None = None
+    worst: tuple[Any, str, str] | None = None
     for f in files:
         need = f.symbol_versions.get(key)
-        if not need:
-            continue
-        try:
-            v = Version(need)
-        except ValueError:  # InvalidVersion, or a number too long for int()
+        v = versions.parse(need)
+        if v is None:
             continue
         if v > have_v and (worst is None or v > worst[0]):
             worst = (v, need, _name(f.path))
@@ -313,8 +295,7 @@ def _known_bad(build: BuildProfile, machine: MachineProfile, signal: str | None 
     from builddoctor import known_bad
 
     code = closed_features(build.isa, machine) if build.isa else set()
-    return [r for r in known_bad.applying(machine.cpu.features, build.version, build.build_number)
-            if r.in_code(code) and (signal is None or signal in r.signals)]
+    return known_bad.explaining(code, machine.cpu.features, build.version, build.build_number, signal)
 
 
 def _no_flags(features, ctx: Context) -> str:
@@ -452,8 +433,7 @@ def _is_variant_file(f: BinaryFile) -> bool:
 
 
 def _same_arch(a: str, b: str) -> bool:
-    alias = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64"}
-    return alias.get(a.lower(), a.lower()) == alias.get(b.lower(), b.lower())
+    return canonical_arch(a) == canonical_arch(b)
 
 
 def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | None:
@@ -584,10 +564,10 @@ def cuda_driver_too_old(build, machine, ctx):
     if not nvidia or "CUDA" not in build.backends:
         return None
     driver = nvidia[0].cuda_version
-    try:
-        driver_major = Version(driver).major
-    except ValueError:  # InvalidVersion, or a number too long for int()
+    parsed = versions.parse(driver)
+    if parsed is None:
         return None
+    driver_major = parsed.major
     for f in build.files:
         for lib in f.needed:
             major = _runtime_major(lib, "libcudart")
@@ -604,7 +584,7 @@ def gpu_runtime_missing(build, machine, ctx):
     install = ctx.catalogue["runtime_install"]
     for f in build.files:
         gpu = [b for b in f.backends if b not in ("CPU", "BLAS", "RPC")]
-        libs = [lib for lib in f.missing_needed if lib.startswith(GPU_RUNTIME_PREFIXES)]
+        libs = [lib for lib in f.missing_needed if lib.startswith(gpu_runtime_prefixes())]
         if build.compute is not None and build.compute.kind == "not-run":
             libs = [lib for lib in libs if not lib.startswith("libcuda.")]  # compute_not_run says it once
         if gpu and libs:
@@ -704,7 +684,7 @@ def openmp_off(build, machine, ctx):
     if "CPU" not in build.backends:
         return None
     opt = build.cmake_options.get("GGML_OPENMP", "").upper()
-    if opt in ("ON", "TRUE", "1", "YES"):
+    if is_on(opt):
         return None
     files = _cpu_files(build)
     if links_openmp(files):
@@ -724,7 +704,7 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
     only names llama.cpp no longer declares, and values that differ from a literal default,
     say what the user asked for.
     """
-    from builddoctor.flagcheck import known_options
+    from builddoctor.llama_options import known_options
 
     known = known_options(source)
     out = {}
@@ -741,21 +721,13 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
 
 
 @rule
-def cmake_option_findings(build, machine, ctx):
+def cmake_options(build, machine, ctx):
+    """The options the user set, judged as `builddoctor flags` judges a command line (BD401-BD409)."""
     if not build.cmake_options:
         return None
-    try:
-        from builddoctor.flagcheck import check_cmake_options
-    except ImportError:
-        return None
-    found: list[Finding] = check_cmake_options(_user_set(build.cmake_options, ctx.source), machine, ctx.source)
-    hits = []
-    for f in found:
-        if f.severity in ("ok",):
-            continue
-        hits.append({"title": f.title, "evidence": f.evidence or f"in {build.cmake_cache}", "fix": f.fix,
-                     "_severity": f.severity, "_code": f.code})
-    return hits or None
+    from builddoctor.flagcheck import option_hits
+
+    return option_hits(_user_set(build.cmake_options, ctx.source), machine, ctx.source, from_cache=True) or None
 
 
 @rule
@@ -796,7 +768,7 @@ def plan_departure(build, machine, ctx):
 
 def isa_options() -> dict:
     """llama.cpp's instruction-set options and the features each forces (data/llama_options_isa.toml)."""
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
 
     return isa_table()
 
@@ -832,13 +804,12 @@ def old_build(build, machine, ctx):
                 "evidence": f"build number {build.build_number}" + (f" ({where})" if where else "")
                 + f"; llama.cpp b{old['build_number']} was released on {old['date']}"}
     if build.version:
-        try:
-            v, p = Version(build.version.split("-")[0]), Version(ctx.pin_version.split("-")[0])
-        except ValueError:  # InvalidVersion, or a number too long for int()
+        v, p = versions.parse(build.version.split("-")[0]), versions.parse(ctx.pin_version.split("-")[0])
+        if v is None or p is None:
             return None
         if v < p:
             commit = f" (commit {build.commit})" if build.commit else ""
-            return {"what": f"version {build.version}{commit}", "pinned": pinned, "missing": old["missing_minor"],
-                    "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else ""),
-                    "_severity": "info"}
+            ev = {"what": f"version {build.version}{commit}", "pinned": pinned, "missing": old["missing_minor"],
+                  "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else "")}
+            return Hit(ev, variant="minor")
     return None

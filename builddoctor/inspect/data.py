@@ -1,20 +1,12 @@
-"""Load the inspect data files (builddoctor/data/inspect_*.toml)."""
+"""The inspect data files (builddoctor/data/inspect_*.toml): the data layer's cached reader."""
 
 from __future__ import annotations
 
-import sys
-from functools import lru_cache
 from typing import Any
 
-from builddoctor.paths import DATA_DIR
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - 3.10
-    import tomli as tomllib
+from builddoctor.tomlload import data_file
 
 
-@lru_cache(maxsize=None)
 def load(name: str) -> dict[str, Any]:
-    with open(DATA_DIR / name, "rb") as fh:
-        return tomllib.load(fh)
+    """builddoctor/data/NAME, read once and shared (read-only)."""
+    return data_file(name)

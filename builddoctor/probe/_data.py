@@ -1,19 +1,12 @@
-"""Loading the probe's data tables (builddoctor/data/*.toml), once per process."""
+"""The probe's data tables (builddoctor/data/*.toml): the data layer's cached reader."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from builddoctor.paths import DATA_DIR
+from builddoctor.tomlload import data_file
 
 
-@functools.lru_cache(maxsize=None)
 def load(name: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-
-    with open(DATA_DIR / f"{name}.toml", "rb") as fh:
-        return tomllib.load(fh)
+    """builddoctor/data/NAME.toml, read once and shared (read-only)."""
+    return data_file(name)
