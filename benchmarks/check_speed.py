@@ -243,9 +243,8 @@ def main() -> int:
     if opts.corpus:
         return corpus_main(opts)
 
-    from tests.llama_builds import ensure_build
-
     from builddoctor.inspect import inspect_binary, inspect_paths
+    from tests.llama_builds import ensure_build
 
     roots = [str(ensure_build(n).parent) for n in ("native", "sse", "debug")]
     files = sum(1 for r in roots for p in Path(r, "bin").iterdir() if not p.is_symlink())

@@ -16,9 +16,9 @@ import math
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 from builddoctor import paths, proc
 from builddoctor.profiles import BenchResult, Serializable, Stat
@@ -342,14 +342,14 @@ class Comparison(Serializable):
     """Builds benchmarked in interleaved rounds; ratios are each build over the first."""
 
     results: list[BenchResult] = field(default_factory=list)
-    pp_ratio: list[Optional[Stat]] = field(default_factory=list)  # per build, vs results[0]
-    tg_ratio: list[Optional[Stat]] = field(default_factory=list)
+    pp_ratio: list[Stat | None] = field(default_factory=list)  # per build, vs results[0]
+    tg_ratio: list[Stat | None] = field(default_factory=list)
     rounds: int = 0
     model: str = ""
-    bandwidth_gbs: Optional[float] = None
+    bandwidth_gbs: float | None = None
 
 
-def _stat(values: list[float]) -> Optional[Stat]:
+def _stat(values: list[float]) -> Stat | None:
     if not values:
         return None
     return Stat(mean=statistics.fmean(values), stddev=statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -391,7 +391,7 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
     return out
 
 
-def _pool(stats: list[Optional[Stat]]) -> Optional[Stat]:
+def _pool(stats: list[Stat | None]) -> Stat | None:
     """Mean and spread over runs: the spread of the run means, or within a run when only one."""
     stats = [s for s in stats if s is not None]
     if not stats:
@@ -402,7 +402,7 @@ def _pool(stats: list[Optional[Stat]]) -> Optional[Stat]:
     return Stat(mean=statistics.fmean(means), stddev=statistics.stdev(means), n=sum(s.n for s in stats))
 
 
-def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Optional[Stat]:
+def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Stat | None:
     vals = []
     for a, b in zip(base, runs):
         sa, sb = getattr(a, kind), getattr(b, kind)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 from packaging.version import Version
 
@@ -34,7 +34,7 @@ class Row:
     avoid_variants: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default_factory=tuple)
 
-    def affects_version(self, version: Optional[str], build_number: Optional[int] = None) -> bool:
+    def affects_version(self, version: str | None, build_number: int | None = None) -> bool:
         """Whether llama.cpp ``version`` (LLAMA_VERSION, e.g. 0.5.0-dev) / ``build_number`` has the bug.
         Unknown versions count as affected: the row is a likely cause, not a proof."""
         if build_number and build_number > 1 and self.first_build and build_number < self.first_build:
@@ -77,7 +77,7 @@ def rows() -> tuple[Row, ...]:
     return tuple(out)
 
 
-def applying(cpu_features: Iterable[str], version: Optional[str], build_number: Optional[int] = None,
+def applying(cpu_features: Iterable[str], version: str | None, build_number: int | None = None,
              table: Iterable[Row] | None = None) -> list[Row]:
     """The rows that apply to llama.cpp ``version`` on a CPU with ``cpu_features``."""
     feats = set(cpu_features)

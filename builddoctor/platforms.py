@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform as _platform
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from builddoctor.inspect.data import load
 
@@ -37,7 +37,7 @@ def _aliases() -> tuple[dict[str, str], dict[str, str]]:
     return arch, oses
 
 
-def canonical_arch(name: Optional[str]) -> str:
+def canonical_arch(name: str | None) -> str:
     """x86_64, aarch64, i386, arm... for any spelling (amd64, arm64, x64, i686); '' for none."""
     if not name:
         return ""
@@ -45,7 +45,7 @@ def canonical_arch(name: Optional[str]) -> str:
     return _aliases()[0].get(n, n)
 
 
-def canonical_os(name: Optional[str]) -> str:
+def canonical_os(name: str | None) -> str:
     """linux, darwin, windows, android, freebsd... for any spelling (macOS, win32); '' for none."""
     if not name:
         return ""
@@ -85,15 +85,15 @@ def _numbers() -> dict[str, dict[int, str]]:
     return out
 
 
-def elf_arch(e_machine: int) -> Optional[str]:
+def elf_arch(e_machine: int) -> str | None:
     return _numbers()["elf"].get(e_machine)
 
 
-def macho_arch(cputype: int) -> Optional[str]:
+def macho_arch(cputype: int) -> str | None:
     return _numbers()["macho"].get(cputype)
 
 
-def pe_arch(machine: int) -> Optional[str]:
+def pe_arch(machine: int) -> str | None:
     return _numbers()["pe"].get(machine)
 
 

@@ -24,9 +24,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 #: variables passed through to children: enough to find tools and write temp files,
 #: nothing that changes how a llama.cpp binary or a compiler behaves behind our back.

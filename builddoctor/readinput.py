@@ -18,7 +18,6 @@ import re
 import stat
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 from typing import Any
 
 from builddoctor.errors import InputError, os_reason

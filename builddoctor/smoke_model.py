@@ -168,7 +168,7 @@ def ensure_probe_model(cache_root: Path | None = None) -> Path:
     from builddoctor import paths
 
     root = cache_root or (paths.cache_dir() / "models")
-    out = root / "probe-llama-v{0.n_vocab}-d{0.n_embd}-l{0.n_layer}-q4_0.gguf".format(PROBE_SHAPE)
+    out = root / f"probe-llama-v{PROBE_SHAPE.n_vocab}-d{PROBE_SHAPE.n_embd}-l{PROBE_SHAPE.n_layer}-q4_0.gguf"
     if out.is_file():
         return out
     root.mkdir(parents=True, exist_ok=True)

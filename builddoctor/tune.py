@@ -23,9 +23,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from builddoctor import errors, paths
 from builddoctor.errors import UserError
@@ -69,18 +70,18 @@ class Candidate(Serializable):
     # planned, same, not-applicable, known-bad, build-failed, crashed, skipped, measured, cut, winner
     status: str = "planned"
     reason: str = ""
-    plan: Optional[BuildPlan] = None
+    plan: BuildPlan | None = None
     build_key: str = ""
     build_dir: str = ""
     build_status: str = ""  # ok, cached, failed...
-    build_s: Optional[float] = None
-    pp: Optional[Stat] = None
-    tg: Optional[Stat] = None
-    pp_ratio: Optional[Stat] = None  # over the plain plan, paired rounds
-    tg_ratio: Optional[Stat] = None
-    score: Optional[Stat] = None  # the objective's ratio
-    low: Optional[float] = None  # 95 % interval of the score
-    high: Optional[float] = None
+    build_s: float | None = None
+    pp: Stat | None = None
+    tg: Stat | None = None
+    pp_ratio: Stat | None = None  # over the plain plan, paired rounds
+    tg_ratio: Stat | None = None
+    score: Stat | None = None  # the objective's ratio
+    low: float | None = None  # 95 % interval of the score
+    high: float | None = None
     rounds: int = 0
 
 
@@ -88,9 +89,9 @@ class Candidate(Serializable):
 class Setting(Serializable):
     threads: int
     flash_attn: str = "auto"
-    pp: Optional[Stat] = None
-    tg: Optional[Stat] = None
-    error: Optional[str] = None
+    pp: Stat | None = None
+    tg: Stat | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -122,9 +123,9 @@ class TuneResult(Serializable):
     winner_reason: str = ""
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
     interrupted: bool = False
-    settings: Optional[RunSettings] = None
+    settings: RunSettings | None = None
     installed: str = ""  # bin folder of the installed winner
-    backup: Optional[str] = None
+    backup: str | None = None
     settings_file: str = ""
 
 
@@ -271,7 +272,7 @@ def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] 
 _T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13)
 
 
-def interval(stat: Optional[Stat]) -> Optional[tuple[float, float]]:
+def interval(stat: Stat | None) -> tuple[float, float] | None:
     """95 % interval of a mean over ``n`` paired rounds (Student's t); None below 2 rounds."""
     if stat is None or stat.n < 2:
         return None
@@ -280,7 +281,7 @@ def interval(stat: Optional[Stat]) -> Optional[tuple[float, float]]:
     return stat.mean - half, stat.mean + half
 
 
-def objective_ratio(pp: Optional[Stat], tg: Optional[Stat], objective: str) -> Optional[Stat]:
+def objective_ratio(pp: Stat | None, tg: Stat | None, objective: str) -> Stat | None:
     """The ratio the objective ranks by; balanced: the geometric mean of both, its spread by the
     delta method (relative spreads add in quadrature, halved)."""
     if objective == "prompt":
@@ -368,7 +369,7 @@ class ResultsCache:
         tmp.write_text(json.dumps({"params": params, "runs": [r.to_dict() for r in runs]}))
         os.replace(tmp, f)  # a Ctrl-C never leaves half a file
 
-    def verdict(self, build_key: str, machine_key: str) -> Optional[dict]:
+    def verdict(self, build_key: str, machine_key: str) -> dict | None:
         try:
             return json.loads((self.root / f"{build_key}-{machine_key}.verify.json").read_text())
         except (OSError, ValueError):
@@ -536,7 +537,7 @@ def _beats(a: Setting, b: Setting, objective: str) -> bool:
     return x.mean - y.mean > max(x.stddev, y.stddev, 0.01 * y.mean)
 
 
-def _m(s: Optional[Stat]) -> str:
+def _m(s: Stat | None) -> str:
     return f"{s.mean:.1f}" if s else "n/a"
 
 
@@ -718,7 +719,7 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
     return key
 
 
-def installed_settings(prefix: Path | None = None) -> Optional[dict]:
+def installed_settings(prefix: Path | None = None) -> dict | None:
     """What the last tune saved beside builddoctor's installed build (for `which`); None if none."""
     link = Path(prefix or paths.data_home()) / "bin"
     try:

@@ -6,9 +6,9 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
-import subprocess
 from pathlib import Path
 
 import pytest

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf: nan passes every range comparison (all are false)."""
 

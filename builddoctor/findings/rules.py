@@ -9,9 +9,10 @@ checks.toml, not here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from packaging.version import Version
 
@@ -29,7 +30,7 @@ class Context:
     live: bool  # the machine profile is this machine (libraries can be looked up here)
     pin_short_commit: str = ""
     pin_version: str = ""
-    source: Optional[Path] = None
+    source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -717,9 +718,7 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
             continue
         spec = known.options.get(name)
         default = (spec or {}).get("default")
-        if spec is None or name in known.deprecated:
-            out[name] = value
-        elif default is not None and "${" not in default and not same_value(value, default):
+        if spec is None or name in known.deprecated or default is not None and "${" not in default and not same_value(value, default):
             out[name] = value
     return out
 

@@ -22,15 +22,29 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from builddoctor import platforms
 from builddoctor.inspect import buildinfo, fatbin
 from builddoctor.inspect import isa as isa_mod
-from builddoctor import platforms
-from builddoctor.inspect.image import (Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
-                                       gnu_versions, macho_slices, pe_machine)
-from builddoctor.inspect.libs import (Resolver, defined_versions, load_problems, machine_arch, real,
-                                     undefined_unversioned)
+from builddoctor.inspect.image import (
+    Image,
+    ImageError,
+    Section,
+    Segment,
+    SymbolTable,
+    elf_header_problem,
+    gnu_versions,
+    macho_slices,
+    pe_machine,
+)
+from builddoctor.inspect.libs import (
+    Resolver,
+    defined_versions,
+    load_problems,
+    real,
+    undefined_unversioned,
+)
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -47,14 +61,14 @@ class FileFacts:
     file: BinaryFile
     resolved: dict[str, str] = field(default_factory=dict)  # NEEDED name -> path found
     is_llama: bool = False
-    cpu_variant: Optional[str] = None
+    cpu_variant: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # commit, build_number, version...
     producers: list[str] = field(default_factory=list)
     opt_flags: dict[str, Any] = field(default_factory=dict)  # "opt": "-O3", "g": True
     compiled_for: dict[str, bool] = field(default_factory=dict)
-    unoptimized: Optional[bool] = None
+    unoptimized: bool | None = None
     isa_how: str = ""
-    flash_attn: Optional[bool] = None
+    flash_attn: bool | None = None
     openmp: bool = False
     executable_here: bool = False  # an executable for this machine's OS and arch, with an exec bit
 
@@ -64,12 +78,12 @@ def runs_on_host(bf: BinaryFile) -> bool:
     return bool(bf.format) and platforms.Platform(bf.os or "", tuple(bf.archs)).runs_on(*platforms.host())
 
 
-def inspect_binary(path: Path, prefer_arch: Optional[str] = None) -> BinaryFile:
+def inspect_binary(path: Path, prefer_arch: str | None = None) -> BinaryFile:
     """One file, read statically. Never raises for a bad file: ``error`` says what is wrong."""
     return analyze(Path(path), prefer_arch).file
 
 
-_RESOLVER: Optional[Resolver] = None
+_RESOLVER: Resolver | None = None
 
 
 def resolver() -> Resolver:
@@ -97,7 +111,7 @@ def guess_role(name: str) -> str:
     return "unknown"
 
 
-def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
+def _sniff(head: bytes) -> tuple[str | None, str | None]:
     """(format, problem) from a file's first bytes."""
     if head[:4] == b"\x7fELF":
         return "ELF", None
@@ -116,7 +130,7 @@ def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
     return None, "not an executable or library (not ELF, Mach-O or PE)"
 
 
-def analyze(path: Path, prefer_arch: Optional[str] = None) -> FileFacts:
+def analyze(path: Path, prefer_arch: str | None = None) -> FileFacts:
     """``prefer_arch``: the slice of a fat Mach-O to read (the machine being diagnosed's
     architecture); default this machine's, else the first."""
     from builddoctor.inspect.discover import canonical_name
@@ -189,9 +203,10 @@ def _os_error(exc: OSError, path: Path) -> str:
 
 
 def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) -> None:
-    from builddoctor.inspect.discover import canonical_name
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+
+    from builddoctor.inspect.discover import canonical_name
 
     bf = facts.file
     size = bf.size
@@ -244,7 +259,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                 raise _Bad(f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
                            f"but the file has only {size} bytes")
         needed: list[str] = []
-        soname: Optional[str] = None
+        soname: str | None = None
         rpath: list[str] = []
         runpath: list[str] = []
         if dynamic is not None:
@@ -402,8 +417,8 @@ def _decode_cpu_code(facts: FileFacts, img: Image, name: str) -> bool:
     return True
 
 
-def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
-                  symbol_names: Optional[set[str]] = None) -> None:
+def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
+                  symbol_names: set[str] | None = None) -> None:
     """Backends, llama markers and OpenMP, from names, symbols and NEEDED."""
     from builddoctor.inspect.discover import canonical_name
 
@@ -422,7 +437,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
         return symbol_names is not None and any(s.lstrip("_").startswith(prefix) for s in symbol_names)
 
     m = _BACKEND_LIB.match(name)
-    by_name: Optional[str] = None
+    by_name: str | None = None
     if m:
         lib = f"ggml-{m.group(1)}"
         for b in data["backend"]:
@@ -525,7 +540,7 @@ def _text(name) -> str:
     return str(name)
 
 
-def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
+def _pick_slice(archs: list[str], prefer_arch: str | None) -> int:
     """The slice a loader on the machine being diagnosed would take: its arch, else this one's, else the first."""
     for want in (prefer_arch, platforms.host()[1]):
         for i, a in enumerate(archs):
@@ -534,7 +549,7 @@ def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
     return 0
 
 
-def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Optional[str] = None) -> None:
+def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: str | None = None) -> None:
     bf = facts.file
     # the headers first: LIEF takes random bytes after a magic for a library
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:

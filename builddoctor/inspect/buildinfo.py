@@ -19,7 +19,7 @@ compiler puts them, one after another in .rodata, around the compiler string.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from builddoctor.inspect.image import Image
 
@@ -34,7 +34,7 @@ _COMMIT = re.compile(r"^(?:[0-9a-f]{7,40}|unknown)$")
 _SONAME_BUILD = re.compile(r"^libllama\.so\.0\.0\.([0-9]+)$")
 
 
-def from_soname(*names: Optional[str]) -> dict[str, Any]:
+def from_soname(*names: str | None) -> dict[str, Any]:
     """The build number an old libllama's soname or file name carries (libllama.so.0.0.4965)."""
     for name in names:
         m = _SONAME_BUILD.match(name or "")
@@ -102,11 +102,11 @@ def _rodata_guess(img: Image) -> dict[str, Any]:
     return {}
 
 
-def returned_string(img: Image, arch: str, addr: int) -> Optional[str]:
+def returned_string(img: Image, arch: str, addr: int) -> str | None:
     code = img.read(addr, 48)
     if not code:
         return None
-    target: Optional[int] = None
+    target: int | None = None
     if arch == "x86_64":
         import iced_x86
 

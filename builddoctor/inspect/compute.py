@@ -17,8 +17,8 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from builddoctor import paths, proc
 from builddoctor.profiles import ComputeResult
@@ -42,7 +42,7 @@ def table() -> dict:
     return load_toml(paths.DATA_DIR / "compute_probe.toml")
 
 
-def program_for(names: Sequence[str]) -> Optional[tuple[str, dict]]:
+def program_for(names: Sequence[str]) -> tuple[str, dict] | None:
     """(file name, program entry) of the first program in the table's order among ``names``."""
     have = set(names)
     for prog in table()["program"]:
@@ -146,7 +146,7 @@ def run_dlopen(library: str | Path, *, timeout: float | None = None) -> ComputeR
     return res
 
 
-def pick_library(files: Sequence[tuple[str, bool]]) -> Optional[str]:
+def pick_library(files: Sequence[tuple[str, bool]]) -> str | None:
     """The library of a library-only build to load: (path, is llama.cpp code) pairs, best first
     by the table's name preference."""
     prefer = table()["dlopen"]["prefer"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from builddoctor.paths import DATA_DIR
@@ -14,7 +14,7 @@ else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict[str, Any]:
     with open(DATA_DIR / name, "rb") as fh:
         return tomllib.load(fh)

@@ -24,10 +24,11 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 # llama-cli, llama-server.exe; llama(.exe), the one program of 2026's releases; ggml-rpc-server
 EXE_RX = re.compile(r"^(llama(-[A-Za-z0-9_-]+)?|ggml-rpc-server)(\.exe)?$")
@@ -78,7 +79,7 @@ class Group:
     root: Path
     origin: str
     files: list[Path] = field(default_factory=list)  # resolved, executables first
-    cmake_cache: Optional[Path] = None
+    cmake_cache: Path | None = None
 
 
 def _expand_user(p: str) -> str:
@@ -111,7 +112,7 @@ def _describe_error(path: Path, exc: OSError) -> str:
     return f"{path}: cannot read it ({exc.strerror or exc}); skipped."
 
 
-def resolve(path: Path, messages: Optional[list[str]]) -> Optional[Path]:
+def resolve(path: Path, messages: list[str] | None) -> Path | None:
     """The real path of an existing file or folder, or None (with a message when asked)."""
     try:
         os.stat(path)
@@ -126,7 +127,7 @@ def resolve(path: Path, messages: Optional[list[str]]) -> Optional[Path]:
         return None
 
 
-def list_dir(d: Path, messages: Optional[list[str]], *, maybe: Optional[list[str]] = None
+def list_dir(d: Path, messages: list[str] | None, *, maybe: list[str] | None = None
              ) -> tuple[list[str], list[str], int]:
     """(candidate file names, sub-folder names, entries seen) of a folder, bounded. ``maybe``
     collects the names to read by content (libraries whose names say nothing)."""
@@ -189,7 +190,7 @@ class Search:
     _found0: int = 0
 
     @classmethod
-    def start(cls) -> "Search":
+    def start(cls) -> Search:
         return cls(deadline=time.monotonic() + float(_data()["search"]["max_seconds"]))
 
     def begin_root(self) -> None:
@@ -234,7 +235,7 @@ def _skipped_mounts() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def not_to_enter(real: str) -> Optional[str]:
+def not_to_enter(real: str) -> str | None:
     """Why a folder (real path) is not searched: a kernel or network file system; else None."""
     for mp, kind in _skipped_mounts():
         if real == mp or real.startswith(mp.rstrip("/") + "/"):
@@ -242,7 +243,7 @@ def not_to_enter(real: str) -> Optional[str]:
     return None
 
 
-def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[str]:
+def package_origin(path: Path, wheel_root: Path | None = None) -> str | None:
     """pip:<package> / npm:<package> for a file inside site-packages or node_modules (the last
     such folder in its path: pnpm's .pnpm/<...>/node_modules/<name> is that name), or under
     ``wheel_root`` (a folder holding *.dist-info: an unpacked wheel)."""
@@ -275,7 +276,7 @@ def _is_dist_root(dirs: list[str]) -> bool:
     return any(d.endswith(tuple(_data()["packages"]["dist_markers"])) for d in dirs)
 
 
-def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]]) -> list[Candidate]:
+def walk(root: Path, search: Search, origin: str, messages: list[str] | None) -> list[Candidate]:
     """Candidate files under a folder, breadth first: by name, or by content for libraries whose
     names say nothing. Bounded (see [search] and [limits]); symlinked folders are followed once
     (by real path), kernel and network file systems are not entered. ``messages``: problems
@@ -289,7 +290,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     skip = set(lim["skip_dirs"])
     prefixes = _data()["names"]["symbol_prefixes"]
     found: list[Candidate] = []
-    queue: deque[tuple[Path, int, str, Optional[Path]]] = deque([(root, 0, origin, None)])
+    queue: deque[tuple[Path, int, str, Path | None]] = deque([(root, 0, origin, None)])
     while queue:
         d, depth, inherited, wheel_root = queue.popleft()
         if search.over():
@@ -334,13 +335,13 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     return found
 
 
-def _origin_for(p: Path, origin: str, wheel_root: Optional[Path] = None) -> str:
+def _origin_for(p: Path, origin: str, wheel_root: Path | None = None) -> str:
     if origin in ("given", "site"):
         return package_origin(p, wheel_root) or ("given" if origin == "given" else "install-prefix")
     return origin
 
 
-def expand(path: Path, messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+def expand(path: Path, messages: list[str], search: Search | None = None) -> list[Candidate]:
     """Candidates for one path the user gave: the file, or what a folder holds at any depth."""
     search = search if search is not None else Search.start()
     real = resolve(path, messages)
@@ -410,7 +411,7 @@ def site_dirs() -> list[Path]:
     return _existing_dirs(dirs)
 
 
-def node_modules_dirs(start: Optional[Path] = None) -> list[Path]:
+def node_modules_dirs(start: Path | None = None) -> list[Path]:
     """The node_modules folder of the current folder and of each of its parents (as Node looks)."""
     name = _data()["pip_sites"]["node_modules"]
     here = Path(os.path.abspath(start or os.getcwd()))
@@ -427,7 +428,7 @@ def _existing_dirs(dirs: list[Path]) -> list[Path]:
     return out
 
 
-def default_candidates(messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+def default_candidates(messages: list[str], search: Search | None = None) -> list[Candidate]:
     search = search if search is not None else Search.start()
     data = _data()
     found: list[Candidate] = []
@@ -488,7 +489,7 @@ def _is_checkout(d: Path) -> bool:
 # --------------------------------------------------------------------------- grouping
 
 
-def find_cmake_cache(folder: Path) -> Optional[Path]:
+def find_cmake_cache(folder: Path) -> Path | None:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
     from builddoctor.errors import InputError
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache

@@ -8,7 +8,7 @@ from typing import Any
 from builddoctor.paths import DATA_DIR
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str) -> dict[str, Any]:
     try:
         import tomllib

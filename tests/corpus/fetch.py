@@ -24,10 +24,11 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_TOML = Path(__file__).resolve().parent / "cases.toml"
