@@ -54,9 +54,8 @@ def has_gpu_backend(bench_binary: Path) -> bool:
     folder = Path(bench_binary).resolve().parent
     for f in folder.iterdir():
         low = f.name.lower()
-        if low.startswith("libggml-") or low.startswith("ggml-"):
-            if any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
-                return True
+        if low.startswith(("libggml-", "ggml-")) and any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
+            return True
     try:
         from builddoctor.inspect import inspect_paths
     except ImportError:
@@ -404,7 +403,7 @@ def _pool(stats: list[Stat | None]) -> Stat | None:
 
 def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Stat | None:
     vals = []
-    for a, b in zip(base, runs):
+    for a, b in zip(base, runs, strict=False):
         sa, sb = getattr(a, kind), getattr(b, kind)
         if a.error or b.error or not sa or not sb or sa.mean <= 0:
             continue

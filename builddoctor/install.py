@@ -429,7 +429,7 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     try:
         (staging / "files").mkdir(parents=True)
         entries = []
-        for i, (src, dest, kind, old, new) in enumerate(plan):
+        for i, (src, dest, _kind, old, new) in enumerate(plan):
             if old.type == "file":
                 old.backup = f"{i:03d}-{dest.name}"
                 _copy_verified(dest, staging / "files" / old.backup, old.sha256, old.mode)
@@ -635,7 +635,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         raise FilesChanged(f"{dest_dir}, where the backup in {backup} was made, is not a folder any more; "
                            "nothing was changed.")
     current = [_state_of(Path(e.path)) for e in manifest.files]
-    odd = [e.path for e, cur in zip(manifest.files, current) if cur.type == "other"]
+    odd = [e.path for e, cur in zip(manifest.files, current, strict=True) if cur.type == "other"]
     if odd:
         raise FilesChanged(f"{', '.join(odd)} {'is' if len(odd) == 1 else 'are'} now a folder or a special file; "
                            "rollback puts back only files and links. Move it away and run again; nothing was changed.")
@@ -656,7 +656,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         unconfirmed = (f"The marker replace left in {dest_dir} ({paths.REPLACED_MARKER}) {why}, so nothing shows "
                        f"that the backup in {backup} belongs to the files there now")
     changed: list[tuple[BackupEntry, str]] = []
-    for e, cur in zip(manifest.files, current):
+    for e, cur in zip(manifest.files, current, strict=True):
         if unconfirmed:
             if cur.type != "absent":
                 changed.append((e, "unconfirmed"))
@@ -683,7 +683,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
     try:
         shutil.rmtree(undo_dir, ignore_errors=True)
         undo_dir.mkdir()
-        for i, (e, cur) in enumerate(zip(manifest.files, current)):
+        for i, (e, cur) in enumerate(zip(manifest.files, current, strict=True)):
             want_src = files_dir / e.old.backup if e.old.backup else None
             undo_src = None
             if e.path in keep and cur.type != "absent":

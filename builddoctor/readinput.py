@@ -138,10 +138,7 @@ def read_text(path: str | os.PathLike, what: str, *, cap: int = TEXT_CAP, remedy
     ``truncate=False`` refuses a file over the cap (a TOML document cut in half means something else)."""
     name = os.fspath(path)
     data, cut = read_bytes(name, what, cap=cap, remedy=remedy, truncate=truncate)
-    if errors == "strict":
-        text = decode(data, name, what, remedy, cut=cut)
-    else:
-        text = data.decode("utf-8", errors=errors)
+    text = decode(data, name, what, remedy, cut=cut) if errors == "strict" else data.decode("utf-8", errors=errors)
     return InputText(path=name, text=text, truncated=cut, cap=cap)
 
 

@@ -62,9 +62,8 @@ def shape_for_bytes(target_bytes: int, n_vocab: int = 32000) -> ModelShape:
     """A llama shape whose Q4_0 weights take about ``target_bytes``."""
     if target_bytes <= 0:
         raise ValueError("target size must be positive")
-    for limit, d, heads in _WIDTHS:
-        if target_bytes <= limit:
-            break
+    row = next((w for w in _WIDTHS if target_bytes <= w[0]), _WIDTHS[-1])  # the last one past every limit
+    _, d, heads = row
     n_ff = ((d * 8 // 3) + 255) // 256 * 256
     per_layer = ModelShape(n_vocab, d, n_ff, 1, heads, heads).params - 2 * n_vocab * d
     budget = target_bytes / Q4_0_BYTES_PER_WEIGHT - 2 * n_vocab * d

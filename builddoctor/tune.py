@@ -442,7 +442,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
             for c in cut:
-                c.status, c.reason = "cut", "in the slower half at round %d" % target
+                c.status, c.reason = "cut", f"in the slower half at round {target}"
             active = [c.name for c in kept]
             target = min(max_rounds, target + 2)
             continue
@@ -453,7 +453,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
         t0 = [time.monotonic()]
         last_base: list[BenchResult] = []
 
-        def save(_r: int, i: int, res: BenchResult, order=order) -> None:
+        def save(_r: int, i: int, res: BenchResult, order=order, t0=t0, last_base=last_base) -> None:
             name = order[i]
             durations.append(time.monotonic() - t0[0])
             t0[0] = time.monotonic()
@@ -466,7 +466,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
                                     exit_code=errors.BENCH_FAILED)
             else:
                 paired[name].append(last_base[0])
-                pairs = [x for pair in zip(paired[name], runs[name]) for x in pair]
+                pairs = [x for pair in zip(paired[name], runs[name], strict=False) for x in pair]
                 cache.save(by_name[name].key, model_sha, dict(params, base=base_key), pairs)
             update()
             if on_run:

@@ -87,9 +87,9 @@ def _streams() -> None:
     """Make the standard streams safe to write: a closed one is refused or sent to /dev/null, and an
     ASCII (or Latin-1...) terminal gets '?' for a character it cannot show instead of a crash."""
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the stream for the whole run
     if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the stream for the whole run
         if sys.argv[1:2] not in (["run"], ["-h"], ["--help"], ["-V"], ["--version"]):
             _fail("standard output is closed (`>&-`), so there is nowhere to write the result. Redirect it to a "
                   "file or to /dev/null instead.", errors.USAGE)

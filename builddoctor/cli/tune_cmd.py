@@ -59,7 +59,7 @@ class LiveTable:
             return
         if self.tty:
             lines = table_lines(res)
-            text = ("\x1b[%dF\x1b[J" % self.drawn if self.drawn else "") + "\n".join(lines)
+            text = (f"\x1b[{self.drawn}F\x1b[J" if self.drawn else "") + "\n".join(lines)
             click.echo(text, err=True)
             self.drawn = sum(1 + ln.count("\n") for ln in lines)
             return

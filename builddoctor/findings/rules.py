@@ -12,14 +12,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from packaging.version import Version
 
 from builddoctor._buildplan import same_value  # CMake's reading of ON/OFF values, one definition
 from builddoctor.profiles import BinaryFile, BuildProfile, Finding, GpuProfile, MachineProfile
 
-Evidence = Optional[dict[str, Any] | list[dict[str, Any]]]
+Evidence = dict[str, Any] | list[dict[str, Any]] | None
 
 
 @dataclass

@@ -153,7 +153,7 @@ def analyze(path: Path, prefer_arch: str | None = None) -> FileFacts:
         bf.error = "empty file (0 bytes), not a program or library"
         return facts
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the `with fh:` below, once open() is known to work
     except OSError as exc:
         bf.error = _os_error(exc, path)
         return facts
@@ -412,9 +412,8 @@ def _decode_cpu_code(facts: FileFacts, img: Image, name: str) -> bool:
         return True
     if _LLAMA_LIBS.match(name) or (bf.backends and bf.role == "backend"):
         return False  # libllama, libggml-base, GPU backends: not the CPU backend's code
-    if any(n.startswith(("libggml", "libllama", "ggml", "llama")) for n in bf.needed):
-        return False  # an executable whose CPU code lives in the shared ggml libraries
-    return True
+    # False for an executable whose CPU code lives in the shared ggml libraries
+    return not any(n.startswith(("libggml", "libllama", "ggml", "llama")) for n in bf.needed)
 
 
 def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
@@ -466,7 +465,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
                 if b["name"] not in found:
                     found.append(b["name"])
                 over = b.get("overrides")
-                if over and over in found and not (by_name == over):
+                if over and over in found and by_name != over:
                     found.remove(over)
     bf.backends = found
     facts.openmp = any(n.lower().startswith(p.lower()) for n in bf.needed for p in data["openmp"]["needed"])

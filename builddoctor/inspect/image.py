@@ -84,7 +84,7 @@ class SymbolTable:
                 names = self._raw.cast("I")[::width // 4]
             else:
                 names = [self._fmt.unpack_from(self._raw, i * width)[0] for i in range(self._n)]
-            self._by_name = dict(zip(names, range(self._n)))
+            self._by_name = dict(zip(names, range(self._n), strict=True))
         return self._by_name
 
     def _rows_at(self, offsets) -> Iterator[tuple[int, int, int, int, int]]:

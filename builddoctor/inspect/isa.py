@@ -18,6 +18,7 @@ Measured here: iced-x86 decodes about 4 million instructions a second, so the 1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -217,7 +218,6 @@ def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, b
 def _hot_patterns() -> list[tuple[bytes, re.Pattern[bytes] | None]]:
     """Each [hot] pattern as (a literal every matching name contains, the regex for the whole name,
     None when the literal is the name's prefix)."""
-    import re
 
     out = []
     for pat in _data()["hot"]["patterns"]:
@@ -335,7 +335,7 @@ def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None,
     hot = hot_functions(img)
     codes: set[int] = set()
     nfuncs = 0
-    for name, (addr, size) in hot.items():  # in [hot] order: the matrix kernels first, until the budget
+    for addr, size in hot.values():  # in [hot] order: the matrix kernels first, until the budget
         if size <= 0 or size > 1 << 20:
             continue
         if res.decoded_bytes + size > budget:

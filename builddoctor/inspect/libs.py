@@ -271,7 +271,7 @@ def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
 
     strtab = bytes(strtab)
     parts = strtab.split(b"\x00")
-    by_off = dict(zip(accumulate((len(p) + 1 for p in parts), initial=0), parts))
+    by_off = dict(zip(accumulate((len(p) + 1 for p in parts), initial=0), parts, strict=False))
     out: set[str] = set()
     for n, info, shndx in _entries(raw, is64, little):
         if shndx == 0 or not n or (info >> 4) not in (1, 2, 10):

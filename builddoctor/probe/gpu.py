@@ -147,7 +147,7 @@ def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
     for n, row in enumerate(data, start=2):
         if len(row) != len(keys):
             raise GpuTextError(f"CSV line {n} has {len(row)} fields where the header has {len(keys)}: the file looks truncated")
-        rec = {k: v.strip() for k, v in zip(keys, row)}
+        rec = {k: v.strip() for k, v in zip(keys, row, strict=True)}
         name = rec.get("name", "NVIDIA GPU")
         cc = _cc(rec.get("cc")) or compute_capability(name)
         driver = _driver(rec.get("driver"))
