@@ -50,7 +50,11 @@ def safe_text(text: str, keep_style: bool = False) -> str:
 
 
 class Console:
-    def __init__(self, verbose: int = 0, quiet: bool = False, color: bool | None = None, stream=None):
+    """Where a command's text goes. ``quiet`` counts like pip's -q: 1 drops the report text on stdout
+    (JSON and errors stay; commands also turn their progress views off), 2 or more also the status lines
+    on stderr."""
+
+    def __init__(self, verbose: int = 0, quiet: int = 0, color: bool | None = None, stream=None):
         self.stream = stream or sys.stdout
         self.verbose = verbose
         self.quiet = quiet
@@ -69,7 +73,7 @@ class Console:
         return self.style(self.symbols.get(severity, "?"), severity)
 
     def echo(self, text: str = "", err: bool = False) -> None:
-        if self.quiet and not err:
+        if self.quiet >= (2 if err else 1):
             return
         click.echo(safe_text(text, keep_style=self.color), file=sys.stderr if err else self.stream)
 

@@ -15,6 +15,7 @@ import traceback
 import click
 
 from builddoctor import __version__, errors
+from builddoctor.cli.options import verbosity_levels
 from builddoctor.console import Console
 
 
@@ -64,11 +65,13 @@ def _internal(ctx: click.Context) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="builddoctor")
-@click.option("-v", "--verbose", count=True, help="Say more (repeat for more).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the result.")
+@click.option("-v", "--verbose", count=True, help="Say more (repeat for more); -v and -q cancel out, as in pip.")
+@click.option("-q", "--quiet", count=True,
+              help="Say less: -q prints no report text or progress (--json output and errors stay), -qq no status lines either.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Find out why llama.cpp is slow on this machine, and fix the build."""
+    verbose, quiet = verbosity_levels(verbose, quiet)
     ctx.obj = {"verbose": verbose, "quiet": quiet, "console": Console(verbose=verbose, quiet=quiet)}
 
 
