@@ -6,7 +6,7 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -54,7 +54,7 @@ class Console:
     (JSON and errors stay; commands also turn their progress views off), 2 or more also the status lines
     on stderr."""
 
-    def __init__(self, verbose: int = 0, quiet: int = 0, color: bool | None = None, stream=None):
+    def __init__(self, verbose: int = 0, quiet: int = 0, color: bool | None = None, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
         self.verbose = verbose
         self.quiet = quiet
@@ -87,7 +87,7 @@ class Console:
         click.echo(json.dumps(value, indent=2), file=self.stream)
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

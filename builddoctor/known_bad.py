@@ -10,6 +10,7 @@ import dataclasses
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.version import Version
 
@@ -73,7 +74,8 @@ def rows() -> tuple[Row, ...]:
             raise UserError(f"{KNOWN_BAD_FILE}: row {i + 1} " + (f"has unknown key(s) {', '.join(unknown)}"
                             if unknown else "needs an id and a title") + f"; known: {', '.join(sorted(names))}.",
                             exit_code=INTERNAL)
-        out.append(Row(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        out.append(Row(**fields))
     return tuple(out)
 
 

@@ -9,6 +9,7 @@ looks them up, so that inspect, the platform gate and the probe agree on what "t
 from __future__ import annotations
 
 import platform as _platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -64,7 +65,7 @@ def arch_label(arch: str, os_name: str = "") -> str:
     spec = _table()["arch"].get(a)
     if spec is None:
         return arch or "an unknown architecture"
-    return spec.get("label_on", {}).get(canonical_os(os_name), a)
+    return str(spec.get("label_on", {}).get(canonical_os(os_name), a))
 
 
 def label(os_name: str, arch: str) -> str:
@@ -97,20 +98,20 @@ def pe_arch(machine: int) -> str | None:
     return _numbers()["pe"].get(machine)
 
 
-def elf_os(osabi: int, interpreter: str = "", section_names=()) -> str:
+def elf_os(osabi: int, interpreter: str = "", section_names: Iterable[str] = ()) -> str:
     """The OS an ELF file is for, from its OS ABI byte, its interpreter and its note sections."""
     table = _table()
     names = set(section_names)
     for name, spec in table["os"].items():
         if osabi in spec.get("elf_osabi", []):
-            return name
+            return str(name)
     for name, spec in table["os"].items():
         if interpreter and any(interpreter.startswith(p) for p in spec.get("interpreters", [])):
-            return name
+            return str(name)
         if names & set(spec.get("sections", [])):
-            return name
+            return str(name)
     if osabi in table["elf"]["linux_osabi"]:
-        return table["elf"]["default_os"]
+        return str(table["elf"]["default_os"])
     return f"ELF OS ABI {osabi}"
 
 
