@@ -135,7 +135,7 @@ def _parent_death_term() -> None:  # runs in the guard between fork and exec
 
 def _table() -> dict[int, tuple[int, int, int, str]]:
     """pid -> (parent, process group, session, state) of every process /proc shows."""
-    out = {}
+    out: dict[int, tuple[int, int, int, str]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -462,8 +462,10 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
         return Completed(shown, None, error=getattr(exc, "strerror", None) or str(exc))
     with _lock:
         _live[p.pid] = marker
+    assert p.stdout is not None  # PIPE above
     caps = {p.stdout.fileno(): _Capture(TAIL_OUTPUT, MAX_OUTPUT) if merge else _Capture(MAX_OUTPUT, TAIL_OUTPUT)}
     if not merge:
+        assert p.stderr is not None  # PIPE above unless merged
         caps[p.stderr.fileno()] = _Capture(MAX_OUTPUT, TAIL_OUTPUT)
     lines = _Lines(on_line) if on_line is not None else None
     timed_out = False
@@ -530,7 +532,7 @@ def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadli
                         pending = None
                     if pending is not None:
                         pending = pending[n:]
-                    if not pending:
+                    if not pending and p.stdin is not None:  # a PIPE whenever there is data to write
                         sel.unregister(fd)
                         p.stdin.close()
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -45,7 +46,7 @@ class _Group(click.Group):
             _internal(ctx)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     from builddoctor.console import safe_text
 
     message = safe_text(message)  # it may quote a file's or a program's text
@@ -54,7 +55,7 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _internal(ctx: click.Context) -> None:
+def _internal(ctx: click.Context) -> NoReturn:
     verbose = (ctx.obj or {}).get("verbose", 0) if isinstance(ctx.obj, dict) else 0
     if verbose:
         traceback.print_exc()

@@ -177,7 +177,8 @@ def _dynamic(path: str) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...
     library found here.
     Read straight from the section headers, .dynamic and .dynsym with struct: pyelftools builds an
     object per section and per symbol (0.1 s for a libc), too slow for every library of every file."""
-    empty = (frozenset(), (), (), (), 2, "", frozenset())
+    empty: tuple[frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], int, str, frozenset[str]] = (
+        frozenset(), (), (), (), 2, "", frozenset())
     ident = elf_identity(path)
     if ident is None:
         return empty

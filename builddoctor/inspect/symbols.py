@@ -100,6 +100,8 @@ SHT_DYNSYM = 11
 def _lief(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
     try:
         import lief
+
+        from builddoctor.inspect.binary import _text
     except ImportError:
         return False
     lief.logging.disable()
@@ -109,12 +111,13 @@ def _lief(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
             pe = lief.PE.parse(str(path))
             if pe is None:
                 return False
-            if any(e.name.startswith(want) for e in pe.exported_functions):
+            if any(_text(e.name).startswith(want) for e in pe.exported_functions):
                 return True
             return any((entry.name or "").startswith(want) for imp in pe.imports for entry in imp.entries)
         fat = lief.MachO.parse(str(path))
         if fat is None:
             return False
-        return any(s.name.startswith(want) for i in range(len(fat)) for s in fat.at(i).symbols)
+        slices = [b for b in (fat.at(i) for i in range(len(fat))) if b is not None]
+        return any(_text(s.name).startswith(want) for b in slices for s in b.symbols)
     except Exception:  # noqa: BLE001 - LIEF raises its own types on odd input: not llama.cpp then
         return False

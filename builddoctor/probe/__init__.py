@@ -57,7 +57,7 @@ def _cut_note(path: Path, what: str) -> str:
     return cut_note(path, what)
 
 
-def _short(reason: str, limit: int = 300) -> str:
+def _short(reason: object, limit: int = 300) -> str:
     reason = " ".join(str(reason).split())
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
