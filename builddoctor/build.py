@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,11 +138,11 @@ def source_identity(source_dir: Path) -> str:
     """
     source_dir = source_dir.resolve()
     if is_git_checkout(source_dir):
-        head = proc.run(["git", "-C", source_dir, "rev-parse", "HEAD"], timeout=TOOL_TIMEOUT)
+        head = proc.run(["git", "-C", str(source_dir), "rev-parse", "HEAD"], timeout=TOOL_TIMEOUT)
         if head.ok:
-            diff = proc.run(["git", "-C", source_dir, "diff", "HEAD", "--no-color", "--no-ext-diff"],
+            diff = proc.run(["git", "-C", str(source_dir), "diff", "HEAD", "--no-color", "--no-ext-diff"],
                             timeout=60)
-            untracked = proc.run(["git", "-C", source_dir, "status", "--porcelain", "-uall"], timeout=60)
+            untracked = proc.run(["git", "-C", str(source_dir), "status", "--porcelain", "-uall"], timeout=60)
             h = hashlib.sha256()
             h.update(head.stdout.strip().encode())
             h.update(diff.stdout.encode())
@@ -252,15 +252,9 @@ def _has_ccache(env: dict[str, str]) -> bool:
 
 def configure_command(plan: BuildPlan, source_dir: Path, build_dir: Path, env: dict[str, str]) -> list[str]:
     """The cmake configure command: the resolver's, plus builddoctor's fixed arguments."""
-    argv: list[str]
-    try:
-        from builddoctor.resolve import cmake_command  # the recipe helper's
-    except ImportError:
-        cmake_command = None
-    if cmake_command is not None:
-        argv = [str(a) for a in cmake_command(plan, source_dir, build_dir)]
-    else:
-        argv = ["cmake", "-S", str(source_dir), "-B", str(build_dir), *plan.cmake_args()]
+    from builddoctor.resolve import cmake_command  # the recipe helper's
+
+    argv = [str(a) for a in cmake_command(plan, source_dir, build_dir)]
     cfg = data()["cmake"]
     have = {a.split("=", 1)[0][2:] for a in argv if a.startswith("-D")}
     if "-G" not in argv:
@@ -368,7 +362,7 @@ def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
 BLOCKING = ("missing", "too-old", "too-new")
 
 
-def unmet_prerequisites(plan: BuildPlan, exclude: list[str] = ()) -> list:
+def unmet_prerequisites(plan: BuildPlan, exclude: Sequence[str] = ()) -> list:
     """The plan's prerequisites that the resolver found missing or of the wrong version.
 
     Checked before configuring: a missing glslc or too-old Vulkan headers otherwise cost a
@@ -461,7 +455,7 @@ def clean_stale(cache_root: Path) -> list[Path]:
     Call with the build lock held: then no other build of this cache is running, and every
     ``.tmp-*`` folder is the remains of a killed or crashed one.
     """
-    removed = []
+    removed: list[Path] = []
     if not cache_root.is_dir():
         return removed
     for p in cache_root.iterdir():

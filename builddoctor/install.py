@@ -284,6 +284,7 @@ def _put(dest: Path, state: FileState, src: Path | None) -> None:
     tmp = _tmp_beside(dest)
     try:
         if state.type == "link":
+            assert state.link is not None  # a link's state always carries its target
             os.symlink(state.link, tmp)
         else:
             assert src is not None
@@ -581,7 +582,7 @@ def _check_entries(m: BackupManifest) -> None:
                 markers += 1
             else:
                 ok = new is not None and ((new.type == "file" and bool(_SHA.fullmatch(new.sha256 or "")))
-                                          or (new.type == "link" and bool(new.link) and "\x00" not in new.link))
+                                          or (new.type == "link" and bool(new.link and "\x00" not in new.link)))
         if not ok:
             raise _Unusable(f"{where} does not hold what replace records for a{'n' if e.kind == 'added' else ''} "
                             f"{str(e.kind)[:20]!r} file")

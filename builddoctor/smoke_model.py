@@ -150,7 +150,7 @@ def probe_vocab() -> list[tuple[str, float, int]]:
     byte-fallback tokens, the word-start marker and a few words (gguf.TokenType values)."""
     import gguf
 
-    toks = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
+    toks: list[tuple[str, float, int]] = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
             ("</s>", 0.0, gguf.TokenType.CONTROL)]
     toks += [(f"<0x{b:02X}>", 0.0, gguf.TokenType.BYTE) for b in range(256)]
     toks += [("\u2581", -1.0, gguf.TokenType.NORMAL)]
@@ -253,6 +253,7 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    assert writer.fout is not None  # opened by write_header_to_file
     fout = writer.fout[0]
     for _name, rows, cols in plan:
         writer.write_padding(fout, fout.tell())

@@ -74,7 +74,7 @@ def _features_of_code(code: int) -> tuple[str, ...]:
         import iced_x86
 
         ins = iced_x86.Instruction()
-        ins.code = code
+        ins.code = code  # type: ignore[assignment]  # the stub says IntEnum; iced_x86.Code holds plain ints
         names = _feature_names()
         got = tuple(names.get(f, str(f)) for f in ins.cpuid_features())
         _CODE_FEATURES[code] = got
@@ -219,7 +219,7 @@ def _hot_patterns() -> list[tuple[bytes, re.Pattern[bytes] | None]]:
     """Each [hot] pattern as (a literal every matching name contains, the regex for the whole name,
     None when the literal is the name's prefix)."""
 
-    out = []
+    out: list[tuple[bytes, re.Pattern[bytes] | None]] = []
     for pat in _data()["hot"]["patterns"]:
         body = pat.lstrip("^")
         pieces = body.split(".*")

@@ -113,7 +113,7 @@ def _lief(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
                 return False
             if any(_text(e.name).startswith(want) for e in pe.exported_functions):
                 return True
-            return any((entry.name or "").startswith(want) for imp in pe.imports for entry in imp.entries)
+            return any(_text(entry.name or "").startswith(want) for imp in pe.imports for entry in imp.entries)
         fat = lief.MachO.parse(str(path))
         if fat is None:
             return False
