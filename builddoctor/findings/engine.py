@@ -111,11 +111,12 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
             found.append(_broken_check({"code": "ok", "rule": "the summary lines", "area": "build"}, exc))
             summary = {}
         for area, spec in cat["areas"].items():
-            if area in dirty or summary.get(area) is None:
+            ok_values = summary.get(area)
+            if area in dirty or ok_values is None:
                 continue
             if foreign and area in cat.get("platform_gate", {}).get("areas", []):
                 continue
-            found.append(Finding(code=f"ok:{area}", severity="ok", title=_fill(spec["ok"], summary[area]), area=area))
+            found.append(Finding(code=f"ok:{area}", severity="ok", title=_fill(spec["ok"], ok_values), area=area))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     area_order = {a: i for i, a in enumerate(cat["areas"])}
     found.sort(key=lambda f: (order.get(f.severity, 9), area_order.get(f.area, 99)))
@@ -139,7 +140,7 @@ def _summary(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
     out: dict[str, dict[str, Any] | None] = {}
     readable = [f for f in build.files if f.format]
     needs = sorted({lib for f in readable for lib in f.needed})
-    glibc = [f.symbol_versions.get("GLIBC") for f in readable if f.symbol_versions.get("GLIBC")]
+    glibc = [v for f in readable if (v := f.symbol_versions.get("GLIBC"))]
     if readable and ctx.live and not any(f.missing_needed for f in readable):
         # a library that is not here is the GPU line's error (or a load error): no ✓ beside it
         out["load"] = {"load_ok": _load_line(readable, needs, glibc, machine)}

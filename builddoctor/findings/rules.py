@@ -31,7 +31,7 @@ class Context:
     pin_short_commit: str = ""
     pin_version: str = ""
     source: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str | tuple[str, Any], Any] = field(default_factory=dict)  # a cache: ("plan", goal) -> plan...
 
 
 RULES: dict[str, Callable[[BuildProfile, MachineProfile, Context], Evidence]] = {}

@@ -61,7 +61,7 @@ def inspect_paths(paths: Sequence[Path | str] | None, *, run: bool = True,
     discovering = paths is None
     search = discover.Search.start()  # one time budget for the whole search
     all_folders = not discovering  # every path given is a folder that exists (else: bad input)
-    if discovering:
+    if paths is None:
         cands = discover.default_candidates(messages, search)
     else:
         cands = []

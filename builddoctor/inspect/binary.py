@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -204,6 +205,7 @@ def _os_error(exc: OSError, path: Path) -> str:
 
 def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) -> None:
     from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
 
     from builddoctor.inspect.discover import canonical_name
@@ -252,7 +254,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             secs.append(sec)
             img.sections.setdefault(name, sec)
             if stype == "SHT_DYNAMIC":
-                dynamic = elf.get_section(i)
+                dyn = elf.get_section(i)
+                dynamic = dyn if isinstance(dyn, DynamicSection) else None
             elif stype == "SHT_GNU_verneed":
                 verneed = elf.get_section(i)
             if sec.type != 8 and sec.size and sec.offset + sec.size > size:
@@ -263,7 +266,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         rpath: list[str] = []
         runpath: list[str] = []
         if dynamic is not None:
-            for tag in dynamic.iter_tags():
+            tags: Iterable[Any] = dynamic.iter_tags()  # pyelftools sets .needed, .rpath... per kind of tag
+            for tag in tags:
                 t = tag.entry.d_tag
                 if t == "DT_NEEDED":
                     needed.append(tag.needed)
@@ -281,12 +285,12 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         raise _Bad(f"damaged ELF file ({exc})") from None
     bf.os = platforms.elf_os(head[7], interp, img.sections)
     for tab_name in (".dynsym", ".symtab"):
-        sec = img.sections.get(tab_name)
-        if sec is None or not sec.size or sec.link >= len(secs):
+        ssec = img.sections.get(tab_name)
+        if ssec is None or not ssec.size or ssec.link >= len(secs):
             continue
-        strsec = secs[sec.link]
+        strsec = secs[ssec.link]
         strtab = bytes(data[strsec.offset:strsec.offset + strsec.size])
-        tab = SymbolTable(strtab, memoryview(data)[sec.offset:sec.offset + sec.size], img.is64, little)
+        tab = SymbolTable(strtab, memoryview(data)[ssec.offset:ssec.offset + ssec.size], img.is64, little)
         tab.is_dynsym = tab_name == ".dynsym"
         img.symtabs.append(tab)
     rela = img.sections.get(".rela.dyn")
@@ -355,9 +359,10 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
 
     # GPU code
     for name, reader, cap in ((".nv_fatbin", fatbin.cuda_archs, None), (".hip_fatbin", fatbin.hip_targets, 64 << 20)):
-        sec = img.sections.get(name)
-        if sec is not None and sec.type != 8 and sec.offset < size:  # read in place in the mmap, no copy
-            bf.cuda_archs += reader(data, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
+        gpu_sec = img.sections.get(name)
+        if gpu_sec is not None and gpu_sec.type != 8 and gpu_sec.offset < size:  # read in place in the mmap, no copy
+            bf.cuda_archs += reader(data, gpu_sec.offset,
+                                    min(gpu_sec.offset + min(gpu_sec.size, cap or gpu_sec.size), size))
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
 
@@ -397,7 +402,7 @@ def _max_versions(names) -> dict[str, str]:
     for name in names:
         m = _VERSION_NAME.match(name)
         key = _version_key(name) if m else None
-        if not key:
+        if m is None or not key:
             continue
         prefix, ver = m.group(1), key[1]
         if prefix not in best or ver > best[prefix]:
@@ -571,6 +576,8 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: st
             raise _Bad(f"damaged Mach-O file: {len(archs)} slices in its header, {len(fat)} readable")
         pick = _pick_slice(archs, prefer_arch)
         binary = fat.at(pick)
+        if binary is None:
+            raise _Bad(f"damaged Mach-O file: slice {pick + 1} of {len(fat)} could not be read")
         bf.arch = archs[pick]
         bf.needed = [_text(lib.name) for lib in binary.libraries]
         ftype = str(binary.header.file_type).split(".")[-1]
@@ -582,19 +589,19 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: st
         facts.executable_here = ftype == "EXECUTE" and exec_bit and runs_on_host(bf)
         bf.debug_info = any(_text(s.name).startswith("__debug_") for s in binary.sections)
     else:
-        binary = lief.PE.parse(str(path))
-        if binary is None:
+        pe = lief.PE.parse(str(path))
+        if pe is None:
             raise _Bad("damaged PE file: its headers could not be read")
         bf.arch = archs[0]
-        bf.needed = [_text(imp.name) for imp in binary.imports]
-        is_dll = binary.header.has_characteristic(lief.PE.Header.CHARACTERISTICS.DLL)
+        bf.needed = [_text(imp.name) for imp in pe.imports]
+        is_dll = pe.header.has_characteristic(lief.PE.Header.CHARACTERISTICS.DLL)
         if not is_dll:
             bf.role = "executable"
         elif bf.role == "unknown":
             bf.role = "library"
-        symbols = {_text(e.name) for e in binary.exported_functions}
-        bf.debug_info = binary.has_debug
-        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(s.name, s.offset, s.size) for s in binary.sections])
+        symbols = {_text(e.name) for e in pe.exported_functions}
+        bf.debug_info = pe.has_debug
+        bf.cuda_archs = fatbin.pe_cuda_archs(str(path), [(_text(s.name), s.offset, s.size) for s in pe.sections])
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
     if "CPU" not in bf.backends and (isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
                                      or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)):

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 from builddoctor import paths, proc
 from builddoctor.profiles import ComputeResult
@@ -89,7 +90,7 @@ def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | No
     return res
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 

@@ -249,6 +249,8 @@ def package_origin(path: Path, wheel_root: Path | None = None) -> str | None:
     ``wheel_root`` (a folder holding *.dist-info: an unpacked wheel)."""
     parts = path.parts
     roots = {r["folder"]: r["kind"] for r in _data()["package_roots"]}
+    kind: str | None
+    rest: tuple[str, ...]
     for i in range(len(parts) - 2, -2, -1):
         if i < 0:
             if wheel_root is None or wheel_root not in path.parents:
@@ -435,9 +437,9 @@ def default_candidates(messages: list[str], search: Search | None = None) -> lis
     quiet: list[str] = []  # problems in default places are not the user's concern
     path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     search.looked_in.append(f"PATH ({len(path_dirs)} folders)")
-    for d in path_dirs:
+    for pd in path_dirs:
         for name in data["path_executables"]:
-            p = Path(d) / name
+            p = Path(pd) / name
             if os.path.lexists(p):
                 r = resolve(p, messages)  # a broken llama-cli on PATH is worth saying
                 if r is not None and r.is_file():
@@ -461,10 +463,10 @@ def default_candidates(messages: list[str], search: Search | None = None) -> lis
         if not _is_checkout(co):
             continue
         try:
-            subs = sorted(e.name for e in os.scandir(co) if e.name.startswith("build") and e.is_dir())
+            builds = sorted(e.name for e in os.scandir(co) if e.name.startswith("build") and e.is_dir())
         except OSError:
             continue
-        for sub in subs[:20]:
+        for sub in builds[:20]:
             if (co / sub / "CMakeCache.txt").is_file():
                 search.looked_in.append(str(co / sub))
                 found += walk(co / sub, search, "build-folder", None)
@@ -581,10 +583,10 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             files, _dirs, _n = list_dir(p.parent, None)
             for name in files:
                 if BACKEND_RX.match(canonical_name(name)):
-                    r = resolve(p.parent / name, None)
-                    if r is not None and r.is_file() and r not in origin_of:
-                        origin_of[r] = origin
-                        order.append(r)
+                    backend = resolve(p.parent / name, None)
+                    if backend is not None and backend.is_file() and backend not in origin_of:
+                        origin_of[backend] = origin
+                        order.append(backend)
     # a package's or prefix's bin/ and lib/ are one build on every OS (Mach-O and PE files are
     # not resolved here, so NEEDED does not link them as it does on Linux)
     for folder in list(members):
@@ -611,7 +613,7 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
     rank = {p: n for n, p in enumerate(order)}
     groups: list[Group] = []
     for folders in comps.values():
-        files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
+        group_files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
         mains = [d for d in folders if d in primary] or folders
         mains.sort(key=lambda d: min(rank[f] for f in members[d]))
         if len(mains) > 1 and len({str(Path(d).parent) for d in mains}) == 1:
@@ -623,12 +625,12 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             cache = find_cmake_cache(Path(d))
             if cache:
                 break
-        origins = [attached[f] for f in files]
+        origins = [attached[f] for f in group_files]
         origin = next((o for o in origins if o != "given"), "given")
         if cache is not None:
             origin = "build-folder"
             if root == cache.parent or cache.parent in root.parents:
                 root = cache.parent
-        groups.append(Group(root=root, origin=origin, files=files, cmake_cache=cache))
+        groups.append(Group(root=root, origin=origin, files=group_files, cmake_cache=cache))
     groups.sort(key=lambda g: str(g.root))
     return groups
