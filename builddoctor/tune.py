@@ -329,16 +329,16 @@ def halve(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
 
 def choose_winner(cands: list[Candidate]) -> tuple[str, str]:
     """The best candidate whose 95 % interval lies above 1.0; otherwise the plain plan."""
-    measured = [c for c in cands if c.name != BASELINE and c.score is not None]
-    ranked = sorted(measured, key=lambda c: -c.score.mean)
-    for c in ranked:
+    measured = [(c, c.score) for c in cands if c.name != BASELINE and c.score is not None]
+    ranked = sorted(measured, key=lambda cs: -cs[1].mean)
+    for c, score in ranked:
         if c.low is not None and c.low > 1.0:
-            return c.name, (f"{c.score.mean:.3f}x the plain plan (95 % interval {c.low:.3f}-{c.high:.3f}, "
+            return c.name, (f"{score.mean:.3f}x the plain plan (95 % interval {c.low:.3f}-{c.high:.3f}, "
                             f"{c.rounds} rounds)")
-    if ranked and ranked[0].score.mean > 1.0:
-        c = ranked[0]
+    if ranked and ranked[0][1].mean > 1.0:
+        c, score = ranked[0]
         iv = f"{c.low:.3f}-{c.high:.3f}" if c.low is not None else f"only {c.rounds} round"
-        return BASELINE, f"no candidate is surely faster: the best, {c.name}, is {c.score.mean:.3f}x ({iv}), within noise"
+        return BASELINE, f"no candidate is surely faster: the best, {c.name}, is {score.mean:.3f}x ({iv}), within noise"
     return BASELINE, "no candidate is faster than the plain plan"
 
 
@@ -435,9 +435,11 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
         if not need:
             if target >= max_rounds or not active:
                 if not runs[base]:  # no candidate to measure: one round of the plain plan for its speed
-                    bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads,
-                                  on_run=lambda _r, _i, res: (runs[base].append(res),
-                                                              cache.save(base_key, model_sha, params, runs[base])))
+                    def keep(_r: int, _i: int, res: BenchResult) -> None:
+                        runs[base].append(res)
+                        cache.save(base_key, model_sha, params, runs[base])
+
+                    bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads, on_run=keep)
                     update()
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
@@ -670,7 +672,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         say(f"run-time settings on {res.winner}:")
         try:
             with build.build_lock():
-                res.settings = runtime_settings(win_bench, Path(model), objective=objective,
+                res.settings = runtime_settings(win_bench, Path(res.model), objective=objective,
                                                 physical=bench.physical_cores(machine),
                                                 logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say,
                                                 cache=results, build_key=win_build.cache_key,
