@@ -9,6 +9,27 @@ import pytest
 from tests import elf_fixtures as fx
 from tests import llama_builds
 
+# Test tiers (pyproject.toml markers; README "Tests"): each test is in one. A test marked `slow` or
+# `network` in its file keeps that; one that needs a fixture below is in that fixture's tier (the
+# fixture compiles llama.cpp, builds and repairs a wheel, or downloads); every other test is `unit`.
+TIER_OF_FIXTURE = {
+    "llama_build": "slow", "native_build": "slow", "sse_build": "slow", "debug_build": "slow",
+    "planned_build": "slow",  # tests/llama_builds.py: compiled on first use (.cache/test-builds)
+    "repaired_wheel": "slow",  # tests/test_discover.py: a wheel built and run through auditwheel
+    "sdist": "network",  # tests/test_source.py: the pinned sdist, downloaded through pip
+}
+TIERS = ("slow", "network")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test in its tier, so that ``-m unit`` is exactly the fast rest."""
+    for item in items:
+        if any(item.get_closest_marker(t) for t in TIERS):
+            continue
+        tiers = {TIER_OF_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in TIER_OF_FIXTURE}
+        for tier in sorted(tiers) or ["unit"]:
+            item.add_marker(tier)
+
 
 @pytest.fixture(scope="session")
 def elf_dir(tmp_path_factory) -> Path:
