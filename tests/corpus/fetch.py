@@ -28,7 +28,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_TOML = Path(__file__).resolve().parent / "cases.toml"
