@@ -17,6 +17,14 @@ TIER_OF_FIXTURE = {
     "planned_build": "slow",  # tests/llama_builds.py: compiled on first use (.cache/test-builds)
     "repaired_wheel": "slow",  # tests/test_discover.py: a wheel built and run through auditwheel
     "sdist": "network",  # tests/test_source.py: the pinned sdist, downloaded through pip
+    "small_model": "slow",  # tests/test_bench.py: an 8 MB generated GGUF model
+}
+#: tests (or whole files) that build a wheel or write a smoke model themselves: tens of seconds each
+TIER_OF_TEST = {
+    "tests/test_wheel.py": "slow",  # pip wheel of this project
+    "tests/hostile/test_smoke_room.py::test_model_is_written_in_bounded_memory": "slow",
+    "tests/hostile/test_exit70.py::test_llama_bench_json_with_wrong_types_costs_that_build_only": "slow",
+    "tests/test_build_cli.py::test_bench_with_a_crashing_llama_bench": "slow",
 }
 TIERS = ("slow", "network")
 
@@ -27,6 +35,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(item.get_closest_marker(t) for t in TIERS):
             continue
         tiers = {TIER_OF_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in TIER_OF_FIXTURE}
+        tiers |= {tier for key, tier in TIER_OF_TEST.items() if item.nodeid == key or item.nodeid.startswith(
+            (key + "::", key + "["))}
         for tier in sorted(tiers) or ["unit"]:
             item.add_marker(tier)
 

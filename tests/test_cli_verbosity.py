@@ -1,13 +1,14 @@
-"""-q and -v count and cancel as in pip: the real command in a child process, and the Console it builds."""
+"""-q and -v count and cancel as in pip: the real command group (in this process: click's runner calls the
+same ``cli`` that ``main`` calls), and the Console it builds."""
 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import pytest
+from click.testing import CliRunner, Result
 
+from builddoctor import cli as cli_mod
 from builddoctor.cli.options import verbosity_levels
 from builddoctor.console import Console
 
@@ -15,8 +16,9 @@ from builddoctor.console import Console
 FLAGS = ["flags", "cmake -B build -DLLAMA_CUBLAS=ON -DGGML_NO_SUCH_OPTION=ON"]
 
 
-def bd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", *args], capture_output=True, text=True, timeout=60)
+def bd(*args: str) -> Result:
+    cli_mod._register()
+    return CliRunner().invoke(cli_mod.cli, list(args), prog_name="builddoctor")
 
 
 @pytest.mark.parametrize(("v", "q", "want"), [
@@ -29,18 +31,18 @@ def test_levels_are_one_net_count(v: int, q: int, want: tuple[int, int]) -> None
 
 def test_quiet_drops_the_report_but_not_the_verdict() -> None:
     plain = bd(*FLAGS)
-    assert plain.returncode == 1, plain.stderr
+    assert plain.exit_code == 1, plain.stderr
     assert "LLAMA_CUBLAS" in plain.stdout
     for q in ("-q", "-qq", "-qqq", "--quiet"):
         quiet = bd(q, *FLAGS)
-        assert (quiet.returncode, quiet.stdout, quiet.stderr) == (1, "", ""), q
+        assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (1, "", ""), q
 
 
 def test_verbose_and_quiet_cancel_out() -> None:
     plain = bd(*FLAGS)
     for args in (("-v", "-q"), ("-q", "-v"), ("-vq",), ("-vv", "-qq")):
         both = bd(*args, *FLAGS)
-        assert (both.returncode, both.stdout) == (plain.returncode, plain.stdout), args
+        assert (both.exit_code, both.stdout) == (plain.exit_code, plain.stdout), args
     # one -v left over is -v: the same report, with the info lines and codes -v adds
     assert bd("-vv", "-q", *FLAGS).stdout == bd("-v", *FLAGS).stdout
 
