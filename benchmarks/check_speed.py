@@ -212,7 +212,7 @@ def corpus_main(opts) -> int:
             inside = info.get("inside")
             rows.append((c.name, f["path"], f["size"], wall, inside, mb, st, info.get("cpu")))
             state = (f"{inside:7.3f} s inside ({info['cpu']:.3f} s CPU)" if inside is not None else
-                     ("  killed after %.0f s" % opts.timeout if st is None else f"  exit {st}"))
+                     (f"  killed after {opts.timeout:.0f} s" if st is None else f"  exit {st}"))
             print(f"  {c.name:22s} {f['path'][-58:]:58s} {f['size'] / 1e6:7.1f} MB  {wall:7.3f} s wall "
                   f"{state}  {mb:7.1f} MB peak", flush=True)
         wall, mb, st, _out = measured([sys.executable, "-m", "builddoctor", "check", str(base), "--no-run",
@@ -262,9 +262,8 @@ def main() -> int:
     if opts.corpus:
         return corpus_main(opts)
 
-    from tests.llama_builds import ensure_build
-
     from builddoctor.inspect import inspect_binary, inspect_paths
+    from tests.llama_builds import ensure_build
 
     roots = [str(ensure_build(n).parent) for n in ("native", "sse", "debug")]
     files = sum(1 for r in roots for p in Path(r, "bin").iterdir() if not p.is_symlink())
@@ -285,7 +284,7 @@ def main() -> int:
                               ("builds-compute", "with the compute probe too", 3.0)):
         wall, inside = fresh(mode, roots, opts.repeat)
         run, compute = mode != "builds-norun", mode == "builds-compute"
-        w = warm(lambda: inspect_paths(roots, run=run, compute=compute), opts.repeat)
+        w = warm(lambda run=run, compute=compute: inspect_paths(roots, run=run, compute=compute), opts.repeat)
         verdict = "OK" if wall < goal else "over goal"
         print(f"  {label:32s} fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
               f"warm {w:.3f} s   [goal < {goal:.1f} s: {verdict}]")

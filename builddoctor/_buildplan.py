@@ -262,11 +262,11 @@ def report(plan: BuildPlan, effective: list[PlanOption], overrides: list[BundleO
         say(f"  {s.what}: {s.reason}")
     for n in plan.notes:
         say(f"note: {n}")
-    for o in overrides:
-        if o.planned is None:
-            say(f"override: {o.name}={o.value} added by {o.source}")
+    for ov in overrides:
+        if ov.planned is None:
+            say(f"override: {ov.name}={ov.value} added by {ov.source}")
         else:
-            say(f"override: {o.name}={o.value} set by {o.source} (the plan had {o.planned})")
+            say(f"override: {ov.name}={ov.value} set by {ov.source} (the plan had {ov.planned})")
     say(f"targets: {', '.join(plan.targets)}; installed into builddoctor/_llama/bin")
 
 

@@ -17,7 +17,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from builddoctor import paths, proc
 from builddoctor.profiles import Serializable
@@ -94,10 +93,10 @@ class Sweep(Serializable):
 
     threads: int
     points: list[Point] = field(default_factory=list)
-    error: Optional[str] = None
+    error: str | None = None
 
     @property
-    def plateau_gbs(self) -> Optional[float]:
+    def plateau_gbs(self) -> float | None:
         return self.points[-1].gbs if self.points else None
 
 
@@ -108,9 +107,9 @@ class SmokeSize(Serializable):
     model_bytes: int
     roofline: bool
     why: str
-    knee_bytes: Optional[int] = None
-    bandwidth_gbs: Optional[float] = None
-    sweep: Optional[Sweep] = None
+    knee_bytes: int | None = None
+    bandwidth_gbs: float | None = None
+    sweep: Sweep | None = None
 
 
 def kernel_binary() -> Path | None:
@@ -165,7 +164,7 @@ def sweep(threads: int | None = None, largest: int = LARGEST, smallest: int = SM
     return parse_sweep(res.stdout, threads)
 
 
-def knee(points: list[Point], tolerance: float = PLATEAU_TOLERANCE) -> Optional[int]:
+def knee(points: list[Point], tolerance: float = PLATEAU_TOLERANCE) -> int | None:
     """The smallest working set from which on no size reads faster than memory's plateau (the
     median of the three largest sizes) by more than ``tolerance``: one-sided, as a cache only ever
     makes reads faster, while other load on the machine makes any one size slower. None when the

@@ -15,9 +15,9 @@ import math
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 from builddoctor import proc
 from builddoctor.profiles import BenchResult, Serializable, Stat
@@ -53,9 +53,8 @@ def has_gpu_backend(bench_binary: Path) -> bool:
     folder = Path(bench_binary).resolve().parent
     for f in folder.iterdir():
         low = f.name.lower()
-        if low.startswith("libggml-") or low.startswith("ggml-"):
-            if any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
-                return True
+        if low.startswith(("libggml-", "ggml-")) and any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
+            return True
     try:
         from builddoctor.inspect import inspect_paths
     except ImportError:
@@ -289,15 +288,15 @@ class Comparison(Serializable):
     """Builds benchmarked in interleaved rounds; ratios are each build over the first."""
 
     results: list[BenchResult] = field(default_factory=list)
-    pp_ratio: list[Optional[Stat]] = field(default_factory=list)  # per build, vs results[0]
-    tg_ratio: list[Optional[Stat]] = field(default_factory=list)
+    pp_ratio: list[Stat | None] = field(default_factory=list)  # per build, vs results[0]
+    tg_ratio: list[Stat | None] = field(default_factory=list)
     rounds: int = 0
     model: str = ""
-    bandwidth_gbs: Optional[float] = None
+    bandwidth_gbs: float | None = None
     roofline_note: str = ""  # why the "of bw limit" column is a roofline, or "not measured: ..."
 
 
-def _stat(values: list[float]) -> Optional[Stat]:
+def _stat(values: list[float]) -> Stat | None:
     if not values:
         return None
     return Stat(mean=statistics.fmean(values), stddev=statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -339,7 +338,7 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
     return out
 
 
-def _pool(stats: list[Optional[Stat]]) -> Optional[Stat]:
+def _pool(stats: list[Stat | None]) -> Stat | None:
     """Mean and spread over runs: the spread of the run means, or within a run when only one."""
     stats = [s for s in stats if s is not None]
     if not stats:
@@ -350,9 +349,9 @@ def _pool(stats: list[Optional[Stat]]) -> Optional[Stat]:
     return Stat(mean=statistics.fmean(means), stddev=statistics.stdev(means), n=sum(s.n for s in stats))
 
 
-def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Optional[Stat]:
+def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Stat | None:
     vals = []
-    for a, b in zip(base, runs):
+    for a, b in zip(base, runs, strict=False):
         sa, sb = getattr(a, kind), getattr(b, kind)
         if a.error or b.error or not sa or not sb or sa.mean <= 0:
             continue

@@ -22,10 +22,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from builddoctor import paths, proc
 from builddoctor.cmake_bool import is_on
@@ -66,7 +66,7 @@ class ProgressEvent:
     stage: str  # configure, compile, done, failed
     done: int = 0
     total: int = 0
-    eta_s: Optional[float] = None
+    eta_s: float | None = None
     elapsed_s: float = 0.0
     message: str = ""
 

@@ -19,10 +19,9 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from builddoctor import errors, paths
-from builddoctor.profiles import SCHEMA_VERSION, BuildPlan, PlanOption, Serializable, check_schema, _from_plain
+from builddoctor.profiles import SCHEMA_VERSION, BuildPlan, PlanOption, Serializable, _from_plain, check_schema
 
 #: The tools in the bundle, by the short names the console scripts and ``builddoctor run`` accept.
 TOOLS = {
@@ -45,7 +44,7 @@ class NotBundledError(errors.UserError):
 class BundleOverride(Serializable):
     name: str
     value: str
-    planned: Optional[str] = None  # None: an option the plan did not set (an extension)
+    planned: str | None = None  # None: an option the plan did not set (an extension)
     source: str = ""  # CMAKE_ARGS, or a -D define (config settings)
 
 
@@ -59,7 +58,7 @@ class BundleInfo(Serializable):
     llama_commit: str
     schema_version: int = SCHEMA_VERSION
     llama_build_number: int = 0
-    llama_version: Optional[str] = None
+    llama_version: str | None = None
     source: str = "pinned"  # pinned, checkout
     source_path: str = ""
     targets: list[str] = field(default_factory=list)
@@ -69,7 +68,7 @@ class BundleInfo(Serializable):
     built_on: str = ""  # the CPU of the machine it was built (and tuned) for
 
     @classmethod
-    def from_dict(cls, data) -> "BundleInfo":
+    def from_dict(cls, data) -> BundleInfo:
         check_schema(data, "bundle record")
         return _from_plain(cls, data, "bundle")
 

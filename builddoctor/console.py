@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -110,7 +110,11 @@ def styled(text: str, kind: str | None = None, bold: bool = False) -> str:
 
 
 class Console:
-    def __init__(self, verbose: int = 0, quiet: bool = False, color: bool | None = None, stream=None):
+    """Where a command's text goes. ``quiet`` counts like pip's -q: 1 drops the report text on stdout
+    (JSON and errors stay; commands also turn their progress views off), 2 or more also the status lines
+    on stderr."""
+
+    def __init__(self, verbose: int = 0, quiet: int = 0, color: bool | None = None, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
         self.verbose = verbose
         self.quiet = quiet
@@ -129,7 +133,7 @@ class Console:
         return self.style(self.symbols.get(severity, "?"), severity)
 
     def echo(self, text: str = "", err: bool = False) -> None:
-        if self.quiet and not err:
+        if self.quiet >= (2 if err else 1):
             return
         click.echo(safe_text(text, keep_style=self.color), file=sys.stderr if err else self.stream)
 
@@ -141,7 +145,7 @@ class Console:
         click.echo(json_text(value), file=self.stream)
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -21,10 +21,10 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from builddoctor import errors, paths, proc
 from builddoctor.tomlload import load_toml

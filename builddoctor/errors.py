@@ -62,7 +62,7 @@ def os_reason(exc: OSError) -> str:
             e.ENOTDIR: "a part of the path is a file, not a folder", e.EISDIR: "it is a folder",
             e.ELOOP: "a loop of symbolic links", e.ENOENT: "it does not exist",
             e.ENAMETOOLONG: "the path is too long for this file system",
-            e.ENOSPC: "no space left on the device"}.get(exc.errno, exc.strerror or str(exc))
+            e.ENOSPC: "no space left on the device"}.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def from_os_error(exc: OSError) -> UserError | None:

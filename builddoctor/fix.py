@@ -7,9 +7,9 @@ build does not cure what it was built for or is slower than the old one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from builddoctor import errors
 from builddoctor.errors import UserError
@@ -30,14 +30,14 @@ STATUS_EXIT = {
 class FixReport(Serializable):
     target: str = ""
     problems: list[str] = field(default_factory=list)  # codes that motivated the rebuild
-    plan: Optional[BuildPlan] = None
-    build: Optional[BuildResult] = None
-    verified: Optional[bool] = None
+    plan: BuildPlan | None = None
+    build: BuildResult | None = None
+    verified: bool | None = None
     verify_message: str = ""
-    comparison: Optional[dict] = None  # bench.Comparison.to_dict()
+    comparison: dict | None = None  # bench.Comparison.to_dict()
     installed: list[str] = field(default_factory=list)
     bin_dir: str = ""
-    backup: Optional[str] = None
+    backup: str | None = None
     steps: list[str] = field(default_factory=list)  # what was (or, with --dry-run, would be) done
     outcome: str = ""  # fixed, healthy, dry-run
     replanned: list[str] = field(default_factory=list)  # features left out after the first build crashed
@@ -67,20 +67,20 @@ def executables_dir(build_profile) -> Path:
 
 def fix(
     machine,
-    path: Optional[Path],
+    path: Path | None,
     *,
     source: Path,
     goal: str = "native",
     backend: str = "auto",
-    plan: Optional[BuildPlan] = None,
+    plan: BuildPlan | None = None,
     replace: bool = False,
     dry_run: bool = False,
     rounds: int = 3,
-    model_bytes: Optional[int] = None,
+    model_bytes: int | None = None,
     say: Callable[[str], None] = lambda _m: None,
     progress=None,
     confirm: Callable[[str], bool] = lambda _m: True,
-    cache_root: Optional[Path] = None,
+    cache_root: Path | None = None,
     host: bool = True,
     allowed_paths=(),
 ) -> FixReport:

@@ -15,8 +15,19 @@ from builddoctor import errors
 from builddoctor.cmake_bool import is_off, is_on
 from builddoctor.findings.catalogue import Hit, finding
 from builddoctor.llama_options import (  # noqa: F401 - the names callers know flagcheck by
-    DEPRECATED, ISA, SNAPSHOT, STANDARD_NAMES, STANDARD_PREFIXES, KnownOptions, deprecated_table, isa_table,
-    known_options, regenerate, render_snapshot, scan_source)
+    DEPRECATED,
+    ISA,
+    SNAPSHOT,
+    STANDARD_NAMES,
+    STANDARD_PREFIXES,
+    KnownOptions,
+    deprecated_table,
+    isa_table,
+    known_options,
+    regenerate,
+    render_snapshot,
+    scan_source,
+)
 from builddoctor.profiles import Finding, MachineProfile
 
 _PREFIXES = ("GGML_", "LLAMA_")

@@ -315,6 +315,7 @@ def _put(dest: Path, state: FileState, src: Path | None) -> None:
     tmp = _tmp_beside(dest)
     try:
         if state.type == "link":
+            assert state.link is not None  # a link's state always carries its target
             os.symlink(state.link, tmp)
         else:
             assert src is not None
@@ -620,7 +621,7 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     try:
         (staging / "files").mkdir(parents=True)
         entries = []
-        for i, (src, dest, kind, old, new) in enumerate(plan):
+        for i, (src, dest, _kind, old, new) in enumerate(plan):
             if old.type == "file":
                 old.backup = f"{i:03d}-{dest.name}"
                 _copy_verified(dest, staging / "files" / old.backup, old.sha256, old.mode)
@@ -778,7 +779,7 @@ def _check_entries(m: BackupManifest) -> None:
                 markers += 1
             else:
                 ok = new is not None and ((new.type == "file" and bool(_SHA.fullmatch(new.sha256 or "")))
-                                          or (new.type == "link" and bool(new.link) and "\x00" not in new.link))
+                                          or (new.type == "link" and bool(new.link and "\x00" not in new.link)))
         if not ok:
             raise _Unusable(f"{where} does not hold what replace records for a{'n' if e.kind == 'added' else ''} "
                             f"{str(e.kind)[:20]!r} file")
@@ -841,7 +842,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         raise FilesChanged(f"{dest_dir}, where the backup in {backup} was made, is not a folder any more; "
                            "nothing was changed.")
     current = [_state_of(Path(e.path)) for e in manifest.files]
-    odd = [e.path for e, cur in zip(manifest.files, current) if cur.type == "other"]
+    odd = [e.path for e, cur in zip(manifest.files, current, strict=True) if cur.type == "other"]
     if odd:
         raise FilesChanged(f"{', '.join(odd)} {'is' if len(odd) == 1 else 'are'} now a folder or a special file; "
                            "rollback puts back only files and links. Move it away and run again; nothing was changed.")
@@ -862,7 +863,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         unconfirmed = (f"The marker replace left in {dest_dir} ({paths.REPLACED_MARKER}) {why}, so nothing shows "
                        f"that the backup in {backup} belongs to the files there now")
     changed: list[tuple[BackupEntry, str]] = []
-    for e, cur in zip(manifest.files, current):
+    for e, cur in zip(manifest.files, current, strict=True):
         if unconfirmed:
             if cur.type != "absent":
                 changed.append((e, "unconfirmed"))
@@ -889,7 +890,7 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
     try:
         shutil.rmtree(undo_dir, ignore_errors=True)
         undo_dir.mkdir()
-        for i, (e, cur) in enumerate(zip(manifest.files, current)):
+        for i, (e, cur) in enumerate(zip(manifest.files, current, strict=True)):
             want_src = files_dir / e.old.backup if e.old.backup else None
             undo_src = None
             if e.path in keep and cur.type != "absent":

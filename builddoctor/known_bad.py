@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any
 
 from packaging.version import Version
 
@@ -34,7 +35,7 @@ class Row:
     avoid_variants: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default_factory=tuple)
 
-    def affects_version(self, version: Optional[str], build_number: Optional[int] = None) -> bool:
+    def affects_version(self, version: str | None, build_number: int | None = None) -> bool:
         """Whether llama.cpp ``version`` (LLAMA_VERSION, e.g. 0.5.0-dev) / ``build_number`` has the bug.
         Unknown versions count as affected: the row is a likely cause, not a proof."""
         if build_number and build_number > 1 and self.first_build and build_number < self.first_build:
@@ -73,11 +74,12 @@ def rows() -> tuple[Row, ...]:
             raise UserError(f"{KNOWN_BAD_FILE}: row {i + 1} " + (f"has unknown key(s) {', '.join(unknown)}"
                             if unknown else "needs an id and a title") + f"; known: {', '.join(sorted(names))}.",
                             exit_code=INTERNAL)
-        out.append(Row(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        out.append(Row(**fields))
     return tuple(out)
 
 
-def applying(cpu_features: Iterable[str], version: Optional[str], build_number: Optional[int] = None,
+def applying(cpu_features: Iterable[str], version: str | None, build_number: int | None = None,
              table: Iterable[Row] | None = None) -> list[Row]:
     """The rows that apply to llama.cpp ``version`` on a CPU with ``cpu_features``."""
     feats = set(cpu_features)
@@ -85,8 +87,8 @@ def applying(cpu_features: Iterable[str], version: Optional[str], build_number: 
             if r.affects_cpu(feats) and r.affects_version(version, build_number)]
 
 
-def explaining(code_features: Iterable[str], cpu_features: Iterable[str], version: Optional[str],
-               build_number: Optional[int] = None, signal: Optional[str] = None, *,
+def explaining(code_features: Iterable[str], cpu_features: Iterable[str], version: str | None,
+               build_number: int | None = None, signal: str | None = None, *,
                any_version: bool = False) -> list[Row]:
     """The rows a build meets on a CPU: its code carries the row's instructions, the CPU has the
     feature, and (with ``signal``) the crash is the row's symptom; those whose version range covers

@@ -17,9 +17,10 @@ import glob
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from builddoctor import errors
 from builddoctor.profiles import Serializable
@@ -66,7 +67,7 @@ def policy() -> dict[str, Any]:
     return data_file("plan_policy.toml")
 
 
-def _declared(source: Optional[Path]):
+def _declared(source: Path | None):
     """The options llama.cpp declares: the pinned tree's (the snapshot), plus, for another checkout,
     what a scan of its CMake files finds (its declarations win)."""
     from builddoctor import flagcheck, paths
@@ -117,7 +118,7 @@ def _system() -> str:
     return {"darwin": "darwin", "win32": "windows"}.get(sys.platform, "linux")
 
 
-def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: Optional[str] = None) -> bool:
+def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: str | None = None) -> bool:
     """An absolute path builddoctor may hand to the build: one the user confirmed (or under a folder
     they confirmed), what PATH gives for its own name, or inside a toolkit folder builddoctor's
     tool search knows."""
@@ -138,7 +139,7 @@ def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: Optiona
 class _Ctx:
     here: bool
     allowed: tuple[str, ...]
-    search_path: Optional[str]
+    search_path: str | None
 
 
 def _abs_path_problem(value: str) -> str:
@@ -226,14 +227,14 @@ def _option_rule(name: str, known) -> dict[str, Any]:
         return pol["kinds"].get(kind, {"rule": "refuse", "reason": f"a {kind} declaration"})
     if name in known.deprecated:
         repl = known.deprecated[name].get("replacement", "")
-        return {"rule": "refuse", "reason": f"a deprecated llama.cpp option" + (f" (use {repl})" if repl else "")}
+        return {"rule": "refuse", "reason": "a deprecated llama.cpp option" + (f" (use {repl})" if repl else "")}
     return {"rule": "refuse",
             "reason": "not an option llama.cpp declares, nor one of the CMake variables a plan may set ("
                       + ", ".join(sorted(pol["cmake"])) + ")"}
 
 
-def check_plan(data: Any, *, source: Optional[Path] = None, allowed_paths: Iterable[str] = (),
-               here: bool = True, search_path: Optional[str] = None) -> list[Refusal]:
+def check_plan(data: Any, *, source: Path | None = None, allowed_paths: Iterable[str] = (),
+               here: bool = True, search_path: str | None = None) -> list[Refusal]:
     """The refusals for a parsed plan (``BuildPlan.to_dict()`` or the JSON of a plan file).
 
     ``here``: the plan is about to be built on this machine, so names are looked up on PATH

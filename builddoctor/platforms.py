@@ -9,9 +9,10 @@ looks them up, so that inspect, the platform gate and the probe agree on what "t
 from __future__ import annotations
 
 import platform as _platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from builddoctor.inspect.data import load
 
@@ -37,7 +38,7 @@ def _aliases() -> tuple[dict[str, str], dict[str, str]]:
     return arch, oses
 
 
-def canonical_arch(name: Optional[str]) -> str:
+def canonical_arch(name: str | None) -> str:
     """x86_64, aarch64, i386, arm... for any spelling (amd64, arm64, x64, i686); '' for none."""
     if not name:
         return ""
@@ -45,7 +46,7 @@ def canonical_arch(name: Optional[str]) -> str:
     return _aliases()[0].get(n, n)
 
 
-def canonical_os(name: Optional[str]) -> str:
+def canonical_os(name: str | None) -> str:
     """linux, darwin, windows, android, freebsd... for any spelling (macOS, win32); '' for none."""
     if not name:
         return ""
@@ -64,7 +65,7 @@ def arch_label(arch: str, os_name: str = "") -> str:
     spec = _table()["arch"].get(a)
     if spec is None:
         return arch or "an unknown architecture"
-    return spec.get("label_on", {}).get(canonical_os(os_name), a)
+    return str(spec.get("label_on", {}).get(canonical_os(os_name), a))
 
 
 def label(os_name: str, arch: str) -> str:
@@ -85,32 +86,32 @@ def _numbers() -> dict[str, dict[int, str]]:
     return out
 
 
-def elf_arch(e_machine: int) -> Optional[str]:
+def elf_arch(e_machine: int) -> str | None:
     return _numbers()["elf"].get(e_machine)
 
 
-def macho_arch(cputype: int) -> Optional[str]:
+def macho_arch(cputype: int) -> str | None:
     return _numbers()["macho"].get(cputype)
 
 
-def pe_arch(machine: int) -> Optional[str]:
+def pe_arch(machine: int) -> str | None:
     return _numbers()["pe"].get(machine)
 
 
-def elf_os(osabi: int, interpreter: str = "", section_names=()) -> str:
+def elf_os(osabi: int, interpreter: str = "", section_names: Iterable[str] = ()) -> str:
     """The OS an ELF file is for, from its OS ABI byte, its interpreter and its note sections."""
     table = _table()
     names = set(section_names)
     for name, spec in table["os"].items():
         if osabi in spec.get("elf_osabi", []):
-            return name
+            return str(name)
     for name, spec in table["os"].items():
         if interpreter and any(interpreter.startswith(p) for p in spec.get("interpreters", [])):
-            return name
+            return str(name)
         if names & set(spec.get("sections", [])):
-            return name
+            return str(name)
     if osabi in table["elf"]["linux_osabi"]:
-        return table["elf"]["default_os"]
+        return str(table["elf"]["default_os"])
     return f"ELF OS ABI {osabi}"
 
 
@@ -141,7 +142,7 @@ class Platform:
         return f"{os_label(self.os)} {archs}" + ("" if default_fmt or not self.format else f" ({fmt})")
 
 
-def install_keys(os_name: Optional[str], description: Optional[str]) -> list[str]:
+def install_keys(os_name: str | None, description: str | None) -> list[str]:
     """Which install commands apply to a machine: ['macos'], ['windows'], the distribution its
     ``description`` names (['debian']...), or every Linux one when it names none. The one reading,
     for a recorded profile (its os_version) and for this machine (``this_description``)."""

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 #: variables passed through to children: enough to find tools and write temp files,
 #: nothing that changes how a llama.cpp binary or a compiler behaves behind our back.
@@ -133,7 +133,7 @@ def _parent_death_term() -> None:  # runs in the guard between fork and exec
 
 def _table() -> dict[int, tuple[int, int, int, str]]:
     """pid -> (parent, process group, session, state) of every process /proc shows."""
-    out = {}
+    out: dict[int, tuple[int, int, int, str]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -463,8 +463,10 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
             os.close(status_w)
     with _lock:
         _live[p.pid] = marker
+    assert p.stdout is not None  # PIPE above
     caps = {p.stdout.fileno(): _Capture(TAIL_OUTPUT, MAX_OUTPUT) if merge else _Capture(MAX_OUTPUT, TAIL_OUTPUT)}
     if not merge:
+        assert p.stderr is not None  # PIPE above unless merged
         caps[p.stderr.fileno()] = _Capture(MAX_OUTPUT, TAIL_OUTPUT)
     lines = _Lines(on_line) if on_line is not None else None
     timed_out = False
@@ -565,7 +567,7 @@ def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadli
                         pending = None
                     if pending is not None:
                         pending = pending[n:]
-                    if not pending:
+                    if not pending and p.stdin is not None:  # a PIPE whenever there is data to write
                         sel.unregister(fd)
                         p.stdin.close()
                     continue

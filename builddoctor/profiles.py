@@ -15,7 +15,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 SCHEMA_VERSION = 1
 
@@ -146,13 +146,13 @@ class CpuProfile(Serializable):
     vendor: str = ""  # GenuineIntel, AuthenticAMD, ARM, Apple...
     model: str = ""  # brand string
     microarch: str = ""  # e.g. zen4, sapphirerapids, neoverse_v2, m2
-    cores: Optional[int] = None  # physical cores
-    threads: Optional[int] = None  # logical CPUs
+    cores: int | None = None  # physical cores
+    threads: int | None = None  # logical CPUs
     features: list[str] = field(default_factory=list)  # llama.cpp vocabulary, sorted
     flags: list[str] = field(default_factory=list)  # raw OS flags, sorted
-    variant: Optional[str] = None  # best llama.cpp CPU backend variant (GGML_CPU_ALL_VARIANTS names)
+    variant: str | None = None  # best llama.cpp CPU backend variant (GGML_CPU_ALL_VARIANTS names)
     variants: list[str] = field(default_factory=list)  # every variant this CPU can run, best last
-    l3_cache_bytes: Optional[int] = None
+    l3_cache_bytes: int | None = None
     source: str = "live"  # live, cpuinfo:FILE, sysctl:FILE
 
 
@@ -160,11 +160,11 @@ class CpuProfile(Serializable):
 class GpuProfile(Serializable):
     vendor: str  # nvidia, amd, intel, apple, other
     name: str
-    memory_mib: Optional[int] = None
-    compute_capability: Optional[str] = None  # NVIDIA, e.g. "8.9"
-    gfx_target: Optional[str] = None  # AMD, e.g. "gfx1100"
-    driver_version: Optional[str] = None
-    cuda_version: Optional[str] = None  # highest CUDA the NVIDIA driver supports
+    memory_mib: int | None = None
+    compute_capability: str | None = None  # NVIDIA, e.g. "8.9"
+    gfx_target: str | None = None  # AMD, e.g. "gfx1100"
+    driver_version: str | None = None
+    cuda_version: str | None = None  # highest CUDA the NVIDIA driver supports
     apis: list[str] = field(default_factory=list)  # cuda, hip, metal, vulkan, sycl, opencl
     cpu_emulated: bool = False  # llvmpipe/lavapipe/SwiftShader: never a device to choose
     source: str = ""  # nvidia-smi, /proc/driver/nvidia, rocminfo, vulkaninfo, sysctl...
@@ -174,8 +174,8 @@ class GpuProfile(Serializable):
 class ToolInfo(Serializable):
     name: str
     found: bool
-    path: Optional[str] = None
-    version: Optional[str] = None
+    path: str | None = None
+    version: str | None = None
     detail: str = ""
 
 
@@ -187,19 +187,19 @@ class MachineProfile(Serializable):
     schema_version: int = SCHEMA_VERSION
     os_version: str = ""  # "Debian GNU/Linux 12 (bookworm)", "macOS 14.5"
     kernel: str = ""
-    libc: Optional[str] = None  # glibc, musl
-    libc_version: Optional[str] = None
-    libstdcxx_version: Optional[str] = None  # highest GLIBCXX_ symbol version of this machine
-    memory_bytes: Optional[int] = None
+    libc: str | None = None  # glibc, musl
+    libc_version: str | None = None
+    libstdcxx_version: str | None = None  # highest GLIBCXX_ symbol version of this machine
+    memory_bytes: int | None = None
     gpus: list[GpuProfile] = field(default_factory=list)
-    vulkan_loader: Optional[str] = None  # version or path of libvulkan, None when absent
-    rocm_version: Optional[str] = None
+    vulkan_loader: str | None = None  # version or path of libvulkan, None when absent
+    rocm_version: str | None = None
     toolchains: dict[str, ToolInfo] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what a probe could not learn, as facts
     source: str = "live"
 
     @classmethod
-    def from_dict(cls, data: Any) -> "MachineProfile":
+    def from_dict(cls, data: Any) -> MachineProfile:
         check_schema(data, "machine profile")
         return _from_plain(cls, data, "profile")
 
@@ -222,10 +222,10 @@ class RuntimeResult(Serializable):
     """What running ``--version`` / ``--list-devices`` under a time limit told us."""
 
     argv: list[str]
-    returncode: Optional[int] = None
-    signal: Optional[str] = None  # SIGILL, SIGSEGV...
+    returncode: int | None = None
+    signal: str | None = None  # SIGILL, SIGSEGV...
     timed_out: bool = False
-    error: Optional[str] = None  # could not start: permission, exec format...
+    error: str | None = None  # could not start: permission, exec format...
     output: str = ""  # first few KiB of stdout+stderr
 
 
@@ -238,17 +238,17 @@ class ComputeResult(Serializable):
     # not-run (a GPU build where that GPU's driver is absent: ``problem`` says why)
     argv: list[str]
     ok: bool = False
-    returncode: Optional[int] = None
-    signal: Optional[str] = None  # SIGILL, SIGSEGV, SIGBUS, SIGABRT...
+    returncode: int | None = None
+    signal: str | None = None  # SIGILL, SIGSEGV, SIGBUS, SIGABRT...
     timed_out: bool = False
     timeout_s: float = 0.0
-    error: Optional[str] = None  # could not start; or the library's load error (dlerror)
+    error: str | None = None  # could not start; or the library's load error (dlerror)
     problem: str = ""  # ran, but gave no valid result (garbage, no numbers): what was wrong
     backend: str = ""  # what the program says it ran on: CPU, CUDA, Vulkan...
     device: str = ""
     threads: int = 0
-    pp_tps: Optional[float] = None  # prompt tokens/s on the probe model (information, not a benchmark)
-    tg_tps: Optional[float] = None
+    pp_tps: float | None = None  # prompt tokens/s on the probe model (information, not a benchmark)
+    tg_tps: float | None = None
     seconds: float = 0.0
     output: str = ""  # the last few KiB of output
 
@@ -270,21 +270,21 @@ class BinaryFile(Serializable):
 
     path: str
     role: str  # executable, library, backend, unknown
-    format: Optional[str] = None  # ELF, Mach-O, PE; None when not a binary
-    arch: Optional[str] = None
+    format: str | None = None  # ELF, Mach-O, PE; None when not a binary
+    arch: str | None = None
     size: int = 0
     needed: list[str] = field(default_factory=list)
     missing_needed: list[str] = field(default_factory=list)
     symbol_versions: dict[str, str] = field(default_factory=dict)  # GLIBC -> 2.38, GLIBCXX -> 3.4.32
     isa: list[str] = field(default_factory=list)  # features its code uses, llama.cpp vocabulary
-    isa_level: Optional[str] = None  # sse, avx, avx2, avx512...
+    isa_level: str | None = None  # sse, avx, avx2, avx512...
     cuda_archs: list[str] = field(default_factory=list)  # sm_86 (SASS), compute_89 (PTX)
     backends: list[str] = field(default_factory=list)  # backends this file carries
     debug_info: bool = False
-    error: Optional[str] = None  # why it could not be read
+    error: str | None = None  # why it could not be read
     missing_versions: list[str] = field(default_factory=list)  # "GLIBC_2.99 (libc.so.6)": required, not defined here
     isa_detail: list[str] = field(default_factory=list)  # finer CPUID names seen: AVX512F, AVX512BW, AVX512VL...
-    os: Optional[str] = None  # linux, darwin, windows, android, freebsd (builddoctor.platforms names)
+    os: str | None = None  # linux, darwin, windows, android, freebsd (builddoctor.platforms names)
     archs: list[str] = field(default_factory=list)  # every architecture it holds (a fat Mach-O: one per slice)
     load_problems: list[LoadProblem] = field(default_factory=list)  # why ld.so would refuse it here
 
@@ -302,25 +302,25 @@ class BuildProfile(Serializable):
     backends: list[str] = field(default_factory=list)  # CPU, CUDA, Metal, Vulkan, HIP, SYCL, BLAS, RPC...
     cpu_variants: list[str] = field(default_factory=list)  # libggml-cpu-<variant> found
     isa: list[str] = field(default_factory=list)  # union over the CPU code
-    isa_level: Optional[str] = None
+    isa_level: str | None = None
     cuda_archs: list[str] = field(default_factory=list)
-    flash_attn_kernels: Optional[bool] = None  # None: not a CUDA build / unknown
-    version: Optional[str] = None
-    build_number: Optional[int] = None
-    commit: Optional[str] = None
-    compiler: Optional[str] = None
-    target: Optional[str] = None
-    build_type: Optional[str] = None  # Release, Debug, RelWithDebInfo...
-    cmake_cache: Optional[str] = None
+    flash_attn_kernels: bool | None = None  # None: not a CUDA build / unknown
+    version: str | None = None
+    build_number: int | None = None
+    commit: str | None = None
+    compiler: str | None = None
+    target: str | None = None
+    build_type: str | None = None  # Release, Debug, RelWithDebInfo...
+    cmake_cache: str | None = None
     cmake_options: dict[str, str] = field(default_factory=dict)
     runtime: list[RuntimeResult] = field(default_factory=list)
-    compute: Optional[ComputeResult] = None  # the compute probe (None: not run)
+    compute: ComputeResult | None = None  # the compute probe (None: not run)
     devices: list[str] = field(default_factory=list)  # from --list-devices
     errors: list[str] = field(default_factory=list)
     isa_detail: list[str] = field(default_factory=list)  # AVX512F, AVX512BW... seen in the CPU code
-    openmp: Optional[bool] = None  # CPU backend links an OpenMP runtime (libgomp, libomp)
-    ggml_version: Optional[str] = None
-    ggml_commit: Optional[str] = None
+    openmp: bool | None = None  # CPU backend links an OpenMP runtime (libgomp, libomp)
+    ggml_version: str | None = None
+    ggml_commit: str | None = None
     evidence: dict[str, str] = field(default_factory=dict)  # field -> how it was learned, for findings
 
 
@@ -378,12 +378,12 @@ class Prerequisite(Serializable):
     name: str  # tool or library
     kind: str  # tool, library, header
     status: str  # found, missing, too-old, too-new, unchecked (a recorded profile that did not look)
-    min_version: Optional[str] = None
-    found_version: Optional[str] = None
+    min_version: str | None = None
+    found_version: str | None = None
     recipe: str = ""
     install: dict[str, str] = field(default_factory=dict)  # debian, fedora, arch, macos, windows -> command
     reason: str = ""  # why it is needed, and why it is missing / too old / too new
-    max_version: Optional[str] = None  # exclusive upper bound (CUDA 13 cannot build for Pascal: "13")
+    max_version: str | None = None  # exclusive upper bound (CUDA 13 cannot build for Pascal: "13")
     required: bool = True  # False: the build goes ahead without it (it only loses what it brings)
 
 
@@ -404,12 +404,12 @@ class BuildPlan(Serializable):
     recipes: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    machine: Optional[MachineProfile] = None
+    machine: MachineProfile | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know (forced backend, driver...)
     omit_cpu_variants: list[str] = field(default_factory=list)  # GGML_CPU_ALL_VARIANTS variants not kept (known-bad)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "BuildPlan":
+    def from_dict(cls, data: Any) -> BuildPlan:
         check_schema(data, "build plan")
         return _from_plain(cls, data, "plan")
 
@@ -430,9 +430,9 @@ class BuildResult(Serializable):
     schema_version: int = SCHEMA_VERSION
     cache_key: str = ""
     duration_s: float = 0.0
-    log_path: Optional[str] = None
+    log_path: str | None = None
     binaries: list[str] = field(default_factory=list)
-    error: Optional[str] = None
+    error: str | None = None
 
 
 @dataclass
@@ -453,10 +453,10 @@ class BenchResult(Serializable):
     n_gpu_layers: int = 0
     pp_tokens: int = 0
     tg_tokens: int = 0
-    pp: Optional[Stat] = None  # tokens/s
-    tg: Optional[Stat] = None
-    bandwidth_gbs: Optional[float] = None
-    roofline_fraction: Optional[float] = None  # tg * bytes/token / bandwidth
-    error: Optional[str] = None
+    pp: Stat | None = None  # tokens/s
+    tg: Stat | None = None
+    bandwidth_gbs: float | None = None
+    roofline_fraction: float | None = None  # tg * bytes/token / bandwidth
+    error: str | None = None
     backends: str = ""  # what llama-bench says it ran with: "CPU", "Vulkan", "CUDA"...
     gpu_info: str = ""  # the GPU(s) it ran on, in llama-bench's words ("" on the CPU)

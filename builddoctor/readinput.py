@@ -18,8 +18,7 @@ import re
 import stat
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from builddoctor.errors import InputError, os_reason
 
@@ -47,7 +46,7 @@ class InputText:
         return cut_note(self.path, what, self.cap)
 
 
-def cut_note(path: str | os.PathLike, what: str, cap: int = TEXT_CAP) -> str:
+def cut_note(path: str | os.PathLike[str], what: str, cap: int = TEXT_CAP) -> str:
     """The sentence that tells the user what was not read."""
     return f"{os.fspath(path)} was read only up to its first {_size(cap)}: the rest of this {what} was ignored."
 
@@ -60,7 +59,7 @@ def _remedy(remedy: str) -> str:
     return f" {remedy}" if remedy else ""
 
 
-def read_bytes(path: str | os.PathLike, what: str, *, cap: int = TEXT_CAP, remedy: str = "",
+def read_bytes(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, remedy: str = "",
                truncate: bool = True) -> tuple[bytes, bool]:
     """Up to ``cap`` bytes of a regular file -> (data, cut). Never blocks, never reads past the cap.
 
@@ -133,16 +132,13 @@ def decode(data: bytes, name: str, what: str, remedy: str = "", *, cut: bool = F
                          f"{_remedy(remedy)}") from None
 
 
-def read_text(path: str | os.PathLike, what: str, *, cap: int = TEXT_CAP, remedy: str = "",
+def read_text(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, remedy: str = "",
               errors: str = "strict", truncate: bool = True) -> InputText:
     """A bounded text file. ``errors="replace"`` reads any bytes (a CMakeCache with stray Latin-1);
     ``truncate=False`` refuses a file over the cap (a TOML document cut in half means something else)."""
     name = os.fspath(path)
     data, cut = read_bytes(name, what, cap=cap, remedy=remedy, truncate=truncate)
-    if errors == "strict":
-        text = decode(data, name, what, remedy, cut=cut)
-    else:
-        text = data.decode("utf-8", errors=errors)
+    text = decode(data, name, what, remedy, cut=cut) if errors == "strict" else data.decode("utf-8", errors=errors)
     return InputText(path=name, text=text, truncated=cut, cap=cap)
 
 
@@ -178,7 +174,7 @@ def _float(literal: str) -> float:
     return value
 
 
-def _constant(name: str):
+def _constant(name: str) -> NoReturn:
     raise JsonInputError(f"{name}, which JSON does not allow")
 
 
@@ -199,7 +195,7 @@ def loads(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonInputError(f"not valid JSON ({exc})") from None
 
 
-def read_json(path: str | os.PathLike, what: str, *, cap: int = JSON_CAP, remedy: str = "",
+def read_json(path: str | os.PathLike[str], what: str, *, cap: int = JSON_CAP, remedy: str = "",
               max_depth: int = MAX_DEPTH) -> Any:
     """A bounded JSON file -> plain data; InputError names the file and what is wrong with it."""
     name = os.fspath(path)
@@ -225,7 +221,7 @@ def read_json(path: str | os.PathLike, what: str, *, cap: int = JSON_CAP, remedy
 # --------------------------------------------------------------------------- the one output file
 
 
-def write_text(path: str | os.PathLike, text: str, what: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str, what: str) -> None:
     """Write a file the user named (``recipe --save``) without ever blocking: a FIFO nobody reads
     is refused (ENXIO) instead of waiting forever. OSErrors other than that one reach the caller."""
     name = os.fspath(path)

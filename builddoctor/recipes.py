@@ -22,11 +22,6 @@ from builddoctor import errors
 from builddoctor.profiles import MachineProfile
 from builddoctor.tomlload import parse_toml
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 
 class RecipeError(errors.UserError):
     """A recipe file is empty, malformed, or contradicts another one."""

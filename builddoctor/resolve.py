@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from builddoctor import errors
 from builddoctor.cmake_bool import same_value
 from builddoctor.platforms import install_keys
-from builddoctor.tomlload import data_file
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite, Skipped
 from builddoctor.recipes import (
     GOALS,
@@ -31,6 +31,7 @@ from builddoctor.recipes import (
     load_recipes,
     norm_arch,
 )
+from builddoctor.tomlload import data_file
 
 DEFAULT_TARGETS = ["llama-cli", "llama-server", "llama-bench", "llama-quantize"]
 OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
@@ -220,7 +221,7 @@ class Facts(dict):
         return str(Path(t.path).parent.parent) if t.found and t.path else ""
 
     def hip_target_map(self) -> dict[str, str]:
-        sub = self.recipes.get("hip").data.get("gfx_substitute", {}) if "hip" in self.recipes else {}
+        sub = self.recipes["hip"].data.get("gfx_substitute", {}) if "hip" in self.recipes else {}
         out = {}
         for g in self.machine.usable_gpus():
             if g.vendor.lower() == "amd" and g.gfx_target:
@@ -306,7 +307,7 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     backends = sorted((r for r in recipes if r.kind == "backend"), key=lambda r: (-r.priority, r.name))
     known = {r.backend: r for r in backends}
     if backend != "auto" and backend not in known:
-        raise errors.InputError(f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(known))}.")
+        raise errors.InputError(f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(str(k) for k in known))}.")
     ctx = Context(machine, goal=goal, host=host, avoided=avoided)
     verdicts = {r.name: evaluate(r.when, ctx) for r in backends}
     notes: list[str] = []
@@ -378,26 +379,26 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     tools: dict[str, list[str]] = {}  # prerequisite -> the tools that stand for it (alternatives)
     platforms = platform_key(machine)
     for r in active:
-        for spec in r.prerequisites:
-            if not evaluate(spec.when, ctx)[0]:
+        for pre in r.prerequisites:
+            if not evaluate(pre.when, ctx)[0]:
                 continue
-            install = {k: v for k, v in spec.install.items() if k in platforms}
-            p = prereqs.get(spec.name)
+            install = {k: v for k, v in pre.install.items() if k in platforms}
+            p = prereqs.get(pre.name)
             if p is None:
-                p = Prerequisite(name=spec.name, kind=spec.kind, status="missing", min_version=spec.min_version,
-                                 max_version=spec.max_version, recipe=r.name, install=install,
-                                 reason=facts.render(spec.reason), required=spec.required)
-                tools[spec.name] = list(spec.tools)
-                prereqs[spec.name] = p
+                p = Prerequisite(name=pre.name, kind=pre.kind, status="missing", min_version=pre.min_version,
+                                 max_version=pre.max_version, recipe=r.name, install=install,
+                                 reason=facts.render(pre.reason), required=pre.required)
+                tools[pre.name] = list(pre.tools)
+                prereqs[pre.name] = p
             else:
-                if spec.min_version and (not p.min_version or version_at_least(spec.min_version, p.min_version)):
-                    p.min_version = spec.min_version
-                if spec.max_version and (not p.max_version or version_below(spec.max_version, p.max_version)):
-                    p.max_version = spec.max_version
+                if pre.min_version and (not p.min_version or version_at_least(pre.min_version, p.min_version)):
+                    p.min_version = pre.min_version
+                if pre.max_version and (not p.max_version or version_below(pre.max_version, p.max_version)):
+                    p.max_version = pre.max_version
                 p.recipe += f"+{r.name}"
-                p.required = p.required or spec.required
-                if spec.reason:
-                    p.reason = (p.reason + "; " if p.reason else "") + facts.render(spec.reason)
+                p.required = p.required or pre.required
+                if pre.reason:
+                    p.reason = (p.reason + "; " if p.reason else "") + facts.render(pre.reason)
                 for k, v in install.items():
                     p.install.setdefault(k, v)
     for name, p in prereqs.items():
@@ -411,11 +412,11 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     plan.prerequisites = list(prereqs.values())
     if same_value(next((o.value for o in plan.options if o.name == "GGML_CPU_ALL_VARIANTS"), "OFF"), "ON"):
         # binaries that travel: leave out the variants a known-bad row says crash wherever they load
-        for r in known_bad.rows():
-            if r.avoid_variants and r.affects_version(version):
-                plan.omit_cpu_variants += [v for v in r.avoid_variants if v not in plan.omit_cpu_variants]
-                plan.notes.append(f"The CPU variant(s) {', '.join(r.avoid_variants)} are built but not kept: "
-                                  f"{r.title} (known-bad row {r.id}; {r.source_text}). Machines that would "
+        for row in known_bad.rows():
+            if row.avoid_variants and row.affects_version(version):
+                plan.omit_cpu_variants += [v for v in row.avoid_variants if v not in plan.omit_cpu_variants]
+                plan.notes.append(f"The CPU variant(s) {', '.join(row.avoid_variants)} are built but not kept: "
+                                  f"{row.title} (known-bad row {row.id}; {row.source_text}). Machines that would "
                                   "load them take the next best variant.")
     for r in active:
         for k, v in r.env.items():
@@ -435,10 +436,10 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     if source is not None and (Path(source) / "CMakeLists.txt").is_file():
         from builddoctor.llama_options import scan_source
 
-        known = scan_source(Path(source))
-        for o in plan.options:
-            if o.name.startswith(("GGML_", "LLAMA_")) and o.name not in known.options:
-                plan.notes.append(f"{o.name} (recipe {o.recipe}) is not an option of the llama.cpp in {source}: "
+        declared = scan_source(Path(source))
+        for po in plan.options:
+            if po.name.startswith(("GGML_", "LLAMA_")) and po.name not in declared.options:
+                plan.notes.append(f"{po.name} (recipe {po.recipe}) is not an option of the llama.cpp in {source}: "
                                   "that tree is older or newer than the pinned one, and CMake will ignore it.")
     return plan
 
@@ -524,7 +525,7 @@ def _prereq(plan: BuildPlan, name: str) -> Prerequisite | None:
 
 def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
     machine = facts.machine
-    table = sorted(recipe.data.get("nvcc_support", []), key=lambda row: version_tuple(row["since"]))
+    table = sorted(recipe.data.get("nvcc_support", []), key=lambda row: version_tuple(row["since"]) or ())
     nvcc = _prereq(plan, "nvcc")
     gpus = [g for g in facts.nvidia() if _cc_int(g.compute_capability)]
     lo: str | None = None  # lowest toolkit that builds for every GPU
@@ -538,9 +539,9 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
                               "toolkit that llama.cpp builds with: use the Vulkan or CPU backend.")
             continue
         first = supported[0]["since"]
-        if lo is None or _cmp(version_tuple(first), version_tuple(lo)) > 0:
+        if lo is None or _cmp(version_tuple(first) or (), version_tuple(lo) or ()) > 0:
             lo, why_lo = first, f"{g.name} (compute capability {g.compute_capability}) needs CUDA {first} or newer"
-        later = [row for row in table if version_tuple(row["since"]) > version_tuple(supported[-1]["since"])]
+        later = [row for row in table if (version_tuple(row["since"]) or ()) > (version_tuple(supported[-1]["since"]) or ())]
         if later:
             cut = later[0]["since"]
             if hi is None or version_below(cut, hi):
@@ -556,10 +557,11 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         grade(nvcc)
         if nvcc.status == "too-new":
             last = [row["since"] for row in table if version_below(row["since"], hi)][-1] if hi else "12"
-            nvcc.reason = (f"{why_hi}. Install a CUDA {version_tuple(last)[0]} toolkit (e.g. {_short(last)}) beside "
+            last_major = (version_tuple(last) or (12,))[0]
+            nvcc.reason = (f"{why_hi}. Install a CUDA {last_major} toolkit (e.g. {_short(last)}) beside "
                            f"it and configure with -DCMAKE_CUDA_COMPILER=<its bin/nvcc>")
             plan.notes.append(f"The installed nvcc ({facts['nvcc_version']}) cannot build for this GPU: "
-                              f"{why_hi}. A CUDA {version_tuple(last)[0]} toolkit is required.")
+                              f"{why_hi}. A CUDA {last_major} toolkit is required.")
         elif nvcc.status == "too-old":
             nvcc.reason = (f"{facts['nvcc_version']} is too old: "
                            + (why_lo if lo and nvcc.min_version == lo else f"llama.cpp needs CUDA {nvcc.min_version}+"))
@@ -582,7 +584,7 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         toolkit = nvcc.found_version
     else:
         toolkit = nvcc.min_version if nvcc is not None and nvcc.min_version else "12.0"
-    major = str(version_tuple(toolkit)[0])
+    major = str((version_tuple(toolkit) or (12,))[0])
     drv.min_version = mins.get(major)
     with_driver = [g for g in facts.nvidia() if g.driver_version]
     if not with_driver:
@@ -592,7 +594,8 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
     g = with_driver[0]
     drv.found_version = g.driver_version
     drv.status = "found"
-    if g.cuda_version and version_tuple(g.cuda_version)[0] < int(major):
+    cuda = version_tuple(g.cuda_version)
+    if cuda is not None and cuda[0] < int(major):
         drv.status = "too-old"
         drv.reason = (f"driver {g.driver_version} supports CUDA up to {g.cuda_version}, but a build with CUDA "
                       f"{_short(toolkit)} needs a driver for CUDA {major}.x (>= {drv.min_version or '?'}): "

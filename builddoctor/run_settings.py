@@ -13,7 +13,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from builddoctor import errors, paths
 from builddoctor.errors import UserError
@@ -104,9 +103,9 @@ class Trial(Serializable):
     setting: str
     value: str
     round: int
-    pp: Optional[Stat] = None
-    tg: Optional[Stat] = None
-    error: Optional[str] = None
+    pp: Stat | None = None
+    tg: Stat | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -138,7 +137,7 @@ def save(saved: SavedSettings, prefix: Path | None = None) -> Path:
     return f
 
 
-def load(prefix: Path | None = None) -> Optional[SavedSettings]:
+def load(prefix: Path | None = None) -> SavedSettings | None:
     """The saved settings, or None (none saved; a damaged file is taken as none)."""
     try:
         doc = json.loads(settings_file(prefix).read_text(encoding="utf-8"))
@@ -151,7 +150,7 @@ def load(prefix: Path | None = None) -> Optional[SavedSettings]:
     return saved
 
 
-def tuned_argv(tool: str, user_args: list[str], prefix: Path | None = None) -> Optional[list[str]]:
+def tuned_argv(tool: str, user_args: list[str], prefix: Path | None = None) -> list[str] | None:
     """[tuned program, saved settings the user did not override, user's args], or None when no
     tuned build with ``tool`` is installed in the prefix."""
     name = tool if tool.startswith("llama-") else f"llama-{tool}"

@@ -63,9 +63,8 @@ def shape_for_bytes(target_bytes: int, n_vocab: int = 32000) -> ModelShape:
     """A llama shape whose Q4_0 weights take about ``target_bytes``."""
     if target_bytes <= 0:
         raise ValueError("target size must be positive")
-    for limit, d, heads in _WIDTHS:
-        if target_bytes <= limit:
-            break
+    row = next((w for w in _WIDTHS if target_bytes <= w[0]), _WIDTHS[-1])  # the last one past every limit
+    _, d, heads = row
     n_ff = ((d * 8 // 3) + 255) // 256 * 256
     per_layer = ModelShape(n_vocab, d, n_ff, 1, heads, heads).params - 2 * n_vocab * d
     budget = target_bytes / Q4_0_BYTES_PER_WEIGHT - 2 * n_vocab * d
@@ -152,7 +151,7 @@ def probe_vocab() -> list[tuple[str, float, int]]:
     byte-fallback tokens, the word-start marker and a few words (gguf.TokenType values)."""
     import gguf
 
-    toks = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
+    toks: list[tuple[str, float, int]] = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
             ("</s>", 0.0, gguf.TokenType.CONTROL)]
     toks += [(f"<0x{b:02X}>", 0.0, gguf.TokenType.BYTE) for b in range(256)]
     toks += [("\u2581", -1.0, gguf.TokenType.NORMAL)]
@@ -169,7 +168,7 @@ def ensure_probe_model(cache_root: Path | None = None) -> Path:
     from builddoctor import paths
 
     root = cache_root or (paths.cache_dir() / "models")
-    out = root / "probe-llama-v{0.n_vocab}-d{0.n_embd}-l{0.n_layer}-q4_0.gguf".format(PROBE_SHAPE)
+    out = root / f"probe-llama-v{PROBE_SHAPE.n_vocab}-d{PROBE_SHAPE.n_embd}-l{PROBE_SHAPE.n_layer}-q4_0.gguf"
     if out.is_file():
         return out
     root.mkdir(parents=True, exist_ok=True)
@@ -255,6 +254,7 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    assert writer.fout is not None  # opened by write_header_to_file
     fout = writer.fout[0]
     for _name, rows, cols in plan:
         writer.write_padding(fout, fout.tell())

@@ -18,9 +18,9 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from builddoctor import errors, paths, proc
 from builddoctor.profiles import Serializable
@@ -54,9 +54,9 @@ class SourceStatus(Serializable):
     path: str
     state: str  # verified, modified, unverified, missing
     kind: str  # pinned (fetched by builddoctor) or checkout (a user's llama.cpp)
-    version: Optional[str] = None
-    commit: Optional[str] = None
-    pin: Optional[Pin] = None
+    version: str | None = None
+    commit: str | None = None
+    pin: Pin | None = None
     changed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -89,7 +89,7 @@ def looks_like_llama_cpp(path: Path) -> bool:
     ).is_file()
 
 
-def tree_version(path: Path) -> Optional[str]:
+def tree_version(path: Path) -> str | None:
     """LLAMA_VERSION as the tree's CMakeLists.txt would set it (e.g. 0.5.0-dev)."""
     try:
         text = read_text(path / "CMakeLists.txt", "CMakeLists.txt", errors="replace").text
@@ -322,7 +322,7 @@ def _read_manifest(root: Path) -> dict | None:
     return data
 
 
-def _git_commit(root: Path) -> Optional[str]:
+def _git_commit(root: Path) -> str | None:
     if not (root / ".git").exists():
         return None
     done = proc.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], timeout=5)

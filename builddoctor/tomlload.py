@@ -52,6 +52,6 @@ def data_file(name: str) -> dict[str, Any]:
     return _cached(str(DATA_DIR / (name if name.endswith(".toml") else f"{name}.toml")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(path: str) -> dict[str, Any]:
     return load_toml(path)

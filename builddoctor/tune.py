@@ -23,9 +23,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from builddoctor import errors, paths
 from builddoctor.errors import UserError
@@ -71,18 +72,18 @@ class Candidate(Serializable):
     # planned, same, not-applicable, known-bad, build-failed, crashed, skipped, measured, cut, winner
     status: str = "planned"
     reason: str = ""
-    plan: Optional[BuildPlan] = None
+    plan: BuildPlan | None = None
     build_key: str = ""
     build_dir: str = ""
     build_status: str = ""  # ok, cached, failed...
-    build_s: Optional[float] = None
-    pp: Optional[Stat] = None
-    tg: Optional[Stat] = None
-    pp_ratio: Optional[Stat] = None  # over the plain plan, paired rounds
-    tg_ratio: Optional[Stat] = None
-    score: Optional[Stat] = None  # the objective's ratio
-    low: Optional[float] = None  # 95 % interval of the score
-    high: Optional[float] = None
+    build_s: float | None = None
+    pp: Stat | None = None
+    tg: Stat | None = None
+    pp_ratio: Stat | None = None  # over the plain plan, paired rounds
+    tg_ratio: Stat | None = None
+    score: Stat | None = None  # the objective's ratio
+    low: float | None = None  # 95 % interval of the score
+    high: float | None = None
     rounds: int = 0
     note: str = ""  # e.g. the CPU variant the loader picked (all-variants build)
 
@@ -122,12 +123,12 @@ class TuneResult(Serializable):
     stopped: str = ""  # why measuring ended: rounds, budget, interrupted
     phase: str = ""  # building, measuring, settings, done: for the live table's progress line
     answer_cached: bool = False  # the answer of an earlier tune with the same inputs
-    load_avg: Optional[float] = None  # the 1-minute load average when measuring began: other work on the cores
+    load_avg: float | None = None  # the 1-minute load average when measuring began: other work on the cores
     runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
-    settings: Optional[RunSettings] = None
+    settings: RunSettings | None = None
     installed: str = ""  # bin folder of the installed winner
-    backup: Optional[str] = None
+    backup: str | None = None
     settings_file: str = ""
 
 
@@ -274,7 +275,7 @@ def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] 
 _T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13)
 
 
-def interval(stat: Optional[Stat]) -> Optional[tuple[float, float]]:
+def interval(stat: Stat | None) -> tuple[float, float] | None:
     """95 % interval of a mean over ``n`` paired rounds (Student's t); None below 2 rounds."""
     if stat is None or stat.n < 2:
         return None
@@ -283,7 +284,7 @@ def interval(stat: Optional[Stat]) -> Optional[tuple[float, float]]:
     return stat.mean - half, stat.mean + half
 
 
-def objective_ratio(pp: Optional[Stat], tg: Optional[Stat], objective: str) -> Optional[Stat]:
+def objective_ratio(pp: Stat | None, tg: Stat | None, objective: str) -> Stat | None:
     """The ratio the objective ranks by; balanced: the geometric mean of both, its spread by the
     delta method (relative spreads add in quadrature, halved)."""
     if objective == "prompt":
@@ -371,21 +372,21 @@ class ResultsCache:
         tmp.write_text(json.dumps({"params": params, "runs": [r.to_dict() for r in runs]}))
         os.replace(tmp, f)  # a Ctrl-C never leaves half a file
 
-    def answer(self, key: str) -> Optional["TuneResult"]:
+    def answer(self, key: str) -> TuneResult | None:
         """A finished tune's result for the same inputs (``_answer_key``), or None."""
         try:
             return TuneResult.from_json((self.root / f"answer-{key}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def keep_answer(self, key: str, res: "TuneResult") -> None:
+    def keep_answer(self, key: str, res: TuneResult) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         f = self.root / f"answer-{key}.json"
         tmp = f.with_name(f".{f.name}.{os.getpid()}")
         tmp.write_text(res.to_json(), encoding="utf-8")
         os.replace(tmp, f)
 
-    def verdict(self, build_key: str, machine_key: str) -> Optional[dict]:
+    def verdict(self, build_key: str, machine_key: str) -> dict | None:
         try:
             return json.loads((self.root / f"{build_key}-{machine_key}.verify.json").read_text())
         except (OSError, ValueError):
@@ -458,7 +459,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
             for c in cut:
-                c.status, c.reason = "cut", "in the slower half at round %d" % target
+                c.status, c.reason = "cut", f"in the slower half at round {target}"
             active = [c.name for c in kept]
             target = min(max_rounds, target + 2)
             continue
@@ -469,7 +470,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
         t0 = [time.monotonic()]
         last_base: list[BenchResult] = []
 
-        def save(_r: int, i: int, res: BenchResult, order=order) -> None:
+        def save(_r: int, i: int, res: BenchResult, order=order, t0=t0, last_base=last_base) -> None:
             name = order[i]
             durations.append(time.monotonic() - t0[0])
             t0[0] = time.monotonic()
@@ -482,7 +483,7 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
                                     exit_code=errors.BENCH_FAILED)
             else:
                 paired[name].append(last_base[0])
-                pairs = [x for pair in zip(paired[name], runs[name]) for x in pair]
+                pairs = [x for pair in zip(paired[name], runs[name], strict=False) for x in pair]
                 cache.save(by_name[name].key, model_sha, dict(params, base=base_key), pairs)
             update()
             if on_run:
@@ -514,7 +515,7 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
     complete = True
     flag_of = {sp.name: sp.bench for sp in specs}
 
-    def one(sp, value: str, r: int) -> "run_settings.Trial":
+    def one(sp, value: str, r: int) -> run_settings.Trial:
         vals = dict(chosen, **{sp.name: value})
         pp = 0 if sp.measure == "tg" else bench.DEFAULT_PP
         tg = 0 if sp.measure == "pp" else bench.DEFAULT_TG
@@ -583,9 +584,9 @@ class Setting:
     """One value's runs pooled."""
 
     value: str
-    pp: Optional[Stat]
-    tg: Optional[Stat]
-    error: Optional[str] = None
+    pp: Stat | None
+    tg: Stat | None
+    error: str | None = None
 
 
 def _pool(stats):
@@ -612,7 +613,7 @@ def _beats(a: Setting, b: Setting, kind: str) -> bool:
     return x.mean - y.mean > max(x.stddev, y.stddev, 0.01 * y.mean)
 
 
-def _m(s: Optional[Stat]) -> str:
+def _m(s: Stat | None) -> str:
     return f"{s.mean:.1f}" if s else "n/a"
 
 
@@ -864,7 +865,7 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
     return key
 
 
-def installed_settings(prefix: Path | None = None) -> Optional[dict]:
+def installed_settings(prefix: Path | None = None) -> dict | None:
     """The run-time settings the last tune saved beside builddoctor's installed build (for
     `which`; `run` applies them); None if none."""
     from builddoctor import run_settings

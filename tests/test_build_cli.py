@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from builddoctor import errors
-from builddoctor.cli import cli, _register
+from builddoctor.cli import _register, cli
 from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 from tests.toolpath import only_tools
 

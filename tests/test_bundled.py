@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from builddoctor import _buildplan, bundled, errors, proc
-from builddoctor.cli import cli, _register
+from builddoctor.cli import _register, cli
 from builddoctor.profiles import BuildPlan, MachineProfile
 from builddoctor.resolve import resolve
 

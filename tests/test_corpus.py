@@ -255,7 +255,7 @@ def test_module_that_cannot_load_is_reported_so(checked, name):
         owners = [(b, r) for b, r, files in builds_of(data) if p in files]
         assert owners, f"{f['path']} (dlopen: {f['dlopen_here']['error']}) is in no reported build\n" \
                        f"{summary(data, rc)}"
-        for b, r in owners:
+        for _b, r in owners:
             assert worst(r) == "error", f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, " \
                                         f"check says {worst(r)}\n{summary(data, rc)}"
             ok_load = [x["title"] for x in r["findings"] if x["area"] == "load" and x["severity"] == "ok"]

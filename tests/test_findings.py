@@ -8,14 +8,21 @@ test_check_cli.py.
 
 from __future__ import annotations
 
-
 import pytest
 
 from builddoctor.findings import catalogue, findings_for
 from builddoctor.findings.rules import RULES
-from builddoctor.profiles import (BinaryFile, BuildProfile, ComputeResult, CpuProfile, GpuProfile, MachineProfile,
-                                  RuntimeResult,
-                                  Diagnosis, BuildReport)
+from builddoctor.profiles import (
+    BinaryFile,
+    BuildProfile,
+    BuildReport,
+    ComputeResult,
+    CpuProfile,
+    Diagnosis,
+    GpuProfile,
+    MachineProfile,
+    RuntimeResult,
+)
 
 ZEN4 = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
         "AVX512_VNNI", "AVX512_BF16"]

@@ -18,8 +18,8 @@ from builddoctor.flagcheck import (
     render_snapshot,
     scan_source,
 )
-from builddoctor.source import ensure_source
 from builddoctor.profiles import MachineProfile
+from builddoctor.source import ensure_source
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 

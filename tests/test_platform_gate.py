@@ -54,7 +54,7 @@ def made(factory, *args):
 
 
 def host_is(os_name: str, arch: str) -> bool:
-    return (HOST_OS, HOST_ARCH) == (os_name, arch)
+    return (os_name, arch) == (HOST_OS, HOST_ARCH)
 
 
 def assert_foreign(report: dict, words: str, rc: int) -> dict:

@@ -18,7 +18,8 @@ FIX = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="module")
 def cli():
-    from builddoctor.cli import _register, cli as group
+    from builddoctor.cli import _register
+    from builddoctor.cli import cli as group
 
     _register()
     return group

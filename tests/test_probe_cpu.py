@@ -170,7 +170,7 @@ def test_amd_sme_flag_is_not_arm_sme():
 
 def test_knights_landing_has_no_avx512_level():
     """AVX512F+CD without VL/DQ/BW is not llama.cpp's AVX512 (Xeon Phi): skylakex must not be chosen."""
-    flags = "fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512pf avx512er lm".split()
+    flags = ["fpu", "sse", "sse2", "pni", "ssse3", "sse4_1", "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512pf", "avx512er", "lm"]
     feats = cpu.features_from_flags(flags, "linux", "x86_64")
     assert "AVX512F" in feats and "AVX512" not in feats
     assert [v for v, _ in cpu.variants_for(feats, "linux", "x86_64")][-1] == "haswell"

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_live_counts_and_memory(live):
     assert live.cpu.cores and 1 <= live.cpu.cores <= live.cpu.threads
     assert live.cpu.model and live.cpu.vendor
     if live.os == "linux":
-        meminfo = open("/proc/meminfo").read()
+        meminfo = Path("/proc/meminfo").read_text()
         kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
         assert live.memory_bytes == kib * 1024
         libc = os.confstr("CS_GNU_LIBC_VERSION")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from builddoctor import errors
+from builddoctor.flagcheck import isa_table
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, ToolInfo
 from builddoctor.recipes import load_recipes
-from builddoctor.flagcheck import isa_table
 from builddoctor.resolve import resolve
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
@@ -390,9 +390,7 @@ def test_every_emitted_option_is_known_to_the_pinned_source():
 
 def test_this_machine_live():
     """On the machine the tests run on: a native CPU plan, and CUDA skipped with nvcc named when present."""
-    from builddoctor import probe
-
-    from builddoctor import known_bad
+    from builddoctor import known_bad, probe
     from builddoctor.source import load_pin
 
     m = probe.machine_profile()

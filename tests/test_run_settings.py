@@ -105,7 +105,7 @@ RECORDED = {
 def _replay(calls):
     """A llama-bench stand-in that answers from RECORDED for the one setting off its chosen value."""
     def runner(binary, model, *, threads, reps, pp, tg, extra):
-        flags = dict(zip(extra[::2], extra[1::2]))
+        flags = dict(zip(extra[::2], extra[1::2], strict=False))
         calls.append((threads, flags, pp, tg))
         spec = {"-fa": "flash_attn", "--poll": "poll", "-ub": "ubatch", "-b": "batch", "-lm": "load_mode"}
         off = {"-fa": "auto", "--poll": "50", "-ub": "512", "-b": "2048", "-lm": "auto"}

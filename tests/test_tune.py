@@ -131,7 +131,7 @@ def test_bad_candidates_file_is_named(tmp_path):
 
 def _runs(name: str, pp: list[float], tg: list[float], error_at: int | None = None) -> list[BenchResult]:
     out = []
-    for i, (p, t) in enumerate(zip(pp, tg)):
+    for i, (p, t) in enumerate(zip(pp, tg, strict=True)):
         r = BenchResult(binary=f"/b/{name}/llama-bench", pp=Stat(p, 1.0, 2), tg=Stat(t, 0.5, 2))
         if i == error_at:
             r.pp = r.tg = None

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
 from builddoctor import __version__, errors
+from builddoctor.cli.options import verbosity_levels
 from builddoctor.console import Console
 
 
@@ -44,7 +46,7 @@ class _Group(click.Group):
             _internal(ctx)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     from builddoctor.console import safe_text
 
     message = safe_text(message)  # it may quote a file's or a program's text
@@ -53,7 +55,7 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _internal(ctx: click.Context) -> None:
+def _internal(ctx: click.Context) -> NoReturn:
     verbose = (ctx.obj or {}).get("verbose", 0) if isinstance(ctx.obj, dict) else 0
     if verbose:
         traceback.print_exc()
@@ -64,11 +66,13 @@ def _internal(ctx: click.Context) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="builddoctor")
-@click.option("-v", "--verbose", count=True, help="Say more (repeat for more).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the result.")
+@click.option("-v", "--verbose", count=True, help="Say more (repeat for more); -v and -q cancel out, as in pip.")
+@click.option("-q", "--quiet", count=True,
+              help="Say less: -q prints no report text or progress (--json output and errors stay), -qq no status lines either.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Find out why llama.cpp is slow on this machine, and fix the build."""
+    verbose, quiet = verbosity_levels(verbose, quiet)
     ctx.obj = {"verbose": verbose, "quiet": quiet, "console": Console(verbose=verbose, quiet=quiet)}
 
 
@@ -87,9 +91,9 @@ def _streams() -> None:
     """Make the standard streams safe to write: a closed one is refused or sent to /dev/null, and an
     ASCII (or Latin-1...) terminal gets '?' for a character it cannot show instead of a crash."""
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the stream for the whole run
     if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the stream for the whole run
         if sys.argv[1:2] not in (["run"], ["-h"], ["--help"], ["-V"], ["--version"]):
             _fail("standard output is closed (`>&-`), so there is nowhere to write the result. Redirect it to a "
                   "file or to /dev/null instead.", errors.USAGE)

@@ -33,7 +33,6 @@ def _plan(plan_path: Path | None, machine, goal: str, backend: str, source: Path
     """The plan from --plan (its content checked against the plan policy before anything runs),
     or resolved for ``machine``. ``recheck``: probe this machine's toolchain for the plan's
     prerequisites (a dry run runs no tool, so it skips that)."""
-    import json
 
     from builddoctor import build, plan_policy
     from builddoctor.profiles import BuildPlan, SchemaError

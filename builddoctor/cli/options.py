@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf: nan passes every range comparison (all are false)."""
 
@@ -17,6 +18,13 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number: give one between {self.min} and {self.max}.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+def verbosity_levels(verbose: int, quiet: int) -> tuple[int, int]:
+    """(verbose, quiet) levels from the counted -v and -q: one net level, as pip computes it
+    (``verbose - quiet``), so that ``-v -q`` is the default and ``-vv -q`` is ``-v``."""
+    net = verbose - quiet
+    return max(net, 0), max(-net, 0)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (a versioned schema) instead of text.")

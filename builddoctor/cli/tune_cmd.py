@@ -79,7 +79,7 @@ class LiveTable:
 
             # a candidate's reason may quote a build's output
             lines = [safe_text(ln) for ln in table_lines(res) + [progress_line(res)]]
-            text = ("\x1b[%dF\x1b[J" % self.drawn if self.drawn else "") + "\n".join(lines)
+            text = (f"\x1b[{self.drawn}F\x1b[J" if self.drawn else "") + "\n".join(lines)
             click.echo(text, err=True)
             self.drawn = sum(1 + ln.count("\n") for ln in lines)
             return

@@ -10,15 +10,16 @@ the other checks of the area still report. Adding a check: one rule, one [[check
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from builddoctor.findings.catalogue import Hit, fill, render
 from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name, links_openmp
-from builddoctor.versions import sort_key
 from builddoctor.profiles import BuildProfile, Finding, MachineProfile
+from builddoctor.versions import sort_key
 
-OkLine = Callable[[BuildProfile, MachineProfile, Context], Optional[dict[str, Any]]]
+OkLine = Callable[[BuildProfile, MachineProfile, Context], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ checks.toml, not here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from builddoctor import versions
 from builddoctor.cmake_bool import is_on, same_value  # CMake's reading of ON/OFF values, one definition
@@ -20,7 +21,7 @@ from builddoctor.platforms import canonical_arch
 from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
 
 #: what a rule returns: nothing (passes, or does not apply), or its hits; a dict is a Hit's values
-Evidence = Optional[Hit | dict[str, Any] | list[Hit] | list[dict[str, Any]]]
+Evidence = Hit | dict[str, Any] | list[Hit] | list[dict[str, Any]] | None
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Context:
     live: bool  # the machine profile is this machine (libraries can be looked up here)
     pin_short_commit: str = ""
     pin_version: str = ""
-    source: Optional[Path] = None
+    source: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -713,9 +714,7 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
             continue
         spec = known.options.get(name)
         default = (spec or {}).get("default")
-        if spec is None or name in known.deprecated:
-            out[name] = value
-        elif default is not None and "${" not in default and not same_value(value, default):
+        if spec is None or name in known.deprecated or default is not None and "${" not in default and not same_value(value, default):
             out[name] = value
     return out
 

@@ -18,8 +18,8 @@ Heavy modules (pyelftools, iced-x86, LIEF) are imported only when a file is read
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from builddoctor.profiles import BinaryFile, BuildProfile
 
@@ -38,7 +38,7 @@ def read_cmake_cache(path: Path) -> dict[str, str]:
     return _rc(Path(path))
 
 
-def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
+def inspect_paths(paths: Sequence[Path | str] | None, *, run: bool = True,
                   timeout: float = 5.0, compute: bool | None = None,
                   compute_timeout: float | None = None, prefer_arch: str | None = None,
                   may_run=None) -> tuple[list[BuildProfile], list[str]]:
@@ -61,7 +61,7 @@ def inspect_paths(paths: Optional[Sequence[Path | str]], *, run: bool = True,
     discovering = paths is None
     search = discover.Search.start()  # one time budget for the whole search
     all_folders = not discovering  # every path given is a folder that exists (else: bad input)
-    if discovering:
+    if paths is None:
         cands = discover.default_candidates(messages, search)
     else:
         cands = []

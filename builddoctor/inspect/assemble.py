@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from builddoctor.inspect import isa as isa_mod
 from builddoctor.inspect.binary import FileFacts, runs_on_host
-from builddoctor.inspect.discover import Group, _data as discover_data
+from builddoctor.inspect.discover import Group
+from builddoctor.inspect.discover import _data as discover_data
 from builddoctor.profiles import BuildProfile
 
 BACKEND_ORDER = ["CPU", "CUDA", "HIP", "MUSA", "Metal", "Vulkan", "SYCL", "OpenCL", "BLAS", "RPC", "CANN",
@@ -25,7 +26,7 @@ def _name(g: Group) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else str(g.root)
 
 
-def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[Optional[str], str]:
+def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[str | None, str]:
     for f in cpu + facts:
         opts = f.opt_flags
         if opts.get("opt"):
@@ -49,7 +50,7 @@ def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[Optional[
 
 
 def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
-                 probe: Optional[Callable] = None) -> BuildProfile:
+                 probe: Callable | None = None) -> BuildProfile:
     bp = BuildProfile(root=str(g.root), name=_name(g), origin=g.origin)
     bp.files = [f.file for f in facts]
     bp.is_llama_cpp = any(f.is_llama for f in facts)
@@ -146,7 +147,7 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
 
 
 def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float,
-                  probe: Optional[Callable] = None) -> None:
+                  probe: Callable | None = None) -> None:
     """Run the build's best executable (--version, --list-devices) and add what it says."""
     if not bp.is_llama_cpp:
         return
@@ -194,7 +195,7 @@ def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, m
         bp.compute = compute.run_dlopen(lib)
 
 
-def _pick_executable(facts: list[FileFacts]) -> Optional[FileFacts]:
+def _pick_executable(facts: list[FileFacts]) -> FileFacts | None:
     pref = discover_data()["run_preference"]
     exes = [f for f in facts if f.executable_here and f.is_llama and not f.file.error]
     if not exes:

@@ -22,15 +22,30 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from builddoctor import platforms
 from builddoctor.inspect import buildinfo, fatbin, foreign
 from builddoctor.inspect import isa as isa_mod
-from builddoctor import platforms
-from builddoctor.inspect.image import (FileWindow, Image, ImageError, Section, Segment, SymbolTable, elf_header_problem,
-                                       gnu_versions, macho_slices, pe_machine)
-from builddoctor.inspect.libs import (Resolver, defined_versions, load_problems, machine_arch, real,
-                                     undefined_unversioned)
+from builddoctor.inspect.image import (
+    FileWindow,
+    Image,
+    ImageError,
+    Section,
+    Segment,
+    SymbolTable,
+    elf_header_problem,
+    gnu_versions,
+    macho_slices,
+    pe_machine,
+)
+from builddoctor.inspect.libs import (
+    Resolver,
+    defined_versions,
+    load_problems,
+    real,
+    undefined_unversioned,
+)
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -47,14 +62,14 @@ class FileFacts:
     file: BinaryFile
     resolved: dict[str, str] = field(default_factory=dict)  # NEEDED name -> path found
     is_llama: bool = False
-    cpu_variant: Optional[str] = None
+    cpu_variant: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # commit, build_number, version...
     producers: list[str] = field(default_factory=list)
     opt_flags: dict[str, Any] = field(default_factory=dict)  # "opt": "-O3", "g": True
     compiled_for: dict[str, bool] = field(default_factory=dict)
-    unoptimized: Optional[bool] = None
+    unoptimized: bool | None = None
     isa_how: str = ""
-    flash_attn: Optional[bool] = None
+    flash_attn: bool | None = None
     openmp: bool = False
     executable_here: bool = False  # an executable for this machine's OS and arch, with an exec bit
 
@@ -64,12 +79,12 @@ def runs_on_host(bf: BinaryFile) -> bool:
     return bool(bf.format) and platforms.Platform(bf.os or "", tuple(bf.archs)).runs_on(*platforms.host())
 
 
-def inspect_binary(path: Path, prefer_arch: Optional[str] = None) -> BinaryFile:
+def inspect_binary(path: Path, prefer_arch: str | None = None) -> BinaryFile:
     """One file, read statically. Never raises for a bad file: ``error`` says what is wrong."""
     return analyze(Path(path), prefer_arch).file
 
 
-_RESOLVER: Optional[Resolver] = None
+_RESOLVER: Resolver | None = None
 
 
 def resolver() -> Resolver:
@@ -97,7 +112,7 @@ def guess_role(name: str) -> str:
     return "unknown"
 
 
-def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
+def _sniff(head: bytes) -> tuple[str | None, str | None]:
     """(format, problem) from a file's first bytes."""
     if head[:4] == b"\x7fELF":
         return "ELF", None
@@ -116,7 +131,7 @@ def _sniff(head: bytes) -> tuple[Optional[str], Optional[str]]:
     return None, "not an executable or library (not ELF, Mach-O or PE)"
 
 
-def analyze(path: Path, prefer_arch: Optional[str] = None) -> FileFacts:
+def analyze(path: Path, prefer_arch: str | None = None) -> FileFacts:
     """``prefer_arch``: the slice of a fat Mach-O to read (the machine being diagnosed's
     architecture); default this machine's, else the first."""
     from builddoctor.inspect.discover import canonical_name
@@ -139,7 +154,7 @@ def analyze(path: Path, prefer_arch: Optional[str] = None) -> FileFacts:
         bf.error = "empty file (0 bytes), not a program or library"
         return facts
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - the with below holds it; open errors and read errors say different things
     except OSError as exc:
         bf.error = _os_error(exc, path)
         return facts
@@ -189,9 +204,10 @@ def _os_error(exc: OSError, path: Path) -> str:
 
 
 def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) -> None:
-    from builddoctor.inspect.discover import canonical_name
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+
+    from builddoctor.inspect.discover import canonical_name
 
     bf = facts.file
     size = bf.size
@@ -244,7 +260,7 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                 raise _Bad(f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
                            f"but the file has only {size} bytes")
         needed: list[str] = []
-        soname: Optional[str] = None
+        soname: str | None = None
         rpath: list[str] = []
         runpath: list[str] = []
         if dynamic is not None:
@@ -400,13 +416,12 @@ def _decode_cpu_code(facts: FileFacts, img: Image, name: str) -> bool:
         return True
     if _LLAMA_LIBS.match(name) or (bf.backends and bf.role == "backend"):
         return False  # libllama, libggml-base, GPU backends: not the CPU backend's code
-    if any(n.startswith(("libggml", "libllama", "ggml", "llama")) for n in bf.needed):
-        return False  # an executable whose CPU code lives in the shared ggml libraries
-    return True
+    # False for an executable whose CPU code lives in the shared ggml libraries
+    return not any(n.startswith(("libggml", "libllama", "ggml", "llama")) for n in bf.needed)
 
 
-def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
-                  symbol_names: Optional[set[str]] = None) -> None:
+def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
+                  symbol_names: set[str] | None = None) -> None:
     """Backends, llama markers and OpenMP, from names, symbols and NEEDED."""
     from builddoctor.inspect.discover import canonical_name
 
@@ -429,7 +444,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
         return ("\0" + prefix) in joined
 
     m = _BACKEND_LIB.match(name)
-    by_name: Optional[str] = None
+    by_name: str | None = None
     if m:
         lib = f"ggml-{m.group(1)}"
         for b in data["backend"]:
@@ -458,7 +473,7 @@ def _common_facts(path: Path, facts: FileFacts, img: Optional[Image], arch: str,
                 if b["name"] not in found:
                     found.append(b["name"])
                 over = b.get("overrides")
-                if over and over in found and not (by_name == over):
+                if over and over in found and by_name != over:
                     found.remove(over)
     bf.backends = found
     facts.openmp = any(n.lower().startswith(p.lower()) for n in bf.needed for p in data["openmp"]["needed"])
@@ -525,7 +540,7 @@ def _has_fattn(img: Image) -> bool:
 # --------------------------------------------------------------------------- Mach-O, PE
 
 
-def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
+def _pick_slice(archs: list[str], prefer_arch: str | None) -> int:
     """The slice a loader on the machine being diagnosed would take: its arch, else this one's, else the first."""
     for want in (prefer_arch, platforms.host()[1]):
         for i, a in enumerate(archs):
@@ -534,7 +549,7 @@ def _pick_slice(archs: list[str], prefer_arch: Optional[str]) -> int:
     return 0
 
 
-def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: Optional[str] = None) -> None:
+def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: str | None = None) -> None:
     """Mach-O and PE, read from the file's mmap (inspect/foreign.py) after their headers are checked."""
     bf = facts.file
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:

@@ -19,7 +19,7 @@ compiler puts them, one after another in .rodata, around the compiler string.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from builddoctor.inspect.image import Image
 
@@ -34,7 +34,7 @@ _COMMIT = re.compile(r"^(?:[0-9a-f]{7,40}|unknown)$")
 _SONAME_BUILD = re.compile(r"^libllama\.so\.0\.0\.([0-9]+)$")
 
 
-def from_soname(*names: Optional[str]) -> dict[str, Any]:
+def from_soname(*names: str | None) -> dict[str, Any]:
     """What libllama's soname or file name says when the binary does not: the build number of an
     old one (libllama.so.0.0.4965), or the semver version of a newer one (libllama.so.0.5.0, a
     packager's llama.v0.4.0.dll / libllama.metal.v0.4.0.dylib; patterns in inspect_discover.toml)."""
@@ -127,11 +127,11 @@ def _rodata_guess(img: Image) -> dict[str, Any]:
     return {}
 
 
-def returned_string(img: Image, arch: str, addr: int) -> Optional[str]:
+def returned_string(img: Image, arch: str, addr: int) -> str | None:
     code = img.read(addr, 48)
     if not code:
         return None
-    target: Optional[int] = None
+    target: int | None = None
     if arch == "x86_64":
         import iced_x86
 

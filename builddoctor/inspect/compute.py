@@ -17,8 +17,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TypeGuard
 
 from builddoctor import paths, proc
 from builddoctor.profiles import ComputeResult
@@ -42,7 +43,7 @@ def table() -> dict:
     return load_toml(paths.DATA_DIR / "compute_probe.toml")
 
 
-def program_for(names: Sequence[str]) -> Optional[tuple[str, dict]]:
+def program_for(names: Sequence[str]) -> tuple[str, dict] | None:
     """(file name, program entry) of the first program in the table's order among ``names``."""
     have = set(names)
     for prog in table()["program"]:
@@ -52,7 +53,7 @@ def program_for(names: Sequence[str]) -> Optional[tuple[str, dict]]:
     return None
 
 
-def device_not_here(backends: Sequence[str] = (), names: Sequence[str] = ()) -> Optional[dict]:
+def device_not_here(backends: Sequence[str] = (), names: Sequence[str] = ()) -> dict | None:
     """The table's ``not_here`` entry (with ``why`` filled in) for a GPU backend of the build whose driver
     library this machine lacks, by backend name or by file name; None when all can run."""
     for row in table().get("not_here", []):
@@ -108,7 +109,7 @@ def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | No
     return res
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
@@ -165,7 +166,7 @@ def run_dlopen(library: str | Path, *, timeout: float | None = None) -> ComputeR
     return res
 
 
-def pick_library(files: Sequence[tuple[str, bool]]) -> Optional[str]:
+def pick_library(files: Sequence[tuple[str, bool]]) -> str | None:
     """The library of a library-only build to load: (path, is llama.cpp code) pairs, best first
     by the table's name preference."""
     prefer = table()["dlopen"]["prefer"]

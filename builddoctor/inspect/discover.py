@@ -24,10 +24,11 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 # llama-cli, llama-server.exe; llama(.exe), the one program of 2026's releases; ggml-rpc-server
 EXE_RX = re.compile(r"^(llama(-[A-Za-z0-9_-]+)?|ggml-rpc-server)(\.exe)?$")
@@ -78,7 +79,7 @@ class Group:
     root: Path
     origin: str
     files: list[Path] = field(default_factory=list)  # resolved, executables first
-    cmake_cache: Optional[Path] = None
+    cmake_cache: Path | None = None
 
 
 def _expand_user(p: str) -> str:
@@ -111,7 +112,7 @@ def _describe_error(path: Path, exc: OSError) -> str:
     return f"{path}: cannot read it ({exc.strerror or exc}); skipped."
 
 
-def resolve(path: Path, messages: Optional[list[str]]) -> Optional[Path]:
+def resolve(path: Path, messages: list[str] | None) -> Path | None:
     """The real path of an existing file or folder, or None (with a message when asked)."""
     try:
         os.stat(path)
@@ -126,7 +127,7 @@ def resolve(path: Path, messages: Optional[list[str]]) -> Optional[Path]:
         return None
 
 
-def list_dir(d: Path, messages: Optional[list[str]], *, maybe: Optional[list[str]] = None
+def list_dir(d: Path, messages: list[str] | None, *, maybe: list[str] | None = None
              ) -> tuple[list[str], list[str], int]:
     """(candidate file names, sub-folder names, entries seen) of a folder, bounded. ``maybe``
     collects the names to read by content (libraries whose names say nothing)."""
@@ -189,7 +190,7 @@ class Search:
     _found0: int = 0
 
     @classmethod
-    def start(cls) -> "Search":
+    def start(cls) -> Search:
         return cls(deadline=time.monotonic() + float(_data()["search"]["max_seconds"]))
 
     def begin_root(self) -> None:
@@ -234,7 +235,7 @@ def _skipped_mounts() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def not_to_enter(real: str) -> Optional[str]:
+def not_to_enter(real: str) -> str | None:
     """Why a folder (real path) is not searched: a kernel or network file system; else None."""
     for mp, kind in _skipped_mounts():
         if real == mp or real.startswith(mp.rstrip("/") + "/"):
@@ -242,12 +243,14 @@ def not_to_enter(real: str) -> Optional[str]:
     return None
 
 
-def package_origin(path: Path, wheel_root: Optional[Path] = None) -> Optional[str]:
+def package_origin(path: Path, wheel_root: Path | None = None) -> str | None:
     """pip:<package> / npm:<package> for a file inside site-packages or node_modules (the last
     such folder in its path: pnpm's .pnpm/<...>/node_modules/<name> is that name), or under
     ``wheel_root`` (a folder holding *.dist-info: an unpacked wheel)."""
     parts = path.parts
     roots = {r["folder"]: r["kind"] for r in _data()["package_roots"]}
+    kind: str | None
+    rest: tuple[str, ...]
     for i in range(len(parts) - 2, -2, -1):
         if i < 0:
             if wheel_root is None or wheel_root not in path.parents:
@@ -299,7 +302,7 @@ def _record_owners(folder: str) -> dict[str, str]:
     return owners
 
 
-def record_owner(path: Path) -> Optional[str]:
+def record_owner(path: Path) -> str | None:
     """The distribution whose RECORD lists this file of a site-packages / wheel root, or None."""
     return _record_owners(str(path.parent)).get(path.name)
 
@@ -308,7 +311,7 @@ def _is_dist_root(dirs: list[str]) -> bool:
     return any(d.endswith(tuple(_data()["packages"]["dist_markers"])) for d in dirs)
 
 
-def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]]) -> list[Candidate]:
+def walk(root: Path, search: Search, origin: str, messages: list[str] | None) -> list[Candidate]:
     """Candidate files under a folder, breadth first: by name, or by content for libraries whose
     names say nothing. Bounded (see [search] and [limits]); symlinked folders are followed once
     (by real path), kernel and network file systems are not entered. ``messages``: problems
@@ -322,7 +325,7 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     skip = set(lim["skip_dirs"])
     prefixes = _data()["names"]["symbol_prefixes"]
     found: list[Candidate] = []
-    queue: deque[tuple[Path, int, str, Optional[Path]]] = deque([(root, 0, origin, None)])
+    queue: deque[tuple[Path, int, str, Path | None]] = deque([(root, 0, origin, None)])
     while queue:
         d, depth, inherited, wheel_root = queue.popleft()
         if search.over():
@@ -367,13 +370,13 @@ def walk(root: Path, search: Search, origin: str, messages: Optional[list[str]])
     return found
 
 
-def _origin_for(p: Path, origin: str, wheel_root: Optional[Path] = None) -> str:
+def _origin_for(p: Path, origin: str, wheel_root: Path | None = None) -> str:
     if origin in ("given", "site"):
         return package_origin(p, wheel_root) or ("given" if origin == "given" else "install-prefix")
     return origin
 
 
-def expand(path: Path, messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+def expand(path: Path, messages: list[str], search: Search | None = None) -> list[Candidate]:
     """Candidates for one path the user gave: the file, or what a folder holds at any depth."""
     search = search if search is not None else Search.start()
     real = resolve(path, messages)
@@ -443,7 +446,7 @@ def site_dirs() -> list[Path]:
     return _existing_dirs(dirs)
 
 
-def node_modules_dirs(start: Optional[Path] = None) -> list[Path]:
+def node_modules_dirs(start: Path | None = None) -> list[Path]:
     """The node_modules folder of the current folder and of each of its parents (as Node looks)."""
     name = _data()["pip_sites"]["node_modules"]
     here = Path(os.path.abspath(start or os.getcwd()))
@@ -460,16 +463,16 @@ def _existing_dirs(dirs: list[Path]) -> list[Path]:
     return out
 
 
-def default_candidates(messages: list[str], search: Optional[Search] = None) -> list[Candidate]:
+def default_candidates(messages: list[str], search: Search | None = None) -> list[Candidate]:
     search = search if search is not None else Search.start()
     data = _data()
     found: list[Candidate] = []
     quiet: list[str] = []  # problems in default places are not the user's concern
     path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     search.looked_in.append(f"PATH ({len(path_dirs)} folders)")
-    for d in path_dirs:
+    for pd in path_dirs:
         for name in data["path_executables"]:
-            p = Path(d) / name
+            p = Path(pd) / name
             if os.path.lexists(p):
                 r = resolve(p, messages)  # a broken llama-cli on PATH is worth saying
                 if r is not None and r.is_file():
@@ -493,10 +496,10 @@ def default_candidates(messages: list[str], search: Optional[Search] = None) -> 
         if not _is_checkout(co):
             continue
         try:
-            subs = sorted(e.name for e in os.scandir(co) if e.name.startswith("build") and e.is_dir())
+            builds = sorted(e.name for e in os.scandir(co) if e.name.startswith("build") and e.is_dir())
         except OSError:
             continue
-        for sub in subs[:20]:
+        for sub in builds[:20]:
             if (co / sub / "CMakeCache.txt").is_file():
                 search.looked_in.append(str(co / sub))
                 found += walk(co / sub, search, "build-folder", None)
@@ -521,7 +524,7 @@ def _is_checkout(d: Path) -> bool:
 # --------------------------------------------------------------------------- grouping
 
 
-def find_cmake_cache(folder: Path) -> Optional[Path]:
+def find_cmake_cache(folder: Path) -> Path | None:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
     from builddoctor.errors import InputError
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
@@ -625,10 +628,10 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             files, _dirs, _n = list_dir(p.parent, None)
             for name in files:
                 if BACKEND_RX.match(canonical_name(name)):
-                    r = resolve(p.parent / name, None)
-                    if r is not None and r.is_file() and r not in origin_of:
-                        origin_of[r] = origin
-                        order.append(r)
+                    backend = resolve(p.parent / name, None)
+                    if backend is not None and backend.is_file() and backend not in origin_of:
+                        origin_of[backend] = origin
+                        order.append(backend)
     # a package's or prefix's bin/ and lib/ are one build on every OS (Mach-O and PE files are
     # not resolved here, so NEEDED does not link them as it does on Linux)
     for unit in list(members):
@@ -655,7 +658,7 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
     rank = {p: n for n, p in enumerate(order)}
     groups: list[Group] = []
     for folders in comps.values():
-        files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
+        group_files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
         mains = [d for d in folders if d in primary] or folders
         mains.sort(key=lambda d: min(rank[f] for f in members[d]))
         dirs = list(dict.fromkeys(_folder_of(d) for d in mains))
@@ -668,12 +671,12 @@ def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]
             cache = find_cmake_cache(Path(d))
             if cache:
                 break
-        origins = [attached[f] for f in files]
+        origins = [attached[f] for f in group_files]
         origin = next((o for o in origins if o != "given"), "given")
         if cache is not None:
             origin = "build-folder"
             if root == cache.parent or cache.parent in root.parents:
                 root = cache.parent
-        groups.append(Group(root=root, origin=origin, files=files, cmake_cache=cache))
+        groups.append(Group(root=root, origin=origin, files=group_files, cmake_cache=cache))
     groups.sort(key=lambda g: str(g.root))
     return groups

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 # A hostile export directory may claim 4 billion names: no real DLL has a million.
 _MAX_EXPORT_NAMES = 1 << 20
@@ -53,7 +52,7 @@ def _sections_in_file(pe) -> list[tuple[int, int, int]]:
     return spans
 
 
-def _offset(spans, rva: int, size: int) -> Optional[tuple[int, tuple[int, int, int]]]:
+def _offset(spans, rva: int, size: int) -> tuple[int, tuple[int, int, int]] | None:
     """(file offset, its section span) of an rva, None outside the file."""
     hit = next((sp for sp in spans if sp[0] <= rva < sp[1]), None)
     if hit is None or hit[2] + rva - hit[0] >= size:
@@ -87,7 +86,7 @@ def _export_names(pe, data, size: int) -> list[str]:
     buf = bytes(data[lo:min(raw + (end_rva - lo_rva), raw + (max(rvas) - lo_rva) + _MAX_NAME, size)])
     # every NUL-terminated string of that span by its start: one split, no Python per byte
     pieces = buf.split(b"\x00")[:-1]  # the last piece has no terminating NUL in the span
-    table = dict(zip(itertools.accumulate((len(p) + 1 for p in pieces), initial=0), pieces))
+    table = dict(zip(itertools.accumulate((len(p) + 1 for p in pieces), initial=0), pieces, strict=False))
     out = []
     for rva in rvas:
         name = table.get(rva - base)

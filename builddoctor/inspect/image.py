@@ -13,8 +13,8 @@ import mmap
 import re
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
 SHN_UNDEF = 0
 STT_OBJECT = 1
@@ -61,7 +61,7 @@ class SymbolTable:
         raw = memoryview(raw)
         self._raw = raw[:len(raw) - len(raw) % width]
         self.strtab = strtab
-        self._by_name: Optional[dict[int, int]] = None
+        self._by_name: dict[int, int] | None = None
         self._n = len(self._raw) // width
         self.is_dynsym = False
 
@@ -84,7 +84,7 @@ class SymbolTable:
                 names = self._raw.cast("I")[::width // 4]
             else:
                 names = [self._fmt.unpack_from(self._raw, i * width)[0] for i in range(self._n)]
-            self._by_name = dict(zip(names, range(self._n)))
+            self._by_name = dict(zip(names, range(self._n), strict=False))
         return self._by_name
 
     def _rows_at(self, offsets) -> Iterator[tuple[int, int, int, int, int]]:
@@ -108,7 +108,7 @@ class SymbolTable:
         return [(value, size, info & 0xF, shndx != SHN_UNDEF)
                 for _n, info, shndx, value, size in self._rows_at(offsets)]
 
-    def defined_value(self, name: str) -> Optional[tuple[int, int]]:
+    def defined_value(self, name: str) -> tuple[int, int] | None:
         for value, size, _kind, defined in self.lookup(name):
             if defined and value:
                 return value, size
@@ -186,8 +186,8 @@ class Image:
     symtabs: list[SymbolTable] = field(default_factory=list)
     is64: bool = True
     little: bool = True
-    _relocs: Optional[dict[int, int]] = None
-    _known: Optional[dict[str, Optional[tuple[int, int]]]] = None
+    _relocs: dict[int, int] | None = None
+    _known: dict[str, tuple[int, int] | None] | None = None
     exported_only: bool = False  # a shared library: named look-ups use .dynsym alone
 
     def _named_tables(self) -> list[SymbolTable]:
@@ -198,7 +198,7 @@ class Image:
     relative_types: tuple[int, ...] = (8,)  # R_X86_64_RELATIVE
 
     # -- addresses ---------------------------------------------------------------------
-    def offset_of(self, vaddr: int) -> Optional[int]:
+    def offset_of(self, vaddr: int) -> int | None:
         for s in self.segments:
             if s.vaddr <= vaddr < s.vaddr + s.filesz:
                 return s.offset + (vaddr - s.vaddr)
@@ -213,7 +213,7 @@ class Image:
             return b""
         return bytes(self.data[off:min(off + n, self.size)])
 
-    def cstring(self, vaddr: int, limit: int = 512) -> Optional[str]:
+    def cstring(self, vaddr: int, limit: int = 512) -> str | None:
         raw = self.read(vaddr, limit)
         if not raw:
             return None
@@ -226,7 +226,7 @@ class Image:
             return None
         return text if text.isprintable() else None
 
-    def pointer(self, vaddr: int) -> Optional[int]:
+    def pointer(self, vaddr: int) -> int | None:
         """The address stored at ``vaddr``, following a RELATIVE relocation when the bytes are 0."""
         width = 8 if self.is64 else 4
         raw = self.read(vaddr, width)
@@ -269,7 +269,7 @@ class Image:
                 if self._known.get(n) is None:
                     self._known[n] = v
 
-    def symbol(self, name: str) -> Optional[tuple[int, int]]:
+    def symbol(self, name: str) -> tuple[int, int] | None:
         """(address, size) of a defined symbol, from any table."""
         if self._known is not None and name in self._known:
             return self._known[name]
@@ -291,7 +291,7 @@ class Image:
         return any(t.has_prefix(prefix.encode()) for t in self._named_tables())
 
     # -- raw sections ------------------------------------------------------------------
-    def find_in(self, section: str, needle: bytes, limit: Optional[int] = None) -> int:
+    def find_in(self, section: str, needle: bytes, limit: int | None = None) -> int:
         """Offset of ``needle`` inside a section (searched in place, no copy), or -1."""
         sec = self.sections.get(section)
         if sec is None or sec.type == 8 or sec.flags & SHF_COMPRESSED or sec.offset >= self.size:
@@ -300,7 +300,7 @@ class Image:
         i = self.data.find(needle, sec.offset, end)
         return i - sec.offset if i >= 0 else -1
 
-    def section_bytes(self, name: str, limit: Optional[int] = None) -> bytes | memoryview:
+    def section_bytes(self, name: str, limit: int | None = None) -> bytes | memoryview:
         sec = self.sections.get(name)
         if sec is None or sec.type == 8 or sec.flags & SHF_COMPRESSED:
             return b""
@@ -337,7 +337,7 @@ class FileWindow:
             self._buf = os.pread(self._fd, max(stop - start, 4096), start)
         return self._buf[start - self._base:stop - self._base]
 
-    def find(self, needle: bytes, start: int = 0, end: Optional[int] = None) -> int:
+    def find(self, needle: bytes, start: int = 0, end: int | None = None) -> int:
         import os
 
         end = self._size if end is None else min(end, self._size)
@@ -355,7 +355,7 @@ class FileWindow:
         return -1
 
 
-def elf_header_problem(head: bytes, size: int) -> Optional[str]:
+def elf_header_problem(head: bytes, size: int) -> str | None:
     """Why an ELF file cannot be complete, from its header alone; None when it looks whole."""
     if len(head) < 16:
         return f"only {size} bytes: a truncated ELF header"

@@ -18,9 +18,10 @@ Measured here: iced-x86 decodes about 4 million instructions a second, so the 1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from builddoctor.inspect.image import Image
 
@@ -33,12 +34,12 @@ class IsaResult:
     features: set[str] = field(default_factory=set)  # llama.cpp vocabulary
     detail: set[str] = field(default_factory=set)  # AVX512F, AVX512BW... (finer AVX-512 subsets)
     compiled_for: dict[str, bool] = field(default_factory=dict)  # from ggml_cpu_has_*()
-    unoptimized: Optional[bool] = None  # -O0 code seen (frame set up in trivial functions)
+    unoptimized: bool | None = None  # -O0 code seen (frame set up in trivial functions)
     decoded_bytes: int = 0
     how: str = ""
 
     @property
-    def level(self) -> Optional[str]:
+    def level(self) -> str | None:
         return level_of(self.features)
 
 
@@ -49,7 +50,7 @@ def _data() -> dict[str, Any]:
     return load("inspect_isa.toml")
 
 
-def level_of(features: set[str] | list[str]) -> Optional[str]:
+def level_of(features: set[str] | list[str]) -> str | None:
     feats = set(features)
     for feat, level in _data()["levels"]["order"]:
         if feat in feats:
@@ -73,7 +74,7 @@ def _features_of_code(code: int) -> tuple[str, ...]:
         import iced_x86
 
         ins = iced_x86.Instruction()
-        ins.code = code
+        ins.code = code  # type: ignore[assignment]  # the stub says IntEnum; iced_x86.Code holds plain ints
         names = _feature_names()
         got = tuple(names.get(f, str(f)) for f in ins.cpuid_features())
         _CODE_FEATURES[code] = got
@@ -109,7 +110,7 @@ def features_of_bytes(code: bytes, ip: int = 0, bitness: int = 64) -> tuple[set[
 # --------------------------------------------------------------------------- constant functions
 
 
-def x86_constant_return(code: bytes, ip: int) -> tuple[Optional[int], bool]:
+def x86_constant_return(code: bytes, ip: int) -> tuple[int | None, bool]:
     """(value, frame) of a function that returns a constant in eax: ``mov eax, 1; ret``,
     ``xor eax, eax; ret``, or their -O0 forms with ``push rbp; mov rbp, rsp``.
     value is None when the function does something else."""
@@ -117,7 +118,7 @@ def x86_constant_return(code: bytes, ip: int) -> tuple[Optional[int], bool]:
 
     Code = iced_x86.Code
     Reg = iced_x86.Register
-    value: Optional[int] = None
+    value: int | None = None
     frame = False
     for n, ins in enumerate(iced_x86.Decoder(64, code[:64], ip=ip)):
         if n > 8:
@@ -147,8 +148,8 @@ def x86_constant_return(code: bytes, ip: int) -> tuple[Optional[int], bool]:
     return None, frame
 
 
-def arm64_constant_return(code: bytes) -> tuple[Optional[int], bool]:
-    value: Optional[int] = None
+def arm64_constant_return(code: bytes) -> tuple[int | None, bool]:
+    value: int | None = None
     frame = False
     for i in range(0, min(len(code), 48) - 3, 4):
         w = int.from_bytes(code[i:i + 4], "little")
@@ -183,7 +184,7 @@ def symbols_anywhere(img: Image, names: list[str], local: bool = True) -> dict[s
     return out
 
 
-def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, bool], Optional[bool]]:
+def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, bool], bool | None]:
     """Features the CPU backend was compiled for, from its ggml_cpu_has_* constants (``local``: in
     .symtab too, for a file that carries the CPU backend without exporting it)."""
     table = _data()["cpu_has"]
@@ -214,12 +215,11 @@ def compiled_for(img: Image, arch: str, local: bool = True) -> tuple[dict[str, b
 
 
 @lru_cache(maxsize=1)
-def _hot_patterns() -> list[tuple[bytes, Optional["re.Pattern[bytes]"]]]:
+def _hot_patterns() -> list[tuple[bytes, re.Pattern[bytes] | None]]:
     """Each [hot] pattern as (a literal every matching name contains, the regex for the whole name,
     None when the literal is the name's prefix)."""
-    import re
 
-    out = []
+    out: list[tuple[bytes, re.Pattern[bytes] | None]] = []
     for pat in _data()["hot"]["patterns"]:
         body = pat.lstrip("^")
         pieces = body.split(".*")
@@ -311,7 +311,7 @@ def module_carries_cpu_backend(path, name: str = "", needed: tuple[str, ...] | l
     return mentions_strings(path, cfg.get("module_strings", []), int(cfg["rodata_limit"]))
 
 
-def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = None,
+def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None,
             cpu_code: bool = True) -> IsaResult:
     """ISA facts of one file. ``text``: (vaddr, file offset, size) of its code section.
 
@@ -335,7 +335,7 @@ def analyze(img: Image, arch: str, *, text: Optional[tuple[int, int, int]] = Non
     hot = hot_functions(img)
     codes: set[int] = set()
     nfuncs = 0
-    for name, (addr, size) in hot.items():  # in [hot] order: the matrix kernels first, until the budget
+    for addr, size in hot.values():  # in [hot] order: the matrix kernels first, until the budget
         if size <= 0 or size > 1 << 20:
             continue
         if res.decoded_bytes + size > budget:

@@ -16,10 +16,8 @@ from functools import lru_cache
 from itertools import compress
 from operator import not_
 from pathlib import Path
-from typing import Optional
 
 from builddoctor import platforms, proc
-from builddoctor.inspect.image import gnu_versions
 from builddoctor.profiles import LoadProblem
 
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64", "riscv64": "RISC-V", "ppc64": "ppc64", "s390x": "s390x"}
@@ -33,7 +31,7 @@ def machine_arch() -> str:
     return platforms.host()[1]
 
 
-def elf_identity(path: str | Path) -> Optional[tuple[int, str]]:
+def elf_identity(path: str | Path) -> tuple[int, str] | None:
     """(ELF class 1/2, arch) of a file, or None when it is not a readable ELF."""
     try:
         with open(path, "rb") as fh:
@@ -90,17 +88,17 @@ def _expand(entry: str, origin: str, arch: str, elf_class: int) -> str:
 class Resolver:
     """Resolves NEEDED names to files for ELF files of one arch, caching what it learns."""
 
-    def __init__(self, ld_library_path: Optional[str] = None):
+    def __init__(self, ld_library_path: str | None = None):
         self.ld_library_path = [p for p in (ld_library_path if ld_library_path is not None
                                             else os.environ.get("LD_LIBRARY_PATH", "")).split(":") if p]
-        self._found: dict[tuple, Optional[str]] = {}
+        self._found: dict[tuple, str | None] = {}
 
     def _ok(self, path: str, elf_class: int, arch: str) -> bool:
         ident = elf_identity(path)
         return ident is not None and ident == (elf_class, arch)
 
     def resolve(self, name: str, *, origin: str, rpath: list[str], runpath: list[str],
-                elf_class: int, arch: str) -> Optional[str]:
+                elf_class: int, arch: str) -> str | None:
         if "/" in name:
             return name if os.path.exists(name) else None
         key = (name, origin, tuple(rpath), tuple(runpath), elf_class, arch)
@@ -110,7 +108,7 @@ class Resolver:
         self._found[key] = found
         return found
 
-    def _search(self, name, origin, rpath, runpath, elf_class, arch) -> Optional[str]:
+    def _search(self, name, origin, rpath, runpath, elf_class, arch) -> str | None:
         dirs: list[str] = []
         if not runpath:
             dirs += rpath
@@ -162,7 +160,7 @@ def _version_key(name: str) -> tuple[str, tuple[int, ...]] | None:
         return None
 
 
-def newest_version(path: str, prefix: str) -> Optional[str]:
+def newest_version(path: str, prefix: str) -> str | None:
     """The highest ``prefix``_N.N version a library defines (GLIBCXX_3.4.30), or None."""
     best = None
     for name in defined_versions(path):
@@ -179,7 +177,8 @@ def _dynamic(path: str) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...
     library found here.
     Read straight from the section headers, .dynamic and .dynsym with struct: pyelftools builds an
     object per section and per symbol (0.1 s for a libc), too slow for every library of every file."""
-    empty = (frozenset(), (), (), (), 2, "", frozenset())
+    empty: tuple[frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], int, str, frozenset[str]] = (
+        frozenset(), (), (), (), 2, "", frozenset())
     ident = elf_identity(path)
     if ident is None:
         return empty
@@ -273,7 +272,7 @@ def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
 
     strtab = bytes(strtab)
     parts = strtab.split(b"\x00")
-    by_off = dict(zip(accumulate((len(p) + 1 for p in parts), initial=0), parts))
+    by_off = dict(zip(accumulate((len(p) + 1 for p in parts), initial=0), parts, strict=False))
     out: set[str] = set()
     for n, info, shndx in _entries(raw, is64, little):
         if shndx == 0 or not n or (info >> 4) not in (1, 2, 10):
@@ -283,7 +282,7 @@ def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
     return out
 
 
-def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: Optional[bytes | memoryview],
+def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: bytes | memoryview | None,
                           is64: bool, little: bool) -> list[str]:
     """Names of the strong undefined symbols that carry no version (their .gnu.version entry is 0 or 1):
     the ones ld.so looks for by name alone. Weak ones may stay undefined. The columns are read as
@@ -312,7 +311,7 @@ def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: Optional[b
 
 
 def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unversioned: list[str], *,
-                  resolver: "Resolver") -> list[LoadProblem]:
+                  resolver: Resolver) -> list[LoadProblem]:
     """Why ld.so would refuse a file here, from the libraries found for it: a symbol version that
     the library found does not define (GLIBCXX_3.4.99 from a libstdc++ that stops at 3.4.30), or
     an unversioned symbol that none of the libraries it loads defines (ld.so's "undefined symbol").

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Optional
 
 from builddoctor import proc
 from builddoctor.profiles import RuntimeResult
@@ -28,11 +27,11 @@ _DEVICE = re.compile(r"^\s+(?P<name>[A-Za-z][\w.-]*\d*): (?P<desc>.+)$")
 @dataclass
 class RunInfo:
     results: list[RuntimeResult] = field(default_factory=list)
-    version: Optional[str] = None
-    build_number: Optional[int] = None
-    commit: Optional[str] = None
-    compiler: Optional[str] = None
-    target: Optional[str] = None
+    version: str | None = None
+    build_number: int | None = None
+    commit: str | None = None
+    compiler: str | None = None
+    target: str | None = None
     devices: list[str] = field(default_factory=list)
     listed_devices: bool = False  # --list-devices ran and printed its list
 
@@ -60,7 +59,7 @@ def parse_version(text: str) -> dict:
     return got
 
 
-def parse_devices(text: str) -> Optional[list[str]]:
+def parse_devices(text: str) -> list[str] | None:
     """Devices from ``--list-devices`` ("Available devices:" then one indented line each);
     None when the output has no such list."""
     lines = text.splitlines()

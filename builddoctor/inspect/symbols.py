@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # The string table of one .dynsym is read at most this far (a 300 MB CUDA module has a few MB).
 _MAX_STRTAB = 64 << 20

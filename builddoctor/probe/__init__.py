@@ -57,7 +57,7 @@ def _cut_note(path: Path, what: str) -> str:
     return cut_note(path, what)
 
 
-def _short(reason: str, limit: int = 300) -> str:
+def _short(reason: object, limit: int = 300) -> str:
     reason = " ".join(str(reason).split())
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
@@ -217,8 +217,8 @@ def _safe_cpu(cpu, system: str, notes: list[str]):
     try:
         return cpu.live(system)
     except Exception as exc:  # noqa: BLE001 - a probe never fails the command
-        from builddoctor.profiles import CpuProfile
         from builddoctor.probe.platform import basic
+        from builddoctor.profiles import CpuProfile
 
         notes.append(f"The CPU probe failed ({type(exc).__name__}: {exc}).")
         return cpu.CpuFacts(cpu=CpuProfile(arch=cpu.normalize_arch(basic().machine), source="live"))

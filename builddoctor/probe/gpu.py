@@ -147,7 +147,7 @@ def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
     for n, row in enumerate(data, start=2):
         if len(row) != len(keys):
             raise GpuTextError(f"CSV line {n} has {len(row)} fields where the header has {len(keys)}: the file looks truncated")
-        rec = {k: v.strip() for k, v in zip(keys, row)}
+        rec = {k: v.strip() for k, v in zip(keys, row, strict=True)}
         name = rec.get("name", "NVIDIA GPU")
         cc = _cc(rec.get("cc")) or compute_capability(name)
         driver = _driver(rec.get("driver"))
@@ -191,7 +191,7 @@ def parse_rocminfo(text: str, rocm_version: str | None = None, source: str = "ro
     agents = re.split(r"^\*+\s*\nAgent \d+\s*\n\*+\s*$", text, flags=re.M)
     gpus = []
     for agent in agents[1:]:
-        kv = {}
+        kv: dict[str, str] = {}
         for line in agent.splitlines():
             key, sep, value = line.partition(":")
             if sep:
@@ -221,7 +221,7 @@ def parse_vulkaninfo(text: str, source: str = "vulkaninfo") -> tuple[list[GpuPro
     instance = m.group(1) if m else None
     gpus = []
     for block in re.split(r"^GPU\d+:\s*$", text, flags=re.M)[1:]:
-        kv = {}
+        kv: dict[str, str] = {}
         for line in block.splitlines():
             key, sep, value = line.partition("=")
             if not sep:
@@ -302,7 +302,7 @@ def rocm_version() -> str | None:
 
 def pci_display_devices() -> list[tuple[int, int, str]]:
     """(vendor, device, sysfs path) of every display-class PCI device (Linux)."""
-    out = []
+    out: list[tuple[int, int, str]] = []
     base = Path("/sys/bus/pci/devices")
     if not base.is_dir():
         return out

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import Any, TypeAlias
 
 from builddoctor.probe import _data
 from builddoctor.profiles import ToolInfo
@@ -113,7 +113,7 @@ def interpret(name: str, spec: dict[str, Any], path: str, done) -> ToolInfo:
     return ToolInfo(name=name, found=True, path=path, version=version, detail=detail)
 
 
-Pending = "ToolInfo | tuple[dict[str, Any], str, Future]"
+Pending: TypeAlias = "ToolInfo | tuple[dict[str, Any], str, Future[ToolInfo]]"
 
 
 def submit_all(system: str, pool: Executor) -> dict[str, Pending]:

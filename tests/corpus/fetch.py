@@ -24,10 +24,14 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_TOML = Path(__file__).resolve().parent / "cases.toml"

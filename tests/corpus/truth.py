@@ -85,20 +85,23 @@ def classify(desc: str) -> dict | None:
 
 
 # ---------------------------------------------------------------- symbols, libraries
+def _nm_names(text: str) -> list[str]:
+    """The symbol names of nm's output (its last column), without the per-file/per-arch headers."""
+    return [ln.split()[-1] for ln in text.splitlines() if ln.strip() and not ln.endswith(":")]
+
+
 def symbols(path: Path, fmt: str) -> dict[str, list[str]]:
     """defined (exported), imported and static symbol names."""
     if fmt == "ELF":
         d = run(["nm", "-D", "--defined-only", str(path)]).stdout
         u = run(["nm", "-D", "--undefined-only", str(path)]).stdout
         s = run(["nm", "--defined-only", str(path)]).stdout
-        names = lambda t: [ln.split()[-1] for ln in t.splitlines() if ln.strip() and not ln.endswith(":")]
-        return {"defined": names(d), "undefined": names(u), "static": names(s)}
+        return {"defined": _nm_names(d), "undefined": _nm_names(u), "static": _nm_names(s)}
     if fmt == "Mach-O":
         d = run(["llvm-nm", "-g", "--defined-only", "--arch=all", str(path)]).stdout
         u = run(["llvm-nm", "-u", "--arch=all", str(path)]).stdout
         s = run(["llvm-nm", "--defined-only", "--arch=all", str(path)]).stdout
-        names = lambda t: sorted({ln.split()[-1] for ln in t.splitlines() if ln.strip() and not ln.endswith(":")})
-        return {"defined": names(d), "undefined": names(u), "static": names(s)}
+        return {k: sorted(set(_nm_names(t))) for k, t in (("defined", d), ("undefined", u), ("static", s))}
     # PE (x86-64 and ARM64): the export and import tables (llvm-readobj)
     text = run(["llvm-readobj", "--coff-exports", "--coff-imports", str(path)]).stdout
     exports, imports, block = [], [], None

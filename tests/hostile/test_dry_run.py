@@ -81,7 +81,7 @@ def test_dry_run_lines_paste_into_a_shell_as_they_read(world):
     lines = [ln for ln in text.output.splitlines() if ln and not ln.startswith("#")]
     assert len(lines) == len(want["commands"]) == 2
     env_words = [f"{k}={v}" for k, v in sorted(want["env"].items())]
-    for line, argv in zip(lines, want["commands"]):
+    for line, argv in zip(lines, want["commands"], strict=True):
         done = subprocess.run(["/bin/sh", "-c", f'set -- {line}\nfor w in "$@"; do printf "%s\\0" "$w"; done'],
                               capture_output=True, timeout=10, cwd=world.root)
         assert done.returncode == 0, done.stderr

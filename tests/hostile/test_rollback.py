@@ -114,7 +114,7 @@ class Setup:
     @staticmethod
     def old_of(e: dict) -> dict:
         """Where an entry keeps its backup, sha256, mode and link: its "old" (format 2) or itself (format 1)."""
-        return e["old"] if "old" in e else e
+        return e.get("old", e)
 
     def assert_refused_untouched(self, res, code: int, *words: str) -> None:
         assert res.exit_code == code, res.output
