@@ -340,13 +340,13 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
 
 def _pool(stats: list[Stat | None]) -> Stat | None:
     """Mean and spread over runs: the spread of the run means, or within a run when only one."""
-    stats = [s for s in stats if s is not None]
-    if not stats:
+    have = [s for s in stats if s is not None]
+    if not have:
         return None
-    if len(stats) == 1:
-        return stats[0]
-    means = [s.mean for s in stats]
-    return Stat(mean=statistics.fmean(means), stddev=statistics.stdev(means), n=sum(s.n for s in stats))
+    if len(have) == 1:
+        return have[0]
+    means = [s.mean for s in have]
+    return Stat(mean=statistics.fmean(means), stddev=statistics.stdev(means), n=sum(s.n for s in have))
 
 
 def _ratio(base: list[BenchResult], runs: list[BenchResult], kind: str) -> Stat | None:

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +122,11 @@ def source_identity(source_dir: Path) -> str:
     """
     source_dir = source_dir.resolve()
     if is_git_checkout(source_dir):
-        head = proc.run(["git", "-C", source_dir, "rev-parse", "HEAD"], timeout=TOOL_TIMEOUT)
+        head = proc.run(["git", "-C", str(source_dir), "rev-parse", "HEAD"], timeout=TOOL_TIMEOUT)
         if head.ok:
-            diff = proc.run(["git", "-C", source_dir, "diff", "HEAD", "--no-color", "--no-ext-diff"],
+            diff = proc.run(["git", "-C", str(source_dir), "diff", "HEAD", "--no-color", "--no-ext-diff"],
                             timeout=60)
-            untracked = proc.run(["git", "-C", source_dir, "status", "--porcelain", "-uall"], timeout=60)
+            untracked = proc.run(["git", "-C", str(source_dir), "status", "--porcelain", "-uall"], timeout=60)
             h = hashlib.sha256()
             h.update(head.stdout.strip().encode())
             h.update(diff.stdout.encode())
@@ -344,7 +344,7 @@ def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
 BLOCKING = ("missing", "too-old", "too-new")
 
 
-def unmet_prerequisites(plan: BuildPlan, exclude: list[str] = ()) -> list:
+def unmet_prerequisites(plan: BuildPlan, exclude: Sequence[str] = ()) -> list:
     """The plan's prerequisites that the resolver found missing or of the wrong version.
 
     Checked before configuring: a missing glslc or too-old Vulkan headers otherwise cost a
@@ -429,7 +429,7 @@ def clean_stale(cache_root: Path) -> list[Path]:
     Call with the build lock held: then no other build of this cache is running, and every
     ``.tmp-*`` folder is the remains of a killed or crashed one.
     """
-    removed = []
+    removed: list[Path] = []
     if not cache_root.is_dir():
         return removed
     for p in cache_root.iterdir():

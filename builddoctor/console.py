@@ -7,7 +7,8 @@ import os
 import re
 import secrets
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -29,18 +30,19 @@ _PARTIAL_MARK = re.compile("\U000f0000[0-9a-f]{0,16}(?![0-9a-f]*\U000f0001)")
 MAX_LINE = 2000
 #: entries of one list shown in a text report ("... and K more" after them)
 MAX_ITEMS = 20
+T = TypeVar("T")
 #: entries of one list kept in --json output (far above any real list: CPU flags, NEEDED, findings);
 #: what is cut is named in the document's "truncated" field
 MAX_JSON_ITEMS = 1000
 
 
-def bounded(items, limit: int = MAX_ITEMS) -> tuple[list, int]:
+def bounded(items: Iterable[T], limit: int = MAX_ITEMS) -> tuple[list[T], int]:
     """The first ``limit`` of ``items`` and how many more there are: the one way reports cut a list."""
     items = items if isinstance(items, list) else list(items)
     return items[:limit], max(0, len(items) - limit)
 
 
-def listing(items, limit: int = MAX_ITEMS, sep: str = ", ") -> str:
+def listing(items: Iterable[object], limit: int = MAX_ITEMS, sep: str = ", ") -> str:
     """``items`` joined for a text report: the first ``limit``, then "... and K more"."""
     shown, more = bounded(items, limit)
     return sep.join(map(str, shown)) + (f"{sep if shown else ''}... and {more:,} more" if more else "")

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from builddoctor import errors, paths, proc
+from builddoctor import errors, paths, proc, versions
 from builddoctor.tomlload import load_toml
 
 DATA_FILE = paths.DATA_DIR / "cuda_pip.toml"
@@ -75,9 +75,7 @@ def load_sets(path: Path | None = None) -> list[WheelSet]:
 
 
 def _vt(text: str | None) -> tuple[int, ...]:
-    from builddoctor.resolve import version_tuple
-
-    return version_tuple(text) or ()
+    return versions.version_tuple(text) or ()
 
 
 def choose(nvcc_version: str | None, sets: list[WheelSet] | None = None) -> WheelSet | None:

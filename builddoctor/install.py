@@ -429,7 +429,7 @@ def _load_journal(backup: Path, path: Path) -> Journal:
               and _plain_name(name))
         for state in (st.want, st.undo):
             ok = ok and (state.type == "absent"
-                         or (state.type == "link" and bool(state.link) and "\x00" not in state.link)
+                         or (state.type == "link" and bool(state.link) and "\x00" not in (state.link or ""))
                          or (state.type == "file" and bool(_SHA.fullmatch(state.sha256 or ""))))
         if ok and st.undo.type == "file":
             src = st.undo_src or ""
@@ -498,7 +498,7 @@ def _recover(backup: Path) -> tuple[str, str, list[str], str]:
             raise FilesChanged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
                                f"{', '.join(odd[:20])} changed since; nothing was changed. The files as they were "
                                f"before it are in {backup}/files/ and {backup}/{_UNDO}/.")
-        undone = []
+        undone: list[str] = []
         for st in reversed(todo):
             try:
                 _put(Path(st.dest), st.undo, Path(st.undo_src) if st.undo_src else None)

@@ -9,12 +9,14 @@ looks them up, so that inspect, the platform gate and the probe agree on what "t
 from __future__ import annotations
 
 import platform as _platform
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from builddoctor.inspect.data import load
+from builddoctor.tomlload import data_file as load
 
 
 @lru_cache(maxsize=1)
@@ -115,10 +117,19 @@ def elf_os(osabi: int, interpreter: str = "", section_names: Iterable[str] = ())
     return f"ELF OS ABI {osabi}"
 
 
+def system_name() -> str:
+    """This machine's OS as sys.platform spells it, without the version digits ("linux", "darwin")."""
+    if sys.platform.startswith("linux"):
+        return "linux"
+    if sys.platform == "darwin":
+        return "darwin"
+    if sys.platform in ("win32", "cygwin"):
+        return "windows"
+    return re.sub(r"\d+$", "", sys.platform)
+
+
 def host() -> tuple[str, str]:
     """(os, arch) of the machine builddoctor runs on."""
-    from builddoctor.probe.platform import system_name
-
     return canonical_os(system_name()), canonical_arch(_platform.machine())
 
 

@@ -456,7 +456,8 @@ def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, st
     except (OSError, subprocess.SubprocessError) as exc:
         if status_r is not None:
             os.close(status_r)
-        why = {FileNotFoundError: "not found", PermissionError: "permission denied"}.get(type(exc))
+        named: dict[type, str] = {FileNotFoundError: "not found", PermissionError: "permission denied"}
+        why = named.get(type(exc))
         return Completed(shown, None, error=why or getattr(exc, "strerror", None) or str(exc))
     finally:
         if status_w is not None:

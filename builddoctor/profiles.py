@@ -94,7 +94,7 @@ def _from_plain(tp: Any, data: Any, where: str) -> Any:
             raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
         _, vt = typing.get_args(tp)
         return {str(k): _from_plain(vt, v, f"{where}.{k}") for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
         hints = _hints(tp)

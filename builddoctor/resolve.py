@@ -9,7 +9,6 @@ their tables from that recipe's ``[data]``.
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,21 +31,13 @@ from builddoctor.recipes import (
     norm_arch,
 )
 from builddoctor.tomlload import data_file
+from builddoctor.versions import version_tuple  # noqa: F401 - resolve.version_tuple: the name callers use
 
 DEFAULT_TARGETS = ["llama-cli", "llama-server", "llama-bench", "llama-quantize"]
 OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
 
 # --------------------------------------------------------------------------- versions
 
-
-def version_tuple(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    # parts of at most 9 digits: a 5000-digit "version" from a recorded file is none (and no int() limit error)
-    m = re.search(r"(?<!\d)\d{1,9}(?:\.\d{1,9})*(?![\d])", text)
-    if not m:
-        return None
-    return tuple(int(x) for x in m.group(0).split("."))
 
 
 def _cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:

@@ -333,15 +333,16 @@ def halve(cands: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
 def choose_winner(cands: list[Candidate]) -> tuple[str, str]:
     """The best candidate whose 95 % interval lies above 1.0; otherwise the plain plan."""
     measured = [c for c in cands if c.name != BASELINE and c.score is not None]
-    ranked = sorted(measured, key=lambda c: -c.score.mean)
+    ranked = sorted(measured, key=lambda c: -c.score.mean if c.score else 0.0)
     for c in ranked:
-        if c.low is not None and c.low > 1.0:
+        if c.score is not None and c.low is not None and c.low > 1.0:
             return c.name, (f"{c.score.mean:.3f}x the plain plan (95 % interval {c.low:.3f}-{c.high:.3f}, "
                             f"{c.rounds} rounds)")
-    if ranked and ranked[0].score.mean > 1.0:
-        c = ranked[0]
-        iv = f"{c.low:.3f}-{c.high:.3f}" if c.low is not None else f"only {c.rounds} round"
-        return BASELINE, f"no candidate is surely faster: the best, {c.name}, is {c.score.mean:.3f}x ({iv}), within noise"
+    best = ranked[0] if ranked else None
+    if best is not None and best.score is not None and best.score.mean > 1.0:
+        iv = f"{best.low:.3f}-{best.high:.3f}" if best.low is not None else f"only {best.rounds} round"
+        return BASELINE, (f"no candidate is surely faster: the best, {best.name}, is {best.score.mean:.3f}x "
+                          f"({iv}), within noise")
     return BASELINE, "no candidate is faster than the plain plan"
 
 
@@ -452,9 +453,12 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
         if not need:
             if target >= max_rounds or not active:
                 if not runs[base]:  # no candidate to measure: one round of the plain plan for its speed
+                    def keep_base(_r: int, _i: int, res: BenchResult) -> None:
+                        runs[base].append(res)
+                        cache.save(base_key, model_sha, params, runs[base])
+
                     bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads,
-                                  on_run=lambda _r, _i, res: (runs[base].append(res),
-                                                              cache.save(base_key, model_sha, params, runs[base])))
+                                  on_run=keep_base)
                     update()
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
@@ -656,10 +660,12 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
     deadline = t_start + budget_s
     report = on_update
 
-    def on_update(r: TuneResult) -> None:  # every update carries the time spent, for the progress line
+    def timed(r: TuneResult) -> None:  # every update carries the time spent, for the progress line
         r.elapsed_s = round(time.monotonic() - t_start, 1)
         r.runs_done = sum(c.rounds for c in r.candidates)
         report(r)
+
+    on_update = timed
 
     results = results or ResultsCache()
     base_plan = baseline or resolve(machine, goal="native", backend="cpu", source=source, host=True)
@@ -685,6 +691,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         cached.phase = "done"
         if install:
             winner = next(c for c in cached.candidates if c.name == cached.winner)
+            assert winner.plan is not None  # every cached candidate keeps the plan it was built from
             win_build = build.build(winner.plan, source, cache_root=cache_root)
             if win_build.status not in ("ok", "cached"):
                 raise build_error(win_build)
@@ -781,7 +788,7 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         on_update(res)
         try:
             with build.build_lock():
-                res.settings = runtime_settings(win_bench, Path(model), objective=objective,
+                res.settings = runtime_settings(win_bench, Path(res.model), objective=objective,
                                                 physical=bench.physical_cores(machine),
                                                 logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say,
                                                 cache=results, build_key=win_build.cache_key,

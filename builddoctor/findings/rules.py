@@ -158,7 +158,7 @@ def _too_new(files: list[BinaryFile], key: str, have: str | None) -> dict | None
     have_v = versions.parse(have)
     if have_v is None:
         return None
-    worst: tuple[Any, str, str] | None = None
+    worst: tuple[Any, str | None, str] | None = None
     for f in files:
         need = f.symbol_versions.get(key)
         v = versions.parse(need)
@@ -773,7 +773,7 @@ def isa_options() -> dict:
 
 
 def _plan(machine: MachineProfile, goal: str, ctx: Context):
-    key = ("plan", goal)
+    key = f"plan:{goal}"
     if key not in ctx.extra:
         try:
             from builddoctor.resolve import resolve

@@ -243,7 +243,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
                                f"{seg['p_offset'] + seg['p_filesz']}, but the file has only {size} bytes")
                 img.segments.append(Segment(seg["p_vaddr"], seg["p_offset"], seg["p_filesz"], seg["p_memsz"]))
         secs: list[Section] = []
-        dynamic = verneed = None
+        dynamic: Any = None  # pyelftools DynamicSection (its tags are typed loosely)
+        verneed: Any = None
         for i in range(elf.num_sections()):
             h = elf._get_section_header(i)
             name = elf._get_section_name(h)
@@ -282,12 +283,12 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         raise _Bad(f"damaged ELF file ({exc})") from None
     bf.os = platforms.elf_os(head[7], interp, img.sections)
     for tab_name in (".dynsym", ".symtab"):
-        sec = img.sections.get(tab_name)
-        if sec is None or not sec.size or sec.link >= len(secs):
+        symsec = img.sections.get(tab_name)
+        if symsec is None or not symsec.size or symsec.link >= len(secs):
             continue
-        strsec = secs[sec.link]
+        strsec = secs[symsec.link]
         strtab = bytes(data[strsec.offset:strsec.offset + strsec.size])
-        tab = SymbolTable(strtab, memoryview(data)[sec.offset:sec.offset + sec.size], img.is64, little)
+        tab = SymbolTable(strtab, memoryview(data)[symsec.offset:symsec.offset + symsec.size], img.is64, little)
         tab.is_dynsym = tab_name == ".dynsym"
         img.symtabs.append(tab)
     rela = img.sections.get(".rela.dyn")
@@ -359,9 +360,10 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     # become resident); a HIP bundle's names are searched in place in the mmap, at most 64 MB of it
     for name, reader, src, cap in ((".nv_fatbin", fatbin.cuda_archs, FileWindow(fh.fileno(), size), None),
                                    (".hip_fatbin", fatbin.hip_targets, data, 64 << 20)):
-        sec = img.sections.get(name)
-        if sec is not None and sec.type != 8 and sec.offset < size:
-            bf.cuda_archs += reader(src, sec.offset, min(sec.offset + min(sec.size, cap or sec.size), size))
+        gpusec = img.sections.get(name)
+        if gpusec is not None and gpusec.type != 8 and gpusec.offset < size:
+            end = min(gpusec.offset + min(gpusec.size, cap or gpusec.size), size)
+            bf.cuda_archs += reader(src, gpusec.offset, end)
     if {"CUDA", "HIP", "MUSA"} & set(bf.backends):
         facts.flash_attn = _has_fattn(img)
 
@@ -403,7 +405,7 @@ def _max_versions(names) -> dict[str, str]:
         key = _version_key(name) if m else None
         if not key:
             continue
-        prefix, ver = m.group(1), key[1]
+        prefix, ver = m.group(1) if m else "", key[1]
         if prefix not in best or ver > best[prefix]:
             best[prefix] = ver
     return {k: ".".join(map(str, v)) for k, v in sorted(best.items())}

@@ -237,10 +237,10 @@ def read_macho(data, size: int, base: int = 0) -> MachoFacts:
         width = 16 if is64 else 12
         lo, hi = base + stroff, min(base + stroff + strsize, size)
         nsyms = min(nsyms, _MAX_SYMBOLS, max(0, (size - base - symoff) // width))
-        raw = memoryview(data)[base + symoff:base + symoff + nsyms * width]
+        rows = memoryview(data)[base + symoff:base + symoff + nsyms * width]
         try:
             fmt = e + ("IBBHQ" if is64 else "IBBHI")
-            for strx, *_rest in struct.iter_unpack(fmt, raw):
+            for strx, *_rest in struct.iter_unpack(fmt, rows):
                 at = lo + strx
                 if at < hi:
                     stop = data.find(b"\x00", at, min(hi, at + _MAX_NAME))
@@ -248,7 +248,7 @@ def read_macho(data, size: int, base: int = 0) -> MachoFacts:
                 else:
                     facts.symbols.add("")
         finally:
-            raw.release()
+            rows.release()
     for off, length in tries:
         if off and length:
             facts.symbols |= _trie_names(data, base + off, length, size)

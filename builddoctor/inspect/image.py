@@ -13,7 +13,7 @@ import mmap
 import re
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 SHN_UNDEF = 0
@@ -81,7 +81,7 @@ class SymbolTable:
         if self._by_name is None:
             width = self._fmt.size
             if self._fmt.format[0] == "<" and sys.byteorder == "little":
-                names = self._raw.cast("I")[::width // 4]
+                names: Sequence[int] = self._raw.cast("I")[::width // 4]
             else:
                 names = [self._fmt.unpack_from(self._raw, i * width)[0] for i in range(self._n)]
             self._by_name = dict(zip(names, range(self._n), strict=False))
@@ -202,9 +202,9 @@ class Image:
         for s in self.segments:
             if s.vaddr <= vaddr < s.vaddr + s.filesz:
                 return s.offset + (vaddr - s.vaddr)
-        for s in self.sections.values():
-            if s.vaddr and s.vaddr <= vaddr < s.vaddr + s.size and s.type != 8:  # not NOBITS
-                return s.offset + (vaddr - s.vaddr)
+        for sec in self.sections.values():
+            if sec.vaddr and sec.vaddr <= vaddr < sec.vaddr + sec.size and sec.type != 8:  # not NOBITS
+                return sec.offset + (vaddr - sec.vaddr)
         return None
 
     def read(self, vaddr: int, n: int) -> bytes:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from builddoctor.platforms import system_name  # noqa: F401 - probe.platform.system_name, as before
 
 
 @dataclass
@@ -23,16 +24,6 @@ class PlatformFacts:
     libstdcxx_version: str | None = None
     memory_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def system_name() -> str:
-    if sys.platform.startswith("linux"):
-        return "linux"
-    if sys.platform == "darwin":
-        return "darwin"
-    if sys.platform in ("win32", "cygwin"):
-        return "windows"
-    return re.sub(r"\d+$", "", sys.platform)
 
 
 def basic() -> PlatformFacts:
