@@ -72,9 +72,22 @@ def _reference_build(source: Path, bdir: Path, targets: list[str], jobs: int) ->
     """llama.cpp's README build of ``targets``, cold (its automatic ccache turned off)."""
     env = proc.clean_env({"CCACHE_DISABLE": "1"})
     t0 = time.monotonic()
-    for argv in (["cmake", "-S", str(source), "-B", str(bdir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                  "-DGGML_CCACHE=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"],
-                 ["cmake", "--build", str(bdir), "--target", *targets, "-j", str(jobs)]):
+    for argv in (
+        [
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(bdir),
+            "-G",
+            "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGGML_CCACHE=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ],
+        ["cmake", "--build", str(bdir), "--target", *targets, "-j", str(jobs)],
+    ):
         res = proc.run(argv, timeout=3600, env=env)
         if not res.ok:
             print(f"plain build failed: {' '.join(argv)}\n{res.output[-2000:]}", file=sys.stderr)

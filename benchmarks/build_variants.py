@@ -26,8 +26,14 @@ from builddoctor import bench, build, smoke_model  # noqa: E402
 from builddoctor.profiles import PlanOption  # noqa: E402
 
 AVX2_ONLY = {  # GGML_NATIVE=OFF picks its ISA from these; AVX-512 off
-    "GGML_NATIVE": "OFF", "GGML_AVX": "ON", "GGML_AVX2": "ON", "GGML_FMA": "ON", "GGML_F16C": "ON",
-    "GGML_BMI2": "ON", "GGML_AVX512": "OFF", "GGML_AVX_VNNI": "OFF",
+    "GGML_NATIVE": "OFF",
+    "GGML_AVX": "ON",
+    "GGML_AVX2": "ON",
+    "GGML_FMA": "ON",
+    "GGML_F16C": "ON",
+    "GGML_BMI2": "ON",
+    "GGML_AVX512": "OFF",
+    "GGML_AVX_VNNI": "OFF",
 }
 
 
@@ -65,10 +71,11 @@ def native_minus_avoided(machine, planned):
     flags = " ".join(catalogue()["no_flags"][f] for f in avoided)
     plan = copy.deepcopy(planned)
     plan.options = [o for o in plan.options if o.name != "GGML_NATIVE" and o.name not in isa_table()]
-    plan.options += [PlanOption("GGML_NATIVE", "ON", "comparison: -march=native less the known-bad features",
-                                "benchmark"),
-                     PlanOption("CMAKE_C_FLAGS", flags, "comparison", "benchmark"),
-                     PlanOption("CMAKE_CXX_FLAGS", flags, "comparison", "benchmark")]
+    plan.options += [
+        PlanOption("GGML_NATIVE", "ON", "comparison: -march=native less the known-bad features", "benchmark"),
+        PlanOption("CMAKE_C_FLAGS", flags, "comparison", "benchmark"),
+        PlanOption("CMAKE_CXX_FLAGS", flags, "comparison", "benchmark"),
+    ]
     return plan
 
 
@@ -76,11 +83,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--targets", nargs="+", help="default: the plan's (llama-cli, llama-server, llama-bench, "
-                    "llama-quantize), so that the native build is the one `fix` makes")
+    ap.add_argument(
+        "--targets",
+        nargs="+",
+        help="default: the plan's (llama-cli, llama-server, llama-bench, "
+        "llama-quantize), so that the native build is the one `fix` makes",
+    )
     ap.add_argument("--size-mb", type=float)
-    ap.add_argument("--builds", nargs="+", help="which of avx2-only, portable, native, native-mno (default: all "
-                    "that apply here)")
+    ap.add_argument(
+        "--builds", nargs="+", help="which of avx2-only, portable, native, native-mno (default: all that apply here)"
+    )
     args = ap.parse_args()
 
     from builddoctor.probe import machine_profile
@@ -112,17 +124,24 @@ def main() -> int:
     bw1 = bench.memory_bandwidth(threads=1, l3_bytes=machine.cpu.l3_cache_bytes)
     threads = bench.physical_cores(machine)
     model_bytes = smoke_model.tensor_bytes(model)
-    print(f"\nmodel {model.name}: {model_bytes / 2**20:.0f} MiB of tensors, "
-          f"{smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per generated token "
-          f"(L3 {(machine.cpu.l3_cache_bytes or 0) >> 20} MiB)")
+    print(
+        f"\nmodel {model.name}: {model_bytes / 2**20:.0f} MiB of tensors, "
+        f"{smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per generated token "
+        f"(L3 {(machine.cpu.l3_cache_bytes or 0) >> 20} MiB)"
+    )
     print(f"memory read bandwidth: {bw:.1f} GB/s with {machine.cpu.threads} threads, {bw1:.1f} GB/s with 1")
-    print(f"llama-bench -p {bench.DEFAULT_PP} -n {bench.DEFAULT_TG} -r {args.reps} -t {threads}, "
-          f"{args.rounds} interleaved rounds\n")
+    print(
+        f"llama-bench -p {bench.DEFAULT_PP} -n {bench.DEFAULT_TG} -r {args.reps} -t {threads}, "
+        f"{args.rounds} interleaved rounds\n"
+    )
     names = list(builds)
-    cmp = bench.compare([builds[n] for n in names], model, rounds=args.rounds, reps=args.reps, threads=threads,
-                        bandwidth_gbs=bw)
-    print(f"| build | pp{bench.DEFAULT_PP} t/s | tg{bench.DEFAULT_TG} t/s | tg of bandwidth limit "
-          f"| pp vs AVX2-only | tg vs AVX2-only |")
+    cmp = bench.compare(
+        [builds[n] for n in names], model, rounds=args.rounds, reps=args.reps, threads=threads, bandwidth_gbs=bw
+    )
+    print(
+        f"| build | pp{bench.DEFAULT_PP} t/s | tg{bench.DEFAULT_TG} t/s | tg of bandwidth limit "
+        f"| pp vs AVX2-only | tg vs AVX2-only |"
+    )
     print("|---|---|---|---|---|---|")
     for i, name in enumerate(names):
         r = cmp.results[i]
@@ -130,8 +149,10 @@ def main() -> int:
             print(f"| {name} | error: {r.error} | | | | |")
             continue
         pr, tr = cmp.pp_ratio[i], cmp.tg_ratio[i]
-        print(f"| {name} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
-              f"| {r.roofline_fraction:.0%} | {pr.mean:.2f}x ± {pr.stddev:.2f} | {tr.mean:.2f}x ± {tr.stddev:.2f} |")
+        print(
+            f"| {name} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
+            f"| {r.roofline_fraction:.0%} | {pr.mean:.2f}x ± {pr.stddev:.2f} | {tr.mean:.2f}x ± {tr.stddev:.2f} |"
+        )
     return 0
 
 

@@ -81,11 +81,19 @@ def make_big_module(d: Path, code_from: Path, functions: int = 100_000) -> Path:
     names = [f"_ZN4ggml4cuda21kernel_variant_{i:06d}EPKfS2_Pfiii" for i in range(functions)]
     names += ["ggml_vec_dot_q4_0_q8_0", "ggml_vec_dot_f16", "ggml_backend_cpu_reg", "ggml_compute_forward_mul_mat"]
     for i, name in enumerate(names):
-        lines += [f".globl {name}", f".type {name},@function", f"{name}:",
-                  f'.incbin "{code}",{(i * 7919 * 16) % (size - chunk)},{chunk}', f".size {name},{chunk}"]
+        lines += [
+            f".globl {name}",
+            f".type {name},@function",
+            f"{name}:",
+            f'.incbin "{code}",{(i * 7919 * 16) % (size - chunk)},{chunk}',
+            f".size {name},{chunk}",
+        ]
     (d / "big.s").write_text("\n".join(lines) + "\n")
     out = d / "_big.cpython-311-x86_64-linux-gnu.so"
-    for argv in (["as", str(d / "big.s"), "-o", str(d / "big.o")], ["gcc", "-shared", str(d / "big.o"), "-o", str(out)]):
+    for argv in (
+        ["as", str(d / "big.s"), "-o", str(d / "big.o")],
+        ["gcc", "-shared", str(d / "big.o"), "-o", str(out)],
+    ):
         res = proc.run(argv, timeout=600)
         if not res.ok:
             raise SystemExit(f"{argv[0]} failed: {res.stderr[-2000:]}")
@@ -101,8 +109,18 @@ def make_big_module(d: Path, code_from: Path, functions: int = 100_000) -> Path:
     (d / "fat.bin").write_bytes(blob * (80_000_000 // max(1, len(blob))))
     with_fat = d / "with-fatbin" / out.name
     with_fat.parent.mkdir()
-    proc.run(["objcopy", "--add-section", f".nv_fatbin={d / 'fat.bin'}", "--set-section-flags",
-              ".nv_fatbin=contents,alloc,load,readonly,data", str(out), str(with_fat)], timeout=120)
+    proc.run(
+        [
+            "objcopy",
+            "--add-section",
+            f".nv_fatbin={d / 'fat.bin'}",
+            "--set-section-flags",
+            ".nv_fatbin=contents,alloc,load,readonly,data",
+            str(out),
+            str(with_fat),
+        ],
+        timeout=120,
+    )
     return with_fat if with_fat.exists() else out
 
 
@@ -196,8 +214,18 @@ def corpus_main(opts) -> int:
     cases, _shapes = fetch.load()
     if opts.cases:
         cases = [c for c in cases if c.name in set(opts.cases)]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), _pf.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            _pf.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     print(f"real-file corpus, {len(cases)} cases; CPU: {cpu}; files of at least {opts.min_mb:g} MB")
     rows = []
     for c in cases:
@@ -211,22 +239,35 @@ def corpus_main(opts) -> int:
             info = json.loads(out.strip().splitlines()[-1]) if st == 0 and out.strip() else {}
             inside = info.get("inside")
             rows.append((c.name, f["path"], f["size"], wall, inside, mb, st, info.get("cpu")))
-            state = (f"{inside:7.3f} s inside ({info['cpu']:.3f} s CPU)" if inside is not None else
-                     (f"  killed after {opts.timeout:.0f} s" if st is None else f"  exit {st}"))
-            print(f"  {c.name:22s} {f['path'][-58:]:58s} {f['size'] / 1e6:7.1f} MB  {wall:7.3f} s wall "
-                  f"{state}  {mb:7.1f} MB peak", flush=True)
-        wall, mb, st, _out = measured([sys.executable, "-m", "builddoctor", "check", str(base), "--no-run",
-                                       "--json"], opts.timeout)
-        print(f"  {c.name:22s} {'check --no-run (whole case)':58s} {'':10s}  {wall:7.3f} s wall "
-              f"{'exit ' + str(st) if st is not None else 'killed':>16s}  {mb:7.1f} MB peak", flush=True)
+            state = (
+                f"{inside:7.3f} s inside ({info['cpu']:.3f} s CPU)"
+                if inside is not None
+                else (f"  killed after {opts.timeout:.0f} s" if st is None else f"  exit {st}")
+            )
+            print(
+                f"  {c.name:22s} {f['path'][-58:]:58s} {f['size'] / 1e6:7.1f} MB  {wall:7.3f} s wall "
+                f"{state}  {mb:7.1f} MB peak",
+                flush=True,
+            )
+        wall, mb, st, _out = measured(
+            [sys.executable, "-m", "builddoctor", "check", str(base), "--no-run", "--json"], opts.timeout
+        )
+        print(
+            f"  {c.name:22s} {'check --no-run (whole case)':58s} {'':10s}  {wall:7.3f} s wall "
+            f"{'exit ' + str(st) if st is not None else 'killed':>16s}  {mb:7.1f} MB peak",
+            flush=True,
+        )
     if not rows:
         print("no file measured")
         return 0
+
     def key(r):
         return (r[4] if r[4] is not None else float("inf"), r[3])
 
     # CPU seconds beside the wall time: on a shared machine the wall time says more about the load
-    print(f"\nthe {min(opts.top, len(rows))} slowest files (time after start-up, its CPU time; peak memory of the child):")
+    print(
+        f"\nthe {min(opts.top, len(rows))} slowest files (time after start-up, its CPU time; peak memory of the child):"
+    )
     print(f"  {'case':22s} {'file':58s} {'MB':>7s} {'inside s':>9s} {'CPU s':>7s} {'wall s':>8s} {'peak MB':>8s}")
 
     def line(r):
@@ -234,19 +275,24 @@ def corpus_main(opts) -> int:
         cpu = f"{r[7]:7.3f}" if r[7] is not None else f"{'-':>7s}"
         print(f"  {r[0]:22s} {r[1][-58:]:58s} {r[2] / 1e6:7.1f} {inside} {cpu} {r[3]:8.3f} {r[5]:8.1f}")
 
-    for r in sorted(rows, key=key, reverse=True)[:opts.top]:
+    for r in sorted(rows, key=key, reverse=True)[: opts.top]:
         line(r)
     print(f"the {min(opts.top, len(rows))} files with the highest peak memory:")
-    for r in sorted(rows, key=lambda r: r[5], reverse=True)[:opts.top]:
+    for r in sorted(rows, key=lambda r: r[5], reverse=True)[: opts.top]:
         line(r)
     slow = max(rows, key=key)
     big = max(rows, key=lambda r: r[5])
     for label, r in (("slowest file", slow), ("most memory", big)):
-        t = f"{r[4]:.3f} s after start-up ({r[3]:.3f} s wall)" if r[4] is not None else \
-            f"did not finish ({r[3]:.0f} s wall)"
+        t = (
+            f"{r[4]:.3f} s after start-up ({r[3]:.3f} s wall)"
+            if r[4] is not None
+            else f"did not finish ({r[3]:.0f} s wall)"
+        )
         ok = r[4] is not None and r[4] < FILE_GOAL_S and r[5] < FILE_GOAL_MB
-        print(f"{label}: {r[0]} {r[1]} ({r[2] / 1e6:.0f} MB): {t}, {r[5]:.0f} MB peak   "
-              f"[goal < {FILE_GOAL_S:g} s, < {FILE_GOAL_MB} MB: {'OK' if ok else 'over goal'}]")
+        print(
+            f"{label}: {r[0]} {r[1]} ({r[2] / 1e6:.0f} MB): {t}, {r[5]:.0f} MB peak   "
+            f"[goal < {FILE_GOAL_S:g} s, < {FILE_GOAL_MB} MB: {'OK' if ok else 'over goal'}]"
+        )
     return 0
 
 
@@ -274,20 +320,26 @@ def main() -> int:
     t_ps = time.perf_counter()
     proc.run([sys.executable, "-c", "pass"], timeout=60)
     t_py = time.perf_counter() - t_ps
-    print(f"  python start-up alone: {t_py:.3f} s; 'import lief' alone: {t_lief - t_py:.3f} s "
-          f"({'not imported by inspect' if res.ok else 'lief missing'})")
+    print(
+        f"  python start-up alone: {t_py:.3f} s; 'import lief' alone: {t_lief - t_py:.3f} s "
+        f"({'not imported by inspect' if res.ok else 'lief missing'})"
+    )
     from builddoctor.smoke_model import ensure_probe_model
 
     ensure_probe_model()  # generated once per machine (cached): not part of a check's time
-    for mode, label, goal in (("builds-norun", "static only (--no-run)", 1.0),
-                              ("builds-run", "with --version/--list-devices", 1.0),
-                              ("builds-compute", "with the compute probe too", 3.0)):
+    for mode, label, goal in (
+        ("builds-norun", "static only (--no-run)", 1.0),
+        ("builds-run", "with --version/--list-devices", 1.0),
+        ("builds-compute", "with the compute probe too", 3.0),
+    ):
         wall, inside = fresh(mode, roots, opts.repeat)
         run, compute = mode != "builds-norun", mode == "builds-compute"
         w = warm(lambda run=run, compute=compute: inspect_paths(roots, run=run, compute=compute), opts.repeat)
         verdict = "OK" if wall < goal else "over goal"
-        print(f"  {label:32s} fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
-              f"warm {w:.3f} s   [goal < {goal:.1f} s: {verdict}]")
+        print(
+            f"  {label:32s} fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
+            f"warm {w:.3f} s   [goal < {goal:.1f} s: {verdict}]"
+        )
 
     with tempfile.TemporaryDirectory(prefix="bd-bench-") as tmp:
         lib = make_big_lib(Path(tmp))
@@ -298,9 +350,11 @@ def main() -> int:
         w = warm(lambda: inspect_binary(lib), opts.repeat)
         bf = inspect_binary(lib)
         verdict = "OK" if inside < 0.3 else "over goal"
-        print(f"one {size / 1e6:.0f} MB library: fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
-              f"warm {w * 1000:.1f} ms   [goal < 0.3 s: {verdict}]  (isa_level={bf.isa_level}, "
-              f"backends={bf.backends})")
+        print(
+            f"one {size / 1e6:.0f} MB library: fresh process {wall:.3f} s wall ({inside:.3f} s after start-up), "
+            f"warm {w * 1000:.1f} ms   [goal < 0.3 s: {verdict}]  (isa_level={bf.isa_level}, "
+            f"backends={bf.backends})"
+        )
 
     with tempfile.TemporaryDirectory(prefix="bd-bench-") as tmp:
         mod = make_big_module(Path(tmp), Path(roots[1]) / "bin" / "libggml-cpu.so")
@@ -308,9 +362,11 @@ def main() -> int:
         wall, inside = fresh("binary", [str(mod)], opts.repeat, rss)
         bf = inspect_binary(mod)
         verdict = "OK" if inside < 1.0 and max(rss) < 300 else "over goal"
-        print(f"one {mod.stat().st_size / 1e6:.0f} MB monolithic extension module (100,000 functions): fresh process "
-              f"{wall:.3f} s wall ({inside:.3f} s after start-up), peak memory {max(rss):.0f} MB   "
-              f"[goal < 1 s, < 300 MB: {verdict}]  (isa_level={bf.isa_level}, cuda_archs={bf.cuda_archs})")
+        print(
+            f"one {mod.stat().st_size / 1e6:.0f} MB monolithic extension module (100,000 functions): fresh process "
+            f"{wall:.3f} s wall ({inside:.3f} s after start-up), peak memory {max(rss):.0f} MB   "
+            f"[goal < 1 s, < 300 MB: {verdict}]  (isa_level={bf.isa_level}, cuda_archs={bf.cuda_archs})"
+        )
     return 0
 
 

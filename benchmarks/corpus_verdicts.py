@@ -30,8 +30,9 @@ ORDER = ["error", "warning", "info", "ok"]
 
 def check(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, dict]:
     """check in a clean environment plus ``env`` (HOME, VIRTUAL_ENV: what the shapes need)."""
-    res = proc.run([sys.executable, "-m", "builddoctor", "check", *args, "--json"], timeout=timeout,
-                   cwd=str(cwd), extra_env=env)
+    res = proc.run(
+        [sys.executable, "-m", "builddoctor", "check", *args, "--json"], timeout=timeout, cwd=str(cwd), extra_env=env
+    )
     try:
         return res.returncode, json.loads(res.stdout)
     except json.JSONDecodeError:
@@ -69,10 +70,22 @@ def main() -> int:
     by_name = {c.name: c for c in cases}
     extra = ["--no-run"] if opts.no_run else []
     env: dict[str, str] = {}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
-    print(f"corpus verdicts on {os.uname().sysname} {os.uname().machine}, CPU: {cpu}"
-          f"{' (check --no-run)' if opts.no_run else ''}\n")
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "?",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "?"
+    )
+    print(
+        f"corpus verdicts on {os.uname().sysname} {os.uname().machine}, CPU: {cpu}"
+        f"{' (check --no-run)' if opts.no_run else ''}\n"
+    )
     print("| case | platform (truth) | build | verdict | exit | key findings (errors, warnings) (time) |")
     print("|---|---|---|---|---|---|")
     for c in cases:

@@ -71,9 +71,16 @@ def main() -> int:
     sizes = {p.name: p.stat().st_size for p in sorted(bin_dir.iterdir()) if p.is_file() and not p.is_symlink()}
     cuda_lib = next((bin_dir / n for n in sizes if n.startswith("libggml-cuda.so")), None)
     archs = inspect_binary(str(cuda_lib)).cuda_archs if cuda_lib else None
-    figures = {"cpu": cpu_model(), "cores": os.cpu_count(), "wall_s": round(wall, 1), "status": res.status,
-               "targets": plan.targets, "bin_dir": str(bin_dir), "sizes": sizes,
-               "cuda_archs": archs}
+    figures = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "wall_s": round(wall, 1),
+        "status": res.status,
+        "targets": plan.targets,
+        "bin_dir": str(bin_dir),
+        "sizes": sizes,
+        "cuda_archs": archs,
+    }
     print(json.dumps(figures, indent=1))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

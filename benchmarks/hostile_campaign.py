@@ -26,8 +26,18 @@ sys.path.insert(0, str(REPO))
 from builddoctor import proc  # noqa: E402
 from tests.hostile.campaign import _snapshot  # noqa: E402
 
-ORDER = ["cases", "passed", "skipped", "crashes", "hangs", "wrong_exit_codes", "files_touched",
-         "leftover_processes", "other_failures", "builddoctor_runs"]
+ORDER = [
+    "cases",
+    "passed",
+    "skipped",
+    "crashes",
+    "hangs",
+    "wrong_exit_codes",
+    "files_touched",
+    "leftover_processes",
+    "other_failures",
+    "builddoctor_runs",
+]
 
 
 def cpu_name() -> str:
@@ -54,14 +64,33 @@ def main() -> int:
         (home / ".config" / "keep.txt").write_text("the user's settings\n")
         (home / ".campaign-before.json").write_text(json.dumps(_snapshot(home)))
         out = Path(tmp, "campaign.json")
-        env = dict(os.environ, HOME=str(home), BUILDDOCTOR_CAMPAIGN_HOME=str(home), BUILDDOCTOR_CAMPAIGN_OUT=str(out),
-                   PYTHONPATH=str(REPO))
-        argv = [sys.executable, "-m", "pytest", "-q", "-p", "tests.hostile.campaign", "-p", "no:cacheprovider",
-                f"--basetemp={tmp}/bt", "tests/hostile"] + (["-k", args.k] if args.k else [])
+        env = dict(
+            os.environ,
+            HOME=str(home),
+            BUILDDOCTOR_CAMPAIGN_HOME=str(home),
+            BUILDDOCTOR_CAMPAIGN_OUT=str(out),
+            PYTHONPATH=str(REPO),
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.hostile.campaign",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp}/bt",
+            "tests/hostile",
+        ] + (["-k", args.k] if args.k else [])
         t0 = time.monotonic()
-        done = proc.stream(argv, timeout=args.timeout, env=env, cwd=REPO,
-                           on_line=lambda line: print(line, file=sys.stderr) if line.startswith(("FAILED", "ERROR"))
-                           else None)
+        done = proc.stream(
+            argv,
+            timeout=args.timeout,
+            env=env,
+            cwd=REPO,
+            on_line=lambda line: print(line, file=sys.stderr) if line.startswith(("FAILED", "ERROR")) else None,
+        )
         took = time.monotonic() - t0
         if done.timed_out or not out.exists():
             print(f"the campaign did not finish ({'timed out' if done.timed_out else done.output[-2000:]})")

@@ -47,7 +47,9 @@ def one_run(cold: bool) -> float:
         if not done.ok:
             raise SystemExit(done.output[-4000:])
         check = proc.run([str(venv / "bin" / "builddoctor"), "run", "llama-bench", "--version"], timeout=60)
-        print(f"  {'cold' if cold else 'warm'}: {took:.0f} s  ({check.output.strip().splitlines()[0] if check.output else check.error})")
+        print(
+            f"  {'cold' if cold else 'warm'}: {took:.0f} s  ({check.output.strip().splitlines()[0] if check.output else check.error})"
+        )
         return took
 
 

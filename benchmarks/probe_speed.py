@@ -32,8 +32,9 @@ def command() -> list[str]:
 
 def timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1"})
+    done = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60, env={**os.environ, "NO_COLOR": "1"}
+    )
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")

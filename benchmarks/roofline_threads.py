@@ -50,14 +50,18 @@ def main() -> int:
     from builddoctor import bandwidth
 
     smoke = bandwidth.plan_smoke(int(args.size_mb * 1e6) if args.size_mb else None, threads=machine.cpu.threads)
-    print(f"roofline: {smoke.why}; read speed by working set: "
-          + ", ".join(f"{p.bytes >> 20} MiB {p.gbs:.1f}" for p in (smoke.sweep.points if smoke.sweep else [])))
+    print(
+        f"roofline: {smoke.why}; read speed by working set: "
+        + ", ".join(f"{p.bytes >> 20} MiB {p.gbs:.1f}" for p in (smoke.sweep.points if smoke.sweep else []))
+    )
     model = smoke_model.ensure_model(smoke.model_bytes)
     cores = bench.physical_cores(machine)
     l3 = machine.cpu.l3_cache_bytes
-    print(f"{machine.cpu.model} ({machine.cpu.microarch or '?'}), {cores} physical cores, "
-          f"L3 {(l3 or 0) >> 20} MiB; model {model.stat().st_size / 2**20:.0f} MiB "
-          f"({smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per token); {lb}")
+    print(
+        f"{machine.cpu.model} ({machine.cpu.microarch or '?'}), {cores} physical cores, "
+        f"L3 {(l3 or 0) >> 20} MiB; model {model.stat().st_size / 2**20:.0f} MiB "
+        f"({smoke_model.bytes_per_token(model) / 2**20:.0f} MiB read per token); {lb}"
+    )
     print("| threads | read bandwidth GB/s | pp t/s | tg t/s | tg x bytes/token GB/s | of bandwidth |")
     print("|---|---|---|---|---|---|")
     rows = {}
@@ -70,14 +74,19 @@ def main() -> int:
                 return 1
             eff = r.roofline_fraction * bw  # tg x bytes per token, in GB/s: bench's own count
             rows[t] = (bw, r.tg.mean)
-            print(f"| {t} | {bw:.1f} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
-                  f"| {eff:.1f} | {r.roofline_fraction:.0%} |", flush=True)
+            print(
+                f"| {t} | {bw:.1f} | {r.pp.mean:.0f} ± {r.pp.stddev:.0f} | {r.tg.mean:.1f} ± {r.tg.stddev:.1f} "
+                f"| {eff:.1f} | {r.roofline_fraction:.0%} |",
+                flush=True,
+            )
     if len(rows) == 2:
         (bw1, tg1), (bwn, tgn) = rows[1], rows[cores]
         print(f"\n1 -> {cores} threads: bandwidth x{bwn / bw1:.2f}, generation x{tgn / tg1:.2f}")
         if tgn / tg1 > 1.5 * bwn / bw1 or (tgn / tg1) > 0.8 * cores and (bwn / bw1) < 0.8 * cores:
-            print("generation scales with cores faster than bandwidth does: it is bound by the cores "
-                  "(the quantized dot products), not by memory, on this machine")
+            print(
+                "generation scales with cores faster than bandwidth does: it is bound by the cores "
+                "(the quantized dot products), not by memory, on this machine"
+            )
         else:
             print("generation scales like bandwidth: it is memory-bound here")
     return 0

@@ -47,19 +47,34 @@ def main() -> int:
     machine = machine_profile()
     source = ensure_source()
     model = smoke_model.ensure_model(int(args.size_mb * 1e6))
-    print(f"CPU: {machine.cpu.model} ({machine.cpu.cores} cores, {machine.cpu.threads} threads); "
-          f"features: {' '.join(machine.cpu.features)}")
-    print(f"model {model.name} ({model.stat().st_size / 1e6:.0f} MB); llama-bench -p {bench.DEFAULT_PP} "
-          f"-n {bench.DEFAULT_TG} -r {args.reps}; objective {args.objective}", flush=True)
+    print(
+        f"CPU: {machine.cpu.model} ({machine.cpu.cores} cores, {machine.cpu.threads} threads); "
+        f"features: {' '.join(machine.cpu.features)}"
+    )
+    print(
+        f"model {model.name} ({model.stat().st_size / 1e6:.0f} MB); llama-bench -p {bench.DEFAULT_PP} "
+        f"-n {bench.DEFAULT_TG} -r {args.reps}; objective {args.objective}",
+        flush=True,
+    )
 
     def said(msg: str) -> None:
         print(msg, flush=True)
 
     t0 = time.monotonic()
-    res = tune.tune(machine, source=source, objective=args.objective, budget_s=tune.parse_budget(args.budget),
-                    model=model, only=args.candidates.split(",") if args.candidates else None,
-                    targets=["llama-bench"], max_rounds=args.max_rounds, reps=args.reps, install=False,
-                    settings=False, say=said)
+    res = tune.tune(
+        machine,
+        source=source,
+        objective=args.objective,
+        budget_s=tune.parse_budget(args.budget),
+        model=model,
+        only=args.candidates.split(",") if args.candidates else None,
+        targets=["llama-bench"],
+        max_rounds=args.max_rounds,
+        reps=args.reps,
+        install=False,
+        settings=False,
+        say=said,
+    )
     print(f"tune: {time.monotonic() - t0:.0f} s, stopped: {res.stopped}", flush=True)
 
     # llama.cpp's default build: no options at all
@@ -77,16 +92,19 @@ def main() -> int:
             plain_lb = bench.find_llama_bench(Path(plain.build_dir) / "bin")
             default_lb = bench.find_llama_bench(Path(d.build_dir) / "bin")
             with build.build_lock():
-                cmp = bench.compare([plain_lb, default_lb], model, rounds=args.max_rounds, reps=args.reps,
-                                    threads=res.threads)
+                cmp = bench.compare(
+                    [plain_lb, default_lb], model, rounds=args.max_rounds, reps=args.reps, threads=res.threads
+                )
             vs_default = (cmp.pp_ratio[1], cmp.tg_ratio[1], cmp.results[1])
             default_note = f"pp {_s(cmp.results[1].pp)} tg {_s(cmp.results[1].tg)} t/s"
     else:
         default_note = f"did not build: {(d.error or '').splitlines()[:1]}"
     print(f"llama.cpp default build: {default_note}\n")
 
-    print(f"{'candidate':<14} {'build s':>8} {'pp t/s':>15} {'tg t/s':>15} {'pp vs plain':>13} {'tg vs plain':>13} "
-          f"{'tg vs default':>13}  status")
+    print(
+        f"{'candidate':<14} {'build s':>8} {'pp t/s':>15} {'tg t/s':>15} {'pp vs plain':>13} {'tg vs plain':>13} "
+        f"{'tg vs default':>13}  status"
+    )
     for c in sorted(res.candidates, key=tune.sort_key(res.objective)):
         tg_def = ""
         if vs_default and vs_default[1] and c.tg:
@@ -96,8 +114,10 @@ def main() -> int:
         pr = c.pp_ratio if c.name != tune.BASELINE else None
         tr = c.tg_ratio if c.name != tune.BASELINE else None
         status = c.status + (f": {c.reason}" if c.reason and c.status not in ("measured", "winner") else "")
-        print(f"{c.name:<14} {build_s:>8} {_s(c.pp)} {_s(c.tg)} {(_r(pr) if pr else ('1.00x' if c.name == 'plain' else '')):>13} "
-              f"{(_r(tr) if tr else ('1.00x' if c.name == 'plain' else '')):>13} {tg_def:>13}  {status[:120]}")
+        print(
+            f"{c.name:<14} {build_s:>8} {_s(c.pp)} {_s(c.tg)} {(_r(pr) if pr else ('1.00x' if c.name == 'plain' else '')):>13} "
+            f"{(_r(tr) if tr else ('1.00x' if c.name == 'plain' else '')):>13} {tg_def:>13}  {status[:120]}"
+        )
     print(f"\nwinner: {res.winner} - {res.winner_reason}")
     return 0
 

@@ -46,6 +46,7 @@ BUNDLE_OPTIONS = (
 #: Variables of llama.cpp's namespace: given on the command line, they extend the plan.
 NAMESPACE = ("GGML_", "LLAMA_")
 
+
 def say(text: str) -> None:
     print(PREFIX + text, flush=True)
 
@@ -97,8 +98,9 @@ def _cache_type(value: str) -> str:
     return "BOOL" if value.strip().upper() in {"ON", "OFF", "TRUE", "FALSE"} else "STRING"
 
 
-def apply_overrides(plan: BuildPlan, given: dict[str, tuple[str, str]], cmake_args: str
-                    ) -> tuple[list[PlanOption], list[BundleOverride]]:
+def apply_overrides(
+    plan: BuildPlan, given: dict[str, tuple[str, str]], cmake_args: str
+) -> tuple[list[PlanOption], list[BundleOverride]]:
     """The effective options (plan + command line) and the list of what the command line changed."""
     from_env = cmake_args_names(cmake_args)
 
@@ -136,8 +138,9 @@ def check_policy(plan: BuildPlan, effective: list[PlanOption], source: Path) -> 
 
     doc = plan.to_dict()
     doc["options"] = [o.to_dict() for o in effective]
-    plan_policy.enforce(doc, where="The bundled build's plan (the recipes plus CMAKE_ARGS and -D defines)",
-                        source=source)
+    plan_policy.enforce(
+        doc, where="The bundled build's plan (the recipes plus CMAKE_ARGS and -D defines)", source=source
+    )
 
 
 def build_commit(source: Path, pinned: bool) -> tuple[str, int]:
@@ -162,27 +165,39 @@ def plan_for_this_machine(goal: str, backend: str, source: Path | None) -> Build
 
         cuda_pip.use_for(machine, say=say)  # cuBLAS from the pinned PyPI wheel, asked for by name
     plan = resolve(machine, goal=goal, backend=backend, source=source)
-    blocking = [p for p in plan.prerequisites if p.status not in ("found", "unchecked") and p.kind != "driver"
-                and p.name not in ("cmake", "ninja")]
+    blocking = [
+        p
+        for p in plan.prerequisites
+        if p.status not in ("found", "unchecked") and p.kind != "driver" and p.name not in ("cmake", "ninja")
+    ]
     if blocking and backend == "auto" and plan.backend != "cpu":
         first = blocking[0]
-        note = (f"the {plan.backend} backend was planned for this machine, but {first.name} is {first.status}"
-                f"{' (' + first.reason + ')' if first.reason else ''}: the bundled build is CPU-only. Install "
-                f"{first.name} and reinstall builddoctor for the {plan.backend} build.")
+        note = (
+            f"the {plan.backend} backend was planned for this machine, but {first.name} is {first.status}"
+            f"{' (' + first.reason + ')' if first.reason else ''}: the bundled build is CPU-only. Install "
+            f"{first.name} and reinstall builddoctor for the {plan.backend} build."
+        )
         say("warning: " + note)
         plan = resolve(machine, goal=goal, backend="cpu", source=source)
         plan.notes.insert(0, note)
-        blocking = [p for p in plan.prerequisites if p.status not in ("found", "unchecked") and p.kind != "driver"
-                    and p.name not in ("cmake", "ninja")]
+        blocking = [
+            p
+            for p in plan.prerequisites
+            if p.status not in ("found", "unchecked") and p.kind != "driver" and p.name not in ("cmake", "ninja")
+        ]
     if blocking:
         lines = []
         for p in blocking:
             how = "; ".join(f"{k}: {v}" for k, v in p.install.items())
-            lines.append(f"{p.name} is {p.status}" + (f" ({p.reason})" if p.reason else "") + (f" [{how}]" if how else ""))
+            lines.append(
+                f"{p.name} is {p.status}" + (f" ({p.reason})" if p.reason else "") + (f" [{how}]" if how else "")
+            )
         raise errors.UserError(
             f"the {plan.backend} build of the bundled llama.cpp cannot start: " + "; ".join(lines) + ". Install it, "
             "choose another backend (BUILDDOCTOR_BACKEND=cpu) or install without the binaries "
-            "(BUILDDOCTOR_BINARY=skip).", exit_code=errors.TOOLCHAIN)
+            "(BUILDDOCTOR_BINARY=skip).",
+            exit_code=errors.TOOLCHAIN,
+        )
     return plan
 
 
@@ -196,8 +211,10 @@ def locate_source(requested: str) -> tuple[Path, bool, str]:
     root = paths.vendor_dir()
     pin = src.load_pin()
     if not src.looks_like_llama_cpp(root):
-        say(f"no llama.cpp source at {root}: fetching the pinned {pin.package} {pin.version} "
-            f"(llama.cpp {pin.short_commit}) from the package registry")
+        say(
+            f"no llama.cpp source at {root}: fetching the pinned {pin.package} {pin.version} "
+            f"(llama.cpp {pin.short_commit}) from the package registry"
+        )
         t0 = time.monotonic()
         result = src.fetch(echo=say)
         say(f"{result.message} ({time.monotonic() - t0:.0f} s)")
@@ -207,8 +224,16 @@ def locate_source(requested: str) -> tuple[Path, bool, str]:
     return root, False, f"{root} (a llama.cpp tree builddoctor did not fetch; used as it is)"
 
 
-def write_cmake(path: Path, plan: BuildPlan, effective: list[PlanOption], given: dict[str, tuple[str, str]],
-                source: Path, pinned: bool, commit: str, number: int) -> None:
+def write_cmake(
+    path: Path,
+    plan: BuildPlan,
+    effective: list[PlanOption],
+    given: dict[str, tuple[str, str]],
+    source: Path,
+    pinned: bool,
+    commit: str,
+    number: int,
+) -> None:
     lines = [
         "# Written by builddoctor._buildplan at configure time; see builddoctor/_llama/plan.json.",
         f"set(BUILDDOCTOR_LLAMA_SOURCE_DIR {_cmake_str(source.as_posix())})",
@@ -244,15 +269,18 @@ def _write_if_changed(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def report(plan: BuildPlan, effective: list[PlanOption], overrides: list[BundleOverride], source_text: str,
-           commit: str) -> None:
+def report(
+    plan: BuildPlan, effective: list[PlanOption], overrides: list[BundleOverride], source_text: str, commit: str
+) -> None:
     m = plan.machine
     say(f"llama.cpp source: {source_text}, build commit {commit}")
     if m is not None:
         cpu = m.cpu
         feats = ", ".join(f for f in cpu.features if f.startswith(("AVX512", "AVX2", "AMX", "SVE", "DOTPROD")))
-        say(f"machine: {cpu.model or cpu.vendor or cpu.arch} ({cpu.microarch or cpu.variant or cpu.arch}"
-            f"{': ' + feats if feats else ''}), {m.os} {m.arch}")
+        say(
+            f"machine: {cpu.model or cpu.vendor or cpu.arch} ({cpu.microarch or cpu.variant or cpu.arch}"
+            f"{': ' + feats if feats else ''}), {m.os} {m.arch}"
+        )
     say(f"plan: goal {plan.goal}, backend {plan.backend}, recipes {', '.join(plan.recipes)}")
     width = max((len(o.name) + len(o.value) for o in effective), default=0) + 1
     for o in effective:
@@ -299,8 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         planned = list(plan.options)
         plan.options = effective
         if overrides:
-            plan.notes.append("options changed at install time: " + ", ".join(
-                f"{o.name}={o.value}" + (f" (plan: {o.planned})" if o.planned is not None else "") for o in overrides))
+            plan.notes.append(
+                "options changed at install time: "
+                + ", ".join(
+                    f"{o.name}={o.value}" + (f" (plan: {o.planned})" if o.planned is not None else "")
+                    for o in overrides
+                )
+            )
         _write_if_changed(args.json, plan.to_json() + "\n")
         pin = None
         if pinned:
@@ -308,10 +341,18 @@ def main(argv: list[str] | None = None) -> int:
 
             pin = load_pin()
         info = BundleInfo(
-            builddoctor_version=__version__, goal=plan.goal, backend=plan.backend, llama_commit=commit,
-            llama_build_number=number, llama_version=pin.llama_version if pin else None,
-            source="pinned" if pinned else "checkout", source_path=str(source), targets=list(plan.targets),
-            overrides=overrides, planned=planned, cmake_args=cmake_args,
+            builddoctor_version=__version__,
+            goal=plan.goal,
+            backend=plan.backend,
+            llama_commit=commit,
+            llama_build_number=number,
+            llama_version=pin.llama_version if pin else None,
+            source="pinned" if pinned else "checkout",
+            source_path=str(source),
+            targets=list(plan.targets),
+            overrides=overrides,
+            planned=planned,
+            cmake_args=cmake_args,
             built_on=(plan.machine.cpu.model if plan.machine else ""),
         )
         _write_if_changed(args.info, info.to_json() + "\n")

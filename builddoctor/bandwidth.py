@@ -190,18 +190,34 @@ def choose_size(sw: Sweep, *, cap: int = DEFAULT_CAP, default: int) -> SmokeSize
     k = knee(sw.points)
     largest = max(p.bytes for p in sw.points)
     if k is None:
-        return SmokeSize(default, False, f"not measured: read speed still changes at {largest / 2**20:.0f} MiB, the "
-                                         "largest working set measured: the caches may hold more than that", sweep=sw)
+        return SmokeSize(
+            default,
+            False,
+            f"not measured: read speed still changes at {largest / 2**20:.0f} MiB, the "
+            "largest working set measured: the caches may hold more than that",
+            sweep=sw,
+        )
     want = max(default, int(PAST_KNEE * k))
     bw = sw.plateau_gbs
     if want > cap:
-        return SmokeSize(default, False, f"not measured: the caches hold up to about {k / 2**20:.0f} MiB (measured), "
-                                         f"a model past that ({want / 1e6:.0f} MB) is over the {cap / 1e6:.0f} MB cap "
-                                         "that keeps the benchmark short; ask for it with --size",
-                         knee_bytes=k, bandwidth_gbs=bw, sweep=sw)
-    return SmokeSize(want, True, f"model {want / 1e6:.0f} MB is past the measured cache knee "
-                                 f"({k / 2**20:.0f} MiB; {bw:.1f} GB/s beyond it)",
-                     knee_bytes=k, bandwidth_gbs=bw, sweep=sw)
+        return SmokeSize(
+            default,
+            False,
+            f"not measured: the caches hold up to about {k / 2**20:.0f} MiB (measured), "
+            f"a model past that ({want / 1e6:.0f} MB) is over the {cap / 1e6:.0f} MB cap "
+            "that keeps the benchmark short; ask for it with --size",
+            knee_bytes=k,
+            bandwidth_gbs=bw,
+            sweep=sw,
+        )
+    return SmokeSize(
+        want,
+        True,
+        f"model {want / 1e6:.0f} MB is past the measured cache knee ({k / 2**20:.0f} MiB; {bw:.1f} GB/s beyond it)",
+        knee_bytes=k,
+        bandwidth_gbs=bw,
+        sweep=sw,
+    )
 
 
 def roofline_check(model_bytes: int, sw: Sweep) -> SmokeSize:
@@ -210,22 +226,45 @@ def roofline_check(model_bytes: int, sw: Sweep) -> SmokeSize:
         return SmokeSize(model_bytes, False, f"not measured: {sw.error}", sweep=sw)
     k = knee(sw.points)
     if k is None:
-        return SmokeSize(model_bytes, False, "not measured: no memory plateau within the "
-                                             f"{max(p.bytes for p in sw.points) / 2**20:.0f} MiB measured", sweep=sw)
+        return SmokeSize(
+            model_bytes,
+            False,
+            f"not measured: no memory plateau within the {max(p.bytes for p in sw.points) / 2**20:.0f} MiB measured",
+            sweep=sw,
+        )
     if model_bytes < PAST_KNEE * k:
-        return SmokeSize(model_bytes, False, f"not measured: the {model_bytes / 1e6:.0f} MB model fits in the caches "
-                                             f"(knee measured at {k / 2**20:.0f} MiB)", knee_bytes=k,
-                         bandwidth_gbs=sw.plateau_gbs, sweep=sw)
-    return SmokeSize(model_bytes, True, f"model {model_bytes / 1e6:.0f} MB is past the measured cache knee "
-                                        f"({k / 2**20:.0f} MiB)", knee_bytes=k, bandwidth_gbs=sw.plateau_gbs, sweep=sw)
+        return SmokeSize(
+            model_bytes,
+            False,
+            f"not measured: the {model_bytes / 1e6:.0f} MB model fits in the caches "
+            f"(knee measured at {k / 2**20:.0f} MiB)",
+            knee_bytes=k,
+            bandwidth_gbs=sw.plateau_gbs,
+            sweep=sw,
+        )
+    return SmokeSize(
+        model_bytes,
+        True,
+        f"model {model_bytes / 1e6:.0f} MB is past the measured cache knee ({k / 2**20:.0f} MiB)",
+        knee_bytes=k,
+        bandwidth_gbs=sw.plateau_gbs,
+        sweep=sw,
+    )
 
 
 #: default sizes are rounded up to this step, so that runs on one host reuse one cached model
 SIZE_STEP = 50 * 1000**2
 
 
-def plan_smoke(size_bytes: int | None, *, threads: int | None = None, measure: bool = True,
-               default: int | None = None, cap: int = DEFAULT_CAP, remember: Path | None = None) -> SmokeSize:
+def plan_smoke(
+    size_bytes: int | None,
+    *,
+    threads: int | None = None,
+    measure: bool = True,
+    default: int | None = None,
+    cap: int = DEFAULT_CAP,
+    remember: Path | None = None,
+) -> SmokeSize:
     """The smoke model for `bench`: the user's size (checked against the knee) or one past the knee.
     ``remember``: a file keeping the curve (tune: per machine, so that a rerun picks the same model
     and its cached results without measuring again)."""

@@ -83,11 +83,33 @@ def physical_cores(machine=None) -> int:
 # --------------------------------------------------------------------------- one run
 
 
-def bench_command(binary: Path, model: Path, *, threads: int, ngl: int = 0, pp: int = DEFAULT_PP,
-                  tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS, extra: tuple[str, ...] = ()) -> list[str]:
+def bench_command(
+    binary: Path,
+    model: Path,
+    *,
+    threads: int,
+    ngl: int = 0,
+    pp: int = DEFAULT_PP,
+    tg: int = DEFAULT_TG,
+    reps: int = DEFAULT_REPS,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """``extra``: more llama-bench options (tune's run-time settings: -fa on, -ub 256...)."""
-    argv = [str(binary), "-m", str(model), "-p", str(pp), "-n", str(tg), "-r", str(reps),
-            "-t", str(threads), "-o", "json"]
+    argv = [
+        str(binary),
+        "-m",
+        str(model),
+        "-p",
+        str(pp),
+        "-n",
+        str(tg),
+        "-r",
+        str(reps),
+        "-t",
+        str(threads),
+        "-o",
+        "json",
+    ]
     if ngl:
         argv += ["-ngl", str(ngl)]
     return argv + [str(a) for a in extra]
@@ -101,7 +123,7 @@ def parse_bench_json(text: str) -> list[dict]:
     if start < 0:
         raise ValueError("no JSON array in llama-bench output")
     try:
-        data = loads(text[start:text.rfind("]") + 1])
+        data = loads(text[start : text.rfind("]") + 1])
     except JsonInputError as exc:
         raise ValueError(f"llama-bench JSON: {exc}") from None
     if not isinstance(data, list):
@@ -153,32 +175,56 @@ def bench_rows(data: list) -> list[BenchRow]:
         for k, v in text.items():
             if not isinstance(v, str):
                 raise ValueError(f"row {i}: {k} is {type(v).__name__}, not text")
-        rows.append(BenchRow(n_prompt=_number(row, "n_prompt", i, int, 0), n_gen=_number(row, "n_gen", i, int, 0),
-                             avg_ts=_number(row, "avg_ts", i, float, 0.0),
-                             stddev_ts=_number(row, "stddev_ts", i, float, 0.0), n_samples=len(samples),
-                             model_size=_number(row, "model_size", i, int, None), **text))
+        rows.append(
+            BenchRow(
+                n_prompt=_number(row, "n_prompt", i, int, 0),
+                n_gen=_number(row, "n_gen", i, int, 0),
+                avg_ts=_number(row, "avg_ts", i, float, 0.0),
+                stddev_ts=_number(row, "stddev_ts", i, float, 0.0),
+                n_samples=len(samples),
+                model_size=_number(row, "model_size", i, int, None),
+                **text,
+            )
+        )
     return rows
 
 
-def run_bench(binary: Path, model: Path, *, threads: int | None = None, ngl: int | None = None,
-              pp: int = DEFAULT_PP, tg: int = DEFAULT_TG, reps: int = DEFAULT_REPS,
-              timeout: float = BENCH_TIMEOUT, bandwidth_gbs: float | None = None,
-              extra: tuple[str, ...] = ()) -> BenchResult:
+def run_bench(
+    binary: Path,
+    model: Path,
+    *,
+    threads: int | None = None,
+    ngl: int | None = None,
+    pp: int = DEFAULT_PP,
+    tg: int = DEFAULT_TG,
+    reps: int = DEFAULT_REPS,
+    timeout: float = BENCH_TIMEOUT,
+    bandwidth_gbs: float | None = None,
+    extra: tuple[str, ...] = (),
+) -> BenchResult:
     """One llama-bench run. A crash, a hang or unreadable output ends in ``BenchResult.error``."""
     binary = Path(binary)
     threads = threads or physical_cores()
     if ngl is None:
         ngl = 99 if has_gpu_backend(binary) else 0
-    res = BenchResult(binary=str(binary), model=str(model), threads=threads, n_gpu_layers=ngl,
-                      pp_tokens=pp, tg_tokens=tg, bandwidth_gbs=bandwidth_gbs)
+    res = BenchResult(
+        binary=str(binary),
+        model=str(model),
+        threads=threads,
+        n_gpu_layers=ngl,
+        pp_tokens=pp,
+        tg_tokens=tg,
+        bandwidth_gbs=bandwidth_gbs,
+    )
     try:
         res.model_bytes = Path(model).stat().st_size
     except OSError:
         pass
     res.bytes_per_token = _bytes_per_token(Path(model))
     # absolute paths: it runs in a throw-away folder
-    argv = bench_command(binary.absolute(), Path(model).absolute(), threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps,
-                         extra=extra)
+    argv = bench_command(
+        binary.absolute(), Path(model).absolute(), threads=threads, ngl=ngl, pp=pp, tg=tg, reps=reps, extra=extra
+    )
     with tempfile.TemporaryDirectory(prefix="builddoctor-bench-") as cwd:  # its folder and HOME: throw-away
         done = proc.run(argv, timeout=timeout, extra_env={**proc.from_user(proc.DEVICE_ENV), "HOME": cwd}, cwd=cwd)
     if not done.ok:
@@ -230,8 +276,12 @@ def _describe_failure(done: proc.Completed, timeout: float) -> str:
     if done.timed_out:
         return f"{name} did not finish within {timeout:.0f} s and was stopped (a hang, or a far too slow build)"
     if done.signal:
-        hint = {"SIGILL": " (an instruction this CPU does not have: the build targets another CPU)",
-                "SIGSEGV": " (a crash)", "SIGBUS": " (a crash)", "SIGABRT": " (it aborted)"}.get(done.signal, "")
+        hint = {
+            "SIGILL": " (an instruction this CPU does not have: the build targets another CPU)",
+            "SIGSEGV": " (a crash)",
+            "SIGBUS": " (a crash)",
+            "SIGABRT": " (it aborted)",
+        }.get(done.signal, "")
         return f"{name} died from {done.signal}{hint}; last output: {_tail(done.output)}"
     return f"{name} failed (exit code {done.returncode}); last output: {_tail(done.output)}"
 
@@ -248,8 +298,10 @@ def roofline_fraction(tg_tokens_per_s: float, bytes_per_token: int, bandwidth_gb
 
 # --------------------------------------------------------------------------- memory bandwidth
 
-def memory_bandwidth(threads: int | None = None, size_bytes: int | None = None, l3_bytes: int | None = None,
-                     reps: int = 7) -> float:
+
+def memory_bandwidth(
+    threads: int | None = None, size_bytes: int | None = None, l3_bytes: int | None = None, reps: int = 7
+) -> float:
     """Read bandwidth in GB/s (1e9 bytes/s) at one working-set size with ``threads`` threads
     (default: all CPUs), from ``bandwidth``'s kernel; numpy threads when it cannot be built."""
     from builddoctor import bandwidth
@@ -299,13 +351,22 @@ class Comparison(Serializable):
 def _stat(values: list[float]) -> Stat | None:
     if not values:
         return None
-    return Stat(mean=statistics.fmean(values), stddev=statistics.stdev(values) if len(values) > 1 else 0.0,
-                n=len(values))
+    return Stat(
+        mean=statistics.fmean(values), stddev=statistics.stdev(values) if len(values) > 1 else 0.0, n=len(values)
+    )
 
 
-def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2, threads: int | None = None,
-            bandwidth_gbs: float | None = None, timeout: float = BENCH_TIMEOUT,
-            on_run: Callable[[int, int, BenchResult], None] | None = None) -> Comparison:
+def compare(
+    binaries: list[Path],
+    model: Path,
+    *,
+    rounds: int = 3,
+    reps: int = 2,
+    threads: int | None = None,
+    bandwidth_gbs: float | None = None,
+    timeout: float = BENCH_TIMEOUT,
+    on_run: Callable[[int, int, BenchResult], None] | None = None,
+) -> Comparison:
     """Run each build ``rounds`` times, interleaved (A B A B ...), so that drift of the machine
     (other load, heat) hits all builds alike; report speeds and per-round ratios to the first."""
     threads = threads or physical_cores()
@@ -322,8 +383,7 @@ def compare(binaries: list[Path], model: Path, *, rounds: int = 3, reps: int = 2
     for runs in per:
         ok = [x for x in runs if not x.error]
         first = ok[0] if ok else runs[0]
-        agg = replace(first, pp=None, tg=None, roofline_fraction=None, error=None,
-                      bandwidth_gbs=bandwidth_gbs)
+        agg = replace(first, pp=None, tg=None, roofline_fraction=None, error=None, bandwidth_gbs=bandwidth_gbs)
         if not ok:
             agg.error = first.error or runs[-1].error
         else:

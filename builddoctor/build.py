@@ -38,6 +38,8 @@ LOCK_PATH = Path("/tmp/builddoctor-llama-build.lock")  # shared with every llama
 def default_lock_path() -> Path:
     """The machine-wide build lock (BUILDDOCTOR_BUILD_LOCK overrides, e.g. for tests)."""
     return Path(os.environ.get("BUILDDOCTOR_BUILD_LOCK") or LOCK_PATH)
+
+
 MARKER = "builddoctor-build.json"
 LOG_NAME = "build.log"
 BUILD_TIMEOUT = 3600.0  # compile; generous, but a limit
@@ -46,8 +48,17 @@ TOOL_TIMEOUT = 20.0
 #: environment variables a user sets on purpose to choose compilers; passed through and keyed
 # Passed from the user's environment to cmake: compilers, and where toolkits live (VULKAN_SDK is
 # how the LunarG SDK, or newer headers unpacked by hand, are found).
-COMPILER_ENV = ("CC", "CXX", "CUDACXX", "CUDAHOSTCXX", "CUDAToolkit_ROOT", "CCACHE_DIR", "CCACHE_MAXSIZE",
-                "VULKAN_SDK", "CMAKE_PREFIX_PATH")
+COMPILER_ENV = (
+    "CC",
+    "CXX",
+    "CUDACXX",
+    "CUDAHOSTCXX",
+    "CUDAToolkit_ROOT",
+    "CCACHE_DIR",
+    "CCACHE_MAXSIZE",
+    "VULKAN_SDK",
+    "CMAKE_PREFIX_PATH",
+)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
@@ -124,8 +135,7 @@ def source_identity(source_dir: Path) -> str:
     if is_git_checkout(source_dir):
         head = proc.run(["git", "-C", str(source_dir), "rev-parse", "HEAD"], timeout=TOOL_TIMEOUT)
         if head.ok:
-            diff = proc.run(["git", "-C", str(source_dir), "diff", "HEAD", "--no-color", "--no-ext-diff"],
-                            timeout=60)
+            diff = proc.run(["git", "-C", str(source_dir), "diff", "HEAD", "--no-color", "--no-ext-diff"], timeout=60)
             untracked = proc.run(["git", "-C", str(source_dir), "status", "--porcelain", "-uall"], timeout=60)
             h = hashlib.sha256()
             h.update(head.stdout.strip().encode())
@@ -193,8 +203,9 @@ def build_env(plan: BuildPlan, cache_root: Path, base_env: dict[str, str] | None
     return env
 
 
-def environment(plan: BuildPlan, source_dir: Path, cache_root: Path,
-                base_env: dict[str, str] | None = None) -> dict[str, str]:
+def environment(
+    plan: BuildPlan, source_dir: Path, cache_root: Path, base_env: dict[str, str] | None = None
+) -> dict[str, str]:
     """Exactly the environment the build starts cmake with (``--dry-run`` prints it)."""
     env = build_env(plan, cache_root, base_env)
     if not is_git_checkout(source_dir):
@@ -209,8 +220,13 @@ def check_policy(plan: BuildPlan, source_dir: Path, env: dict[str, str], allowed
     compilers named in it are looked up on the PATH the build will use."""
     from builddoctor import plan_policy
 
-    plan_policy.enforce(plan.to_dict(), where="The build plan", source=source_dir, allowed_paths=allowed_paths,
-                        search_path=env.get("PATH"))
+    plan_policy.enforce(
+        plan.to_dict(),
+        where="The build plan",
+        source=source_dir,
+        allowed_paths=allowed_paths,
+        search_path=env.get("PATH"),
+    )
 
 
 def cache_key(plan: BuildPlan, source_dir: Path, env: dict[str, str], *, identity: str | None = None) -> str:
@@ -273,8 +289,16 @@ class DryRun:
     build_dir: str  # <cache>/<key>
 
 
-def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = None, jobs: int | None = None,
-             allowed_paths=(), build_dir: Path | None = None, policy: bool = True) -> DryRun:
+def commands(
+    plan: BuildPlan,
+    source_dir: Path,
+    *,
+    cache_root: Path | None = None,
+    jobs: int | None = None,
+    allowed_paths=(),
+    build_dir: Path | None = None,
+    policy: bool = True,
+) -> DryRun:
     """The commands ``build`` would run (for --dry-run, and what ``recipe`` prints). Checks the plan's
     policy (unless ``policy`` is False: a recipe for another machine is built there); runs nothing
     (no compiler --version, no git), reads no source tree and creates no folder."""
@@ -284,8 +308,11 @@ def commands(plan: BuildPlan, source_dir: Path, *, cache_root: Path | None = Non
     if policy:
         check_policy(plan, source_dir, env, allowed_paths)
     bdir = build_dir if build_dir is not None else cache_root / KEY_PLACEHOLDER
-    return DryRun([configure_command(plan, source_dir, bdir, env), compile_command(plan, bdir, jobs or choose_jobs(plan))],
-                  env, str(bdir))
+    return DryRun(
+        [configure_command(plan, source_dir, bdir, env), compile_command(plan, bdir, jobs or choose_jobs(plan))],
+        env,
+        str(bdir),
+    )
 
 
 # --------------------------------------------------------------------------- jobs, tools, space
@@ -331,12 +358,15 @@ def choose_jobs(plan: BuildPlan, *, cores: int | None = None, mem_available: int
 def missing_tools(plan: BuildPlan, env: dict[str, str]) -> list[str]:
     path = env.get("PATH")
     opts = plan_options(plan)
-    need = ["cmake", "ninja", opts.get("CMAKE_C_COMPILER") or env.get("CC", "cc"),
-            opts.get("CMAKE_CXX_COMPILER") or env.get("CXX", "c++")]
+    need = [
+        "cmake",
+        "ninja",
+        opts.get("CMAKE_C_COMPILER") or env.get("CC", "cc"),
+        opts.get("CMAKE_CXX_COMPILER") or env.get("CXX", "c++"),
+    ]
     if uses_cuda(plan):
         nvcc = env.get("CUDACXX") or "nvcc"
-        if shutil.which(nvcc, path=path) is None and not any(
-                Path(p).is_file() for p in ("/usr/local/cuda/bin/nvcc",)):
+        if shutil.which(nvcc, path=path) is None and not any(Path(p).is_file() for p in ("/usr/local/cuda/bin/nvcc",)):
             return [n for n in need if shutil.which(n, path=path) is None] + ["nvcc"]
     return [n for n in need if shutil.which(n, path=path) is None]
 
@@ -351,8 +381,11 @@ def unmet_prerequisites(plan: BuildPlan, exclude: Sequence[str] = ()) -> list:
     configure (or a 5-minute compile) before failing. Drivers are not needed to compile, and a
     prerequisite marked ``required = false`` only costs a feature (the recipe's notes say which).
     """
-    return [p for p in plan.prerequisites
-            if p.status in BLOCKING and p.required and p.kind != "driver" and p.name not in exclude]
+    return [
+        p
+        for p in plan.prerequisites
+        if p.status in BLOCKING and p.required and p.kind != "driver" and p.name not in exclude
+    ]
 
 
 def _install_command(p) -> str:
@@ -530,9 +563,12 @@ def build(
         names = missing + [p.name for p in unmet]
         lines = [install_hint(missing, plan)] if missing else []
         lines += [prerequisite_hint(p) for p in unmet]
-        return result("missing-toolchain", build_dir="",
-                      error=f"Missing build prerequisites: {', '.join(names)}. builddoctor installs nothing by "
-                            "itself; install them, then run the build again:\n" + "\n".join(lines))
+        return result(
+            "missing-toolchain",
+            build_dir="",
+            error=f"Missing build prerequisites: {', '.join(names)}. builddoctor installs nothing by "
+            "itself; install them, then run the build again:\n" + "\n".join(lines),
+        )
 
     key = cache_key(plan, source_dir, benv)
     entry = cache_root / key
@@ -551,10 +587,14 @@ def build(
     need = min_free_bytes if min_free_bytes is not None else data()["jobs"]["min_free_disk_mib"] * 1024 * 1024
     free = free_space(cache_root)
     if free is not None and free < need:
-        return result("no-space", build_dir="", cache_key=key,
-                      error=f"Only {free / 2**20:.0f} MiB free in {cache_root}; a build needs about "
-                            f"{need / 2**20:.0f} MiB. Free some space (or set BUILDDOCTOR_CACHE to a "
-                            "larger disk) and run again.")
+        return result(
+            "no-space",
+            build_dir="",
+            cache_key=key,
+            error=f"Only {free / 2**20:.0f} MiB free in {cache_root}; a build needs about "
+            f"{need / 2**20:.0f} MiB. Free some space (or set BUILDDOCTOR_CACHE to a "
+            "larger disk) and run again.",
+        )
 
     jobs = jobs or choose_jobs(plan)
 
@@ -579,24 +619,29 @@ def build(
             if entry.exists():  # an incomplete entry (files deleted by hand): replace it
                 shutil.rmtree(entry, ignore_errors=True)
             tmp.mkdir(parents=True)
-            status, error = _configure_and_compile(plan, source_dir, tmp, benv, jobs, timeout, log_file, emit,
-                                                   targets)
+            status, error = _configure_and_compile(plan, source_dir, tmp, benv, jobs, timeout, log_file, emit, targets)
             if status == "failed" and _disk_full(tmp):
                 # cmake does not always say so: a full disk can leave a truncated build.ninja
                 # (then ninja reports a "lexing error"), or a compiler dies half-way
                 status = "no-space"
-                error = (f"The disk holding {cache_root} is full (free: {free_space(tmp) or 0} bytes); "
-                         f"the build stopped with:\n{error}")
+                error = (
+                    f"The disk holding {cache_root} is full (free: {free_space(tmp) or 0} bytes); "
+                    f"the build stopped with:\n{error}"
+                )
             if status != "ok":
                 kept = _keep_log(log_file, failed_logs, key)
                 shutil.rmtree(tmp, ignore_errors=True)
                 emit(ProgressEvent("failed", elapsed_s=time.monotonic() - t0, message=status))
-                return result(status, build_dir="", cache_key=key, log_path=str(kept) if kept else None,
-                              error=error)
+                return result(status, build_dir="", cache_key=key, log_path=str(kept) if kept else None, error=error)
             _drop_objects(tmp)
             _omit_variants(tmp / "bin", plan.omit_cpu_variants)
-            final = result("ok", build_dir=str(entry), cache_key=key, log_path=str(entry / LOG_NAME),
-                           binaries=[str(entry / "bin" / t) for t in targets])
+            final = result(
+                "ok",
+                build_dir=str(entry),
+                cache_key=key,
+                log_path=str(entry / LOG_NAME),
+                binaries=[str(entry / "bin" / t) for t in targets],
+            )
             (tmp / MARKER).write_text(final.to_json())
             os.rename(tmp, entry)
             emit(ProgressEvent("done", elapsed_s=time.monotonic() - t0))
@@ -604,14 +649,24 @@ def build(
     except KeyboardInterrupt:  # SIGINT, SIGTERM, SIGHUP: proc.Interrupted
         kept = _keep_log(log_file, failed_logs, key)
         shutil.rmtree(tmp, ignore_errors=True)
-        return result("interrupted", build_dir="", cache_key=key, log_path=str(kept) if kept else None,
-                      error="The build was interrupted; nothing was kept in the cache and nothing was installed.")
+        return result(
+            "interrupted",
+            build_dir="",
+            cache_key=key,
+            log_path=str(kept) if kept else None,
+            error="The build was interrupted; nothing was kept in the cache and nothing was installed.",
+        )
     except OSError as exc:
         kept = _keep_log(log_file, failed_logs, key)
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno == 28:
-            return result("no-space", build_dir="", cache_key=key, log_path=str(kept) if kept else None,
-                          error=f"No space left on device while building in {cache_root}.")
+            return result(
+                "no-space",
+                build_dir="",
+                cache_key=key,
+                log_path=str(kept) if kept else None,
+                error=f"No space left on device while building in {cache_root}.",
+            )
         raise
     finally:
         if tmp.exists():
@@ -693,8 +748,11 @@ def _configure_and_compile(plan, source_dir, bdir, env, jobs, timeout, log_file,
             elif done > 1:
                 rate = (now - first_done[0]) / (done - 1)
                 left = rate * (total - done)
-            emit(ProgressEvent("compile", done=done, total=total, eta_s=left, elapsed_s=now - started,
-                               message=m.group(3)))
+            emit(
+                ProgressEvent(
+                    "compile", done=done, total=total, eta_s=left, elapsed_s=now - started, message=m.group(3)
+                )
+            )
 
         res = proc.stream(argv, timeout=max(1.0, timeout - (time.monotonic() - t0)), on_line=on_line, env=env)
         log.flush()
@@ -782,8 +840,12 @@ def verify(result: BuildResult, machine, motivating: list[str] | None = None) ->
     bin_dir = Path(result.build_dir) / "bin"
     diag = diagnose(machine, [bin_dir], run=True)
     if not diag.builds:
-        return Verification(False, list(motivating or []), [],
-                            f"check found no llama.cpp build in {bin_dir}: " + "; ".join(diag.messages))
+        return Verification(
+            False,
+            list(motivating or []),
+            [],
+            f"check found no llama.cpp build in {bin_dir}: " + "; ".join(diag.messages),
+        )
     findings = [f for r in diag.builds for f in r.findings]
     left = sorted({f.code for f in findings if f.severity in ("error", "warning")})
     remaining = [c for c in (motivating or []) if c in left]

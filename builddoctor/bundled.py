@@ -157,16 +157,18 @@ def _record(path: Path, cls):
     except errors.InputError as exc:
         raise NotBundledError(f"The bundled llama.cpp is damaged: {exc.message}") from None
     except SchemaError as exc:
-        raise NotBundledError(f"The bundled llama.cpp is damaged: {path} is not a usable record ({exc}). "
-                              f"{remedy}") from None
+        raise NotBundledError(
+            f"The bundled llama.cpp is damaged: {path} is not a usable record ({exc}). {remedy}"
+        ) from None
 
 
 def tool_name(name: str) -> str:
     """``server`` or ``llama-server`` -> ``llama-server``; anything else is refused."""
-    short = name[len("llama-"):] if name.startswith("llama-") else name
+    short = name[len("llama-") :] if name.startswith("llama-") else name
     if short not in TOOLS:
         raise errors.InputError(
-            f"'{name}' is not a bundled tool: use one of {', '.join(TOOLS.values())} (or {', '.join(TOOLS)}).")
+            f"'{name}' is not a bundled tool: use one of {', '.join(TOOLS.values())} (or {', '.join(TOOLS)})."
+        )
     return TOOLS[short]
 
 
@@ -179,11 +181,13 @@ def binary(name: str) -> Path:
             "this builddoctor has no bundled llama.cpp: it was installed without the binaries "
             "(BUILDDOCTOR_BINARY=skip, or a pure-Python wheel). Reinstall with them: "
             "`pip install --force-reinstall --no-binary builddoctor builddoctor` (from a checkout: `pip install .`), "
-            "or build one with `builddoctor build`.")
+            "or build one with `builddoctor build`."
+        )
     exe = _exe(folder, full)
     if exe is None:
-        raise NotBundledError(f"{full} is not in the bundled llama.cpp at {folder} (bundled: "
-                              f"{', '.join(binaries()) or 'nothing'}).")
+        raise NotBundledError(
+            f"{full} is not in the bundled llama.cpp at {folder} (bundled: {', '.join(binaries()) or 'nothing'})."
+        )
     return exe
 
 

@@ -37,20 +37,33 @@ def gate(bin_dir: Path, record: Path | None = None) -> tuple[bool, str]:
     if res.ok:
         speeds = ", ".join(f"{k} {v:.0f} t/s" for k, v in (("prompt", res.pp_tps), ("generation", res.tg_tps)) if v)
         return True, f"builddoctor: the bundled {name} computes here ({res.backend or 'CPU'}, {speeds})"
-    how = (f"died with {res.signal}" if res.signal else f"did not finish in {res.timeout_s:g} s" if res.timed_out
-           else f"could not start ({res.error})" if res.error else res.problem)
+    how = (
+        f"died with {res.signal}"
+        if res.signal
+        else f"did not finish in {res.timeout_s:g} s"
+        if res.timed_out
+        else f"could not start ({res.error})"
+        if res.error
+        else res.problem
+    )
     from builddoctor.probe import machine_profile
 
     cpu = machine_profile().cpu.features
     rows = known_bad.applying(cpu, None)
-    cause = (f" A known llama.cpp bug on this CPU may be the cause: {rows[0].title} (known-bad row {rows[0].id}; "
-             f"{rows[0].source_text}); add it to builddoctor/data/known_bad.toml's range if a newer llama.cpp "
-             "still has it." if rows else "")
-    return False, (f"builddoctor: the bundled llama.cpp does not compute on this machine: `{' '.join(res.argv)}` "
-                   f"(a real inference on a tiny model) {how}.{cause} The install stops here rather than ship a "
-                   "build that crashes. Try `BUILDDOCTOR_GOAL=portable pip install .` (CPU variants chosen at "
-                   "run time), or `BUILDDOCTOR_BINARY=skip pip install .` for the Python tool alone. Last output: "
-                   + (" ".join(res.output.split())[-400:] or "(none)"))
+    cause = (
+        f" A known llama.cpp bug on this CPU may be the cause: {rows[0].title} (known-bad row {rows[0].id}; "
+        f"{rows[0].source_text}); add it to builddoctor/data/known_bad.toml's range if a newer llama.cpp "
+        "still has it."
+        if rows
+        else ""
+    )
+    return False, (
+        f"builddoctor: the bundled llama.cpp does not compute on this machine: `{' '.join(res.argv)}` "
+        f"(a real inference on a tiny model) {how}.{cause} The install stops here rather than ship a "
+        "build that crashes. Try `BUILDDOCTOR_GOAL=portable pip install .` (CPU variants chosen at "
+        "run time), or `BUILDDOCTOR_BINARY=skip pip install .` for the Python tool alone. Last output: "
+        + (" ".join(res.output.split())[-400:] or "(none)")
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -58,6 +58,7 @@ class WheelSet:
 @dataclass
 class PipToolkit:
     """A merged toolkit in the cache: ``root`` for CUDAToolkit_ROOT, ``nvcc`` for CMAKE_CUDA_COMPILER."""
+
     root: str
     nvcc: str
     system_root: str
@@ -70,8 +71,10 @@ class PipToolkit:
 
 def load_sets(path: Path | None = None) -> list[WheelSet]:
     data = load_toml(path or DATA_FILE)
-    return [WheelSet(cuda=s["cuda"], prefix=s["prefix"], wheels=[Wheel(**w) for w in s.get("wheel", [])])
-            for s in data.get("set", [])]
+    return [
+        WheelSet(cuda=s["cuda"], prefix=s["prefix"], wheels=[Wheel(**w) for w in s.get("wheel", [])])
+        for s in data.get("set", [])
+    ]
 
 
 def _vt(text: str | None) -> tuple[int, ...]:
@@ -84,8 +87,7 @@ def choose(nvcc_version: str | None, sets: list[WheelSet] | None = None) -> Whee
     v = _vt(nvcc_version or "")
     if not v:
         return None
-    fits = [s for s in (load_sets() if sets is None else sets)
-            if _vt(s.cuda)[:1] == v[:1] and _vt(s.cuda) <= v[:2]]
+    fits = [s for s in (load_sets() if sets is None else sets) if _vt(s.cuda)[:1] == v[:1] and _vt(s.cuda) <= v[:2]]
     return max(fits, key=lambda s: _vt(s.cuda), default=None)
 
 
@@ -100,14 +102,20 @@ def toolkit_root(nvcc_path: str) -> Path:
     done = proc.run([nvcc_path, "--dryrun", "-E", "-x", "cu", os.devnull], timeout=10.0)  # lists, runs nothing
     for line in (done.stdout + done.stderr).splitlines():
         if line.startswith("#$ TOP="):
-            return Path(os.path.realpath(line[len("#$ TOP="):].strip()))
+            return Path(os.path.realpath(line[len("#$ TOP=") :].strip()))
     return real.parent.parent
 
 
 def find_cublas(root: Path) -> tuple[Path, Path] | None:
     """(cublas_v2.h, libcublas.so*) in a toolkit root, or None: what ggml-cuda includes and links."""
-    header = next((p for p in (root / "include" / "cublas_v2.h", root / "targets" / "x86_64-linux" / "include"
-                               / "cublas_v2.h") if p.is_file()), None)
+    header = next(
+        (
+            p
+            for p in (root / "include" / "cublas_v2.h", root / "targets" / "x86_64-linux" / "include" / "cublas_v2.h")
+            if p.is_file()
+        ),
+        None,
+    )
     if header is None:
         return None
     for lib in ("lib64", "lib", "targets/x86_64-linux/lib"):
@@ -123,23 +131,32 @@ def install_hint(nvcc_version: str | None) -> str:
     if s is None:
         return ""
     reqs = " ".join(w.requirement for w in s.wheels)
-    return (f"`builddoctor build --cuda-from-pip` (downloads {reqs} from PyPI into builddoctor's cache, "
-            f"checks them, and points CMake there with -DCUDAToolkit_ROOT), or by hand: `pip install {reqs}` and "
-            f"merge its {s.prefix}/include and {s.prefix}/lib with the toolkit's, then -DCUDAToolkit_ROOT=<that folder>")
+    return (
+        f"`builddoctor build --cuda-from-pip` (downloads {reqs} from PyPI into builddoctor's cache, "
+        f"checks them, and points CMake there with -DCUDAToolkit_ROOT), or by hand: `pip install {reqs}` and "
+        f"merge its {s.prefix}/include and {s.prefix}/lib with the toolkit's, then -DCUDAToolkit_ROOT=<that folder>"
+    )
 
 
 def cache_root() -> Path:
     return paths.cache_dir() / "cuda"
 
 
-def ensure(nvcc_path: str, nvcc_version: str | None, *, say: Callable[[str], None] = lambda s: None,
-           wheel_dir: Path | None = None) -> PipToolkit:
+def ensure(
+    nvcc_path: str,
+    nvcc_version: str | None,
+    *,
+    say: Callable[[str], None] = lambda s: None,
+    wheel_dir: Path | None = None,
+) -> PipToolkit:
     """The merged toolkit for this nvcc, made if needed. ``wheel_dir``: take the wheels from there
     (still sha256-checked) instead of downloading."""
     s = choose(nvcc_version)
     if s is None:
-        raise errors.UserError(f"builddoctor has no pinned PyPI CUDA wheels for nvcc {nvcc_version or '?'} "
-                               f"({DATA_FILE.name} lists CUDA {', '.join(x.cuda for x in load_sets())}).")
+        raise errors.UserError(
+            f"builddoctor has no pinned PyPI CUDA wheels for nvcc {nvcc_version or '?'} "
+            f"({DATA_FILE.name} lists CUDA {', '.join(x.cuda for x in load_sets())})."
+        )
     system = toolkit_root(nvcc_path)
     merged = _merged_dir(s, system)
     info = _made(merged)
@@ -151,8 +168,13 @@ def ensure(nvcc_path: str, nvcc_version: str | None, *, say: Callable[[str], Non
     _merge(system, unpacked, merged)
     if find_cublas(merged) is None:
         raise errors.UserError(f"the merged toolkit {merged} has no cuBLAS after unpacking: a bug in {DATA_FILE.name}?")
-    info = PipToolkit(root=str(merged), nvcc=str(merged / "bin" / "nvcc"), system_root=str(system), cuda=s.cuda,
-                      wheels=[w.requirement for w in s.wheels])
+    info = PipToolkit(
+        root=str(merged),
+        nvcc=str(merged / "bin" / "nvcc"),
+        system_root=str(system),
+        cuda=s.cuda,
+        wheels=[w.requirement for w in s.wheels],
+    )
     (merged / MARKER).write_text(json.dumps(info.to_dict(), indent=1))
     return info
 
@@ -187,9 +209,11 @@ def use_for(machine, say: Callable[[str], None] = lambda s: None, *, offline: bo
 
     nvcc = machine.tool("nvcc")
     if not nvcc.found or not nvcc.path:
-        raise errors.UserError("--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
-                               "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).",
-                               exit_code=errors.TOOLCHAIN)
+        raise errors.UserError(
+            "--cuda-from-pip adds cuBLAS to an installed CUDA toolkit, and no nvcc was found. "
+            "Install the CUDA toolkit first (`builddoctor recipe --backend cuda` names the command).",
+            exit_code=errors.TOOLCHAIN,
+        )
     tk = existing(nvcc.path, nvcc.version) if offline else None
     if tk is None:
         if offline:
@@ -265,7 +289,7 @@ def _record(z: zipfile.ZipFile) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for row in csv.reader(io.StringIO(z.read(names[0]).decode("utf-8", "replace"))):
         if len(row) >= 2 and row[1].startswith("sha256="):
-            b64 = row[1][len("sha256="):]
+            b64 = row[1][len("sha256=") :]
             out[row[0]] = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
     return out
 
@@ -289,19 +313,33 @@ def _wheel_file(w: Wheel, say, wheel_dir: Path | None) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     say(f"downloading {w.requirement} with pip (about {w.size_mb} MB)")
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".dl-") as tmp:
-        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--disable-pip-version-check", "-d", tmp, w.requirement]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            w.requirement,
+        ]
         done = proc.run(argv, timeout=DOWNLOAD_TIMEOUT, env=dict(os.environ))  # pip needs its own config
         got = Path(tmp) / w.file
         if not done.ok or not got.is_file():
             tail = "\n".join((done.stderr or done.error or "").strip().splitlines()[-5:])
             reason = "timed out" if done.timed_out else f"failed ({tail or 'no output'})"
-            raise errors.SourceError(f"pip could not download {w.requirement} ({w.file}): {reason}. Check the "
-                                     "network and pip's index settings.", exit_code=errors.NETWORK)
+            raise errors.SourceError(
+                f"pip could not download {w.requirement} ({w.file}): {reason}. Check the "
+                "network and pip's index settings.",
+                exit_code=errors.NETWORK,
+            )
         digest = _sha256(got)
         if digest != w.sha256:
-            raise errors.SourceError(f"refused {w.file}: its sha256 is {digest}, the pin is {w.sha256}. Nothing "
-                                     "was unpacked.")
+            raise errors.SourceError(
+                f"refused {w.file}: its sha256 is {digest}, the pin is {w.sha256}. Nothing was unpacked."
+            )
         os.replace(got, downloads / w.file)
     return downloads / w.file
 

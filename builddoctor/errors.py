@@ -58,11 +58,17 @@ def os_reason(exc: OSError) -> str:
     """A short phrase for what an OSError means to a user (one table for the reader and the CLI)."""
     import errno as e
 
-    return {e.EROFS: "the file system is read-only", e.EACCES: "permission denied", e.EPERM: "not permitted",
-            e.ENOTDIR: "a part of the path is a file, not a folder", e.EISDIR: "it is a folder",
-            e.ELOOP: "a loop of symbolic links", e.ENOENT: "it does not exist",
-            e.ENAMETOOLONG: "the path is too long for this file system",
-            e.ENOSPC: "no space left on the device"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return {
+        e.EROFS: "the file system is read-only",
+        e.EACCES: "permission denied",
+        e.EPERM: "not permitted",
+        e.ENOTDIR: "a part of the path is a file, not a folder",
+        e.EISDIR: "it is a folder",
+        e.ELOOP: "a loop of symbolic links",
+        e.ENOENT: "it does not exist",
+        e.ENAMETOOLONG: "the path is too long for this file system",
+        e.ENOSPC: "no space left on the device",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def from_os_error(exc: OSError) -> UserError | None:
@@ -72,16 +78,20 @@ def from_os_error(exc: OSError) -> UserError | None:
 
     where = exc.filename or "a file"
     if exc.errno == e.ENOSPC or exc.errno == getattr(e, "EDQUOT", -1):
-        return UserError(f"No space left on device ({where}). Free some space and run the command again.",
-                         exit_code=NO_SPACE)
+        return UserError(
+            f"No space left on device ({where}). Free some space and run the command again.", exit_code=NO_SPACE
+        )
     if exc.errno == e.ENAMETOOLONG:
         name = str(where)
-        return InputError(f"A path is too long for this file system ({len(name)} characters: {name[:60]}...). "
-                          "Use a shorter path.")
+        return InputError(
+            f"A path is too long for this file system ({len(name)} characters: {name[:60]}...). Use a shorter path."
+        )
     if exc.errno in (e.EROFS, e.EACCES, e.EPERM, e.ENOTDIR, e.EISDIR, e.ELOOP, e.ENOENT):
         why = os_reason(exc) + (" and cannot be made there" if exc.errno == e.ENOENT else "")
-        return UserError(f"Cannot use {where}: {why}. builddoctor keeps its cache in $BUILDDOCTOR_CACHE "
-                         "(default ~/.cache/builddoctor) and its builds in $BUILDDOCTOR_HOME (default "
-                         "~/.local/share/builddoctor); point them at writable folders, or fix the permissions.",
-                         exit_code=FILE_ACCESS)
+        return UserError(
+            f"Cannot use {where}: {why}. builddoctor keeps its cache in $BUILDDOCTOR_CACHE "
+            "(default ~/.cache/builddoctor) and its builds in $BUILDDOCTOR_HOME (default "
+            "~/.local/share/builddoctor); point them at writable folders, or fix the permissions.",
+            exit_code=FILE_ACCESS,
+        )
     return None

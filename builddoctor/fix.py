@@ -45,9 +45,12 @@ class FixReport(Serializable):
 
 def build_error(result: BuildResult) -> UserError:
     code = STATUS_EXIT.get(result.status, errors.BUILD_FAILED)
-    what = {"failed": "The build failed.", "interrupted": "The build was interrupted.",
-            "missing-toolchain": "Something the build needs is not installed.",
-            "no-space": "There is not enough disk space for the build."}.get(result.status, "The build failed.")
+    what = {
+        "failed": "The build failed.",
+        "interrupted": "The build was interrupted.",
+        "missing-toolchain": "Something the build needs is not installed.",
+        "no-space": "There is not enough disk space for the build.",
+    }.get(result.status, "The build failed.")
     msg = f"{what} {result.error or ''}".strip()
     if result.log_path:
         msg += f"\nFull log: {result.log_path}"
@@ -102,8 +105,9 @@ def fix(
     diag = diagnose(machine, [Path(path)] if path else None, run=not dry_run, host=host)
     reports = [r for r in diag.builds if build.problem_codes(r)]
     if not diag.builds:
-        raise errors.InputError("No llama.cpp build found to fix" + (f" at {path}" if path else "") + ". "
-                                + " ".join(diag.messages))
+        raise errors.InputError(
+            "No llama.cpp build found to fix" + (f" at {path}" if path else "") + ". " + " ".join(diag.messages)
+        )
     if not reports:
         rep.outcome = "healthy"
         step("check: the build is healthy; nothing to rebuild")
@@ -131,18 +135,31 @@ def fix(
             step("build: " + shlex.join(argv))
         from builddoctor.resolve import shell_line
 
-        step("build: in the environment " + shell_line([], dry.env, exact=True)
-             + f" ({build.KEY_PLACEHOLDER}: the cache key, from the compilers' --version output)")
+        step(
+            "build: in the environment "
+            + shell_line([], dry.env, exact=True)
+            + f" ({build.KEY_PLACEHOLDER}: the cache key, from the compilers' --version output)"
+        )
         step("verify: builddoctor check <new build>/bin; must no longer report " + ", ".join(rep.problems))
-        step(f"bench: llama-bench on a smoke model, old ({old_bench or 'no llama-bench beside the old build'}) "
-             f"and new interleaved, {rounds} rounds: " + " ".join(bench.bench_command(
-                 Path("<new>/bin/llama-bench"), Path("<model>.gguf"), threads=bench.physical_cores(machine))))
+        step(
+            f"bench: llama-bench on a smoke model, old ({old_bench or 'no llama-bench beside the old build'}) "
+            f"and new interleaved, {rounds} rounds: "
+            + " ".join(
+                bench.bench_command(
+                    Path("<new>/bin/llama-bench"), Path("<model>.gguf"), threads=bench.physical_cores(machine)
+                )
+            )
+        )
         if replace:
-            step(f"install: back up the old files in {dest_dir} to {install.backups_dir()}/<time>/, "
-                 "then replace them (undo with `builddoctor rollback`)")
+            step(
+                f"install: back up the old files in {dest_dir} to {install.backups_dir()}/<time>/, "
+                "then replace them (undo with `builddoctor rollback`)"
+            )
         else:
-            step(f"install: copy the new build to {install.paths.data_home()}/installs/<key>/bin and link "
-                 f"{install.paths.data_home()}/bin to it")
+            step(
+                f"install: copy the new build to {install.paths.data_home()}/installs/<key>/bin and link "
+                f"{install.paths.data_home()}/bin to it"
+            )
         rep.outcome = "dry-run"
         return rep
 
@@ -163,8 +180,10 @@ def fix(
     avoid, why = crash_cause(ver, machine) if not ver.ok else ([], "")
     if avoid:
         # once: plan again without what the crash points at, build, verify again
-        step(f"replan: the new build crashed in its compute probe; {why}: planning the CPU code without "
-             f"{', '.join(avoid)}")
+        step(
+            f"replan: the new build crashed in its compute probe; {why}: planning the CPU code without "
+            f"{', '.join(avoid)}"
+        )
         from builddoctor.resolve import resolve
 
         targets = list(plan.targets)
@@ -174,46 +193,58 @@ def fix(
         step(f"plan: {plan.goal} {plan.backend}: " + shlex.join(plan.cmake_args()))
         result, ver = build_and_verify(plan)
     if not ver.ok:
-        raise UserError(f"The new build does not cure what it was built for: {ver.message}. Nothing was "
-                        f"installed or replaced; the old build is as it was. The new build is at "
-                        f"{result.build_dir}/bin, its log at {result.log_path or '(none)'}. To try: "
-                        f"`builddoctor check {result.build_dir}/bin` shows the crash; "
-                        "`builddoctor fix --rebuild --goal portable` builds CPU variants that the loader picks "
-                        "by what this CPU runs.",
-                        exit_code=errors.VERIFY_FAILED)
+        raise UserError(
+            f"The new build does not cure what it was built for: {ver.message}. Nothing was "
+            f"installed or replaced; the old build is as it was. The new build is at "
+            f"{result.build_dir}/bin, its log at {result.log_path or '(none)'}. To try: "
+            f"`builddoctor check {result.build_dir}/bin` shows the crash; "
+            "`builddoctor fix --rebuild --goal portable` builds CPU variants that the loader picks "
+            "by what this CPU runs.",
+            exit_code=errors.VERIFY_FAILED,
+        )
 
     # 5. benchmark old vs new
     new_bench = bench.find_llama_bench(Path(result.build_dir) / "bin")
     if new_bench is None:
-        raise UserError(f"The new build has no llama-bench to measure it with ({result.build_dir}/bin). "
-                        "Nothing was installed.", exit_code=errors.BENCH_FAILED)
+        raise UserError(
+            f"The new build has no llama-bench to measure it with ({result.build_dir}/bin). Nothing was installed.",
+            exit_code=errors.BENCH_FAILED,
+        )
     size = model_bytes or smoke_model.roofline_bytes(machine.cpu.l3_cache_bytes)
     model = smoke_model.ensure_model(size)
     with build.build_lock():
         bw = bench.memory_bandwidth(threads=machine.cpu.threads or None, l3_bytes=machine.cpu.l3_cache_bytes)
     pair = [old_bench, new_bench] if old_bench else [new_bench]
-    step(f"bench: {len(pair)} build(s), {rounds} interleaved rounds on {model.name} "
-         f"({model.stat().st_size / 1e6:.0f} MB); memory read bandwidth {bw:.1f} GB/s")
+    step(
+        f"bench: {len(pair)} build(s), {rounds} interleaved rounds on {model.name} "
+        f"({model.stat().st_size / 1e6:.0f} MB); memory read bandwidth {bw:.1f} GB/s"
+    )
     # holding the build lock keeps builddoctor's own compiles off the cores while measuring
     with build.build_lock(on_wait=lambda: say("bench: waiting for a llama.cpp build to finish first")):
         cmp = bench.compare(pair, model, rounds=rounds, threads=bench.physical_cores(machine), bandwidth_gbs=bw)
     rep.comparison = cmp.to_dict()
     new_res = cmp.results[-1]
     if new_res.error:
-        raise UserError(f"The new build's benchmark failed: {new_res.error}. Nothing was installed or replaced.",
-                        exit_code=errors.BENCH_FAILED)
+        raise UserError(
+            f"The new build's benchmark failed: {new_res.error}. Nothing was installed or replaced.",
+            exit_code=errors.BENCH_FAILED,
+        )
     if old_bench and not cmp.results[0].error:
         pp, tg = cmp.pp_ratio[-1], cmp.tg_ratio[-1]
         step(f"bench: new/old prompt processing {_fmt_ratio(pp)}, generation {_fmt_ratio(tg)}")
         slower = [n for n, r in (("prompt processing", pp), ("generation", tg)) if r and r.mean < SLOWER_BELOW]
         if slower:
-            raise UserError(f"The new build is slower than the old one ({' and '.join(slower)}: "
-                            f"{_fmt_ratio(pp)} / {_fmt_ratio(tg)}); nothing was installed or replaced. "
-                            f"It is at {result.build_dir}/bin if you want to look.", exit_code=errors.NOT_FASTER)
+            raise UserError(
+                f"The new build is slower than the old one ({' and '.join(slower)}: "
+                f"{_fmt_ratio(pp)} / {_fmt_ratio(tg)}); nothing was installed or replaced. "
+                f"It is at {result.build_dir}/bin if you want to look.",
+                exit_code=errors.NOT_FASTER,
+            )
     elif old_bench:
         new_pp, new_tg = new_res.pp, new_res.tg
-        after = ", ".join(f"{k} {v.mean:.1f} t/s" for k, v in (("prompt processing", new_pp), ("generation", new_tg))
-                          if v is not None)
+        after = ", ".join(
+            f"{k} {v.mean:.1f} t/s" for k, v in (("prompt processing", new_pp), ("generation", new_tg)) if v is not None
+        )
         step(f"bench: before: crashed ({cmp.results[0].error}); after: {after or 'ran'}")
     else:
         step("bench: no llama-bench beside the old build, so no before/after ratio")
@@ -221,8 +252,9 @@ def fix(
     # 6. install
     if replace:
         if not confirm(f"Replace the files in {dest_dir} (a backup is kept; `builddoctor rollback` restores it)?"):
-            raise UserError("Not replaced (declined). The new build is in " + result.build_dir + "/bin.",
-                            exit_code=errors.PROBLEMS)
+            raise UserError(
+                "Not replaced (declined). The new build is in " + result.build_dir + "/bin.", exit_code=errors.PROBLEMS
+            )
         got = install.replace(result, dest_dir)
         rep.backup = got.backup
         step(f"install: replaced {len(got.files)} file(s) in {dest_dir}; backup in {got.backup}")
@@ -248,8 +280,9 @@ def crash_cause(ver, machine) -> tuple[list[str], str]:
         c = b.compute
         if c is None or not c.signal:
             continue
-        rows = known_bad.explaining(closed_features(b.isa, machine), machine.cpu.features, b.version,
-                                    b.build_number, c.signal, any_version=True)
+        rows = known_bad.explaining(
+            closed_features(b.isa, machine), machine.cpu.features, b.version, b.build_number, c.signal, any_version=True
+        )
         if rows:
             r = rows[0]
             return list(r.avoid), f"died with {c.signal}, which matches known-bad row {r.id} ({r.short or r.title})"

@@ -72,19 +72,20 @@ def check_flags(text: str, machine: MachineProfile | None, source: Path | None =
     """Findings for a user's cmake command line (or bare -D options)."""
     options = parse_defines(text)
     if not options:
-        raise errors.InputError("No -D options found in this command line: pass e.g. "
-                                "\"cmake -B build -DGGML_CUDA=ON\".")
+        raise errors.InputError('No -D options found in this command line: pass e.g. "cmake -B build -DGGML_CUDA=ON".')
     return [finding(h) for h in option_hits(options, machine, source, from_cache=False)]
 
 
-def check_cmake_options(options: dict[str, str], machine: MachineProfile | None,
-                        source: Path | None = None) -> list[Finding]:
+def check_cmake_options(
+    options: dict[str, str], machine: MachineProfile | None, source: Path | None = None
+) -> list[Finding]:
     """Findings for a build's CMakeCache options (only llama.cpp-prefixed names are judged unknown)."""
     return [finding(h) for h in option_hits(options, machine, source, from_cache=True)]
 
 
-def option_hits(options: dict[str, str], machine: MachineProfile | None, source: Path | None,
-                from_cache: bool) -> list[Hit]:
+def option_hits(
+    options: dict[str, str], machine: MachineProfile | None, source: Path | None, from_cache: bool
+) -> list[Hit]:
     """What is wrong with these options (BD401-BD409 of checks.toml, whose words they fill)."""
     known = known_options(source)
     hits = _name_hits(options, known, from_cache)
@@ -98,8 +99,9 @@ def option_hits(options: dict[str, str], machine: MachineProfile | None, source:
     if machine is not None:
         hits += _machine_checks(effective, machine)
     if not from_cache:
-        hits += [Hit({"name": n, "value": options[n]}, code="BD409") for n in downloading_options()
-                 if is_on(options.get(n))]
+        hits += [
+            Hit({"name": n, "value": options[n]}, code="BD409") for n in downloading_options() if is_on(options.get(n))
+        ]
     return hits
 
 
@@ -116,8 +118,12 @@ def _name_hits(options: dict[str, str], known: KnownOptions, from_cache: bool) -
     names = sorted(known.options)
     judged = skipped = 0  # unknown names: a close-match search each, so bounded (200k in a forged cache)
     for name, value in options.items():
-        if judged >= MAX_UNKNOWN and (name.startswith(_PREFIXES) or not from_cache) \
-                and name not in known.deprecated and not known.known(name):
+        if (
+            judged >= MAX_UNKNOWN
+            and (name.startswith(_PREFIXES) or not from_cache)
+            and name not in known.deprecated
+            and not known.known(name)
+        ):
             skipped += 1
             continue
         d = known.deprecated.get(name)
@@ -135,26 +141,52 @@ def _name_hits(options: dict[str, str], known: KnownOptions, from_cache: bool) -
             judged += 1
         if name.startswith(_PREFIXES):
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-            hits.append(Hit({"name": name, "value": value, "close": close[0] if close else ""}, code="BD403",
-                            variant="" if close else "no_match"))
+            hits.append(
+                Hit(
+                    {"name": name, "value": value, "close": close[0] if close else ""},
+                    code="BD403",
+                    variant="" if close else "no_match",
+                )
+            )
         elif not from_cache:
             pool = names + sorted(STANDARD_NAMES) + _CMAKE_COMMON
             close = difflib.get_close_matches(name, pool, n=1, cutoff=0.8)
             if close and close[0] != name:
                 hits.append(Hit({"name": name, "value": value, "close": close[0]}, code="BD404"))
     if skipped:
-        hits.append(Hit({"skipped": f"{skipped:,}", "unknown": f"{judged + skipped:,}", "count": f"{len(options):,}",
-                         "limit": MAX_UNKNOWN}, code="BD403", variant="skipped"))
+        hits.append(
+            Hit(
+                {
+                    "skipped": f"{skipped:,}",
+                    "unknown": f"{judged + skipped:,}",
+                    "count": f"{len(options):,}",
+                    "limit": MAX_UNKNOWN,
+                },
+                code="BD403",
+                variant="skipped",
+            )
+        )
     return hits
 
 
 #: unknown names judged one by one (each a close-match search); beyond, one summary finding
 MAX_UNKNOWN = 50
 
-_CMAKE_COMMON = ["CMAKE_BUILD_TYPE", "CMAKE_C_COMPILER", "CMAKE_CXX_COMPILER", "CMAKE_CUDA_ARCHITECTURES",
-                 "CMAKE_CUDA_COMPILER", "CMAKE_INSTALL_PREFIX", "CMAKE_PREFIX_PATH", "CMAKE_HIP_ARCHITECTURES",
-                 "CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER", "CMAKE_TOOLCHAIN_FILE",
-                 "CMAKE_OSX_ARCHITECTURES", "CMAKE_EXPORT_COMPILE_COMMANDS"]
+_CMAKE_COMMON = [
+    "CMAKE_BUILD_TYPE",
+    "CMAKE_C_COMPILER",
+    "CMAKE_CXX_COMPILER",
+    "CMAKE_CUDA_ARCHITECTURES",
+    "CMAKE_CUDA_COMPILER",
+    "CMAKE_INSTALL_PREFIX",
+    "CMAKE_PREFIX_PATH",
+    "CMAKE_HIP_ARCHITECTURES",
+    "CMAKE_C_COMPILER_LAUNCHER",
+    "CMAKE_CXX_COMPILER_LAUNCHER",
+    "CMAKE_TOOLCHAIN_FILE",
+    "CMAKE_OSX_ARCHITECTURES",
+    "CMAKE_EXPORT_COMPILE_COMMANDS",
+]
 
 
 def _deprecated(name: str, value: str, d: dict[str, str]) -> Hit:
@@ -201,9 +233,13 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
     all_variants = is_on(options.get("GGML_CPU_ALL_VARIANTS"))
     for opt, needs in isa_table().items():
         if not all_variants and is_on(options.get(opt)) and not any(f in feats for f in needs):
-            out.append(Hit({"option": opt, "value": options[opt], "feature": needs[0],
-                            "cpu": machine.cpu.model or "this CPU"}, code="BD407",
-                           variant="native_on" if native_on else ""))
+            out.append(
+                Hit(
+                    {"option": opt, "value": options[opt], "feature": needs[0], "cpu": machine.cpu.model or "this CPU"},
+                    code="BD407",
+                    variant="native_on" if native_on else "",
+                )
+            )
     return out
 
 

@@ -293,7 +293,7 @@ def _copy_verified(src: Path, tmp: Path, sha256: str | None, mode: int | None) -
                 h.update(block)
                 view = memoryview(block)
                 while view:
-                    view = view[os.write(fd_out, view):]
+                    view = view[os.write(fd_out, view) :]
             os.fchmod(fd_out, stat.S_IMODE(st.st_mode) if mode is None else mode)
             os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
@@ -387,16 +387,19 @@ def _test_pause(n: int) -> None:
 def _write_journal(path: Path, command: str, dest_dir: Path, steps: list[_Step]) -> int:
     """Write the journal of ``steps`` at ``path`` (durably, before any of them runs); the returned fd
     holds a lock on it for as long as the command runs (the kernel drops it when the process dies)."""
-    j = Journal(format=FORMAT, command=command, dest_dir=str(dest_dir),
-                steps=[JournalStep(str(s.dest), s.want, s.undo, str(s.undo_src) if s.undo_src else None)
-                       for s in steps])
+    j = Journal(
+        format=FORMAT,
+        command=command,
+        dest_dir=str(dest_dir),
+        steps=[JournalStep(str(s.dest), s.want, s.undo, str(s.undo_src) if s.undo_src else None) for s in steps],
+    )
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         data = memoryview(j.to_json(indent=1).encode())
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
@@ -419,23 +422,40 @@ def _load_journal(backup: Path, path: Path) -> Journal:
     except (ValueError, RecursionError, SchemaError) as exc:
         raise _Unusable(f"journal.json cannot be read ({' '.join(str(exc).split())[:200]})") from None
     d = j.dest_dir
-    if j.command not in ("replace", "rollback") or not isinstance(d, str) or not d or "\x00" in d \
-            or not os.path.isabs(d) or os.path.normpath(d) != d:
+    if (
+        j.command not in ("replace", "rollback")
+        or not isinstance(d, str)
+        or not d
+        or "\x00" in d
+        or not os.path.isabs(d)
+        or os.path.normpath(d) != d
+    ):
         raise _Unusable("journal.json is not one builddoctor writes")
     homes = {str(backup / "files"), str(backup / _UNDO), str(backup / KEPT)}
     for i, st in enumerate(j.steps):
         name = os.path.basename(st.dest)
-        ok = ("\x00" not in st.dest and os.path.normpath(st.dest) == st.dest and os.path.dirname(st.dest) == d
-              and _plain_name(name))
+        ok = (
+            "\x00" not in st.dest
+            and os.path.normpath(st.dest) == st.dest
+            and os.path.dirname(st.dest) == d
+            and _plain_name(name)
+        )
         for state in (st.want, st.undo):
-            ok = ok and (state.type == "absent"
-                         or (state.type == "link" and bool(state.link) and "\x00" not in (state.link or ""))
-                         or (state.type == "file" and bool(_SHA.fullmatch(state.sha256 or ""))))
+            ok = ok and (
+                state.type == "absent"
+                or (state.type == "link" and bool(state.link) and "\x00" not in (state.link or ""))
+                or (state.type == "file" and bool(_SHA.fullmatch(state.sha256 or "")))
+            )
         if ok and st.undo.type == "file":
             src = st.undo_src or ""
-            ok = ("\x00" not in src and os.path.normpath(src) == src and os.path.dirname(src) in homes
-                  and _plain_name(os.path.basename(src)) and isinstance(st.undo.mode, int)
-                  and 0 <= st.undo.mode <= 0o7777)
+            ok = (
+                "\x00" not in src
+                and os.path.normpath(src) == src
+                and os.path.dirname(src) in homes
+                and _plain_name(os.path.basename(src))
+                and isinstance(st.undo.mode, int)
+                and 0 <= st.undo.mode <= 0o7777
+            )
         if not ok:
             raise _Unusable(f"journal.json step {i} ({st.dest[:200]!r}) is not one builddoctor writes")
     return j
@@ -456,8 +476,10 @@ def _recover_all(root: Path | None, backup: Path | None) -> list[tuple[str, str,
     root = Path(root or backups_dir())
     found = []
     if root.is_dir():
-        found = sorted((p for p in root.iterdir() if _STAMP.fullmatch(p.name) and os.path.lexists(p / JOURNAL)),
-                       key=lambda p: [int(n) for n in p.name.split("-")])
+        found = sorted(
+            (p for p in root.iterdir() if _STAMP.fullmatch(p.name) and os.path.lexists(p / JOURNAL)),
+            key=lambda p: [int(n) for n in p.name.split("-")],
+        )
     if backup is not None and os.path.lexists(Path(backup) / JOURNAL) and Path(backup) not in found:
         found.append(Path(backup))
     return [_recover(b) for b in found]
@@ -468,19 +490,24 @@ def _recover(backup: Path) -> tuple[str, str, list[str], str]:
     try:
         fd = _open_regular(path)
     except _Unusable as exc:
-        raise BackupDamaged(f"the journal of an interrupted replace or rollback in {backup} is unusable: "
-                            f"{exc}; nothing was changed.") from None
+        raise BackupDamaged(
+            f"the journal of an interrupted replace or rollback in {backup} is unusable: {exc}; nothing was changed."
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise InstallError(f"another builddoctor is replacing or rolling back files now (its journal "
-                               f"{path} is locked); run again when it is done. Nothing was changed.") from None
+            raise InstallError(
+                f"another builddoctor is replacing or rolling back files now (its journal "
+                f"{path} is locked); run again when it is done. Nothing was changed."
+            ) from None
         try:
             j = _load_journal(backup, path)
         except _Unusable as exc:
-            raise BackupDamaged(f"the journal of an interrupted replace or rollback in {backup} is damaged: {exc}; "
-                                f"nothing was changed; the old files are in {backup}/files/.") from None
+            raise BackupDamaged(
+                f"the journal of an interrupted replace or rollback in {backup} is damaged: {exc}; "
+                f"nothing was changed; the old files are in {backup}/files/."
+            ) from None
         todo, odd = [], []
         for st in j.steps:
             cur = _state_of(Path(st.dest))
@@ -489,24 +516,31 @@ def _recover(backup: Path) -> tuple[str, str, list[str], str]:
             if not _same(cur, st.want):
                 odd.append(os.path.basename(st.dest))
             elif st.undo.type == "file" and _state_of(Path(str(st.undo_src))).sha256 != st.undo.sha256:
-                raise BackupDamaged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
-                                    f"the copy of {st.dest} it needs ({st.undo_src}) is missing or altered; nothing "
-                                    "was changed.")
+                raise BackupDamaged(
+                    f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
+                    f"the copy of {st.dest} it needs ({st.undo_src}) is missing or altered; nothing "
+                    "was changed."
+                )
             else:
                 todo.append(st)
         if odd:
-            raise FilesChanged(f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
-                               f"{', '.join(odd[:20])} changed since; nothing was changed. The files as they were "
-                               f"before it are in {backup}/files/ and {backup}/{_UNDO}/.")
+            raise FilesChanged(
+                f"an interrupted {j.command} of {j.dest_dir} left a journal in {backup}, but "
+                f"{', '.join(odd[:20])} changed since; nothing was changed. The files as they were "
+                f"before it are in {backup}/files/ and {backup}/{_UNDO}/."
+            )
         undone: list[str] = []
         for st in reversed(todo):
             try:
                 _put(Path(st.dest), st.undo, Path(st.undo_src) if st.undo_src else None)
             except (OSError, InstallError) as exc:
-                raise InstallError(f"undoing the interrupted {j.command} of {j.dest_dir} failed at "
-                                   f"{os.path.basename(st.dest)} ({_why(exc)}); "
-                                   f"{len(undone)} file(s) were put back, the journal in {backup} is kept: run "
-                                   "again to finish.", exit_code=_failure_exit(exc)) from None
+                raise InstallError(
+                    f"undoing the interrupted {j.command} of {j.dest_dir} failed at "
+                    f"{os.path.basename(st.dest)} ({_why(exc)}); "
+                    f"{len(undone)} file(s) were put back, the journal in {backup} is kept: run "
+                    "again to finish.",
+                    exit_code=_failure_exit(exc),
+                ) from None
             undone.append(st.dest)
         for name in {os.path.basename(st.dest) for st in j.steps}:  # temporary files an interrupted _put left
             for tmp in Path(j.dest_dir).glob(f".{glob.escape(name[:200])}.bd-*"):
@@ -515,16 +549,26 @@ def _recover(backup: Path) -> tuple[str, str, list[str], str]:
         if j.command == "replace":
             shutil.rmtree(backup, ignore_errors=True)
             (backup.parent / f".{backup.name}.marker.json").unlink(missing_ok=True)
-            return (j.command, j.dest_dir, undone, f"an interrupted replace of the files in {j.dest_dir} was undone: "
-                    f"{len(undone)} file(s) put back as they were before it")
+            return (
+                j.command,
+                j.dest_dir,
+                undone,
+                f"an interrupted replace of the files in {j.dest_dir} was undone: "
+                f"{len(undone)} file(s) put back as they were before it",
+            )
         (backup / DONE).unlink(missing_ok=True)
         shutil.rmtree(backup / _UNDO, ignore_errors=True)
         for st in j.steps:
             if st.undo_src and os.path.dirname(st.undo_src) == str(backup / KEPT):
                 Path(st.undo_src).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
-        return (j.command, j.dest_dir, undone, f"an interrupted rollback of the files in {j.dest_dir} was undone: "
-                f"{len(undone)} file(s) put back as they were before it (the backup in {backup} is kept)")
+        return (
+            j.command,
+            j.dest_dir,
+            undone,
+            f"an interrupted rollback of the files in {j.dest_dir} was undone: "
+            f"{len(undone)} file(s) put back as they were before it (the backup in {backup} is kept)",
+        )
     finally:
         os.close(fd)
 
@@ -580,8 +624,11 @@ def read_marker(folder: Path) -> ReplacedMarker | None:
         return None
     if not isinstance(data, dict):
         return None
-    fields = {k: v for k, v in data.items() if k in ReplacedMarker.__dataclass_fields__ and isinstance(v, str)
-              and "\x00" not in v}
+    fields = {
+        k: v
+        for k, v in data.items()
+        if k in ReplacedMarker.__dataclass_fields__ and isinstance(v, str) and "\x00" not in v
+    }
     return ReplacedMarker(**fields)
 
 
@@ -591,8 +638,10 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
     recovered = recover_interrupted(backup_root)
     actions = plan_replace(result, dest_dir)
     if not any(kind == "replaced" and not _is_lib(src.name) for src, _, kind in actions):
-        raise InstallError(f"{dest_dir} holds none of the new build's programs "
-                           f"({', '.join(Path(b).name for b in result.binaries)}); nothing to replace there.")
+        raise InstallError(
+            f"{dest_dir} holds none of the new build's programs "
+            f"({', '.join(Path(b).name for b in result.binaries)}); nothing to replace there."
+        )
     # what is there now and what will be put there: all known before anything is written
     plan: list[tuple[Path, Path, str, FileState, FileState]] = []
     for src, dest, kind in actions:
@@ -625,25 +674,46 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
             if old.type == "file":
                 old.backup = f"{i:03d}-{dest.name}"
                 _copy_verified(dest, staging / "files" / old.backup, old.sha256, old.mode)
-            entries.append(BackupEntry(path=str(dest), kind="added" if old.type == "absent" else "replaced",
-                                       old=old, new=new))
+            entries.append(
+                BackupEntry(path=str(dest), kind="added" if old.type == "absent" else "replaced", old=old, new=new)
+            )
             steps.append(_Step(dest, new, src, old, backup / "files" / old.backup if old.backup else None))
         i = len(plan)
         if old_marker.type == "file":
             old_marker.backup = f"{i:03d}-{marker.name}"
             _copy_verified(marker, staging / "files" / old_marker.backup, old_marker.sha256, old_marker.mode)
-        entries.append(BackupEntry(path=str(marker), kind="added" if old_marker.type == "absent" else "replaced",
-                                   old=old_marker, new=FileState("marker")))
-        manifest = BackupManifest(format=FORMAT, created=stamp, build=result.build_dir, dest_dir=str(dest_dir),
-                                  files=entries).to_json(indent=1).encode()
+        entries.append(
+            BackupEntry(
+                path=str(marker),
+                kind="added" if old_marker.type == "absent" else "replaced",
+                old=old_marker,
+                new=FileState("marker"),
+            )
+        )
+        manifest = (
+            BackupManifest(format=FORMAT, created=stamp, build=result.build_dir, dest_dir=str(dest_dir), files=entries)
+            .to_json(indent=1)
+            .encode()
+        )
         (staging / MANIFEST).write_bytes(manifest)
         cache = Path(result.build_dir) / "CMakeCache.txt"
-        marker_src.write_text(ReplacedMarker(build_dir=result.build_dir,
-                                             cmake_cache=str(cache) if cache.is_file() else None,
-                                             backup=backup.name,
-                                             manifest_sha256=hashlib.sha256(manifest).hexdigest()).to_json(indent=1))
-        steps.append(_Step(marker, _state_of(marker_src), marker_src, old_marker,
-                           backup / "files" / old_marker.backup if old_marker.backup else None))
+        marker_src.write_text(
+            ReplacedMarker(
+                build_dir=result.build_dir,
+                cmake_cache=str(cache) if cache.is_file() else None,
+                backup=backup.name,
+                manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+            ).to_json(indent=1)
+        )
+        steps.append(
+            _Step(
+                marker,
+                _state_of(marker_src),
+                marker_src,
+                old_marker,
+                backup / "files" / old_marker.backup if old_marker.backup else None,
+            )
+        )
         jfd = _write_journal(staging / JOURNAL, "replace", dest_dir, steps)  # the backup appears with it
         os.rename(staging, backup)
     except BaseException as exc:
@@ -652,27 +722,39 @@ def replace(result: BuildResult, dest_dir: Path, *, backup_root: Path | None = N
         shutil.rmtree(staging, ignore_errors=True)
         marker_src.unlink(missing_ok=True)
         if isinstance(exc, (OSError, InstallError)):
-            raise InstallError(f"backing up the files in {dest_dir} to {root} failed ({_why(exc)}); nothing was "
-                               "changed.", exit_code=_failure_exit(exc)) from None
+            raise InstallError(
+                f"backing up the files in {dest_dir} to {root} failed ({_why(exc)}); nothing was changed.",
+                exit_code=_failure_exit(exc),
+            ) from None
         raise
     try:
         _transact(steps)
     except _Failed as failed:
         if failed.stuck:  # the journal stays: the next replace or rollback finishes putting them back
             os.close(jfd)
-            raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
-                               f"{len(failed.stuck)} could not be put back: {', '.join(failed.stuck)}. Their old "
-                               f"versions are in {backup}/files/; `builddoctor rollback` puts them back.",
-                               exit_code=_failure_exit(failed.cause)) from None
+            raise InstallError(
+                f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
+                f"{len(failed.stuck)} could not be put back: {', '.join(failed.stuck)}. Their old "
+                f"versions are in {backup}/files/; `builddoctor rollback` puts them back.",
+                exit_code=_failure_exit(failed.cause),
+            ) from None
         marker_src.unlink(missing_ok=True)
         shutil.rmtree(backup, ignore_errors=True)
         os.close(jfd)
-        raise InstallError(f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the old "
-                           "files were put back, nothing changed.", exit_code=_failure_exit(failed.cause)) from None
+        raise InstallError(
+            f"replacing the files in {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the old "
+            "files were put back, nothing changed.",
+            exit_code=_failure_exit(failed.cause),
+        ) from None
     _end_journal(backup / JOURNAL, jfd)
     marker_src.unlink(missing_ok=True)
-    return InstallResult(prefix=str(dest_dir), bin_dir=str(dest_dir), files=[str(s.dest) for s in steps],
-                         backup=str(backup), recovered=recovered)
+    return InstallResult(
+        prefix=str(dest_dir),
+        bin_dir=str(dest_dir),
+        files=[str(s.dest) for s in steps],
+        backup=str(backup),
+        recovered=recovered,
+    )
 
 
 def list_backups(root: Path | None = None) -> list[Path]:
@@ -681,13 +763,20 @@ def list_backups(root: Path | None = None) -> list[Path]:
     root = Path(root or backups_dir())
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if _STAMP.fullmatch(p.name) and p.is_dir()
-                   and not os.path.lexists(p / DONE)), key=lambda p: [int(n) for n in p.name.split("-")])
+    return sorted(
+        (p for p in root.iterdir() if _STAMP.fullmatch(p.name) and p.is_dir() and not os.path.lexists(p / DONE)),
+        key=lambda p: [int(n) for n in p.name.split("-")],
+    )
 
 
 def _plain_name(name: str) -> bool:
-    return (bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
-            and len(os.fsencode(name)) <= 255)
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\x00" not in name
+        and len(os.fsencode(name)) <= 255
+    )
 
 
 def _load_manifest(backup: Path) -> tuple[BackupManifest, str]:
@@ -710,8 +799,10 @@ def _load_manifest(backup: Path) -> tuple[BackupManifest, str]:
         if "format" not in data:
             manifest = _from_format_1(data)
         elif data["format"] != FORMAT:
-            raise _Unusable(f"manifest.json has format {str(data['format'])[:20]}, which this builddoctor does not "
-                            f"know (it reads {FORMAT} and the older unnumbered one)")
+            raise _Unusable(
+                f"manifest.json has format {str(data['format'])[:20]}, which this builddoctor does not "
+                f"know (it reads {FORMAT} and the older unnumbered one)"
+            )
         else:
             manifest = BackupManifest.from_dict(data)
     except SchemaError as exc:
@@ -739,8 +830,13 @@ def _from_format_1(data: dict) -> BackupManifest:
         entries.append(BackupEntry.from_dict({"path": e.get("path"), "kind": kind, "old": old.to_dict()}))
     paths_ = [e.path for e in entries if isinstance(e.path, str)]
     dest_dir = os.path.dirname(paths_[0]) if paths_ else ""
-    return BackupManifest(format=1, created=str(data.get("created", ""))[:40], build=str(data.get("build", ""))[:4096],
-                          dest_dir=dest_dir, files=entries)
+    return BackupManifest(
+        format=1,
+        created=str(data.get("created", ""))[:40],
+        build=str(data.get("build", ""))[:4096],
+        dest_dir=dest_dir,
+        files=entries,
+    )
 
 
 def _check_entries(m: BackupManifest) -> None:
@@ -755,22 +851,42 @@ def _check_entries(m: BackupManifest) -> None:
     for i, e in enumerate(m.files):
         where = f"manifest.json entry {i} ({e.path[:200]!r})"
         name = os.path.basename(e.path)
-        if "\x00" in e.path or not os.path.isabs(e.path) or os.path.normpath(e.path) != e.path \
-                or os.path.dirname(e.path) != d or not _plain_name(name):
+        if (
+            "\x00" in e.path
+            or not os.path.isabs(e.path)
+            or os.path.normpath(e.path) != e.path
+            or os.path.dirname(e.path) != d
+            or not _plain_name(name)
+        ):
             raise _Unusable(f"{where} is not a file directly in {d}")
         if e.path in seen:
             raise _Unusable(f"{where} is listed twice")
         seen.add(e.path)
         old, new = e.old, e.new
         if e.kind == "added":  # replace adds only libraries the new programs need, and its marker
-            ok = (old.type == "absent" and old.backup is None and old.sha256 is None and old.link is None
-                  and (_is_lib(name) or name == paths.REPLACED_MARKER))
+            ok = (
+                old.type == "absent"
+                and old.backup is None
+                and old.sha256 is None
+                and old.link is None
+                and (_is_lib(name) or name == paths.REPLACED_MARKER)
+            )
         elif e.kind == "replaced":
-            ok = ((old.type == "link" and isinstance(old.link, str) and bool(old.link) and "\x00" not in old.link
-                   and old.backup is None)
-                  or (old.type == "file" and old.backup == f"{i:03d}-{name}" and isinstance(old.sha256, str)
-                      and bool(_SHA.fullmatch(old.sha256)) and isinstance(old.mode, int)
-                      and 0 <= old.mode <= 0o7777 and old.link is None))
+            ok = (
+                old.type == "link"
+                and isinstance(old.link, str)
+                and bool(old.link)
+                and "\x00" not in old.link
+                and old.backup is None
+            ) or (
+                old.type == "file"
+                and old.backup == f"{i:03d}-{name}"
+                and isinstance(old.sha256, str)
+                and bool(_SHA.fullmatch(old.sha256))
+                and isinstance(old.mode, int)
+                and 0 <= old.mode <= 0o7777
+                and old.link is None
+            )
         else:
             ok = False
         if ok and m.format >= 2:
@@ -778,11 +894,15 @@ def _check_entries(m: BackupManifest) -> None:
                 ok = new is not None and new.type == "marker"
                 markers += 1
             else:
-                ok = new is not None and ((new.type == "file" and bool(_SHA.fullmatch(new.sha256 or "")))
-                                          or (new.type == "link" and bool(new.link and "\x00" not in new.link)))
+                ok = new is not None and (
+                    (new.type == "file" and bool(_SHA.fullmatch(new.sha256 or "")))
+                    or (new.type == "link" and bool(new.link and "\x00" not in new.link))
+                )
         if not ok:
-            raise _Unusable(f"{where} does not hold what replace records for a{'n' if e.kind == 'added' else ''} "
-                            f"{str(e.kind)[:20]!r} file")
+            raise _Unusable(
+                f"{where} does not hold what replace records for a{'n' if e.kind == 'added' else ''} "
+                f"{str(e.kind)[:20]!r} file"
+            )
     if m.format >= 2 and markers != 1:
         raise _Unusable(f"manifest.json does not list the marker replace leaves in {d}")
 
@@ -801,13 +921,15 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
     if replaces and (backup is None or not os.path.lexists(backup)):
         # the last replace (or the one asked for) was never completed and is undone now: that was the rollback
         _cmd, dest, put_back, _said = replaces[-1]
-        return RollbackResult(backup="(the interrupted replace's, removed)", dest_dir=dest, restored=put_back,
-                              recovered=recovered)
+        return RollbackResult(
+            backup="(the interrupted replace's, removed)", dest_dir=dest, restored=put_back, recovered=recovered
+        )
     if backup is None:
         found = list_backups(backup_root)
         if not found:
-            raise InstallError("There is no backup to roll back to: `builddoctor fix --replace` makes one "
-                               "before it replaces files.")
+            raise InstallError(
+                "There is no backup to roll back to: `builddoctor fix --replace` makes one before it replaces files."
+            )
         backup = found[-1]
     backup = Path(backup).absolute()
     if not os.path.isdir(backup):
@@ -816,8 +938,9 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         raise InstallError(f"The backup in {backup} was already rolled back.")
 
     def damaged(why: str) -> BackupDamaged:
-        return BackupDamaged(f"the backup in {backup} is damaged: {why}; nothing was changed; the files are in "
-                             f"{backup}/files/.")
+        return BackupDamaged(
+            f"the backup in {backup} is damaged: {why}; nothing was changed; the files are in {backup}/files/."
+        )
 
     if os.path.islink(backup):
         raise damaged("it is a symlink, not the folder replace made")
@@ -835,33 +958,48 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
                 why = {"absent": "is missing", "link": "is a symlink"}.get(got.type, "is not a regular file")
                 raise damaged(f"the copy of {e.path} (files/{e.old.backup}) {why}")
             if got.sha256 != e.old.sha256:
-                raise damaged(f"the copy of {e.path} (files/{e.old.backup}) is not the file replace saved "
-                              f"(sha256 {got.sha256[:12]}, recorded {e.old.sha256[:12]})")  # type: ignore[index]
+                raise damaged(
+                    f"the copy of {e.path} (files/{e.old.backup}) is not the file replace saved "
+                    f"(sha256 {got.sha256[:12]}, recorded {e.old.sha256[:12]})"
+                )  # type: ignore[index]
     dest_dir = Path(manifest.dest_dir)
     if not dest_dir.is_dir():
-        raise FilesChanged(f"{dest_dir}, where the backup in {backup} was made, is not a folder any more; "
-                           "nothing was changed.")
+        raise FilesChanged(
+            f"{dest_dir}, where the backup in {backup} was made, is not a folder any more; nothing was changed."
+        )
     current = [_state_of(Path(e.path)) for e in manifest.files]
     odd = [e.path for e, cur in zip(manifest.files, current, strict=True) if cur.type == "other"]
     if odd:
-        raise FilesChanged(f"{', '.join(odd)} {'is' if len(odd) == 1 else 'are'} now a folder or a special file; "
-                           "rollback puts back only files and links. Move it away and run again; nothing was changed.")
+        raise FilesChanged(
+            f"{', '.join(odd)} {'is' if len(odd) == 1 else 'are'} now a folder or a special file; "
+            "rollback puts back only files and links. Move it away and run again; nothing was changed."
+        )
     # the marker replace left names this backup and its manifest's sha256: only then do the entries
     # belong to that folder, and only then is a file that matches what replace installed safe to take away
     mark = read_marker(dest_dir)
-    if manifest.format >= 2 and mark is not None and mark.backup == backup.name \
-            and mark.manifest_sha256 != manifest_sha:
-        raise damaged(f"manifest.json is not the one replace wrote (the marker in {dest_dir} records another "
-                      "sha256)")
+    if (
+        manifest.format >= 2
+        and mark is not None
+        and mark.backup == backup.name
+        and mark.manifest_sha256 != manifest_sha
+    ):
+        raise damaged(f"manifest.json is not the one replace wrote (the marker in {dest_dir} records another sha256)")
     unconfirmed = ""
     if manifest.format < 2:
-        unconfirmed = (f"The backup in {backup} was made by an older builddoctor that did not record what it "
-                       f"installed, so rollback cannot tell whether the files in {dest_dir} changed since")
+        unconfirmed = (
+            f"The backup in {backup} was made by an older builddoctor that did not record what it "
+            f"installed, so rollback cannot tell whether the files in {dest_dir} changed since"
+        )
     elif mark is None or mark.backup != backup.name:
-        why = (f"names another backup ({mark.backup[:60]})" if mark is not None and mark.backup
-               else "is missing or unreadable")
-        unconfirmed = (f"The marker replace left in {dest_dir} ({paths.REPLACED_MARKER}) {why}, so nothing shows "
-                       f"that the backup in {backup} belongs to the files there now")
+        why = (
+            f"names another backup ({mark.backup[:60]})"
+            if mark is not None and mark.backup
+            else "is missing or unreadable"
+        )
+        unconfirmed = (
+            f"The marker replace left in {dest_dir} ({paths.REPLACED_MARKER}) {why}, so nothing shows "
+            f"that the backup in {backup} belongs to the files there now"
+        )
     changed: list[tuple[BackupEntry, str]] = []
     for e, cur in zip(manifest.files, current, strict=True):
         if unconfirmed:
@@ -875,13 +1013,17 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         elif not _same(cur, e.new):
             changed.append((e, "differs from what replace put there"))
     if unconfirmed and not force:
-        raise FilesChanged(f"{unconfirmed}; nothing was changed. `builddoctor rollback --force` restores it anyway "
-                           f"and keeps every file it takes away in {backup}/{KEPT}/.")
+        raise FilesChanged(
+            f"{unconfirmed}; nothing was changed. `builddoctor rollback --force` restores it anyway "
+            f"and keeps every file it takes away in {backup}/{KEPT}/."
+        )
     if changed and not force:
         listed = "; ".join(f"{os.path.basename(e.path)} {why}" for e, why in changed[:20])
-        raise FilesChanged(f"{len(changed)} file(s) in {dest_dir} changed since the replace ({listed}); nothing was "
-                           f"changed. `builddoctor rollback --force` restores the backup anyway and keeps those "
-                           f"files in {backup}/{KEPT}/.")
+        raise FilesChanged(
+            f"{len(changed)} file(s) in {dest_dir} changed since the replace ({listed}); nothing was "
+            f"changed. `builddoctor rollback --force` restores the backup anyway and keeps those "
+            f"files in {backup}/{KEPT}/."
+        )
     keep = {e.path for e, _ in changed}
     undo_dir, kept_dir = backup / _UNDO, backup / KEPT
     steps: list[_Step] = []
@@ -910,8 +1052,11 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         for k in kept_files:
             k.unlink(missing_ok=True)
         if isinstance(exc, (OSError, InstallError)):
-            raise InstallError(f"keeping a copy of the files in {dest_dir} before the rollback failed "
-                               f"({_why(exc)}); nothing was changed.", exit_code=_failure_exit(exc)) from None
+            raise InstallError(
+                f"keeping a copy of the files in {dest_dir} before the rollback failed "
+                f"({_why(exc)}); nothing was changed.",
+                exit_code=_failure_exit(exc),
+            ) from None
         raise
 
     try:
@@ -920,8 +1065,10 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
         shutil.rmtree(undo_dir, ignore_errors=True)
         for k in kept_files:
             k.unlink(missing_ok=True)
-        raise InstallError(f"writing the rollback's journal in {backup} failed ({_why(exc)}); nothing was changed.",
-                           exit_code=_failure_exit(exc)) from None
+        raise InstallError(
+            f"writing the rollback's journal in {backup} failed ({_why(exc)}); nothing was changed.",
+            exit_code=_failure_exit(exc),
+        ) from None
 
     def commit() -> None:
         (backup / DONE).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
@@ -940,15 +1087,24 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
             for k in kept_files:
                 k.unlink(missing_ok=True)
             back = f" ({', '.join(os.path.basename(p) for p in failed.put_back)})" if failed.put_back else ""
-            raise InstallError(f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the "
-                               f"{len(failed.put_back)} file(s) already restored were put back as they were{back}; "
-                               f"nothing changed, the backup in {backup} is kept.",
-                               exit_code=_failure_exit(failed.cause)) from None
-        raise InstallError(f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
-                           f"{len(failed.stuck)} file(s) could not be put back: {', '.join(failed.stuck)}; "
-                           f"their copies are in {undo_dir}/ and {kept_dir}/, the backup in {backup} is kept.",
-                           exit_code=_failure_exit(failed.cause)) from None
+            raise InstallError(
+                f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}); the "
+                f"{len(failed.put_back)} file(s) already restored were put back as they were{back}; "
+                f"nothing changed, the backup in {backup} is kept.",
+                exit_code=_failure_exit(failed.cause),
+            ) from None
+        raise InstallError(
+            f"rolling back {dest_dir} failed at {failed.at} ({_why(failed.cause)}), and "
+            f"{len(failed.stuck)} file(s) could not be put back: {', '.join(failed.stuck)}; "
+            f"their copies are in {undo_dir}/ and {kept_dir}/, the backup in {backup} is kept.",
+            exit_code=_failure_exit(failed.cause),
+        ) from None
     os.close(jfd)
     shutil.rmtree(undo_dir, ignore_errors=True)
-    return RollbackResult(backup=str(backup), dest_dir=str(dest_dir), restored=[e.path for e in manifest.files],
-                          kept=kept, recovered=recovered)
+    return RollbackResult(
+        backup=str(backup),
+        dest_dir=str(dest_dir),
+        restored=[e.path for e in manifest.files],
+        kept=kept,
+        recovered=recovered,
+    )

@@ -71,25 +71,41 @@ def rows() -> tuple[Row, ...]:
     for i, raw in enumerate(data.get("row", [])):
         unknown = sorted(set(raw) - names)
         if unknown or "id" not in raw or "title" not in raw:
-            raise UserError(f"{KNOWN_BAD_FILE}: row {i + 1} " + (f"has unknown key(s) {', '.join(unknown)}"
-                            if unknown else "needs an id and a title") + f"; known: {', '.join(sorted(names))}.",
-                            exit_code=INTERNAL)
+            raise UserError(
+                f"{KNOWN_BAD_FILE}: row {i + 1} "
+                + (f"has unknown key(s) {', '.join(unknown)}" if unknown else "needs an id and a title")
+                + f"; known: {', '.join(sorted(names))}.",
+                exit_code=INTERNAL,
+            )
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
         out.append(Row(**fields))
     return tuple(out)
 
 
-def applying(cpu_features: Iterable[str], version: str | None, build_number: int | None = None,
-             table: Iterable[Row] | None = None) -> list[Row]:
+def applying(
+    cpu_features: Iterable[str],
+    version: str | None,
+    build_number: int | None = None,
+    table: Iterable[Row] | None = None,
+) -> list[Row]:
     """The rows that apply to llama.cpp ``version`` on a CPU with ``cpu_features``."""
     feats = set(cpu_features)
-    return [r for r in (rows() if table is None else table)
-            if r.affects_cpu(feats) and r.affects_version(version, build_number)]
+    return [
+        r
+        for r in (rows() if table is None else table)
+        if r.affects_cpu(feats) and r.affects_version(version, build_number)
+    ]
 
 
-def explaining(code_features: Iterable[str], cpu_features: Iterable[str], version: str | None,
-               build_number: int | None = None, signal: str | None = None, *,
-               any_version: bool = False) -> list[Row]:
+def explaining(
+    code_features: Iterable[str],
+    cpu_features: Iterable[str],
+    version: str | None,
+    build_number: int | None = None,
+    signal: str | None = None,
+    *,
+    any_version: bool = False,
+) -> list[Row]:
     """The rows a build meets on a CPU: its code carries the row's instructions, the CPU has the
     feature, and (with ``signal``) the crash is the row's symptom; those whose version range covers
     the build. ``any_version``: the others too, after them (a row whose range ended too early still

@@ -25,10 +25,37 @@ DEPRECATED = DATA_DIR / "llama_options_deprecated.toml"
 ISA = DATA_DIR / "llama_options_isa.toml"
 
 #: CMake's own variables and those of the packages llama.cpp finds: known, never flagged
-STANDARD_PREFIXES = ("CMAKE_", "CPACK_", "CTEST_", "OpenMP_", "CUDAToolkit_", "CUDA_", "Vulkan_", "BLAS_", "BLA_",
-                     "OPENSSL_", "OpenSSL_", "HIP_", "ROCM_", "SYCL_", "MKL_", "FETCHCONTENT_", "Python3_", "ZLIB_")
-STANDARD_NAMES = {"BUILD_SHARED_LIBS", "BUILD_TESTING", "GPU_TARGETS", "AMDGPU_TARGETS", "CUDAToolkit_ROOT",
-                  "OpenBLAS_ROOT", "Threads_ROOT", "LLAMA_BUILD_COMMIT", "LLAMA_BUILD_NUMBER"}
+STANDARD_PREFIXES = (
+    "CMAKE_",
+    "CPACK_",
+    "CTEST_",
+    "OpenMP_",
+    "CUDAToolkit_",
+    "CUDA_",
+    "Vulkan_",
+    "BLAS_",
+    "BLA_",
+    "OPENSSL_",
+    "OpenSSL_",
+    "HIP_",
+    "ROCM_",
+    "SYCL_",
+    "MKL_",
+    "FETCHCONTENT_",
+    "Python3_",
+    "ZLIB_",
+)
+STANDARD_NAMES = {
+    "BUILD_SHARED_LIBS",
+    "BUILD_TESTING",
+    "GPU_TARGETS",
+    "AMDGPU_TARGETS",
+    "CUDAToolkit_ROOT",
+    "OpenBLAS_ROOT",
+    "Threads_ROOT",
+    "LLAMA_BUILD_COMMIT",
+    "LLAMA_BUILD_NUMBER",
+}
 _PREFIXES = ("GGML_", "LLAMA_")
 
 
@@ -46,14 +73,19 @@ class KnownOptions:
 
 _SCAN_EXCLUDE = ("examples/", "pocs/", "tests/", "docs/", "scripts/", "cmake/", "ci/", "gguf-py/", "benches/")
 _OPTION_RE = re.compile(r'\boption\s*\(\s*([A-Za-z_]\w*)\s+"((?:[^"\\]|\\.)*)"\s*([^)]*?)\s*\)', re.S)
-_CACHE_RE = re.compile(r'\bset\s*\(\s*([A-Za-z_]\w*)\s+((?:"(?:[^"\\]|\\.)*"|[^()"])*?)\s*\bCACHE\s+(\w+)'
-                       r'(?:\s+"((?:[^"\\]|\\.)*)")?', re.S)
-_DEPR_RE = re.compile(r'\b\w+_option_depr\s*\(\s*(WARNING|FATAL_ERROR|DEPRECATION)\s+([A-Za-z_]\w*)'
-                      r'(?:\s+([A-Za-z_]\w*))?\s*\)')
+_CACHE_RE = re.compile(
+    r'\bset\s*\(\s*([A-Za-z_]\w*)\s+((?:"(?:[^"\\]|\\.)*"|[^()"])*?)\s*\bCACHE\s+(\w+)'
+    r'(?:\s+"((?:[^"\\]|\\.)*)")?',
+    re.S,
+)
+_DEPR_RE = re.compile(
+    r"\b\w+_option_depr\s*\(\s*(WARNING|FATAL_ERROR|DEPRECATION)\s+([A-Za-z_]\w*)"
+    r"(?:\s+([A-Za-z_]\w*))?\s*\)"
+)
 _DEPR_MSG_RE = re.compile(r'"([A-Z][A-Z0-9_]+) is deprecated, use ([A-Z][A-Z0-9_]+) instead"')
-_IF_RE = re.compile(r'\b(?:if|elseif)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)')
-_ADD_BACKEND_RE = re.compile(r'\bggml_add_backend\s*\(\s*([A-Za-z0-9_]+)\s*\)')
-_VAR_RE = re.compile(r'\b((?:GGML|LLAMA)_[A-Z0-9_]+)\b')
+_IF_RE = re.compile(r"\b(?:if|elseif)\s*\(([^()]*(?:\([^()]*\)[^()]*)*)\)")
+_ADD_BACKEND_RE = re.compile(r"\bggml_add_backend\s*\(\s*([A-Za-z0-9_]+)\s*\)")
+_VAR_RE = re.compile(r"\b((?:GGML|LLAMA)_[A-Z0-9_]+)\b")
 
 
 def _strip_comments(text: str) -> str:
@@ -91,16 +123,20 @@ def scan_source(source: Path) -> KnownOptions:
         rel = path.relative_to(source).as_posix()
         text = _strip_comments(read_text(path, "CMakeLists.txt", errors="replace").text)
         for m in _OPTION_RE.finditer(text):
-            known.options.setdefault(m.group(1), {"kind": "option", "default": m.group(3).strip(),
-                                                  "help": m.group(2), "file": rel})
+            known.options.setdefault(
+                m.group(1), {"kind": "option", "default": m.group(3).strip(), "help": m.group(2), "file": rel}
+            )
         for m in _CACHE_RE.finditer(text):
             name = m.group(1)
             if name not in known.options:
-                known.options[name] = {"kind": f"cache {m.group(3).upper()}", "default": m.group(2).strip().strip('"'),
-                                       "help": m.group(4) or "", "file": rel}
+                known.options[name] = {
+                    "kind": f"cache {m.group(3).upper()}",
+                    "default": m.group(2).strip().strip('"'),
+                    "help": m.group(4) or "",
+                    "file": rel,
+                }
         for m in _DEPR_RE.finditer(text):
-            known.deprecated.setdefault(m.group(2), {"replacement": m.group(3) or "", "level": m.group(1),
-                                                     "file": rel})
+            known.deprecated.setdefault(m.group(2), {"replacement": m.group(3) or "", "level": m.group(1), "file": rel})
         for m in _DEPR_MSG_RE.finditer(text):
             known.deprecated.setdefault(m.group(1), {"replacement": m.group(2), "level": "DEPRECATION", "file": rel})
         for m in _IF_RE.finditer(text):
@@ -110,8 +146,12 @@ def scan_source(source: Path) -> KnownOptions:
             referenced.setdefault(f"GGML_{m.group(1).upper()}", rel)
     for name, rel in referenced.items():
         if name not in known.options and name not in known.deprecated:
-            known.options[name] = {"kind": "variable", "default": "", "help": "read by llama.cpp's CMake, not declared",
-                                   "file": rel}
+            known.options[name] = {
+                "kind": "variable",
+                "default": "",
+                "help": "read by llama.cpp's CMake, not declared",
+                "file": rel,
+            }
     for name in known.deprecated:
         known.options.pop(name, None)
     return known
@@ -122,8 +162,11 @@ def _q(s: str) -> str:
 
 
 def render_snapshot(known: KnownOptions, commit: str = "") -> str:
-    lines = ["# Options of the pinned llama.cpp, read from its CMake files. Generated: do not edit.",
-             "# Regenerate with: python -m builddoctor.flagcheck regenerate [SOURCE]", ""]
+    lines = [
+        "# Options of the pinned llama.cpp, read from its CMake files. Generated: do not edit.",
+        "# Regenerate with: python -m builddoctor.flagcheck regenerate [SOURCE]",
+        "",
+    ]
     lines.append(f"source_commit = {_q(commit)}")
     lines.append("")
     for name in sorted(known.options):
@@ -179,8 +222,12 @@ def known_options(source: Path | None = None) -> KnownOptions:
     base = _scan_cached(str(Path(source).resolve())) if source is not None else _snapshot()
     merged = KnownOptions(options=dict(base.options), deprecated={})
     for name, d in deprecated_table().items():
-        merged.deprecated[name] = {"replacement": d.get("replacement", ""), "level": "WARNING",
-                                   "note": d.get("note", ""), "file": "builddoctor/data/llama_options_deprecated.toml"}
+        merged.deprecated[name] = {
+            "replacement": d.get("replacement", ""),
+            "level": "WARNING",
+            "note": d.get("note", ""),
+            "file": "builddoctor/data/llama_options_deprecated.toml",
+        }
     for name, d in base.deprecated.items():
         note = merged.deprecated.get(name, {}).get("note", "")
         merged.deprecated[name] = dict(d, note=note)

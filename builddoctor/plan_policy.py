@@ -45,13 +45,16 @@ class PlanRefused(errors.InputError):
         by_reason: dict[str, list[str]] = {}
         for r in refusals:
             by_reason.setdefault(r.reason, []).append(f"{r.key}={_show(r.value)}")
-        parts = "; ".join((", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else ""))
-                          + f": {reason}" for reason, keys in by_reason.items())
+        parts = "; ".join(
+            (", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")) + f": {reason}"
+            for reason, keys in by_reason.items()
+        )
         super().__init__(
             f"{where} asks for what builddoctor does not run: {parts}. Nothing was run or written. A plan "
             "may set llama.cpp's own options, a few CMake variables and compilers by name (README: "
-            "\"What a plan may contain\"); an absolute compiler or toolkit path must be one builddoctor "
-            "finds on this machine or one you confirm with --allow-path PATH.")
+            '"What a plan may contain"); an absolute compiler or toolkit path must be one builddoctor '
+            "finds on this machine or one you confirm with --allow-path PATH."
+        )
 
 
 def _show(value: str, limit: int = 60) -> str:
@@ -78,8 +81,9 @@ def _declared(source: Path | None):
             src = Path(source).resolve()
             if src != paths.vendor_dir().resolve() and (src / "CMakeLists.txt").is_file():
                 other = flagcheck.known_options(src)
-                return flagcheck.KnownOptions(options={**pinned.options, **other.options},
-                                              deprecated={**pinned.deprecated, **other.deprecated})
+                return flagcheck.KnownOptions(
+                    options={**pinned.options, **other.options}, deprecated={**pinned.deprecated, **other.deprecated}
+                )
         except (OSError, UnicodeError, errors.UserError):
             pass
     return pinned
@@ -157,8 +161,7 @@ def _rule_compiler(value: str, ctx: _Ctx) -> str:
     names = policy()["compiler"]["names"]
     base = os.path.basename(value)
     if not re.fullmatch(names, base):
-        return ("not a compiler name (cc, gcc, clang, icx, nvcc, hipcc... optionally with a target triplet "
-                "and version)")
+        return "not a compiler name (cc, gcc, clang, icx, nvcc, hipcc... optionally with a target triplet and version)"
     if "/" not in value:
         return ""  # looked up on PATH by the build; a missing one is the toolchain check's (exit 4)
     return _path_problem(value, ctx, folder=False)
@@ -190,8 +193,10 @@ def _rule_flags(value: str, ctx: _Ctx) -> str:
         if refused is not None:
             return f"the flag {flag!r} {refused['reason']}"
         if not any(re.fullmatch(a["pattern"], flag) for a in fl["allowed"]):
-            return (f"the flag {flag!r} is not one a plan may pass (machine, optimization, debug, -f and -W "
-                    "switches without file names)")
+            return (
+                f"the flag {flag!r} is not one a plan may pass (machine, optimization, debug, -f and -W "
+                "switches without file names)"
+            )
     return ""
 
 
@@ -203,8 +208,11 @@ def _check_value(rule: dict[str, Any], value: str, ctx: _Ctx) -> str:
     if kind == "bool":
         return "" if re.fullmatch(pol["bool"], value) else "must be ON or OFF"
     if kind == "word":
-        return "" if re.fullmatch(pol["word"], value) else (
-            "holds characters a value may not (whitespace, quotes, $ ` ; | & < > ( ) and the like)")
+        return (
+            ""
+            if re.fullmatch(pol["word"], value)
+            else ("holds characters a value may not (whitespace, quotes, $ ` ; | & < > ( ) and the like)")
+        )
     if kind == "pattern":
         return "" if re.fullmatch(rule["pattern"], value) else f"must be {rule.get('reason', 'of the form allowed')}"
     if kind == "compiler":
@@ -228,13 +236,22 @@ def _option_rule(name: str, known) -> dict[str, Any]:
     if name in known.deprecated:
         repl = known.deprecated[name].get("replacement", "")
         return {"rule": "refuse", "reason": "a deprecated llama.cpp option" + (f" (use {repl})" if repl else "")}
-    return {"rule": "refuse",
-            "reason": "not an option llama.cpp declares, nor one of the CMake variables a plan may set ("
-                      + ", ".join(sorted(pol["cmake"])) + ")"}
+    return {
+        "rule": "refuse",
+        "reason": "not an option llama.cpp declares, nor one of the CMake variables a plan may set ("
+        + ", ".join(sorted(pol["cmake"]))
+        + ")",
+    }
 
 
-def check_plan(data: Any, *, source: Path | None = None, allowed_paths: Iterable[str] = (),
-               here: bool = True, search_path: str | None = None) -> list[Refusal]:
+def check_plan(
+    data: Any,
+    *,
+    source: Path | None = None,
+    allowed_paths: Iterable[str] = (),
+    here: bool = True,
+    search_path: str | None = None,
+) -> list[Refusal]:
     """The refusals for a parsed plan (``BuildPlan.to_dict()`` or the JSON of a plan file).
 
     ``here``: the plan is about to be built on this machine, so names are looked up on PATH
@@ -269,13 +286,16 @@ def check_plan(data: Any, *, source: Path | None = None, allowed_paths: Iterable
         if why:
             out.append(Refusal(key, value, why))
     env = data.get("env")
-    for name, value in (env.items() if isinstance(env, dict) else []):
+    for name, value in env.items() if isinstance(env, dict) else []:
         if not isinstance(value, str):
             continue
         key = f"env.{name}" if len(name) <= 200 and re.fullmatch(pol["name"], name) else f"env.{_show(name)}"
         if name not in pol["env"]:
-            out.append(Refusal(key, value, "not one of the environment variables a plan may set ("
-                                           + ", ".join(pol["env"]) + ")"))
+            out.append(
+                Refusal(
+                    key, value, "not one of the environment variables a plan may set (" + ", ".join(pol["env"]) + ")"
+                )
+            )
         elif _CONTROL.search(value):
             out.append(Refusal(key, value, "holds control characters"))
         elif len(value) > pol["max_length"]:
@@ -284,8 +304,10 @@ def check_plan(data: Any, *, source: Path | None = None, allowed_paths: Iterable
             why = _check_value(pol["env"][name], value, ctx)
             if why:
                 out.append(Refusal(key, value, why))
-    for field, table, what in (("targets", "targets", "a llama.cpp program target (llama-NAME)"),
-                               ("omit_cpu_variants", "cpu_variants", "a CPU variant name (lowercase word)")):
+    for field, table, what in (
+        ("targets", "targets", "a llama.cpp program target (llama-NAME)"),
+        ("omit_cpu_variants", "cpu_variants", "a CPU variant name (lowercase word)"),
+    ):
         items = data.get(field)
         for i, v in enumerate(items if isinstance(items, list) else []):
             if isinstance(v, str) and not re.fullmatch(pol[table]["pattern"], v):

@@ -143,7 +143,8 @@ class Platform:
 
     def runs_on(self, os_name: str, arch: str) -> bool:
         return canonical_os(self.os) == canonical_os(os_name) and canonical_arch(arch) in {
-            canonical_arch(a) for a in self.archs}
+            canonical_arch(a) for a in self.archs
+        }
 
     def describe(self) -> str:
         """'macOS arm64 (Mach-O)', 'macOS x86_64 + arm64 (fat Mach-O)', 'Linux aarch64'."""

@@ -146,7 +146,7 @@ def _table() -> dict[int, tuple[int, int, int, str]]:
                 raw = fh.read()
         except OSError:
             continue
-        rest = raw[raw.rfind(b")") + 2:].split()
+        rest = raw[raw.rfind(b")") + 2 :].split()
         try:
             out[int(name)] = (int(rest[1]), int(rest[2]), int(rest[3]), rest[0].decode())
         except (IndexError, ValueError):
@@ -163,7 +163,7 @@ def _marker_of(pid: int) -> str | None:
     key = MARKER.encode() + b"="
     for item in env.split(b"\0"):
         if item.startswith(key):
-            return item[len(key):].decode(errors="replace")
+            return item[len(key) :].decode(errors="replace")
     return None
 
 
@@ -361,12 +361,12 @@ class _Capture:
                 self.tail_len -= len(self.tail.popleft())
 
     def text(self) -> str:
-        tail = b"".join(self.tail)[-self.tail_max:] if self.tail_max else b""
+        tail = b"".join(self.tail)[-self.tail_max :] if self.tail_max else b""
         cut = self.total - len(self.head) - len(tail)
         head = self.head.decode("utf-8", errors="replace")
         if cut <= 0:
             return head + tail.decode("utf-8", errors="replace")
-        return (head + f"\n[... {cut} bytes of output cut ...]\n" + tail.decode("utf-8", errors="replace"))
+        return head + f"\n[... {cut} bytes of output cut ...]\n" + tail.decode("utf-8", errors="replace")
 
 
 class _Lines:
@@ -389,7 +389,7 @@ class _Lines:
                     self.buf.clear()
                 return
             line = bytes(self.buf[:nl])
-            del self.buf[:nl + 1]
+            del self.buf[: nl + 1]
             if self.skipping:
                 self.skipping = False
             else:
@@ -424,8 +424,16 @@ def _signal_name(rc: int | None) -> str | None:
         return f"signal {-rc}"
 
 
-def _execute(argv: list[str], *, timeout: float, env: Mapping[str, str], cwd, stdin_data: str | None,
-             merge: bool, on_line: Callable[[str], None] | None) -> Completed:
+def _execute(
+    argv: list[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str],
+    cwd,
+    stdin_data: str | None,
+    merge: bool,
+    on_line: Callable[[str], None] | None,
+) -> Completed:
     if _stopping:
         raise Interrupted("SIGTERM")
     _libc_prctl()
@@ -511,8 +519,16 @@ def _guard_status(fd: int) -> bytes:
         os.close(fd)
 
 
-def _pump(p: subprocess.Popen, caps: dict, lines, stdin_data: str | None, deadline: float, marker: str,
-          status_fd: int | None = None, said: bytearray | None = None) -> bool:
+def _pump(
+    p: subprocess.Popen,
+    caps: dict,
+    lines,
+    stdin_data: str | None,
+    deadline: float,
+    marker: str,
+    status_fd: int | None = None,
+    said: bytearray | None = None,
+) -> bool:
     """Read the child's output until it ended and its pipes closed; True when the deadline hit.
     ``status_fd``: the guard's status pipe, whose end says the child started (its words go to ``said``)."""
     begun = time.monotonic()
@@ -615,8 +631,15 @@ def run(
     """Run ``argv`` with a hard time limit; stdout and stderr kept apart, each bounded (the first
     MAX_OUTPUT bytes and the last TAIL_OUTPUT)."""
     argv = [str(a) for a in argv]
-    return _execute(argv, timeout=timeout, env=dict(env if env is not None else clean_env(extra_env)), cwd=cwd,
-                    stdin_data=stdin_data, merge=False, on_line=None)
+    return _execute(
+        argv,
+        timeout=timeout,
+        env=dict(env if env is not None else clean_env(extra_env)),
+        cwd=cwd,
+        stdin_data=stdin_data,
+        merge=False,
+        on_line=None,
+    )
 
 
 def stream(
@@ -633,5 +656,12 @@ def stream(
     the last MAX_OUTPUT bytes of output (and the first TAIL_OUTPUT). An exception in ``on_line``
     or an interruption kills the run and is re-raised."""
     argv = [str(a) for a in argv]
-    return _execute(argv, timeout=timeout, env=dict(env if env is not None else clean_env(extra_env)), cwd=cwd,
-                    stdin_data=None, merge=True, on_line=on_line)
+    return _execute(
+        argv,
+        timeout=timeout,
+        env=dict(env if env is not None else clean_env(extra_env)),
+        cwd=cwd,
+        stdin_data=None,
+        merge=True,
+        on_line=on_line,
+    )

@@ -33,7 +33,7 @@ def _table() -> dict[int, tuple[int, int]]:
                 stat = fh.read().decode("ascii", "replace")
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 3 and fields[0] != "Z":
             out[int(name)] = (int(fields[1]), int(fields[3]))
     return out

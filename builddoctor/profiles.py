@@ -130,9 +130,7 @@ def check_schema(data: Any, kind: str) -> None:
     if not isinstance(version, int):
         raise SchemaError(f"no schema_version: this is not a builddoctor {kind}")
     if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"schema_version {version} is newer than this builddoctor understands ({SCHEMA_VERSION})"
-        )
+        raise SchemaError(f"schema_version {version} is newer than this builddoctor understands ({SCHEMA_VERSION})")
 
 
 # --------------------------------------------------------------------------- machine

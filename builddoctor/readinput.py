@@ -59,8 +59,9 @@ def _remedy(remedy: str) -> str:
     return f" {remedy}" if remedy else ""
 
 
-def read_bytes(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, remedy: str = "",
-               truncate: bool = True) -> tuple[bytes, bool]:
+def read_bytes(
+    path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, remedy: str = "", truncate: bool = True
+) -> tuple[bytes, bool]:
     """Up to ``cap`` bytes of a regular file -> (data, cut). Never blocks, never reads past the cap.
 
     ``truncate=False`` refuses a longer file instead of cutting it."""
@@ -74,15 +75,26 @@ def read_bytes(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, 
         if stat.S_ISDIR(st.st_mode):
             raise InputError(f"{name} is a folder, not a file (wanted: the {what}).{_remedy(remedy)}")
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else
-                    "a character device" if stat.S_ISCHR(st.st_mode) else
-                    "a block device" if stat.S_ISBLK(st.st_mode) else
-                    "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise InputError(f"{name} is {kind}, not a regular file: builddoctor reads the {what} only from a "
-                             f"regular file (copy it to one first).{_remedy(remedy)}")
+            kind = (
+                "a named pipe (FIFO)"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a character device"
+                if stat.S_ISCHR(st.st_mode)
+                else "a block device"
+                if stat.S_ISBLK(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file"
+            )
+            raise InputError(
+                f"{name} is {kind}, not a regular file: builddoctor reads the {what} only from a "
+                f"regular file (copy it to one first).{_remedy(remedy)}"
+            )
         if not truncate and st.st_size > cap:
-            raise InputError(f"{name} is {st.st_size:,} bytes, more than any {what} ({_size(cap)} at most): "
-                             f"it is not one, or it is damaged.{_remedy(remedy)}")
+            raise InputError(
+                f"{name} is {st.st_size:,} bytes, more than any {what} ({_size(cap)} at most): "
+                f"it is not one, or it is damaged.{_remedy(remedy)}"
+            )
         # a regular file in /proc reports size 0 and may grow while read: bound the reading, not the stat
         os.set_blocking(fd, True)
         chunks: list[bytes] = []
@@ -100,8 +112,10 @@ def read_bytes(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, 
     data = b"".join(chunks)
     if len(data) > cap:
         if not truncate:
-            raise InputError(f"{name} is more than {_size(cap)}, more than any {what}: it is not one, or it is "
-                             f"damaged.{_remedy(remedy)}")
+            raise InputError(
+                f"{name} is more than {_size(cap)}, more than any {what}: it is not one, or it is "
+                f"damaged.{_remedy(remedy)}"
+            )
         return data[:cap], True
     return data, False
 
@@ -116,10 +130,13 @@ def _open_error(name: str, what: str, exc: OSError) -> str:
 
 def decode(data: bytes, name: str, what: str, remedy: str = "", *, cut: bool = False) -> str:
     """UTF-8 (a BOM is dropped) -> str; UTF-16/32 and other non-UTF-8 bytes get a message that says so."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 3 and (data[1:4:2] == b"\x00\x00"
-                                                                      or data[0:3:2] == b"\x00\x00")):
-        raise InputError(f"{name} is UTF-16 (or UTF-32) text, not UTF-8 (wanted: the {what}). Convert it "
-                         f"(`iconv -f UTF-16 -t UTF-8`, or PowerShell's `Out-File -Encoding utf8`).{_remedy(remedy)}")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+        len(data) > 3 and (data[1:4:2] == b"\x00\x00" or data[0:3:2] == b"\x00\x00")
+    ):
+        raise InputError(
+            f"{name} is UTF-16 (or UTF-32) text, not UTF-8 (wanted: the {what}). Convert it "
+            f"(`iconv -f UTF-16 -t UTF-8`, or PowerShell's `Out-File -Encoding utf8`).{_remedy(remedy)}"
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -128,12 +145,20 @@ def decode(data: bytes, name: str, what: str, remedy: str = "", *, cut: bool = F
         if cut and exc.start >= len(data) - 3:  # the cap fell inside a character
             return data[: exc.start].decode("utf-8")
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{name} is not UTF-8 text (line {line} has a byte that is not; wanted: the {what})."
-                         f"{_remedy(remedy)}") from None
+        raise InputError(
+            f"{name} is not UTF-8 text (line {line} has a byte that is not; wanted: the {what}).{_remedy(remedy)}"
+        ) from None
 
 
-def read_text(path: str | os.PathLike[str], what: str, *, cap: int = TEXT_CAP, remedy: str = "",
-              errors: str = "strict", truncate: bool = True) -> InputText:
+def read_text(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    cap: int = TEXT_CAP,
+    remedy: str = "",
+    errors: str = "strict",
+    truncate: bool = True,
+) -> InputText:
     """A bounded text file. ``errors="replace"`` reads any bytes (a CMakeCache with stray Latin-1);
     ``truncate=False`` refuses a file over the cap (a TOML document cut in half means something else)."""
     name = os.fspath(path)
@@ -195,8 +220,9 @@ def loads(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonInputError(f"not valid JSON ({exc})") from None
 
 
-def read_json(path: str | os.PathLike[str], what: str, *, cap: int = JSON_CAP, remedy: str = "",
-              max_depth: int = MAX_DEPTH) -> Any:
+def read_json(
+    path: str | os.PathLike[str], what: str, *, cap: int = JSON_CAP, remedy: str = "", max_depth: int = MAX_DEPTH
+) -> Any:
     """A bounded JSON file -> plain data; InputError names the file and what is wrong with it."""
     name = os.fspath(path)
     data, _ = read_bytes(name, what, cap=cap, remedy=remedy, truncate=False)
@@ -212,9 +238,11 @@ def read_json(path: str | os.PathLike[str], what: str, *, cap: int = JSON_CAP, r
     cut = data.get("truncated") if isinstance(data, dict) else None
     if isinstance(cut, list) and cut and all(isinstance(c, dict) and "path" in c for c in cut):
         first = cut[0]
-        raise InputError(f"{name} is a --json report whose lists were cut (the first: {str(first.get('path'))[:100]}, "
-                         f"{first.get('shown')} of {first.get('count')} kept), not the whole {what}."
-                         f"{_remedy(remedy)}")
+        raise InputError(
+            f"{name} is a --json report whose lists were cut (the first: {str(first.get('path'))[:100]}, "
+            f"{first.get('shown')} of {first.get('count')} kept), not the whole {what}."
+            f"{_remedy(remedy)}"
+        )
     return data
 
 
@@ -230,13 +258,15 @@ def write_text(path: str | os.PathLike[str], text: str, what: str) -> None:
         fd = os.open(name, flags, 0o644)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise InputError(f"Cannot write the {what} to {name}: it is a named pipe (FIFO) that nothing reads "
-                             "from. Start the reader first, or give a regular file.") from None
+            raise InputError(
+                f"Cannot write the {what} to {name}: it is a named pipe (FIFO) that nothing reads "
+                "from. Start the reader first, or give a regular file."
+            ) from None
         raise
     try:
         os.set_blocking(fd, True)
         data = text.encode("utf-8")
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
     finally:
         os.close(fd)

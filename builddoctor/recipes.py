@@ -37,13 +37,33 @@ INSTALL_KEYS = ("debian", "fedora", "arch", "macos", "windows")
 PREREQ_KINDS = ("tool", "library", "header", "driver")
 
 #: placeholders a recipe may use in values and reasons ({name}); resolve.py computes them
-PLACEHOLDERS = frozenset({
-    "cpu_model", "microarch", "cpu_variant", "cpu_isa", "cpu_features", "os_name",
-    "gpu_names", "nvidia_gpus", "amd_gpus", "intel_gpus", "apple_gpus",
-    "cuda_architectures", "cuda_arch_detail", "nvcc_version", "nvcc_path", "cuda_toolkit_root",
-    "hip_targets", "rocm_clang", "rocm_path", "compiler", "emulated_note",
-    "avoid_reason", "explicit_reason",
-})
+PLACEHOLDERS = frozenset(
+    {
+        "cpu_model",
+        "microarch",
+        "cpu_variant",
+        "cpu_isa",
+        "cpu_features",
+        "os_name",
+        "gpu_names",
+        "nvidia_gpus",
+        "amd_gpus",
+        "intel_gpus",
+        "apple_gpus",
+        "cuda_architectures",
+        "cuda_arch_detail",
+        "nvcc_version",
+        "nvcc_path",
+        "cuda_toolkit_root",
+        "hip_targets",
+        "rocm_clang",
+        "rocm_path",
+        "compiler",
+        "emulated_note",
+        "avoid_reason",
+        "explicit_reason",
+    }
+)
 
 #: condition keys (see docs/recipes.md); value: what the key accepts
 CONDITION_KEYS = {
@@ -69,8 +89,21 @@ CONDITION_KEYS = {
 }
 
 _RECIPE_KEYS = {
-    "name", "kind", "title", "summary", "backend", "priority", "switch", "toolkit", "when",
-    "unmet", "preferred_because", "conflicts", "report_skip", "checks", "notes",
+    "name",
+    "kind",
+    "title",
+    "summary",
+    "backend",
+    "priority",
+    "switch",
+    "toolkit",
+    "when",
+    "unmet",
+    "preferred_because",
+    "conflicts",
+    "report_skip",
+    "checks",
+    "notes",
 }
 _TOP_KEYS = {"recipe", "option", "prerequisite", "env", "data"}
 _OPTION_KEYS = {"name", "value", "reason", "when"}
@@ -155,8 +188,10 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
     """Every ``*.toml`` in the recipe folder, validated, sorted by file name."""
     directory = Path(directory) if directory is not None else recipes_dir()
     if not directory.is_dir():
-        raise RecipeError(f"The recipe folder {directory} does not exist. Set BUILDDOCTOR_RECIPES to a folder "
-                          "of recipe files, or reinstall builddoctor.")
+        raise RecipeError(
+            f"The recipe folder {directory} does not exist. Set BUILDDOCTOR_RECIPES to a folder "
+            "of recipe files, or reinstall builddoctor."
+        )
     paths = sorted(directory.glob("*.toml"))
     if not paths:
         raise RecipeError(f"The recipe folder {directory} holds no *.toml recipe files.")
@@ -168,18 +203,23 @@ def load_recipes(directory: Path | None = None) -> list[Recipe]:
     backends: dict[str, Recipe] = {}
     for r in recipes:
         if r.name in seen:
-            raise RecipeError(f"{r.path}: recipe name '{r.name}' is also used by {seen[r.name].path.name}; "
-                              "names must be unique.")
+            raise RecipeError(
+                f"{r.path}: recipe name '{r.name}' is also used by {seen[r.name].path.name}; names must be unique."
+            )
         seen[r.name] = r
         if r.backend:
             if r.backend in backends:
-                raise RecipeError(f"{r.path}: backend '{r.backend}' is also defined by {backends[r.backend].path.name}.")
+                raise RecipeError(
+                    f"{r.path}: backend '{r.backend}' is also defined by {backends[r.backend].path.name}."
+                )
             backends[r.backend] = r
     for r in recipes:
         for other in r.conflicts:
             if other not in seen:
-                raise RecipeError(f"{_where(r.path, 'conflicts')}: conflicts names '{other}', which is no recipe "
-                                  f"(known: {', '.join(sorted(seen))}).")
+                raise RecipeError(
+                    f"{_where(r.path, 'conflicts')}: conflicts names '{other}', which is no recipe "
+                    f"(known: {', '.join(sorted(seen))})."
+                )
     _LOADED[key] = recipes
     return recipes
 
@@ -210,8 +250,9 @@ def load_recipe(path: Path) -> Recipe:
         line = raw[: exc.start].count(b"\n") + 1
         raise RecipeError(f"{path}:{line}: not UTF-8 text; a recipe file is TOML.") from None
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
-        raise RecipeError(f"{path}:1: empty recipe file: it needs at least a [recipe] table with a name "
-                          "(see docs/recipes.md).")
+        raise RecipeError(
+            f"{path}:1: empty recipe file: it needs at least a [recipe] table with a name (see docs/recipes.md)."
+        )
     doc = parse_toml(text, path, RecipeError)
     return _parse(path, text, doc)
 
@@ -256,8 +297,9 @@ class _Schema:
             close = difflib.get_close_matches(extra[0], sorted(allowed), n=1)
             if close:
                 hint = f" (did you mean '{close[0]}'?)"
-            raise self.fail(extra[0], f"unknown key '{extra[0]}' in {where}{hint}; "
-                                      f"allowed: {', '.join(sorted(allowed))}.")
+            raise self.fail(
+                extra[0], f"unknown key '{extra[0]}' in {where}{hint}; allowed: {', '.join(sorted(allowed))}."
+            )
 
     def condition(self, value: Any, where: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -268,8 +310,9 @@ class _Schema:
 
                 close = difflib.get_close_matches(key, sorted(CONDITION_KEYS), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(key, f"unknown condition '{key}' in '{where}'{hint}; "
-                                     f"known: {', '.join(sorted(CONDITION_KEYS))}.")
+                raise self.fail(
+                    key, f"unknown condition '{key}' in '{where}'{hint}; known: {', '.join(sorted(CONDITION_KEYS))}."
+                )
             shape = CONDITION_KEYS[key]
             if shape == "bool":
                 ok = isinstance(v, bool)
@@ -283,14 +326,21 @@ class _Schema:
                     for i, sub in enumerate(v):
                         self.condition(sub, f"{where}.{key}[{i}]")
             elif shape == "gpu-condition":
-                ok = isinstance(v, dict) and set(v) <= _GPU_KEYS and all(
-                    isinstance(x, int) if k == "min_memory_mib" else
-                    (isinstance(x, str) or (isinstance(x, list) and all(isinstance(y, str) for y in x)))
-                    for k, x in v.items())
+                ok = (
+                    isinstance(v, dict)
+                    and set(v) <= _GPU_KEYS
+                    and all(
+                        isinstance(x, int)
+                        if k == "min_memory_mib"
+                        else (isinstance(x, str) or (isinstance(x, list) and all(isinstance(y, str) for y in x)))
+                        for k, x in v.items()
+                    )
+                )
                 if isinstance(v, dict) and not set(v) <= _GPU_KEYS:
                     bad = sorted(set(v) - _GPU_KEYS)[0]
-                    raise self.fail(bad, f"unknown GPU condition '{bad}' in '{where}.gpu'; "
-                                         f"known: {', '.join(sorted(_GPU_KEYS))}.")
+                    raise self.fail(
+                        bad, f"unknown GPU condition '{bad}' in '{where}.gpu'; known: {', '.join(sorted(_GPU_KEYS))}."
+                    )
             else:  # condition
                 ok = isinstance(v, dict)
                 if ok:
@@ -314,8 +364,9 @@ class _Schema:
 
                 close = difflib.get_close_matches(n, sorted(PLACEHOLDERS), n=1)
                 hint = f" (did you mean '{{{close[0]}}}'?)" if close else ""
-                raise self.fail(key, f"unknown placeholder '{{{n}}}' in '{key}'{hint}; "
-                                     f"known: {', '.join(sorted(PLACEHOLDERS))}.")
+                raise self.fail(
+                    key, f"unknown placeholder '{{{n}}}' in '{key}'{hint}; known: {', '.join(sorted(PLACEHOLDERS))}."
+                )
         return value
 
 
@@ -362,8 +413,9 @@ def _parse(path: Path, text: str, doc: dict[str, Any]) -> Recipe:
         toolkit=s.str_(head, "toolkit", "recipe"),
         when=s.condition(head.get("when", {}), "recipe.when"),
         unmet=dict(unmet),
-        preferred_because=s.template(s.str_(head, "preferred_because", "recipe", default="") or "",
-                                     "preferred_because"),
+        preferred_because=s.template(
+            s.str_(head, "preferred_because", "recipe", default="") or "", "preferred_because"
+        ),
         conflicts=s.str_list(head, "conflicts", "recipe"),
         report_skip=report_skip,
         checks=s.str_list(head, "checks", "recipe"),
@@ -387,8 +439,14 @@ def _parse(path: Path, text: str, doc: dict[str, Any]) -> Recipe:
         reason = s.str_(o, "reason", where)
         if not reason or not reason.strip():
             raise s.fail("reason", f"{where} ({oname}) needs a 'reason': one sentence a user can read.")
-        recipe.options.append(OptionSpec(oname, s.template(value, "value"), s.template(reason, "reason"),
-                                         s.condition(o.get("when", {}), f"{where}.when")))
+        recipe.options.append(
+            OptionSpec(
+                oname,
+                s.template(value, "value"),
+                s.template(reason, "reason"),
+                s.condition(o.get("when", {}), f"{where}.when"),
+            )
+        )
     prereqs = doc.get("prerequisite", [])
     if not isinstance(prereqs, list):
         raise s.fail("prerequisite", "prerequisites are written as [[prerequisite]] tables.")
@@ -405,8 +463,7 @@ def _parse(path: Path, text: str, doc: dict[str, Any]) -> Recipe:
             raise s.fail("install", f"{where} ({pname}): 'install' must be a table of platform = command.")
         for k in install:
             if k not in INSTALL_KEYS:
-                raise s.fail(k, f"{where} ({pname}): unknown install platform '{k}'; "
-                                f"known: {', '.join(INSTALL_KEYS)}.")
+                raise s.fail(k, f"{where} ({pname}): unknown install platform '{k}'; known: {', '.join(INSTALL_KEYS)}.")
         for vkey in ("min_version", "max_version"):
             v = p.get(vkey)
             if v is not None and (not isinstance(v, str) or not re.match(r"^\d+(\.\d+)*$", v)):
@@ -414,15 +471,23 @@ def _parse(path: Path, text: str, doc: dict[str, Any]) -> Recipe:
         required = p.get("required", True)
         if not isinstance(required, bool):
             raise s.fail("required", f"{where} ({pname}): 'required' must be true or false.")
-        recipe.prerequisites.append(PrereqSpec(
-            name=pname, kind=pkind, tools=s.str_list(p, "tools", where) or [pname],
-            min_version=p.get("min_version"), max_version=p.get("max_version"),
-            reason=s.template(s.str_(p, "reason", where, default="") or "", "reason"),
-            when=s.condition(p.get("when", {}), f"{where}.when"), install=dict(install), required=required))
+        recipe.prerequisites.append(
+            PrereqSpec(
+                name=pname,
+                kind=pkind,
+                tools=s.str_list(p, "tools", where) or [pname],
+                min_version=p.get("min_version"),
+                max_version=p.get("max_version"),
+                reason=s.template(s.str_(p, "reason", where, default="") or "", "reason"),
+                when=s.condition(p.get("when", {}), f"{where}.when"),
+                install=dict(install),
+                required=required,
+            )
+        )
     s.table = None
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise s.fail("env", "[env] must be a table of NAME = \"value\".")
+        raise s.fail("env", '[env] must be a table of NAME = "value".')
     recipe.env = {k: s.template(v, k) for k, v in env.items()}
     data = doc.get("data", {})
     if not isinstance(data, dict):

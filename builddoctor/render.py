@@ -49,8 +49,10 @@ def report(d: Diagnosis, out: Console) -> None:
         out.echo(out.style("    CPU features: ", "dim") + listing(d.machine.cpu.features, MAX_FEATURES))
     out.echo()
     if not d.builds:
-        out.echo(f"{out.symbol('warning')} no llama.cpp build found. Give a path (builddoctor check PATH), or build one: "
-                 "builddoctor fix --rebuild")
+        out.echo(
+            f"{out.symbol('warning')} no llama.cpp build found. Give a path (builddoctor check PATH), or build one: "
+            "builddoctor fix --rebuild"
+        )
     for r in d.builds:
         sev = _HEADER[r.worst]
         out.echo(f"[{out.symbol(sev)}] " + out.style(build_title(r), bold=True))
@@ -100,5 +102,7 @@ def summary_line(d: Diagnosis) -> str:
         return "No build checked."
     if not sick:
         return f"{n} build{'s' if n != 1 else ''} checked: healthy."
-    return (f"{n} build{'s' if n != 1 else ''} checked: {sick} with problems ({errors} error{'s' if errors != 1 else ''}, "
-            f"{warnings} warning{'s' if warnings != 1 else ''}). `builddoctor fix --rebuild PATH` builds a fixed one.")
+    return (
+        f"{n} build{'s' if n != 1 else ''} checked: {sick} with problems ({errors} error{'s' if errors != 1 else ''}, "
+        f"{warnings} warning{'s' if warnings != 1 else ''}). `builddoctor fix --rebuild PATH` builds a fixed one."
+    )

@@ -39,7 +39,6 @@ OS_NAMES = {"linux": "Linux", "darwin": "macOS", "windows": "Windows"}
 # --------------------------------------------------------------------------- versions
 
 
-
 def _cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     n = max(len(a), len(b))
     a = a + (0,) * (n - len(a))
@@ -80,8 +79,15 @@ def platform_key(machine: MachineProfile) -> list[str]:
 class Facts(dict):
     """Placeholder values for recipe templates, computed on first use."""
 
-    def __init__(self, machine: MachineProfile, recipes: dict[str, Recipe], *, host: bool = True,
-                 known_bad: list | None = None, llama_version: str | None = None):
+    def __init__(
+        self,
+        machine: MachineProfile,
+        recipes: dict[str, Recipe],
+        *,
+        host: bool = True,
+        known_bad: list | None = None,
+        llama_version: str | None = None,
+    ):
         super().__init__()
         self.machine = machine
         self.recipes = recipes
@@ -129,21 +135,31 @@ class Facts(dict):
     def _avoid_reason(self) -> str:
         rows = [r for r in self.known_bad if set(r.avoid) & cpu_features(self.machine)]
         version = f"llama.cpp {self.llama_version}" if self.llama_version else "this llama.cpp"
-        return "; ".join(f"{version} has a known bug on this CPU: {r.short or r.title} (known-bad row {r.id}; "
-                         f"{r.sources[0] if r.sources else 'no public report'})" for r in rows) or "no known-bad row applies"
+        return (
+            "; ".join(
+                f"{version} has a known bug on this CPU: {r.short or r.title} (known-bad row {r.id}; "
+                f"{r.sources[0] if r.sources else 'no public report'})"
+                for r in rows
+            )
+            or "no known-bad row applies"
+        )
 
     def _explicit_reason(self) -> str:
         parts = []
         if not self.host:
             src = self.machine.cpu.source or ""
             where = src if src.startswith(("cpuinfo:", "sysctl:")) else "a recorded machine profile"
-            parts.append(f"the plan is for {self._cpu_model()} ({where}), "
-                         "not for the machine that builds it, where -march=native would compile the build "
-                         "machine's instruction sets")
+            parts.append(
+                f"the plan is for {self._cpu_model()} ({where}), "
+                "not for the machine that builds it, where -march=native would compile the build "
+                "machine's instruction sets"
+            )
         avoided = sorted({f for r in self.known_bad for f in r.avoid} & cpu_features(self.machine))
         if avoided:
-            parts.append(f"{', '.join(avoided)} must stay out of the CPU code (known-bad: "
-                         f"{', '.join(r.id for r in self.known_bad)}), and -march=native would put them in")
+            parts.append(
+                f"{', '.join(avoided)} must stay out of the CPU code (known-bad: "
+                f"{', '.join(r.id for r in self.known_bad)}), and -march=native would put them in"
+            )
         return "; ".join(parts) or "the CPU code is spelled out"
 
     def _os_name(self) -> str:
@@ -242,8 +258,7 @@ class Facts(dict):
             parts.append(f"{', '.join(emu)} is a CPU-emulated Vulkan device, far slower than the CPU backend")
         vk = self.recipes.get("vulkan")
         slow_names = vk.when.get("gpu", {}).get("name_none", []) if vk else []
-        slow = [g.name for g in self.machine.usable_gpus()
-                if any(s.lower() in g.name.lower() for s in slow_names)]
+        slow = [g.name for g in self.machine.usable_gpus() if any(s.lower() in g.name.lower() for s in slow_names)]
         if slow:
             parts.append(f"{', '.join(slow)} has a Vulkan driver, but llama.cpp runs slower on it than on the CPU")
         return f" ({'; '.join(parts)}: never chosen on its own)" if parts else ""
@@ -275,9 +290,16 @@ def source_version(source: Path | None) -> str | None:
     return None
 
 
-def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "auto",
-            source: Path | None = None, recipes: list[Recipe] | None = None,
-            host: bool | None = None, avoid: tuple[str, ...] = ()) -> BuildPlan:
+def resolve(
+    machine: MachineProfile,
+    *,
+    goal: str = "native",
+    backend: str = "auto",
+    source: Path | None = None,
+    recipes: list[Recipe] | None = None,
+    host: bool | None = None,
+    avoid: tuple[str, ...] = (),
+) -> BuildPlan:
     """The build plan for ``machine``: which recipes apply, and the options they set, with reasons.
 
     ``host``: the plan is for the machine that builds it (default: ``machine`` was probed here),
@@ -298,7 +320,9 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     backends = sorted((r for r in recipes if r.kind == "backend"), key=lambda r: (-r.priority, r.name))
     known = {r.backend: r for r in backends}
     if backend != "auto" and backend not in known:
-        raise errors.InputError(f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(str(k) for k in known))}.")
+        raise errors.InputError(
+            f"Unknown backend '{backend}': use auto or one of {', '.join(sorted(str(k) for k in known))}."
+        )
     ctx = Context(machine, goal=goal, host=host, avoided=avoided)
     verdicts = {r.name: evaluate(r.when, ctx) for r in backends}
     notes: list[str] = []
@@ -306,14 +330,18 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
     if backend == "auto":
         chosen = next((r for r in backends if verdicts[r.name][0]), None)
         if chosen is None:
-            raise RecipeError("No backend recipe applies to this machine, not even the CPU one: the recipe folder "
-                              "lacks a backend recipe without conditions (recipes/cpu.toml).")
+            raise RecipeError(
+                "No backend recipe applies to this machine, not even the CPU one: the recipe folder "
+                "lacks a backend recipe without conditions (recipes/cpu.toml)."
+            )
     else:
         chosen = known[backend]
         ok, key = verdicts[chosen.name]
         if not ok:
-            notes.append(f"--backend {backend} was asked for although {_unmet(chosen, key, facts, machine)}: "
-                         "the build is planned, but it may not run on this machine.")
+            notes.append(
+                f"--backend {backend} was asked for although {_unmet(chosen, key, facts, machine)}: "
+                "the build is planned, but it may not run on this machine."
+            )
 
     skipped: list[Skipped] = []
     for r in backends:
@@ -322,8 +350,11 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
         ok, key = verdicts[r.name]
         if ok:
             if backend == "auto":
-                why = facts.render(chosen.preferred_because) if chosen.preferred_because else \
-                    f"{chosen.label} is preferred on this machine"
+                why = (
+                    facts.render(chosen.preferred_because)
+                    if chosen.preferred_because
+                    else f"{chosen.label} is preferred on this machine"
+                )
             else:
                 why = f"--backend {backend} was asked for"
             skipped.append(Skipped(r.label, f"skipped, {why}"))
@@ -342,8 +373,10 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
         for other in r.conflicts:
             if other in names:
                 o = by_name[other]
-                raise RecipeError(f"Recipes '{r.name}' ({r.path}) and '{other}' ({o.path}) both apply to this machine, "
-                                  f"but {r.path.name} says they conflict. Fix the 'when' of one of them.")
+                raise RecipeError(
+                    f"Recipes '{r.name}' ({r.path}) and '{other}' ({o.path}) both apply to this machine, "
+                    f"but {r.path.name} says they conflict. Fix the 'when' of one of them."
+                )
 
     options: dict[str, _Opt] = {}
     dropped: list[str] = []
@@ -362,7 +395,8 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
                     raise RecipeError(
                         f"Contradicting recipes: {spec.name} is set to {prev.value} by '{prev.recipe.name}' "
                         f"({prev.recipe.path}) and to {value} by '{r.name}' ({r.path}); both apply to this machine. "
-                        "Recipes are not merged silently: narrow the 'when' of one of them.")
+                        "Recipes are not merged silently: narrow the 'when' of one of them."
+                    )
                 continue
             options[spec.name] = _Opt(value, reason, r)
 
@@ -376,9 +410,17 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
             install = {k: v for k, v in pre.install.items() if k in platforms}
             p = prereqs.get(pre.name)
             if p is None:
-                p = Prerequisite(name=pre.name, kind=pre.kind, status="missing", min_version=pre.min_version,
-                                 max_version=pre.max_version, recipe=r.name, install=install,
-                                 reason=facts.render(pre.reason), required=pre.required)
+                p = Prerequisite(
+                    name=pre.name,
+                    kind=pre.kind,
+                    status="missing",
+                    min_version=pre.min_version,
+                    max_version=pre.max_version,
+                    recipe=r.name,
+                    install=install,
+                    reason=facts.render(pre.reason),
+                    required=pre.required,
+                )
                 tools[pre.name] = list(pre.tools)
                 prereqs[pre.name] = p
             else:
@@ -396,8 +438,15 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
         _locate(p, machine, tools[name])
         grade(p)
 
-    plan = BuildPlan(goal=goal, backend=chosen.backend or "cpu", machine=machine, targets=list(DEFAULT_TARGETS),
-                     recipes=[r.name for r in active], skipped=skipped, notes=notes)
+    plan = BuildPlan(
+        goal=goal,
+        backend=chosen.backend or "cpu",
+        machine=machine,
+        targets=list(DEFAULT_TARGETS),
+        recipes=[r.name for r in active],
+        skipped=skipped,
+        notes=notes,
+    )
     plan.options = [PlanOption(n, o.value, o.reason, o.recipe.name) for n, o in options.items()]
     plan.options.sort(key=lambda o: o.name != "CMAKE_BUILD_TYPE")
     plan.prerequisites = list(prereqs.values())
@@ -406,9 +455,11 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
         for row in known_bad.rows():
             if row.avoid_variants and row.affects_version(version):
                 plan.omit_cpu_variants += [v for v in row.avoid_variants if v not in plan.omit_cpu_variants]
-                plan.notes.append(f"The CPU variant(s) {', '.join(row.avoid_variants)} are built but not kept: "
-                                  f"{row.title} (known-bad row {row.id}; {row.source_text}). Machines that would "
-                                  "load them take the next best variant.")
+                plan.notes.append(
+                    f"The CPU variant(s) {', '.join(row.avoid_variants)} are built but not kept: "
+                    f"{row.title} (known-bad row {row.id}; {row.source_text}). Machines that would "
+                    "load them take the next best variant."
+                )
     for r in active:
         for k, v in r.env.items():
             plan.env[k] = facts.render(v)
@@ -417,21 +468,25 @@ def resolve(machine: MachineProfile, *, goal: str = "native", backend: str = "au
         for check in r.checks:
             fn = CHECKS.get(check)
             if fn is None:
-                raise RecipeError(f"{r.path}: check '{check}' is not known to this builddoctor "
-                                  f"(known: {', '.join(sorted(CHECKS))}).")
+                raise RecipeError(
+                    f"{r.path}: check '{check}' is not known to this builddoctor (known: {', '.join(sorted(CHECKS))})."
+                )
             fn(plan, r, facts, ctx)
     for name in dropped:
         if not any(o.name == name for o in plan.options):
-            plan.notes.append(f"{name} is not set: this machine gives nothing to set it from, "
-                              "so llama.cpp's default applies.")
+            plan.notes.append(
+                f"{name} is not set: this machine gives nothing to set it from, so llama.cpp's default applies."
+            )
     if source is not None and (Path(source) / "CMakeLists.txt").is_file():
         from builddoctor.llama_options import scan_source
 
         declared = scan_source(Path(source))
         for po in plan.options:
             if po.name.startswith(("GGML_", "LLAMA_")) and po.name not in declared.options:
-                plan.notes.append(f"{po.name} (recipe {po.recipe}) is not an option of the llama.cpp in {source}: "
-                                  "that tree is older or newer than the pinned one, and CMake will ignore it.")
+                plan.notes.append(
+                    f"{po.name} (recipe {po.recipe}) is not an option of the llama.cpp in {source}: "
+                    "that tree is older or newer than the pinned one, and CMake will ignore it."
+                )
     return plan
 
 
@@ -447,8 +502,10 @@ def _unmet(r: Recipe, key: str | None, facts: Facts, machine: MachineProfile) ->
         if t.found:
             ver = f" {t.version}" if t.version else ""
             where = f" at {t.path}" if t.path else ""
-            text += (f" ({r.toolkit}{ver} is installed{where}, but there is no {r.label} device "
-                     "for what it builds to run on)")
+            text += (
+                f" ({r.toolkit}{ver} is installed{where}, but there is no {r.label} device "
+                "for what it builds to run on)"
+            )
     return text
 
 
@@ -526,19 +583,25 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         cc = _cc_int(g.compute_capability)
         supported = [row for row in table if row["min_cc"] <= cc <= row["max_cc"]]
         if not supported:
-            plan.notes.append(f"{g.name} (compute capability {g.compute_capability}) is not supported by any CUDA "
-                              "toolkit that llama.cpp builds with: use the Vulkan or CPU backend.")
+            plan.notes.append(
+                f"{g.name} (compute capability {g.compute_capability}) is not supported by any CUDA "
+                "toolkit that llama.cpp builds with: use the Vulkan or CPU backend."
+            )
             continue
         first = supported[0]["since"]
         if lo is None or _cmp(version_tuple(first) or (), version_tuple(lo) or ()) > 0:
             lo, why_lo = first, f"{g.name} (compute capability {g.compute_capability}) needs CUDA {first} or newer"
-        later = [row for row in table if (version_tuple(row["since"]) or ()) > (version_tuple(supported[-1]["since"]) or ())]
+        later = [
+            row for row in table if (version_tuple(row["since"]) or ()) > (version_tuple(supported[-1]["since"]) or ())
+        ]
         if later:
             cut = later[0]["since"]
             if hi is None or version_below(cut, hi):
                 hi = cut
-                why_hi = (f"CUDA {_short(cut)} cannot build for compute capability {g.compute_capability} "
-                          f"({g.name}): it dropped GPUs below {later[0]['min_cc'] / 10:.1f}")
+                why_hi = (
+                    f"CUDA {_short(cut)} cannot build for compute capability {g.compute_capability} "
+                    f"({g.name}): it dropped GPUs below {later[0]['min_cc'] / 10:.1f}"
+                )
     if nvcc is not None:
         if lo and version_at_least(lo, nvcc.min_version or "0"):
             nvcc.min_version = lo
@@ -549,13 +612,18 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
         if nvcc.status == "too-new":
             last = [row["since"] for row in table if version_below(row["since"], hi)][-1] if hi else "12"
             last_major = (version_tuple(last) or (12,))[0]
-            nvcc.reason = (f"{why_hi}. Install a CUDA {last_major} toolkit (e.g. {_short(last)}) beside "
-                           f"it and configure with -DCMAKE_CUDA_COMPILER=<its bin/nvcc>")
-            plan.notes.append(f"The installed nvcc ({facts['nvcc_version']}) cannot build for this GPU: "
-                              f"{why_hi}. A CUDA {last_major} toolkit is required.")
+            nvcc.reason = (
+                f"{why_hi}. Install a CUDA {last_major} toolkit (e.g. {_short(last)}) beside "
+                f"it and configure with -DCMAKE_CUDA_COMPILER=<its bin/nvcc>"
+            )
+            plan.notes.append(
+                f"The installed nvcc ({facts['nvcc_version']}) cannot build for this GPU: "
+                f"{why_hi}. A CUDA {last_major} toolkit is required."
+            )
         elif nvcc.status == "too-old":
-            nvcc.reason = (f"{facts['nvcc_version']} is too old: "
-                           + (why_lo if lo and nvcc.min_version == lo else f"llama.cpp needs CUDA {nvcc.min_version}+"))
+            nvcc.reason = f"{facts['nvcc_version']} is too old: " + (
+                why_lo if lo and nvcc.min_version == lo else f"llama.cpp needs CUDA {nvcc.min_version}+"
+            )
         if nvcc.status != "found":
             plan.options = [o for o in plan.options if o.name != "CMAKE_CUDA_COMPILER"]
 
@@ -564,8 +632,11 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
     nolib = recipe.data.get("without_libcuda")
     if nolib and lib is not None and not lib.found and nvcc is not None and nvcc.status == "found":
         plan.options = [o for o in plan.options if o.name != nolib["option"]]
-        plan.options.append(PlanOption(nolib["option"], nolib["value"],
-                                       nolib["reason"].replace("{libcuda_detail}", lib.detail), recipe.name))
+        plan.options.append(
+            PlanOption(
+                nolib["option"], nolib["value"], nolib["reason"].replace("{libcuda_detail}", lib.detail), recipe.name
+            )
+        )
     drv = _prereq(plan, "nvidia-driver")
     if drv is None:
         return
@@ -588,17 +659,23 @@ def _check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> 
     cuda = version_tuple(g.cuda_version)
     if cuda is not None and cuda[0] < int(major):
         drv.status = "too-old"
-        drv.reason = (f"driver {g.driver_version} supports CUDA up to {g.cuda_version}, but a build with CUDA "
-                      f"{_short(toolkit)} needs a driver for CUDA {major}.x (>= {drv.min_version or '?'}): "
-                      "update the driver, or build with an older toolkit that this driver supports")
+        drv.reason = (
+            f"driver {g.driver_version} supports CUDA up to {g.cuda_version}, but a build with CUDA "
+            f"{_short(toolkit)} needs a driver for CUDA {major}.x (>= {drv.min_version or '?'}): "
+            "update the driver, or build with an older toolkit that this driver supports"
+        )
     elif drv.min_version and not version_at_least(g.driver_version, drv.min_version):
         drv.status = "too-old"
-        drv.reason = (f"driver {g.driver_version} is older than {drv.min_version}, the lowest for CUDA {major}.x "
-                      "on this OS: update the driver")
+        drv.reason = (
+            f"driver {g.driver_version} is older than {drv.min_version}, the lowest for CUDA {major}.x "
+            "on this OS: update the driver"
+        )
     elif g.cuda_version and version_below(g.cuda_version, _short(toolkit)):
-        plan.notes.append(f"The driver supports CUDA {g.cuda_version}, older than the toolkit ({_short(toolkit)}): "
-                          "it runs through CUDA minor-version compatibility because the plan builds real GPU code "
-                          "(SASS) for these GPUs; PTX from this toolkit could not be JIT-compiled by this driver.")
+        plan.notes.append(
+            f"The driver supports CUDA {g.cuda_version}, older than the toolkit ({_short(toolkit)}): "
+            "it runs through CUDA minor-version compatibility because the plan builds real GPU code "
+            "(SASS) for these GPUs; PTX from this toolkit could not be JIT-compiled by this driver."
+        )
 
 
 def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
@@ -614,7 +691,8 @@ def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
     dash = f"{v[0]}-{v[1]}" if v and len(v) >= 2 else "<major>-<minor>"
     pip = cuda_pip.install_hint(nvcc.version if nvcc.found else None) or (
         "the nvidia-cublas wheel from PyPI for this CUDA version, with -DCUDAToolkit_ROOT pointed at a toolkit "
-        "folder that holds its include/ and lib/ beside cudart's")
+        "folder that holds its include/ and lib/ beside cudart's"
+    )
     p.install = {k: t.replace("{cuda_dash}", dash).replace("{cublas_pip}", pip) for k, t in p.install.items()}
     fact = machine.tool("cublas")
     if p.status == "missing" and nvcc.found and fact.detail:
@@ -630,8 +708,10 @@ def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> N
         if real != used:
             digits = used[3:]
             override = f"{digits[:-2]}.{int(digits[-2], 16)}.{int(digits[-1], 16)}" if len(digits) >= 3 else "?"
-            plan.notes.append(f"{real} is not a target ROCm ships kernels for: the plan builds for {used}; run with "
-                              f"HSA_OVERRIDE_GFX_VERSION={override}.")
+            plan.notes.append(
+                f"{real} is not a target ROCm ships kernels for: the plan builds for {used}; run with "
+                f"HSA_OVERRIDE_GFX_VERSION={override}."
+            )
     if not facts.hip_target_map() and ctx.goal == "native":
         plan.notes.append("No AMD GPU architecture (gfx target) is known: GPU_TARGETS is left to ROCm's default list.")
 
@@ -641,9 +721,11 @@ def _check_vulkan(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -
     real = [g for g in machine.usable_gpus() if "vulkan" in [a.lower() for a in g.apis]]
     emulated = machine.emulated_gpus()
     if not real and emulated:
-        plan.notes.append(f"The only Vulkan device here, {emulated[0].name}, is CPU-emulated: the build proves the "
-                          "Vulkan path works, but it runs far slower than the CPU backend. ggml lists it only with "
-                          "GGML_VK_VISIBLE_DEVICES=0.")
+        plan.notes.append(
+            f"The only Vulkan device here, {emulated[0].name}, is CPU-emulated: the build proves the "
+            "Vulkan path works, but it runs far slower than the CPU backend. ggml lists it only with "
+            "GGML_VK_VISIBLE_DEVICES=0."
+        )
 
 
 CHECKS: dict[str, Callable[[BuildPlan, Recipe, Facts, Context], None]] = {

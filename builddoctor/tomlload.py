@@ -32,7 +32,7 @@ def parse_toml(text: str, path: str | Path, error: type[UserError] = UserError) 
         msg = str(exc)
         m = _AT.search(msg)
         if m:
-            detail = (msg[: m.start()] + msg[m.end():]).strip()
+            detail = (msg[: m.start()] + msg[m.end() :]).strip()
             raise error(f"{path}:{m.group(1)}:{m.group(2)}: malformed TOML: {detail}.") from None
         raise error(f"{path}: malformed TOML: {msg}.") from None
 

@@ -145,15 +145,27 @@ def load_candidates(path: Path | None = None) -> list[CandidateSpec]:
         where = f"{path}: candidate {i + 1}"
         unknown = sorted(set(raw) - names)
         if unknown or not raw.get("name"):
-            raise UserError(f"{where} " + (f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-                                           if unknown else "needs a name") + ".", exit_code=errors.USAGE)
+            raise UserError(
+                f"{where} "
+                + (
+                    f"has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+                    if unknown
+                    else "needs a name"
+                )
+                + ".",
+                exit_code=errors.USAGE,
+            )
         bad = sorted(_condition_keys(raw.get("when", {})) - set(CONDITION_KEYS))
         if bad:
-            raise UserError(f"{where} ({raw['name']}): unknown condition key(s) {', '.join(bad)} in 'when'; "
-                            f"known: {', '.join(sorted(CONDITION_KEYS))}.", exit_code=errors.USAGE)
+            raise UserError(
+                f"{where} ({raw['name']}): unknown condition key(s) {', '.join(bad)} in 'when'; "
+                f"known: {', '.join(sorted(CONDITION_KEYS))}.",
+                exit_code=errors.USAGE,
+            )
         if raw["name"] in seen or raw["name"] == BASELINE:
-            raise UserError(f"{where}: the name '{raw['name']}' is used twice (or is the plain plan's).",
-                            exit_code=errors.USAGE)
+            raise UserError(
+                f"{where}: the name '{raw['name']}' is used twice (or is the plain plan's).", exit_code=errors.USAGE
+            )
         seen.add(raw["name"])
         out.append(CandidateSpec(**raw))
     return out
@@ -177,8 +189,12 @@ def _condition_keys(cond: Any) -> set[str]:
 
 def signature(plan: BuildPlan) -> str:
     """What makes two plans the same build: options, environment, variants left out."""
-    doc = {"options": sorted((o.name, o.value) for o in plan.options), "env": sorted(plan.env.items()),
-           "omit": sorted(plan.omit_cpu_variants), "targets": sorted(plan.targets)}
+    doc = {
+        "options": sorted((o.name, o.value) for o in plan.options),
+        "env": sorted(plan.env.items()),
+        "omit": sorted(plan.omit_cpu_variants),
+        "targets": sorted(plan.targets),
+    }
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
@@ -202,9 +218,16 @@ def code_features(plan: BuildPlan, machine) -> set[str]:
     return {f for name, feats in isa_table().items() if opts.get(name) == "ON" for f in feats}
 
 
-def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] | None = None,
-                    source: Path | None = None, host: bool = True, only: list[str] | None = None,
-                    version: str | None = None) -> list[Candidate]:
+def plan_candidates(
+    machine,
+    baseline: BuildPlan,
+    *,
+    specs: list[CandidateSpec] | None = None,
+    source: Path | None = None,
+    host: bool = True,
+    only: list[str] | None = None,
+    version: str | None = None,
+) -> list[Candidate]:
     """Each applicable candidate's plan; the others listed with why not (a prerequisite to install,
     a known-bad row, the same build as another)."""
     from builddoctor import known_bad
@@ -216,8 +239,9 @@ def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] 
     if only:
         unknown = sorted(set(only) - {s.name for s in specs})
         if unknown:
-            raise errors.InputError(f"Unknown candidate(s) {', '.join(unknown)}; known: "
-                                    f"{', '.join(s.name for s in specs)}.")
+            raise errors.InputError(
+                f"Unknown candidate(s) {', '.join(unknown)}; known: {', '.join(s.name for s in specs)}."
+            )
         specs = [s for s in specs if s.name in only]
     version = version or source_version(source)
     rows = known_bad.applying(cpu_features(machine), version)
@@ -234,11 +258,20 @@ def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] 
             c.reason = s.unmet.get(key or "", f"its condition '{key}' does not hold on this machine")
             continue
         if s.native and not host:
-            c.status, c.reason = "not-applicable", "-march=native would compile the building machine's CPU, not this one"
+            c.status, c.reason = (
+                "not-applicable",
+                "-march=native would compile the building machine's CPU, not this one",
+            )
             continue
         if s.goal or s.explicit or s.avoid:
-            plan = resolve(machine, goal=s.goal or baseline.goal, backend=baseline.backend, source=source,
-                           host=False if s.explicit else host, avoid=tuple(s.avoid))
+            plan = resolve(
+                machine,
+                goal=s.goal or baseline.goal,
+                backend=baseline.backend,
+                source=source,
+                host=False if s.explicit else host,
+                avoid=tuple(s.avoid),
+            )
         else:
             plan = copy.deepcopy(baseline)
         plan.targets = list(baseline.targets)
@@ -257,8 +290,7 @@ def plan_candidates(machine, baseline: BuildPlan, *, specs: list[CandidateSpec] 
         if bad:
             row = next(r for r in rows if set(r.avoid) & set(bad))
             c.status = "known-bad"
-            c.reason = (f"its CPU code would hold {', '.join(bad)}: known-bad row {row.id} "
-                        f"({row.short or row.title})")
+            c.reason = f"its CPU code would hold {', '.join(bad)}: known-bad row {row.id} ({row.short or row.title})"
             continue
         sig = signature(plan)
         if sig in seen:
@@ -298,8 +330,12 @@ def objective_ratio(pp: Stat | None, tg: Stat | None, objective: str) -> Stat | 
     return Stat(mean=mean, stddev=mean * rel, n=min(pp.n, tg.n))
 
 
-def summarize(cands: list[Candidate], runs: dict[str, list[BenchResult]], objective: str,
-              paired: dict[str, list[BenchResult]] | None = None) -> None:
+def summarize(
+    cands: list[Candidate],
+    runs: dict[str, list[BenchResult]],
+    objective: str,
+    paired: dict[str, list[BenchResult]] | None = None,
+) -> None:
     """Speeds, ratios to the plain plan over paired rounds (``bench._ratio``) and the objective's
     interval, from the recorded runs of each candidate. ``paired[name][i]``: the plain plan's run
     of the round of that candidate's run i (default: the plain plan's run i)."""
@@ -336,13 +372,15 @@ def choose_winner(cands: list[Candidate]) -> tuple[str, str]:
     ranked = sorted(measured, key=lambda c: -c.score.mean if c.score else 0.0)
     for c in ranked:
         if c.score is not None and c.low is not None and c.low > 1.0:
-            return c.name, (f"{c.score.mean:.3f}x the plain plan (95 % interval {c.low:.3f}-{c.high:.3f}, "
-                            f"{c.rounds} rounds)")
+            return c.name, (
+                f"{c.score.mean:.3f}x the plain plan (95 % interval {c.low:.3f}-{c.high:.3f}, {c.rounds} rounds)"
+            )
     best = ranked[0] if ranked else None
     if best is not None and best.score is not None and best.score.mean > 1.0:
         iv = f"{best.low:.3f}-{best.high:.3f}" if best.low is not None else f"only {best.rounds} round"
-        return BASELINE, (f"no candidate is surely faster: the best, {best.name}, is {best.score.mean:.3f}x "
-                          f"({iv}), within noise")
+        return BASELINE, (
+            f"no candidate is surely faster: the best, {best.name}, is {best.score.mean:.3f}x ({iv}), within noise"
+        )
     return BASELINE, "no candidate is faster than the plain plan"
 
 
@@ -416,9 +454,20 @@ class Entry:
     key: str
 
 
-def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, model_sha: str, *, objective: str,
-            cache: ResultsCache, deadline: float, max_rounds: int = 5, reps: int = 2, threads: int = 1,
-            on_run: Callable[[str, BenchResult], None] | None = None) -> str:
+def measure(
+    entries: list[Entry],
+    cands: dict[str, Candidate],
+    model: Path,
+    model_sha: str,
+    *,
+    objective: str,
+    cache: ResultsCache,
+    deadline: float,
+    max_rounds: int = 5,
+    reps: int = 2,
+    threads: int = 1,
+    on_run: Callable[[str, BenchResult], None] | None = None,
+) -> str:
     """Successive halving against the first entry (the plain plan): one round for all, then the
     better half gets two rounds more, and so on to ``max_rounds``. The plain plan runs in every
     round (``bench.compare``, interleaved), and each candidate's run is kept with the plain run of
@@ -453,12 +502,12 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
         if not need:
             if target >= max_rounds or not active:
                 if not runs[base]:  # no candidate to measure: one round of the plain plan for its speed
+
                     def keep_base(_r: int, _i: int, res: BenchResult) -> None:
                         runs[base].append(res)
                         cache.save(base_key, model_sha, params, runs[base])
 
-                    bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads,
-                                  on_run=keep_base)
+                    bench.compare([by_name[base].binary], model, rounds=1, reps=reps, threads=threads, on_run=keep_base)
                     update()
                 return "rounds" if active else "no candidate left"
             kept, cut = halve([cands[n] for n in active])
@@ -483,8 +532,9 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
                 last_base[:] = [res]
                 cache.save(base_key, model_sha, params, runs[base])
                 if res.error:
-                    raise UserError(f"The plain plan's build does not run its benchmark: {res.error}",
-                                    exit_code=errors.BENCH_FAILED)
+                    raise UserError(
+                        f"The plain plan's build does not run its benchmark: {res.error}", exit_code=errors.BENCH_FAILED
+                    )
             else:
                 paired[name].append(last_base[0])
                 pairs = [x for pair in zip(paired[name], runs[name], strict=False) for x in pair]
@@ -499,11 +549,23 @@ def measure(entries: list[Entry], cands: dict[str, Candidate], model: Path, mode
 # --------------------------------------------------------------------------- run-time settings
 
 
-def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int, logical: int,
-                     reps: int = 2, rounds: int = 2, say: Callable[[str], None] = lambda _m: None,
-                     cache: ResultsCache | None = None, build_key: str = "", model_sha: str = "",
-                     deadline: float | None = None, specs: list | None = None,
-                     runner: Callable[..., BenchResult] | None = None) -> RunSettings:
+def runtime_settings(
+    binary: Path,
+    model: Path,
+    *,
+    objective: str,
+    physical: int,
+    logical: int,
+    reps: int = 2,
+    rounds: int = 2,
+    say: Callable[[str], None] = lambda _m: None,
+    cache: ResultsCache | None = None,
+    build_key: str = "",
+    model_sha: str = "",
+    deadline: float | None = None,
+    specs: list | None = None,
+    runner: Callable[..., BenchResult] | None = None,
+) -> RunSettings:
     """One setting at a time (``data/run_settings.toml`` order), the others at the values chosen so
     far: every value in ``rounds`` interleaved rounds; a value replaces the default only when it is
     faster by more than the spread of both (``_beats``). Each run is cached by build, model and
@@ -559,28 +621,48 @@ def runtime_settings(binary: Path, model: Path, *, objective: str, physical: int
             for v in values:
                 per[v].append(one(sp, v, r))
         kind = {"pp": "prompt", "tg": "generation"}.get(sp.measure, objective)
-        pooled = {v: Setting(v, _pool([t.pp for t in ts if not t.error]), _pool([t.tg for t in ts if not t.error]),
-                             next((t.error for t in ts if t.error), None)) for v, ts in per.items()}
+        pooled = {
+            v: Setting(
+                v,
+                _pool([t.pp for t in ts if not t.error]),
+                _pool([t.tg for t in ts if not t.error]),
+                next((t.error for t in ts if t.error), None),
+            )
+            for v, ts in per.items()
+        }
         good = {v: st for v, st in pooled.items() if not st.error}
         if default not in good:
             if sp.name == "threads" and not good:
-                raise UserError(f"The winner's llama-bench does not run: {pooled[default].error}",
-                                exit_code=errors.BENCH_FAILED)
+                raise UserError(
+                    f"The winner's llama-bench does not run: {pooled[default].error}", exit_code=errors.BENCH_FAILED
+                )
             reasons[sp.name] = f"llama.cpp's default {default} (it did not run: {pooled[default].error})"
             continue
         best = max(good.values(), key=lambda st: _score(st, kind))
         if best.value != default and _beats(best, good[default], kind):
             chosen[sp.name] = best.value
-            reasons[sp.name] = (f"{sp.bench} {best.value}: {_score(best, kind):.1f} t/s vs {_score(good[default], kind):.1f}"
-                                f" at {default} ({kind}), faster by more than the spread")
+            reasons[sp.name] = (
+                f"{sp.bench} {best.value}: {_score(best, kind):.1f} t/s vs {_score(good[default], kind):.1f}"
+                f" at {default} ({kind}), faster by more than the spread"
+            )
         else:
             reasons[sp.name] = f"{sp.bench} {default} (default): no value is surely faster"
     fl = run_settings.flags(chosen, specs, physical=physical)
     why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
-    return RunSettings(threads=int(chosen.get("threads", physical)), flash_attn=chosen.get("flash_attn", "auto"),
-                       physical_cores=physical, logical_cpus=logical, values=chosen, reasons=reasons,
-                       tried=[t.to_dict() for t in tried], flags=fl, server=["llama-server", "-m", "MODEL.gguf", *fl],
-                       cli=["llama-cli", "-m", "MODEL.gguf", *fl], reason=why, complete=complete)
+    return RunSettings(
+        threads=int(chosen.get("threads", physical)),
+        flash_attn=chosen.get("flash_attn", "auto"),
+        physical_cores=physical,
+        logical_cpus=logical,
+        values=chosen,
+        reasons=reasons,
+        tried=[t.to_dict() for t in tried],
+        flags=fl,
+        server=["llama-server", "-m", "MODEL.gguf", *fl],
+        cli=["llama-cli", "-m", "MODEL.gguf", *fl],
+        reason=why,
+        complete=complete,
+    )
 
 
 @dataclass
@@ -606,6 +688,7 @@ def _score(s: Setting, kind: str) -> float:
 
 def _beats(a: Setting, b: Setting, kind: str) -> bool:
     """a faster than b by more than the larger spread of the two (and 1 %)."""
+
     def pick(s):
         if kind == "balanced":
             return objective_ratio(s.pp, s.tg, kind)
@@ -641,13 +724,27 @@ def parse_budget(text: str) -> float:
     return value
 
 
-def tune(machine, *, source: Path, objective: str = "generation", budget_s: float = 1200.0,
-         model: Path | None = None, only: list[str] | None = None, targets: list[str] | None = None,
-         cache_root: Path | None = None, results: ResultsCache | None = None, max_rounds: int = 5,
-         reps: int = 2, install: bool = True, replace_dir: Path | None = None, settings: bool = True,
-         say: Callable[[str], None] = lambda _m: None,
-         on_update: Callable[[TuneResult], None] = lambda _r: None,
-         baseline: BuildPlan | None = None, model_bytes: int | None = None) -> TuneResult:
+def tune(
+    machine,
+    *,
+    source: Path,
+    objective: str = "generation",
+    budget_s: float = 1200.0,
+    model: Path | None = None,
+    only: list[str] | None = None,
+    targets: list[str] | None = None,
+    cache_root: Path | None = None,
+    results: ResultsCache | None = None,
+    max_rounds: int = 5,
+    reps: int = 2,
+    install: bool = True,
+    replace_dir: Path | None = None,
+    settings: bool = True,
+    say: Callable[[str], None] = lambda _m: None,
+    on_update: Callable[[TuneResult], None] = lambda _r: None,
+    baseline: BuildPlan | None = None,
+    model_bytes: int | None = None,
+) -> TuneResult:
     """Plan, build, verify and measure the candidates within ``budget_s``; install the winner.
     Ctrl-C returns what was measured (``interrupted``); nothing is installed then."""
     from builddoctor import bench, build, smoke_model
@@ -673,17 +770,36 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         base_plan.targets = list(targets)
     if "llama-bench" not in build.targets_of(base_plan):
         base_plan.targets = build.targets_of(base_plan) + ["llama-bench"]
-    res = TuneResult(objective=objective, budget_s=budget_s, cpu=machine.cpu.model or machine.cpu.vendor,
-                     threads=bench.physical_cores(machine))
-    plain = Candidate(name=BASELINE, title="the plain plan (builddoctor's resolved plan)", status="planned",
-                      plan=base_plan, why="what `builddoctor fix --rebuild` builds")
+    res = TuneResult(
+        objective=objective,
+        budget_s=budget_s,
+        cpu=machine.cpu.model or machine.cpu.vendor,
+        threads=bench.physical_cores(machine),
+    )
+    plain = Candidate(
+        name=BASELINE,
+        title="the plain plan (builddoctor's resolved plan)",
+        status="planned",
+        plan=base_plan,
+        why="what `builddoctor fix --rebuild` builds",
+    )
     res.candidates = [plain] + plan_candidates(machine, base_plan, source=source, only=only)
     if model is not None:
         if not Path(model).is_file():
             raise errors.InputError(f"--model {model}: no such file.")
         res.model = str(model)
-    answer_key = _answer_key(machine, source, res.candidates, budget_s=budget_s, objective=objective,
-                             max_rounds=max_rounds, reps=reps, model=model, model_bytes=model_bytes, settings=settings)
+    answer_key = _answer_key(
+        machine,
+        source,
+        res.candidates,
+        budget_s=budget_s,
+        objective=objective,
+        max_rounds=max_rounds,
+        reps=reps,
+        model=model,
+        model_bytes=model_bytes,
+        settings=settings,
+    )
     cached = results.answer(answer_key)
     if cached is not None:  # the same inputs were tuned to the end before: that answer, in seconds
         cached.answer_cached = True
@@ -736,14 +852,19 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
             if not v["ok"] or lb is None:
                 why = v["message"] if not v["ok"] else "the build has no llama-bench"
                 if c.name == BASELINE:
-                    raise UserError(f"The plain plan's build does not pass verification: {why}. "
-                                    f"It is at {r.build_dir}/bin.", exit_code=errors.VERIFY_FAILED)
+                    raise UserError(
+                        f"The plain plan's build does not pass verification: {why}. It is at {r.build_dir}/bin.",
+                        exit_code=errors.VERIFY_FAILED,
+                    )
                 c.status, c.reason = "crashed", why
                 on_update(res)
                 continue
             c.status = "built"
-            c.note = loader_pick(lb) if any(o.name == "GGML_CPU_ALL_VARIANTS" and o.value.upper() == "ON"
-                                            for o in c.plan.options) else ""
+            c.note = (
+                loader_pick(lb)
+                if any(o.name == "GGML_CPU_ALL_VARIANTS" and o.value.upper() == "ON" for o in c.plan.options)
+                else ""
+            )
             built[c.name] = (r, lb)
             on_update(res)
 
@@ -752,8 +873,9 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
             if not model_bytes:  # bench's default: past the measured cache knee, or the plain 100 MB
                 from builddoctor import bandwidth
 
-                model_bytes = bandwidth.plan_smoke(None, threads=machine.cpu.threads or None,
-                                                   remember=results.root / f"sweep-{mkey}.json").model_bytes
+                model_bytes = bandwidth.plan_smoke(
+                    None, threads=machine.cpu.threads or None, remember=results.root / f"sweep-{mkey}.json"
+                ).model_bytes
             model = smoke_model.ensure_model(model_bytes)
         res.model = str(model)
         from builddoctor.source import sha256_file
@@ -767,10 +889,19 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
                 c.status = "measuring"
         byname = {c.name: c for c in res.candidates if c.name in built}
         with build.build_lock(on_wait=lambda: say("bench: waiting for a llama.cpp build to finish first")):
-            res.stopped = measure(entries, byname, Path(model), res.model_sha256, objective=objective,
-                                  cache=results, deadline=deadline - (SETTINGS_SHARE * budget_s if settings else 0),
-                                  max_rounds=max_rounds, reps=reps,
-                                  threads=res.threads, on_run=lambda _n, _r: on_update(res))
+            res.stopped = measure(
+                entries,
+                byname,
+                Path(model),
+                res.model_sha256,
+                objective=objective,
+                cache=results,
+                deadline=deadline - (SETTINGS_SHARE * budget_s if settings else 0),
+                max_rounds=max_rounds,
+                reps=reps,
+                threads=res.threads,
+                on_run=lambda _n, _r: on_update(res),
+            )
     except KeyboardInterrupt:
         res.interrupted, res.stopped = True, "interrupted"
     _finish(res)
@@ -788,11 +919,19 @@ def tune(machine, *, source: Path, objective: str = "generation", budget_s: floa
         on_update(res)
         try:
             with build.build_lock():
-                res.settings = runtime_settings(win_bench, Path(res.model), objective=objective,
-                                                physical=bench.physical_cores(machine),
-                                                logical=machine.cpu.threads or os.cpu_count() or 1, reps=reps, say=say,
-                                                cache=results, build_key=win_build.cache_key,
-                                                model_sha=res.model_sha256, deadline=deadline)
+                res.settings = runtime_settings(
+                    win_bench,
+                    Path(res.model),
+                    objective=objective,
+                    physical=bench.physical_cores(machine),
+                    logical=machine.cpu.threads or os.cpu_count() or 1,
+                    reps=reps,
+                    say=say,
+                    cache=results,
+                    build_key=win_build.cache_key,
+                    model_sha=res.model_sha256,
+                    deadline=deadline,
+                )
         except KeyboardInterrupt:
             res.interrupted, res.stopped = True, "interrupted"
             return res
@@ -812,8 +951,7 @@ def loader_pick(bench_binary: Path) -> str:
 
     from builddoctor import proc
 
-    done = proc.run([str(bench_binary), "--list-devices"], timeout=60,
-                    extra_env=proc.from_user(proc.DEVICE_ENV))
+    done = proc.run([str(bench_binary), "--list-devices"], timeout=60, extra_env=proc.from_user(proc.DEVICE_ENV))
     m = re.search(r"loaded CPU backend from \S*?ggml-cpu-([A-Za-z0-9_]+)\.(?:so|dll|dylib)", done.output)
     return f"the loader picked the {m.group(1)} variant" if m else ""
 
@@ -834,18 +972,27 @@ def _install(res: TuneResult, win_build, replace_dir: Path | None) -> None:
     if res.settings is not None and replace_dir is None:  # `run` starts the prefix's build only
         from builddoctor import run_settings
 
-        saved = run_settings.SavedSettings(values=res.settings.values, physical_cores=res.settings.physical_cores,
-                                           logical_cpus=res.settings.logical_cpus, flags=res.settings.flags,
-                                           winner=res.winner, objective=res.objective, model=res.model,
-                                           reasons=res.settings.reasons)
+        saved = run_settings.SavedSettings(
+            values=res.settings.values,
+            physical_cores=res.settings.physical_cores,
+            logical_cpus=res.settings.logical_cpus,
+            flags=res.settings.flags,
+            winner=res.winner,
+            objective=res.objective,
+            model=res.model,
+            reasons=res.settings.reasons,
+        )
         res.settings_file = str(run_settings.save(saved))
 
 
 def _answer_key(machine, source: Path, cands: list[Candidate], **inputs) -> str:
     """What makes two tunes the same question: this CPU, the source, the candidates' builds, the inputs."""
-    doc = {"machine": machine_key(machine), "source": str(source),
-           "candidates": [(c.name, signature(c.plan) if c.plan is not None else c.status) for c in cands],
-           **{k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()}}
+    doc = {
+        "machine": machine_key(machine),
+        "source": str(source),
+        "candidates": [(c.name, signature(c.plan) if c.plan is not None else c.status) for c in cands],
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in inputs.items()},
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -862,6 +1009,7 @@ def _finish(res: TuneResult) -> None:
 
 def sort_key(objective: str) -> Callable[[Candidate], tuple]:
     """Final table order: measured ones by the objective's ratio, then the rest."""
+
     def key(c: Candidate):
         if c.name == BASELINE:
             return (0, -1.0)
@@ -881,8 +1029,14 @@ def installed_settings(prefix: Path | None = None) -> dict | None:
     if saved is None:
         return None
     link = Path(prefix or paths.data_home()) / "bin"
-    return {"file": str(run_settings.settings_file(prefix)), "winner": saved.winner, "objective": saved.objective,
-            "bin_dir": str(link), "values": saved.values, "flags": saved.flags,
-            "server": ["llama-server", "-m", "MODEL.gguf", *saved.flags],
-            "cli": ["llama-cli", "-m", "MODEL.gguf", *saved.flags],
-            "reason": "; ".join(f"{k}: {v}" for k, v in saved.reasons.items())}
+    return {
+        "file": str(run_settings.settings_file(prefix)),
+        "winner": saved.winner,
+        "objective": saved.objective,
+        "bin_dir": str(link),
+        "values": saved.values,
+        "flags": saved.flags,
+        "server": ["llama-server", "-m", "MODEL.gguf", *saved.flags],
+        "cli": ["llama-cli", "-m", "MODEL.gguf", *saved.flags],
+        "reason": "; ".join(f"{k}: {v}" for k, v in saved.reasons.items()),
+    }

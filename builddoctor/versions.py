@@ -24,6 +24,7 @@ def sort_key(text: str | None) -> tuple[int, Version]:
     v = parse(text)
     return (0, Version("0")) if v is None else (1, v)
 
+
 def version_tuple(text: str | None) -> tuple[int, ...] | None:
     """The first dotted number in ``text`` as a tuple of ints (nvcc, driver and toolkit versions)."""
     if not text:

@@ -13,7 +13,10 @@ from tests import llama_builds
 # `network` in its file keeps that; one that needs a fixture below is in that fixture's tier (the
 # fixture compiles llama.cpp, builds and repairs a wheel, or downloads); every other test is `unit`.
 TIER_OF_FIXTURE = {
-    "llama_build": "slow", "native_build": "slow", "sse_build": "slow", "debug_build": "slow",
+    "llama_build": "slow",
+    "native_build": "slow",
+    "sse_build": "slow",
+    "debug_build": "slow",
     "planned_build": "slow",  # tests/llama_builds.py: compiled on first use (.cache/test-builds)
     "repaired_wheel": "slow",  # tests/test_discover.py: a wheel built and run through auditwheel
     "sdist": "network",  # tests/test_source.py: the pinned sdist, downloaded through pip
@@ -35,8 +38,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(item.get_closest_marker(t) for t in TIERS):
             continue
         tiers = {TIER_OF_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in TIER_OF_FIXTURE}
-        tiers |= {tier for key, tier in TIER_OF_TEST.items() if item.nodeid == key or item.nodeid.startswith(
-            (key + "::", key + "["))}
+        tiers |= {
+            tier
+            for key, tier in TIER_OF_TEST.items()
+            if item.nodeid == key or item.nodeid.startswith((key + "::", key + "["))
+        }
         for tier in sorted(tiers) or ["unit"]:
             item.add_marker(tier)
 

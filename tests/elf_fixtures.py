@@ -14,8 +14,9 @@ from pathlib import Path
 from builddoctor import proc
 
 GCC = shutil.which("gcc")
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda-13.0/bin/nvcc" if Path("/usr/local/cuda-13.0/bin/nvcc").exists()
-                                 else None)
+NVCC = shutil.which("nvcc") or (
+    "/usr/local/cuda-13.0/bin/nvcc" if Path("/usr/local/cuda-13.0/bin/nvcc").exists() else None
+)
 
 # A CPU backend in miniature: the vector kernel takes the widest path the compiler flags
 # allow, and ggml_cpu_has_* answer like ggml-cpu.c does (compile-time constants).
@@ -110,9 +111,13 @@ def make_fake_cuda(d: Path) -> Path:
     stub.mkdir(parents=True, exist_ok=True)
     _write(stub, "cudart.c", "int cudaGetDeviceCount(int *n) { *n = 0; return 0; }\n")
     _cc(["-shared", "-fPIC", "-Wl,-soname,libcudart.so.99", "cudart.c", "-o", "libcudart.so.99"], stub)
-    _write(d, "cuda.c", "#include <stdio.h>\nint cudaGetDeviceCount(int *n);\n"
-                        "int ggml_backend_cuda_reg(void) { int n; puts(\"cuda\"); return cudaGetDeviceCount(&n); }\n"
-                        "const char *ggml_cuda_kernel = \"flash_attn_ext_f16\";\n")
+    _write(
+        d,
+        "cuda.c",
+        "#include <stdio.h>\nint cudaGetDeviceCount(int *n);\n"
+        'int ggml_backend_cuda_reg(void) { int n; puts("cuda"); return cudaGetDeviceCount(&n); }\n'
+        'const char *ggml_cuda_kernel = "flash_attn_ext_f16";\n',
+    )
     lib = d / "libggml-cuda.so"
     _cc(["-shared", "-fPIC", "cuda.c", "-o", str(lib), str(stub / "libcudart.so.99")], d)
     shutil.rmtree(stub)
@@ -128,8 +133,19 @@ def make_new_glibc_lib(d: Path, version: str = "GLIBC_2.99") -> Path:
     stub.mkdir(parents=True, exist_ok=True)
     _write(stub, "c.c", "int gnu_future_call(void) { return 0; }\n")
     _write(stub, "c.map", f"{version} {{ global: gnu_future_call; local: *; }};\n")
-    _cc(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6", "-Wl,--version-script=c.map", "c.c",
-         "-o", "libc.so.6"], stub)
+    _cc(
+        [
+            "-shared",
+            "-fPIC",
+            "-nostdlib",
+            "-Wl,-soname,libc.so.6",
+            "-Wl,--version-script=c.map",
+            "c.c",
+            "-o",
+            "libc.so.6",
+        ],
+        stub,
+    )
     _write(d, "base.c", "int gnu_future_call(void);\nint ggml_init(void) { return gnu_future_call(); }\n")
     lib = d / "libggml-base.so"
     _cc(["-shared", "-fPIC", "-nostdlib", "base.c", "-o", str(lib), str(stub / "libc.so.6")], d)
@@ -160,21 +176,28 @@ def make_sigill(d: Path) -> Path:
 
 def make_avx512_runner(d: Path) -> Path:
     """A llama-cli that executes an AVX-512 instruction: SIGILL on a CPU without AVX-512F."""
-    return make_program(d / "avx512run", "llama-cli",
-                        "volatile float a = argc; __m512 v = _mm512_set1_ps(a);\n"
-                        "v = _mm512_add_ps(v, v); printf(\"%f\\n\", _mm512_reduce_add_ps(v)); return 0;",
-                        flags=["-mavx512f"])
+    return make_program(
+        d / "avx512run",
+        "llama-cli",
+        "volatile float a = argc; __m512 v = _mm512_set1_ps(a);\n"
+        'v = _mm512_add_ps(v, v); printf("%f\\n", _mm512_reduce_add_ps(v)); return 0;',
+        flags=["-mavx512f"],
+    )
 
 
 def make_version_printer(d: Path) -> Path:
     """A llama-cli that answers --version and --list-devices like llama.cpp's do."""
-    return make_program(d / "printer", "llama-cli", r'''
+    return make_program(
+        d / "printer",
+        "llama-cli",
+        r"""
     if (argc > 1 && argv[1][2] == 'v') {
         fprintf(stderr, "version: 4242 (abc1234)\nbuilt with cc (Debian 12.2.0-14) 12.2.0 for x86_64-linux-gnu\n");
         return 0;
     }
     printf("Available devices:\n  CUDA0: NVIDIA GeForce RTX 4090 (24080 MiB, 23500 MiB free)\n  Vulkan0: llvmpipe (LLVM 15.0.6, 256 bits) (32000 MiB, 32000 MiB free)\n");
-    return 0;''')
+    return 0;""",
+    )
 
 
 def make_not_llama(d: Path) -> Path:
@@ -195,13 +218,33 @@ def make_cuda_fatbin(d: Path) -> Path:
     if NVCC is None:
         raise RuntimeError("nvcc is not installed")
     d.mkdir(parents=True, exist_ok=True)
-    _write(d, "k.cu", "__global__ void flash_attn_ext_f16(float *x) { x[threadIdx.x] *= 2.0f; }\n"
-                      "extern \"C\" int ggml_backend_cuda_reg(void) { float *p = 0; "
-                      "flash_attn_ext_f16<<<1, 1>>>(p); return 0; }\n")
+    _write(
+        d,
+        "k.cu",
+        "__global__ void flash_attn_ext_f16(float *x) { x[threadIdx.x] *= 2.0f; }\n"
+        'extern "C" int ggml_backend_cuda_reg(void) { float *p = 0; '
+        "flash_attn_ext_f16<<<1, 1>>>(p); return 0; }\n",
+    )
     lib = d / "libggml-cuda.so"
-    res = proc.run([NVCC, "-shared", "-Xcompiler", "-fPIC", "-cudart", "shared",
-                    "-gencode", "arch=compute_86,code=sm_86", "-gencode", "arch=compute_89,code=compute_89",
-                    "k.cu", "-o", str(lib)], cwd=d, timeout=300)
+    res = proc.run(
+        [
+            NVCC,
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-cudart",
+            "shared",
+            "-gencode",
+            "arch=compute_86,code=sm_86",
+            "-gencode",
+            "arch=compute_89,code=compute_89",
+            "k.cu",
+            "-o",
+            str(lib),
+        ],
+        cwd=d,
+        timeout=300,
+    )
     if not res.ok:
         raise RuntimeError(f"nvcc failed:\n{res.stderr}")
     return lib
@@ -210,8 +253,14 @@ def make_cuda_fatbin(d: Path) -> Path:
 GXX = shutil.which("g++")
 
 
-def make_monolithic(d: Path, build_root: Path, name: str = "_llama.cpython-311-x86_64-linux-gnu.so", *,
-                    export: str = "PyInit__llama", strip: bool = False) -> Path:
+def make_monolithic(
+    d: Path,
+    build_root: Path,
+    name: str = "_llama.cpython-311-x86_64-linux-gnu.so",
+    *,
+    export: str = "PyInit__llama",
+    strip: bool = False,
+) -> Path:
     """<d>/<name>: the object files of a real llama.cpp test build (ggml, ggml-cpu, llama) linked into one
     shared object, the way a Python extension module carries llama.cpp: the CPU backend inside, only
     ``export`` in .dynsym (a version script hides the rest), optionally stripped of .symtab too.
@@ -225,8 +274,22 @@ def make_monolithic(d: Path, build_root: Path, name: str = "_llama.cpython-311-x
     _write(d, "init.c", f"void *{export}(void) {{ return 0; }}\n")
     _write(d, "exports.map", f"{{ global: {export}; local: *; }};\n")
     out = d / name
-    res = proc.run([GXX, "-shared", "-fPIC", "-o", str(out), str(d / "init.c"), *objs, "-fopenmp",
-                    f"-Wl,--version-script={d / 'exports.map'}", *(["-s"] if strip else [])], cwd=d, timeout=120)
+    res = proc.run(
+        [
+            GXX,
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(out),
+            str(d / "init.c"),
+            *objs,
+            "-fopenmp",
+            f"-Wl,--version-script={d / 'exports.map'}",
+            *(["-s"] if strip else []),
+        ],
+        cwd=d,
+        timeout=120,
+    )
     if not res.ok:
         raise RuntimeError(f"linking {out} failed:\n{res.stderr[-2000:]}")
     for junk in ("init.c", "exports.map"):
@@ -248,13 +311,31 @@ def make_future_abi_module(d: Path, version: str = "GLIBCXX_3.4.99", *, name: st
     sym = "_ZSt15__future_hook99v"
     _write(stub, "s.c", f"void {sym}(void) {{}}\n")
     _write(stub, "s.map", f"{version} {{ global: {sym}; local: *; }};\n")
-    _cc(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libstdc++.so.6", "-Wl,--version-script=s.map", "s.c",
-         "-o", "libstdc++.so.6"], stub)
-    _write(d, "m.cpp", "namespace std { void __future_hook99(); }\n"
-                       "extern \"C\" int llama_backend_init(void) { std::__future_hook99(); return 0; }\n")
+    _cc(
+        [
+            "-shared",
+            "-fPIC",
+            "-nostdlib",
+            "-Wl,-soname,libstdc++.so.6",
+            "-Wl,--version-script=s.map",
+            "s.c",
+            "-o",
+            "libstdc++.so.6",
+        ],
+        stub,
+    )
+    _write(
+        d,
+        "m.cpp",
+        "namespace std { void __future_hook99(); }\n"
+        'extern "C" int llama_backend_init(void) { std::__future_hook99(); return 0; }\n',
+    )
     out = d / name
-    res = proc.run([GXX, "-shared", "-fPIC", "-nostdlib", "m.cpp", "-o", str(out), str(stub / "libstdc++.so.6")],
-                   cwd=d, timeout=120)
+    res = proc.run(
+        [GXX, "-shared", "-fPIC", "-nostdlib", "m.cpp", "-o", str(out), str(stub / "libstdc++.so.6")],
+        cwd=d,
+        timeout=120,
+    )
     if not res.ok:
         raise RuntimeError(f"g++ failed:\n{res.stderr}")
     shutil.rmtree(stub)
@@ -271,8 +352,12 @@ def make_missing_symbol_lib(d: Path) -> Path:
     newer.mkdir(exist_ok=True)
     _write(newer, "b.c", "int ggml_future_op(void) { return 1; }\nint ggml_init(void) { return 0; }\n")
     _cc(["-shared", "-fPIC", "-Wl,-soname,libggml-base.so", "b.c", "-o", "libggml-base.so"], newer)
-    _write(d, "l.c", "int ggml_future_op(void);\nint ggml_init(void);\n"
-                     "int llama_backend_init(void) { return ggml_init() + ggml_future_op(); }\n")
+    _write(
+        d,
+        "l.c",
+        "int ggml_future_op(void);\nint ggml_init(void);\n"
+        "int llama_backend_init(void) { return ggml_init() + ggml_future_op(); }\n",
+    )
     _cc(["-shared", "-fPIC", "l.c", "-o", "libllama.so", "-Wl,-rpath,$ORIGIN", str(newer / "libggml-base.so")], d)
     shutil.rmtree(newer)
     _write(d, "b.c", "int ggml_init(void) { return 0; }\n")  # the older libggml-base.so found here
@@ -298,9 +383,17 @@ def make_cuda_dll(d: Path) -> Path:
         raise RuntimeError(res.stderr)
     _write(d, "cuda.c", "__declspec(dllexport) int ggml_backend_cuda_reg(void) { return 1; }\n")
     dll = d / "ggml-cuda.dll"
-    for argv in ([MINGW, "-shared", "-O1", "cuda.c", "-o", str(dll)],
-                 ["objcopy", "--add-section", f".nv_fatb={blob}", "--set-section-flags",
-                  ".nv_fatb=contents,alloc,load,readonly,data", str(dll)]):
+    for argv in (
+        [MINGW, "-shared", "-O1", "cuda.c", "-o", str(dll)],
+        [
+            "objcopy",
+            "--add-section",
+            f".nv_fatb={blob}",
+            "--set-section-flags",
+            ".nv_fatb=contents,alloc,load,readonly,data",
+            str(dll),
+        ],
+    ):
         res = proc.run(argv, cwd=d, timeout=120)
         if not res.ok:
             raise RuntimeError(f"{argv[0]} failed:\n{res.stderr}")

@@ -61,8 +61,9 @@ def make_aarch64_cpu_backend(d: Path, name: str = "libggml-cpu.so") -> Path:
 def make_aarch64_program(d: Path, name: str = "llama-cli") -> Path:
     """<d>/llama-cli: an aarch64 Linux executable (exec bit set) with llama.cpp's entry symbols."""
     d.mkdir(parents=True, exist_ok=True)
-    (d / "main.c").write_text("int llama_backend_init(void) { return 0; }\n"
-                              "int main(void) { return llama_backend_init(); }\n")
+    (d / "main.c").write_text(
+        "int llama_backend_init(void) { return 0; }\nint main(void) { return llama_backend_init(); }\n"
+    )
     exe = d / name
     _compile(AARCH64_GCC, "gcc-aarch64-linux-gnu", ["-O1", "main.c", "-o", str(exe)], d)
     (d / "main.c").unlink()
@@ -98,8 +99,15 @@ def _dylib_cmd(cmd: int, name: str) -> bytes:
     return struct.pack("<IIIIII", cmd, 24 + len(s), 24, 2, 0x10000, 0x10000) + s
 
 
-def macho_dylib(arch: str, symbols: list[str], *, needs: list[str] = (), install_name: str = "@rpath/libggml.dylib",
-                filetype: int = MH_DYLIB, section_name: bytes = b"__text") -> bytes:
+def macho_dylib(
+    arch: str,
+    symbols: list[str],
+    *,
+    needs: list[str] = (),
+    install_name: str = "@rpath/libggml.dylib",
+    filetype: int = MH_DYLIB,
+    section_name: bytes = b"__text",
+) -> bytes:
     """A thin 64-bit little-endian Mach-O: __TEXT,__text with a `ret` per symbol, the symbols
     external and defined there, LC_LOAD_DYLIB for each of ``needs``."""
     cputype, subtype = CPU_TYPE[arch]
@@ -119,10 +127,24 @@ def macho_dylib(arch: str, symbols: list[str], *, needs: list[str] = (), install
     str_off = nlist_off + 16 * len(symbols)
     file_size = str_off + len(strtab)
     vm_base = 0
-    segment = struct.pack("<II16sQQQQiiII", LC_SEGMENT_64, seg_size, b"__TEXT", vm_base, _align(file_size, 4096), 0,
-                          file_size, 5, 5, 1, 0)
-    section = struct.pack("<16s16sQQIIIIIIII", section_name, b"__TEXT", vm_base + text_off, len(code), text_off, 2,
-                          0, 0, 0x80000400, 0, 0, 0)
+    segment = struct.pack(
+        "<II16sQQQQiiII", LC_SEGMENT_64, seg_size, b"__TEXT", vm_base, _align(file_size, 4096), 0, file_size, 5, 5, 1, 0
+    )
+    section = struct.pack(
+        "<16s16sQQIIIIIIII",
+        section_name,
+        b"__TEXT",
+        vm_base + text_off,
+        len(code),
+        text_off,
+        2,
+        0,
+        0,
+        0x80000400,
+        0,
+        0,
+        0,
+    )
     nlists = b""
     pos = 1
     for i, s in enumerate(symbols):
@@ -158,8 +180,11 @@ def fat_macho(slices: dict[str, bytes]) -> bytes:
 
 
 METAL_SYMBOLS = ["ggml_backend_metal_reg", "ggml_backend_cpu_reg", "ggml_init", "llama_model_load"]
-METAL_NEEDS = ["/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
-               "/System/Library/Frameworks/Foundation.framework/Versions/C/Foundation", "/usr/lib/libSystem.B.dylib"]
+METAL_NEEDS = [
+    "/System/Library/Frameworks/Metal.framework/Versions/A/Metal",
+    "/System/Library/Frameworks/Foundation.framework/Versions/C/Foundation",
+    "/usr/lib/libSystem.B.dylib",
+]
 
 
 def make_macho_metal_lib(d: Path, arch: str = "arm64", name: str = "libggml.dylib") -> Path:
@@ -174,10 +199,14 @@ def make_fat_macho_lib(d: Path, name: str = "libggml.dylib") -> Path:
     which one was read."""
     d.mkdir(parents=True, exist_ok=True)
     p = d / name
-    p.write_bytes(fat_macho({
-        "x86_64": macho_dylib("x86_64", ["ggml_backend_cpu_reg", "ggml_init"], needs=METAL_NEEDS[2:]),
-        "arm64": macho_dylib("arm64", METAL_SYMBOLS, needs=METAL_NEEDS),
-    }))
+    p.write_bytes(
+        fat_macho(
+            {
+                "x86_64": macho_dylib("x86_64", ["ggml_backend_cpu_reg", "ggml_init"], needs=METAL_NEEDS[2:]),
+                "arm64": macho_dylib("arm64", METAL_SYMBOLS, needs=METAL_NEEDS),
+            }
+        )
+    )
     return p
 
 
@@ -189,8 +218,11 @@ def make_windows_many_exports(d: Path, n: int, name: str = "llama-common.dll") -
     ``llama-common.dll`` exports 18,000 names), the CPU backend's registration among them."""
     d.mkdir(parents=True, exist_ok=True)
     body = [f"__declspec(dllexport) int llama_common_fn_{i:06d}(int x) {{ return x + {i}; }}" for i in range(n)]
-    (d / "many.c").write_text("\n".join(body) + "\n" + CPU_BACKEND_C.replace(
-        "int ggml_backend_cpu_reg", "__declspec(dllexport) int ggml_backend_cpu_reg"))
+    (d / "many.c").write_text(
+        "\n".join(body)
+        + "\n"
+        + CPU_BACKEND_C.replace("int ggml_backend_cpu_reg", "__declspec(dllexport) int ggml_backend_cpu_reg")
+    )
     lib = d / name
     _compile(MINGW_GCC, "gcc-mingw-w64-x86-64", ["-O0", "-shared", "many.c", "-o", str(lib)], d)
     (d / "many.c").unlink()
@@ -221,8 +253,18 @@ def make_big_cuda_dll(d: Path, mb: int = 150) -> Path:
     (d / "cuda.c").write_text("__declspec(dllexport) int ggml_backend_cuda_reg(void) { return 1; }\n")
     dll = d / "ggml-cuda.dll"
     _compile(MINGW_GCC, "gcc-mingw-w64-x86-64", ["-shared", "-O1", "cuda.c", "-o", str(dll)], d)
-    res = proc.run(["objcopy", "--add-section", f".nv_fatb={fat}", "--set-section-flags",
-                    ".nv_fatb=contents,alloc,load,readonly,data", str(dll)], cwd=d, timeout=300)
+    res = proc.run(
+        [
+            "objcopy",
+            "--add-section",
+            f".nv_fatb={fat}",
+            "--set-section-flags",
+            ".nv_fatb=contents,alloc,load,readonly,data",
+            str(dll),
+        ],
+        cwd=d,
+        timeout=300,
+    )
     if not res.ok:
         raise RuntimeError(f"objcopy failed:\n{res.stderr}")
     shutil.rmtree(d / "elf")

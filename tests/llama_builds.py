@@ -40,7 +40,8 @@ MARKER = "builddoctor-test-build.json"
 BUILD_TIMEOUT = 3 * 3600  # cold builds on a busy 2-core machine take a while
 
 COMMON_ARGS = [
-    "-G", "Ninja",
+    "-G",
+    "Ninja",
     "-DCMAKE_C_COMPILER_LAUNCHER=ccache",
     "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache",
     "-DLLAMA_BUILD_COMMIT=0c1e570",
@@ -68,8 +69,16 @@ BUILDS: dict[str, list[str]] = {
     ],
     "debug": ["-DCMAKE_BUILD_TYPE=Debug", "-DGGML_NATIVE=ON"],
     # AVX-512 forced on: built only on CPUs without it (it must die there with SIGILL)
-    "avx512": ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
-               "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_AVX512=ON"],
+    "avx512": [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_AVX=ON",
+        "-DGGML_AVX2=ON",
+        "-DGGML_FMA=ON",
+        "-DGGML_F16C=ON",
+        "-DGGML_BMI2=ON",
+        "-DGGML_AVX512=ON",
+    ],
 }
 
 
@@ -115,8 +124,9 @@ def _source_dir() -> Path:
     try:
         from builddoctor import source  # written by the lead
     except ImportError:
-        raise BuildFailed(f"the pinned llama.cpp source is not at {src} and builddoctor.source is not "
-                          "available to fetch it") from None
+        raise BuildFailed(
+            f"the pinned llama.cpp source is not at {src} and builddoctor.source is not available to fetch it"
+        ) from None
     try:
         got = source.ensure_source()
     except Exception as exc:  # noqa: BLE001 - reported as the test error it is
@@ -176,11 +186,17 @@ def ensure_build(name: str) -> Path:
                     if not res.ok:
                         raise BuildFailed(
                             f"building test build {name!r} failed ({res.error or res.signal or res.returncode}"
-                            f"{', timed out' if res.timed_out else ''}); see {log}")
-            (out / MARKER).write_text(json.dumps({
-                "args": build_args(name) + COMMON_ARGS + TARGETS,
-                "seconds": round(time.monotonic() - t0, 1),
-            }, indent=1))
+                            f"{', timed out' if res.timed_out else ''}); see {log}"
+                        )
+            (out / MARKER).write_text(
+                json.dumps(
+                    {
+                        "args": build_args(name) + COMMON_ARGS + TARGETS,
+                        "seconds": round(time.monotonic() - t0, 1),
+                    },
+                    indent=1,
+                )
+            )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return out / "bin"

@@ -237,8 +237,9 @@ def test_smoke_model_loads_in_llama_bench(small_model):
         bin_dir = ensure_build("planned")
     except BuildUnavailable as exc:
         pytest.skip(str(exc))
-    res = bench.run_bench(bin_dir / "llama-bench", small_model, threads=2, ngl=0, pp=32, tg=16, reps=2,
-                          bandwidth_gbs=30.0)
+    res = bench.run_bench(
+        bin_dir / "llama-bench", small_model, threads=2, ngl=0, pp=32, tg=16, reps=2, bandwidth_gbs=30.0
+    )
     assert res.error is None, res.error
     assert res.pp.mean > 0 and res.tg.mean > 0 and res.pp.n == 2
     assert res.model_bytes == smoke_model.tensor_bytes(small_model)
@@ -276,8 +277,11 @@ def test_default_bench_prints_a_real_roofline_or_says_why_not(tmp_path):
         bin_dir = ensure_build("planned")
     except BuildUnavailable as exc:
         pytest.skip(str(exc))
-    done = proc.run([sys.executable, "-m", "builddoctor", "bench", "-r", "1", str(bin_dir)], timeout=600,
-                    extra_env={"BUILDDOCTOR_HOME": str(tmp_path / "home")})
+    done = proc.run(
+        [sys.executable, "-m", "builddoctor", "bench", "-r", "1", str(bin_dir)],
+        timeout=600,
+        extra_env={"BUILDDOCTOR_HOME": str(tmp_path / "home")},
+    )
     assert done.ok, done.output[-2000:]
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("roofline: "), done.stdout

@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def mini_plan(**opts: str) -> BuildPlan:
-    return BuildPlan(goal="native", backend="cpu",
-                     options=[PlanOption(k, v, "test", "test") for k, v in opts.items()])
+    return BuildPlan(goal="native", backend="cpu", options=[PlanOption(k, v, "test", "test") for k, v in opts.items()])
 
 
 @pytest.fixture
@@ -100,8 +99,9 @@ def test_missing_toolchain_says_what_to_install(mini, tmp_path, lock):
 
 def _tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, timeout=10)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, timeout=10
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     return path
@@ -151,8 +151,13 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def _start_build(mini, cache, lock):
-    return subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(mini), str(cache), str(lock)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(mini), str(cache), str(lock)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def _wait_compiling(p: subprocess.Popen) -> None:
@@ -191,8 +196,7 @@ def test_killed_build_leaves_no_entry(mini, tmp_path, lock, sig):
 
 def test_choose_jobs_from_cores_and_memory():
     gib = 1 << 30
-    cpu, cuda = mini_plan(), BuildPlan(goal="native", backend="cuda",
-                                       options=[PlanOption("GGML_CUDA", "ON", "t", "t")])
+    cpu, cuda = mini_plan(), BuildPlan(goal="native", backend="cuda", options=[PlanOption("GGML_CUDA", "ON", "t", "t")])
     assert build.choose_jobs(cpu, cores=16, mem_available=64 * gib) == 16
     assert build.choose_jobs(cpu, cores=16, mem_available=6 * gib) == 6
     assert build.choose_jobs(cuda, cores=16, mem_available=64 * gib) == 16
@@ -276,8 +280,9 @@ def test_llama_cpp_native_build_and_cache(tmp_path):
 def test_progress_follows_the_top_level_build_not_a_nested_one(mini, tmp_path, lock):
     """ggml-vulkan's shader generator is an ExternalProject whose [n/2] lines come through ours."""
     events = []
-    res = build.build(mini_plan(MINI_NESTED="ON"), mini, cache_root=tmp_path / "cache", progress=events.append,
-                      lock_path=lock)
+    res = build.build(
+        mini_plan(MINI_NESTED="ON"), mini, cache_root=tmp_path / "cache", progress=events.append, lock_path=lock
+    )
     assert res.status == "ok", res.error
     log = Path(res.log_path).read_text()
     totals = [int(m.group(2)) for m in map(build._NINJA.match, log.splitlines()) if m]
@@ -292,5 +297,8 @@ def test_omitted_cpu_variants_are_not_kept(tmp_path):
     for name in ("libggml-cpu-sapphirerapids.so", "libggml-cpu-zen4.so", "libggml-cpu-haswell.so", "llama-bench"):
         (tmp_path / name).write_bytes(b"x")
     build._omit_variants(tmp_path, ["sapphirerapids"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["libggml-cpu-haswell.so", "libggml-cpu-zen4.so",
-                                                          "llama-bench"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "libggml-cpu-haswell.so",
+        "libggml-cpu-zen4.so",
+        "llama-bench",
+    ]

@@ -38,7 +38,7 @@ def test_build_dry_run_prints_the_commands():
     assert res.exit_code == 0, res.output
     # comment lines, then `env -i VAR=... cmake ...` lines to paste into a shell
     lines = [shlex.split(ln) for ln in res.output.strip().splitlines() if not ln.startswith("#")]
-    cmds = [ln[ln.index("cmake"):] for ln in lines]
+    cmds = [ln[ln.index("cmake") :] for ln in lines]
     assert all(ln[:2] == ["env", "-i"] for ln in lines)
     from builddoctor.probe import machine_profile
     from builddoctor.resolve import resolve

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if not p.is_symlink() else "->" + str(p.readlink())
-            for p in sorted(folder.iterdir())}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() if not p.is_symlink() else "->" + str(p.readlink())
+        for p in sorted(folder.iterdir())
+    }
 
 
 @pytest.fixture
@@ -62,9 +64,15 @@ def test_fix_dry_run_changes_nothing(sse_copy, home):
 
 def test_fix_with_a_failing_build_leaves_the_old_binaries(sse_copy, home, tmp_path):
     before = _tree(sse_copy)
-    plan = BuildPlan(goal="native", backend="cpu", targets=["llama-bench"], options=[
-        PlanOption("GGML_NATIVE", "ON", "t", "t"),
-        PlanOption("CMAKE_C_FLAGS_RELEASE", "-O3 -mbuilddoctor-no-such-option", "t", "t")])
+    plan = BuildPlan(
+        goal="native",
+        backend="cpu",
+        targets=["llama-bench"],
+        options=[
+            PlanOption("GGML_NATIVE", "ON", "t", "t"),
+            PlanOption("CMAKE_C_FLAGS_RELEASE", "-O3 -mbuilddoctor-no-such-option", "t", "t"),
+        ],
+    )
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan.to_json())
     res = invoke("fix", "--rebuild", "--replace", "--yes", "--plan", str(plan_file), str(sse_copy))
@@ -103,8 +111,10 @@ def native_copy(tmp_path):
     from tests.llama_builds import ensure_build
 
     if not _amx_rows():
-        pytest.skip("no known-bad row applies to the pinned llama.cpp on this CPU (no AMX): "
-                    "its plain GGML_NATIVE=ON build computes here, there is no crash to fix")
+        pytest.skip(
+            "no known-bad row applies to the pinned llama.cpp on this CPU (no AMX): "
+            "its plain GGML_NATIVE=ON build computes here, there is no crash to fix"
+        )
     bin_dir = ensure_build("native")
     copy = tmp_path / "native"
     shutil.copytree(bin_dir, copy / "bin", symlinks=True)
@@ -133,8 +143,12 @@ def test_fix_replans_once_when_a_given_plan_crashes(sse_copy, home, tmp_path):
     matches the known-bad row, so fix plans again without AMX, once, and says what it changed."""
     if not _amx_rows():
         pytest.skip("no known-bad row applies to the pinned llama.cpp on this CPU (no AMX)")
-    plan = BuildPlan(goal="native", backend="cpu", targets=["llama-bench"], options=[
-        PlanOption("CMAKE_BUILD_TYPE", "Release", "t", "t"), PlanOption("GGML_NATIVE", "ON", "t", "t")])
+    plan = BuildPlan(
+        goal="native",
+        backend="cpu",
+        targets=["llama-bench"],
+        options=[PlanOption("CMAKE_BUILD_TYPE", "Release", "t", "t"), PlanOption("GGML_NATIVE", "ON", "t", "t")],
+    )
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan.to_json())
     res = invoke("fix", "--rebuild", "--plan", str(plan_file), "--rounds", "1", str(sse_copy))

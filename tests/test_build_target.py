@@ -29,8 +29,9 @@ GRANITE = FIXTURES / "cpuinfo" / "graniterapids-xeon-6975p-aws.txt"
 
 
 def bd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", *map(str, args)], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
 
 
 def planned_for(tmp_path: Path, *machine_args: str) -> BuildPlan:
@@ -62,8 +63,9 @@ def checked_against_target(bin_dir: Path, *machine_args: str) -> dict:
 def disassembly(lib: Path) -> str:
     if shutil.which("objdump") is None:
         pytest.skip("objdump (binutils) is not installed")
-    done = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -81,8 +83,9 @@ def x86_only():
 def test_zen3_profile_builds_avx2_code_only(tmp_path):
     plan = planned_for(tmp_path, "--profile", ZEN3)
     opts = {o.name: o.value for o in plan.options}
-    assert opts["GGML_NATIVE"] == "OFF" and "not for the machine that builds it" in \
-        next(o.reason for o in plan.options if o.name == "GGML_NATIVE")
+    assert opts["GGML_NATIVE"] == "OFF" and "not for the machine that builds it" in next(
+        o.reason for o in plan.options if o.name == "GGML_NATIVE"
+    )
     assert opts["GGML_AVX2"] == "ON" and opts["GGML_FMA"] == "ON" and opts["GGML_AVX512"] == "OFF"
     bin_dir = built(plan)
     assert checked_against_target(bin_dir, "--profile", ZEN3)["isa_level"] == "avx2"
@@ -96,13 +99,15 @@ def test_granite_rapids_cpuinfo_builds_avx512_vnni_bf16_without_amx(tmp_path):
     plan = planned_for(tmp_path, "--cpuinfo", GRANITE)
     opts = {o.name: o.value for o in plan.options}
     assert opts["GGML_NATIVE"] == "OFF"
-    assert {k: opts[k] for k in ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX512_VBMI",
-                                 "GGML_AVX_VNNI")} == dict.fromkeys(("GGML_AVX512", "GGML_AVX512_VNNI",
-                                                                      "GGML_AVX512_BF16", "GGML_AVX512_VBMI",
-                                                                      "GGML_AVX_VNNI"), "ON")
+    assert {
+        k: opts[k] for k in ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX512_VBMI", "GGML_AVX_VNNI")
+    } == dict.fromkeys(
+        ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX512_VBMI", "GGML_AVX_VNNI"), "ON"
+    )
     # the pinned llama.cpp's AMX kernels are a known-bad row: AMX is left out, and the plan says why
-    assert opts["GGML_AMX_INT8"] == "OFF" and "amx-mul-mat-crash" in \
-        next(o.reason for o in plan.options if o.name == "GGML_AMX_INT8")
+    assert opts["GGML_AMX_INT8"] == "OFF" and "amx-mul-mat-crash" in next(
+        o.reason for o in plan.options if o.name == "GGML_AMX_INT8"
+    )
     bin_dir = built(plan)
     found = checked_against_target(bin_dir, "--cpuinfo", GRANITE)
     assert found["isa_level"] == "avx512" and {"AVX512_VNNI", "AVX512_BF16"} <= set(found["isa"])

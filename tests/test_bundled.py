@@ -33,10 +33,20 @@ def _machine(name: str) -> MachineProfile:
 # --------------------------------------------------------------------------- planning
 
 
-@pytest.mark.parametrize("a, b, same", [
-    ("ON", "on", True), ("ON", "TRUE", True), ("1", "YES", True), ("OFF", "0", True), ("OFF", "FALSE", True),
-    ("ON", "OFF", False), ("86;89", "86;89", True), ("86", "89", False), ("Release", "release", False),
-])
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("ON", "on", True),
+        ("ON", "TRUE", True),
+        ("1", "YES", True),
+        ("OFF", "0", True),
+        ("OFF", "FALSE", True),
+        ("ON", "OFF", False),
+        ("86;89", "86;89", True),
+        ("86", "89", False),
+        ("Release", "release", False),
+    ],
+)
 def test_same_value_reads_like_cmake(a, b, same):
     assert _buildplan.same_value(a, b) is same
 
@@ -51,9 +61,9 @@ def test_overrides_replace_planned_values_and_extend_the_plan():
     native = next(o for o in plan.options if o.name == "GGML_NATIVE")
     assert native.value == "ON"
     given = {
-        "GGML_NATIVE": ("UNINITIALIZED", "OFF"),       # from CMAKE_ARGS: an override
-        "GGML_OPENMP": ("BOOL", "TRUE"),               # same as the plan's ON: not an override
-        "GGML_BLAS": ("BOOL", "ON"),                   # not in the plan: an extension
+        "GGML_NATIVE": ("UNINITIALIZED", "OFF"),  # from CMAKE_ARGS: an override
+        "GGML_OPENMP": ("BOOL", "TRUE"),  # same as the plan's ON: not an override
+        "GGML_BLAS": ("BOOL", "ON"),  # not in the plan: an extension
         "CMAKE_C_COMPILER": ("FILEPATH", "/usr/bin/cc"),  # CMake's own: ignored
     }
     effective, overrides = _buildplan.apply_overrides(plan, given, "-DGGML_NATIVE=OFF")
@@ -83,10 +93,27 @@ def _run_planner(tmp_path: Path, given: str, goal: str = "native", cmake_args: s
     tree = _fake_llama_tree(tmp_path / "llama")
     (tmp_path / "given.tsv").write_text(given)
     env = dict(os.environ, PYTHONPATH=str(REPO), CMAKE_ARGS=cmake_args)
-    done = proc.run([sys.executable, "-m", "builddoctor._buildplan", "--goal", goal, "--source", str(tree),
-                     "--given", str(tmp_path / "given.tsv"), "--out", str(tmp_path / "plan.cmake"),
-                     "--json", str(tmp_path / "plan.json"), "--info", str(tmp_path / "bundle.json")],
-                    timeout=120, env=env)
+    done = proc.run(
+        [
+            sys.executable,
+            "-m",
+            "builddoctor._buildplan",
+            "--goal",
+            goal,
+            "--source",
+            str(tree),
+            "--given",
+            str(tmp_path / "given.tsv"),
+            "--out",
+            str(tmp_path / "plan.cmake"),
+            "--json",
+            str(tmp_path / "plan.json"),
+            "--info",
+            str(tmp_path / "bundle.json"),
+        ],
+        timeout=120,
+        env=env,
+    )
     return done.returncode, done.output
 
 
@@ -133,9 +160,25 @@ def test_planner_portable_goal(tmp_path):
 def test_planner_refuses_a_folder_that_is_not_llama_cpp(tmp_path):
     (tmp_path / "given.tsv").write_text("")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = proc.run([sys.executable, "-m", "builddoctor._buildplan", "--source", str(tmp_path),
-                     "--given", str(tmp_path / "given.tsv"), "--out", str(tmp_path / "plan.cmake"),
-                     "--json", str(tmp_path / "p.json"), "--info", str(tmp_path / "b.json")], timeout=60, env=env)
+    done = proc.run(
+        [
+            sys.executable,
+            "-m",
+            "builddoctor._buildplan",
+            "--source",
+            str(tmp_path),
+            "--given",
+            str(tmp_path / "given.tsv"),
+            "--out",
+            str(tmp_path / "plan.cmake"),
+            "--json",
+            str(tmp_path / "p.json"),
+            "--info",
+            str(tmp_path / "b.json"),
+        ],
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 2
     assert "is not a llama.cpp source tree" in done.stderr
     assert "Traceback" not in done.output
@@ -152,7 +195,8 @@ def test_command_line_wins_over_the_plan_in_cmake(tmp_path):
         "cmake_minimum_required(VERSION 3.21)\n"
         f'include("{(tmp_path / "plan.cmake").as_posix()}")\n'
         "project(t LANGUAGES NONE)\n"
-        'message(STATUS "NATIVE=${GGML_NATIVE} OPENMP=${GGML_OPENMP} COMMIT=${LLAMA_BUILD_COMMIT}")\n')
+        'message(STATUS "NATIVE=${GGML_NATIVE} OPENMP=${GGML_OPENMP} COMMIT=${LLAMA_BUILD_COMMIT}")\n'
+    )
     done = proc.run([CMAKE, "-S", str(project), "-B", str(tmp_path / "b"), "-DGGML_NATIVE=OFF"], timeout=120)
     assert done.ok, done.output
     assert "NATIVE=OFF OPENMP=ON COMMIT=unknown" in done.stdout
@@ -219,15 +263,24 @@ def test_run_replaces_builddoctor_with_the_tool(tmp_path):
     """`builddoctor run` and the console-script function exec the tool: its args, env and exit code."""
     root = _bundle(tmp_path)
     env = dict(os.environ, BUILDDOCTOR_BUNDLED_DIR=str(root), BD_TEST_VALUE="kept", PYTHONPATH=str(REPO))
-    done = proc.run([sys.executable, "-m", "builddoctor", "run", "llama-bench", "--help", "-p", "64"],
-                    timeout=60, env=env)
+    done = proc.run(
+        [sys.executable, "-m", "builddoctor", "run", "llama-bench", "--help", "-p", "64"], timeout=60, env=env
+    )
     assert done.returncode == 3, done.output
     assert "llama-bench args: --help -p 64" in done.stdout and "env: kept" in done.stdout
-    done = proc.run([sys.executable, "-c", "import sys; sys.argv[1:] = ['--version']; "
-                     "from builddoctor.bundled import bench_main; bench_main()"], timeout=60, env=env)
+    done = proc.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.argv[1:] = ['--version']; from builddoctor.bundled import bench_main; bench_main()",
+        ],
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 3 and "llama-bench args: --version" in done.stdout
-    done = proc.run([sys.executable, "-c", "from builddoctor.bundled import server_main; server_main()"],
-                    timeout=60, env=env)
+    done = proc.run(
+        [sys.executable, "-c", "from builddoctor.bundled import server_main; server_main()"], timeout=60, env=env
+    )
     assert done.returncode == errors.NOT_BUNDLED and "llama-server is not in the bundled" in done.stderr
 
 

@@ -24,8 +24,9 @@ HASWELL = FIXTURES / "cpuinfo"
 
 
 def check(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", "check", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def check_json(*args) -> tuple[int, dict]:

@@ -21,10 +21,19 @@ def bd(*args: str) -> Result:
     return CliRunner().invoke(cli_mod.cli, list(args), prog_name="builddoctor")
 
 
-@pytest.mark.parametrize(("v", "q", "want"), [
-    (0, 0, (0, 0)), (1, 0, (1, 0)), (0, 1, (0, 1)), (0, 2, (0, 2)), (0, 3, (0, 3)),
-    (1, 1, (0, 0)), (2, 1, (1, 0)), (1, 3, (0, 2)),
-])
+@pytest.mark.parametrize(
+    ("v", "q", "want"),
+    [
+        (0, 0, (0, 0)),
+        (1, 0, (1, 0)),
+        (0, 1, (0, 1)),
+        (0, 2, (0, 2)),
+        (0, 3, (0, 3)),
+        (1, 1, (0, 0)),
+        (2, 1, (1, 0)),
+        (1, 3, (0, 2)),
+    ],
+)
 def test_levels_are_one_net_count(v: int, q: int, want: tuple[int, int]) -> None:
     assert verbosity_levels(v, q) == want
 

@@ -40,8 +40,13 @@ def codes(report) -> set[str]:
 
 
 def run_check(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", "check", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 # --------------------------------------------------------------------------- the probe model
@@ -123,10 +128,14 @@ def test_check_json_carries_the_probe(planned_build):
 def _wrapper(d: Path, real: Path, then: str, *, run_real: bool = True) -> Path:
     """A llama-bench that answers --version through the real one, and for anything else runs the
     real one to the end (``run_real``) and then ``then`` (raise a signal, hang, print garbage)."""
-    child = f'''
+    child = (
+        f'''
     pid_t p = fork();
     if (p == 0) {{ execv("{real}", argv); _exit(127); }}
-    int st; waitpid(p, &st, 0);''' if run_real else ""
+    int st; waitpid(p, &st, 0);'''
+        if run_real
+        else ""
+    )
     body = f'''
     if (argc == 2) {{ execv("{real}", argv); return 127; }}{child}
     {then}
@@ -135,13 +144,15 @@ def _wrapper(d: Path, real: Path, then: str, *, run_real: bool = True) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("then,run_real,code,what", [
-    ("raise(SIGSEGV);", True, "BD193", "SIGSEGV"),
-    ("abort();", True, "BD193", "SIGABRT"),
-    ("for (;;) pause();", True, "BD194", "did not finish"),
-    ('puts("[{\\"n_prompt\\": 16, \\"n_gen\\": 0, \\"avg_ts\\": \\"nan\\"}]");', False, "BD195",
-     "meaningless"),
-])
+@pytest.mark.parametrize(
+    "then,run_real,code,what",
+    [
+        ("raise(SIGSEGV);", True, "BD193", "SIGSEGV"),
+        ("abort();", True, "BD193", "SIGABRT"),
+        ("for (;;) pause();", True, "BD194", "did not finish"),
+        ('puts("[{\\"n_prompt\\": 16, \\"n_gen\\": 0, \\"avg_ts\\": \\"nan\\"}]");', False, "BD195", "meaningless"),
+    ],
+)
 def test_programs_that_die_or_hang_while_computing(planned_build, tmp_path, then, run_real, code, what, live):
     if fx.GCC is None:
         pytest.skip("gcc is not installed")
@@ -165,16 +176,18 @@ def test_library_with_an_undefined_symbol(tmp_path, live):
     d = tmp_path / "pkg"
     d.mkdir()
     src = d / "llama.c"
-    src.write_text("int ggml_no_such_function(int);\n"
-                   "int llama_backend_init(void) { return ggml_no_such_function(1); }\n"
-                   "const char *llama_model_name = \"llama_model\";\n")
+    src.write_text(
+        "int ggml_no_such_function(int);\n"
+        "int llama_backend_init(void) { return ggml_no_such_function(1); }\n"
+        'const char *llama_model_name = "llama_model";\n'
+    )
     subprocess.run([fx.GCC, "-shared", "-fPIC", "-O1", str(src), "-o", str(d / "libllama.so")], check=True)
     ok = d.parent / "ok"
     ok.mkdir()
-    (ok / "llama.c").write_text("int llama_backend_init(void) { return 0; }\n"
-                                "const char *llama_model_name = \"llama_model\";\n")
-    subprocess.run([fx.GCC, "-shared", "-fPIC", "-O1", str(ok / "llama.c"), "-o", str(ok / "libllama.so")],
-                   check=True)
+    (ok / "llama.c").write_text(
+        'int llama_backend_init(void) { return 0; }\nconst char *llama_model_name = "llama_model";\n'
+    )
+    subprocess.run([fx.GCC, "-shared", "-fPIC", "-O1", str(ok / "llama.c"), "-o", str(ok / "libllama.so")], check=True)
     diag = diagnose(live, [d, ok])
     by = {Path(r.build.root).name: r for r in diag.builds}
     bad, good = by["pkg"], by["ok"]
@@ -194,8 +207,10 @@ def test_sigill_from_isa_this_cpu_lacks(live, tmp_path):
     from tests.llama_builds import ensure_build
 
     if "AVX512" in live.cpu.features:
-        pytest.skip("this CPU has AVX-512: no instruction set that ggml can be told to use is missing here "
-                    "(AMX is refused at run time when the CPU lacks it)")
+        pytest.skip(
+            "this CPU has AVX-512: no instruction set that ggml can be told to use is missing here "
+            "(AMX is refused at run time when the CPU lacks it)"
+        )
     bin_dir = ensure_build("avx512")
     (rep,) = diagnose(live, [bin_dir]).builds
     found = [f for f in rep.findings if f.code in ("BD190", "BD193", "BD131")]
@@ -206,15 +221,26 @@ def test_sigill_from_isa_this_cpu_lacks(live, tmp_path):
 @pytest.mark.slow
 def test_compute_gate_of_pip_install(planned_build, native_build, live, tmp_path):
     """What `pip install .` runs on the bundled build before installing it (CMakeLists.txt)."""
+
     def gate(bin_dir: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "builddoctor.compute_gate", str(bin_dir)], capture_output=True,
-                              text=True, timeout=120, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "builddoctor.compute_gate", str(bin_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
 
     done = gate(planned_build)
     assert done.returncode == 0 and "the bundled llama-bench computes here" in done.stdout, done.stdout + done.stderr
     record = tmp_path / "compute.json"
-    done = subprocess.run([sys.executable, "-m", "builddoctor.compute_gate", str(planned_build), "--record",
-                           str(record)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor.compute_gate", str(planned_build), "--record", str(record)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 0 and json.loads(record.read_text())["ok"] is True
     done = gate(native_build)
     if [r for r in rows_here(live) if r.in_code({"AMX_INT8"})]:

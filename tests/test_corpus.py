@@ -29,9 +29,14 @@ FETCH_BUDGET = 1800  # seconds for the whole corpus (about 1.3 GB)
 KNOWN_BACKENDS = {"CPU", "CUDA", "Vulkan", "Metal", "BLAS"}
 
 ENABLED = os.environ.get("BUILDDOCTOR_TEST_NETWORK", "") not in ("", "0")
-network = [pytest.mark.network,
-           pytest.mark.skipif(not ENABLED, reason="the real-file corpus: set BUILDDOCTOR_TEST_NETWORK=1 "
-                                                  "(downloads about 1.3 GB from npm and PyPI once, cached)")]
+network = [
+    pytest.mark.network,
+    pytest.mark.skipif(
+        not ENABLED,
+        reason="the real-file corpus: set BUILDDOCTOR_TEST_NETWORK=1 "
+        "(downloads about 1.3 GB from npm and PyPI once, cached)",
+    ),
+]
 
 
 def _apply(marks):
@@ -39,6 +44,7 @@ def _apply(marks):
         for m in reversed(marks):
             fn = m(fn)
         return fn
+
     return deco
 
 
@@ -55,8 +61,13 @@ def test_every_case_has_truth_matching_cases_toml():
     for c in CASES:
         t = TRUTH.get(c.name)
         assert t is not None, f"no tests/corpus/truth/{c.name}.json: run python -m tests.corpus.truth {c.name}"
-        assert (t["package"], t["version"], t["file"], t["sha256"], t["check"]) == \
-            (c.package, c.version, c.file, c.sha256, c.check), c.name
+        assert (t["package"], t["version"], t["file"], t["sha256"], t["check"]) == (
+            c.package,
+            c.version,
+            c.file,
+            c.sha256,
+            c.check,
+        ), c.name
         assert t["llama_files"], f"{c.name}: the truth found no llama.cpp/ggml file"
     for s in SHAPES:
         t = TRUTH.get(s.name)
@@ -105,10 +116,12 @@ _checked: dict[str, tuple[int, dict, str]] = {}
 @pytest.fixture(scope="session")
 def checked(corpus):
     """check <case's folder> --json, once per case: (exit code, JSON, stderr)."""
+
     def get(name: str):
         if name not in _checked:
             _checked[name] = run_check([str(fetch.check_path(BY_NAME[name]))])
         return _checked[name]
+
     return get
 
 
@@ -130,17 +143,17 @@ def builds_of(data: dict) -> list[tuple[dict, dict, set[str]]]:
 def summary(data: dict, rc: int) -> str:
     lines = [f"exit {rc}; messages: {data.get('messages')}"]
     for b, r, _files in builds_of(data):
-        worst = min((f["severity"] for f in r["findings"]),
-                    key=["error", "warning", "info", "ok"].index, default="ok")
-        lines.append(f"  [{worst}] {b['root']} backends={b['backends']} variants={b['cpu_variants']} "
-                     f"isa={b['isa_level']} files={len(b['files'])}")
+        worst = min((f["severity"] for f in r["findings"]), key=["error", "warning", "info", "ok"].index, default="ok")
+        lines.append(
+            f"  [{worst}] {b['root']} backends={b['backends']} variants={b['cpu_variants']} "
+            f"isa={b['isa_level']} files={len(b['files'])}"
+        )
         lines += [f"      {f['severity']:7s} {f['area']:8s} {f['code']} {f['title'][:110]}" for f in r["findings"]]
     return "\n".join(lines)
 
 
 def worst(report: dict) -> str:
-    return min((f["severity"] for f in report["findings"]), key=["error", "warning", "info", "ok"].index,
-               default="ok")
+    return min((f["severity"] for f in report["findings"]), key=["error", "warning", "info", "ok"].index, default="ok")
 
 
 def _native(f: dict) -> bool:
@@ -191,19 +204,22 @@ def test_package_root_found_and_read_as_the_truth_says(checked, name):
     want = set(t["backends"]) & KNOWN_BACKENDS
     assert want <= got_backends, f"backends: truth {sorted(want)}, check {sorted(got_backends)}\n{summary(data, rc)}"
     got_variants = {v for bp, _r, _f in builds_of(data) for v in bp["cpu_variants"]}
-    assert got_variants == set(t["cpu_variants"]), \
+    assert got_variants == set(t["cpu_variants"]), (
         f"CPU variants: truth {t['cpu_variants']}, check {sorted(got_variants)}\n{summary(data, rc)}"
+    )
     got_archs = {a for bp, _r, _f in builds_of(data) for a in bp["cuda_archs"]}
-    assert got_archs == set(t["cuda_archs"]), \
+    assert got_archs == set(t["cuda_archs"]), (
         f"CUDA archs: truth {t['cuda_archs']}, check {sorted(got_archs)}\n{summary(data, rc)}"
+    )
     # the ISA level of each native CPU-code file, as the disassembly says
     per_file = {real(f["path"]): f for bp, _r, _f in builds_of(data) for f in bp["files"]}
     for p, f in tf.items():
         lv = f.get("isa", {}).get("x86_64", {}).get("level")
         if f.get("llama") and _native(f) and lv and p in per_file:
-            assert per_file[p]["isa_level"] == lv, \
-                f"{f['path']}: ISA level truth {lv} (objdump: {f['isa']['x86_64']['counts']}), " \
+            assert per_file[p]["isa_level"] == lv, (
+                f"{f['path']}: ISA level truth {lv} (objdump: {f['isa']['x86_64']['counts']}), "
                 f"check {per_file[p]['isa_level']}"
+            )
 
 
 @_apply(network)
@@ -234,15 +250,21 @@ def test_avx2_only_build_warned_on_avx512_host(checked, name):
     rc, data, err = checked(name)
     base = real(fetch.check_path(BY_NAME[name]))
     for folder, level in _below_avx512(name).items():
-        cpu_files = {real(Path(base, f["path"])) for f in TRUTH[name]["files"]
-                     if str(Path(f["path"]).parent) == folder and f.get("isa", {}).get("x86_64")}
+        cpu_files = {
+            real(Path(base, f["path"]))
+            for f in TRUTH[name]["files"]
+            if str(Path(f["path"]).parent) == folder and f.get("isa", {}).get("x86_64")
+        }
         owners = [(b, r) for b, r, files in builds_of(data) if files & cpu_files]
-        assert owners, f"{folder}: its {level} CPU code ({len(cpu_files)} files) is in no reported build\n" \
-                       f"{summary(data, rc)}"
+        assert owners, (
+            f"{folder}: its {level} CPU code ({len(cpu_files)} files) is in no reported build\n{summary(data, rc)}"
+        )
         for b, r in owners:
             warned = [f for f in r["findings"] if f["area"] == "cpu" and f["severity"] == "warning"]
-            assert warned, f"{b['root']}: CPU code stops at {level} (objdump), this host has AVX-512, no CPU " \
-                           f"warning\n{summary(data, rc)}"
+            assert warned, (
+                f"{b['root']}: CPU code stops at {level} (objdump), this host has AVX-512, no CPU "
+                f"warning\n{summary(data, rc)}"
+            )
 
 
 @_apply(network)
@@ -253,17 +275,18 @@ def test_module_that_cannot_load_is_reported_so(checked, name):
     bad = {p: f for p, f in tf.items() if f.get("llama") and _native(f) and not f["dlopen_here"]["ok"]}
     for p, f in bad.items():
         owners = [(b, r) for b, r, files in builds_of(data) if p in files]
-        assert owners, f"{f['path']} (dlopen: {f['dlopen_here']['error']}) is in no reported build\n" \
-                       f"{summary(data, rc)}"
+        assert owners, f"{f['path']} (dlopen: {f['dlopen_here']['error']}) is in no reported build\n{summary(data, rc)}"
         for _b, r in owners:
-            assert worst(r) == "error", f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, " \
-                                        f"check says {worst(r)}\n{summary(data, rc)}"
+            assert worst(r) == "error", (
+                f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, check says {worst(r)}\n{summary(data, rc)}"
+            )
             ok_load = [x["title"] for x in r["findings"] if x["area"] == "load" and x["severity"] == "ok"]
             assert not ok_load, f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, yet {ok_load}"
             if "undefined symbol" in f["dlopen_here"]["error"] or "version `" in f["dlopen_here"]["error"]:
                 load_err = [x for x in r["findings"] if x["area"] == "load" and x["severity"] == "error"]
-                assert load_err, f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, no load error\n" \
-                                 f"{summary(data, rc)}"
+                assert load_err, (
+                    f"{f['path']}: dlopen says {f['dlopen_here']['error']!r}, no load error\n{summary(data, rc)}"
+                )
 
 
 @_apply(network)
@@ -282,8 +305,15 @@ def test_installed_project_found_with_no_argument(corpus, shape, tmp_path):
         assert not missing, f"{m['package']} {m['version']} in {shape}: not found: {missing}\n{summary(data, rc)}"
 
 
-BIG_FILES = sorted(((c.name, f["path"], f["size"]) for c in CASES for f in TRUTH[c.name]["files"]
-                    if f.get("llama") and f["size"] >= 100e6), key=lambda x: -x[2])
+BIG_FILES = sorted(
+    (
+        (c.name, f["path"], f["size"])
+        for c in CASES
+        for f in TRUTH[c.name]["files"]
+        if f.get("llama") and f["size"] >= 100e6
+    ),
+    key=lambda x: -x[2],
+)
 
 
 @_apply(network)
@@ -296,8 +326,9 @@ def test_big_file_read_in_bounded_time_and_memory(corpus, name, path, size):
     from benchmarks import check_speed
 
     full = fetch.check_path(BY_NAME[name]) / path
-    wall, peak_mb, status, out = check_speed.measured([sys.executable, "-c", check_speed.FILE_CHILD, str(full)],
-                                                      timeout=120)
+    wall, peak_mb, status, out = check_speed.measured(
+        [sys.executable, "-c", check_speed.FILE_CHILD, str(full)], timeout=120
+    )
     assert status == 0, f"{path}: exit {status} after {wall:.0f} s"
     got = json.loads(out.strip().splitlines()[-1])
     assert peak_mb < check_speed.FILE_GOAL_MB, f"{path} ({size / 1e6:.0f} MB): {peak_mb:.0f} MB peak"

@@ -27,8 +27,9 @@ SMI = FIX / "nvidia-smi"
 NVCC13 = ToolInfo("nvcc", True, "/usr/local/cuda-13.0/bin/nvcc", "13.0.88")
 
 
-def host_with(smi: str, *, nvcc: ToolInfo | None = NVCC13, cublas: bool | None = True,
-              libcuda: bool = True) -> MachineProfile:
+def host_with(
+    smi: str, *, nvcc: ToolInfo | None = NVCC13, cublas: bool | None = True, libcuda: bool = True
+) -> MachineProfile:
     """The recorded build machine (nvcc 13, no GPU) planning for the GPU of a recorded nvidia-smi
     output, as `build --nvidia-smi FILE` does; ``cublas``: None leaves the fact out (an old profile)."""
     m = MachineProfile.from_json((FIX / "machines" / "this-machine.json").read_text())
@@ -38,10 +39,16 @@ def host_with(smi: str, *, nvcc: ToolInfo | None = NVCC13, cublas: bool | None =
     if nvcc is not None:
         m.toolchains["nvcc"] = nvcc
     if cublas is not None:
-        m.toolchains["cublas"] = (ToolInfo("cublas", True, "/opt/tk/include/cublas_v2.h", "13.0.2")
-                                  if cublas else ToolInfo("cublas", False, detail="no cublas_v2.h"))
-    m.toolchains["libcuda"] = (ToolInfo("libcuda", True, "/opt/tk/lib64/stubs/libcuda.so") if libcuda
-                               else ToolInfo("libcuda", False, detail="no lib/stubs/libcuda.so in /opt/tk"))
+        m.toolchains["cublas"] = (
+            ToolInfo("cublas", True, "/opt/tk/include/cublas_v2.h", "13.0.2")
+            if cublas
+            else ToolInfo("cublas", False, detail="no cublas_v2.h")
+        )
+    m.toolchains["libcuda"] = (
+        ToolInfo("libcuda", True, "/opt/tk/lib64/stubs/libcuda.so")
+        if libcuda
+        else ToolInfo("libcuda", False, detail="no lib/stubs/libcuda.so in /opt/tk")
+    )
     return m
 
 
@@ -118,9 +125,14 @@ def test_driver_550_is_too_old_for_a_cuda_13_build():
 # --------------------------------------------------------------------------- the plan for a recorded GPU
 
 
-@pytest.mark.parametrize("smi, archs", [("rtx4090-driver580.xml", "89-real"),
-                                        ("2x-h100-sxm-driver570.xml", "90-real"),
-                                        ("2x-l4-noheader-nounits.csv", "89-real")])
+@pytest.mark.parametrize(
+    "smi, archs",
+    [
+        ("rtx4090-driver580.xml", "89-real"),
+        ("2x-h100-sxm-driver570.xml", "90-real"),
+        ("2x-l4-noheader-nounits.csv", "89-real"),
+    ],
+)
 def test_plan_builds_sass_for_exactly_the_recorded_gpu(smi, archs):
     plan = resolve(host_with(smi), backend="cuda")
     o = opts(plan)
@@ -144,7 +156,7 @@ def test_jobs_are_sized_for_nvcc_memory():
     cuda = resolve(host_with("rtx4090-driver580.xml"), backend="cuda")
     cpu = resolve(host_with("rtx4090-driver580.xml"), backend="cpu")
     per_job = build.data()["jobs"]
-    mem = 10 * 1024 ** 3
+    mem = 10 * 1024**3
     assert build.choose_jobs(cuda, cores=16, mem_available=mem) == mem // (per_job["cuda_job_mib"] << 20)
     assert build.choose_jobs(cpu, cores=16, mem_available=mem) == min(16, mem // (per_job["cxx_job_mib"] << 20))
     assert build.choose_jobs(cuda, cores=16, mem_available=mem) < build.choose_jobs(cpu, cores=16, mem_available=mem)
@@ -163,8 +175,11 @@ def test_pinned_sets_are_complete():
 
 
 def test_the_set_follows_nvcc_major_and_never_a_newer_minor():
-    sets = [cuda_pip.WheelSet("13.0", "nvidia/cu13", []), cuda_pip.WheelSet("13.2", "nvidia/cu13", []),
-            cuda_pip.WheelSet("12.8", "nvidia/cu12", [])]
+    sets = [
+        cuda_pip.WheelSet("13.0", "nvidia/cu13", []),
+        cuda_pip.WheelSet("13.2", "nvidia/cu13", []),
+        cuda_pip.WheelSet("12.8", "nvidia/cu12", []),
+    ]
     assert cuda_pip.choose("13.0.88", sets).cuda == "13.0"
     assert cuda_pip.choose("13.1.5", sets).cuda == "13.0"
     assert cuda_pip.choose("13.5", sets).cuda == "13.2"
@@ -189,10 +204,13 @@ def make_wheel(path: Path, files: dict[str, bytes], *, lie: str | None = None) -
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-WHEEL_FILES = {"nvidia/cu13/include/cublas_v2.h": b"#include \"cublas_api.h\"\n",
-               "nvidia/cu13/include/cublas_api.h": b"#define CUBLAS_VER_MAJOR 13\n#define CUBLAS_VER_MINOR 0\n"
-                                                   b"#define CUBLAS_VER_PATCH 2\n",
-               "nvidia/cu13/lib/libcublas.so.13": b"\x7fELF fake", "nvidia/cu13/lib/libcublasLt.so.13": b"\x7fELF"}
+WHEEL_FILES = {
+    "nvidia/cu13/include/cublas_v2.h": b'#include "cublas_api.h"\n',
+    "nvidia/cu13/include/cublas_api.h": b"#define CUBLAS_VER_MAJOR 13\n#define CUBLAS_VER_MINOR 0\n"
+    b"#define CUBLAS_VER_PATCH 2\n",
+    "nvidia/cu13/lib/libcublas.so.13": b"\x7fELF fake",
+    "nvidia/cu13/lib/libcublasLt.so.13": b"\x7fELF",
+}
 
 
 @pytest.fixture
@@ -216,9 +234,11 @@ def pinned(tmp_path, monkeypatch):
     def write_wheel(files=WHEEL_FILES, lie=None):
         digest = make_wheel(wheels / name, files, lie=lie)
         data = tmp_path / "cuda_pip.toml"
-        data.write_text(f'[[set]]\ncuda = "13.0"\nprefix = "nvidia/cu13"\n[[set.wheel]]\npackage = "nvidia-cublas"\n'
-                        f'version = "13.0.2.14"\nfile = "{name}"\nsha256 = "{digest}"\n'
-                        'provides = ["include/cublas_v2.h", "lib/libcublas.so.13"]\n')
+        data.write_text(
+            f'[[set]]\ncuda = "13.0"\nprefix = "nvidia/cu13"\n[[set.wheel]]\npackage = "nvidia-cublas"\n'
+            f'version = "13.0.2.14"\nfile = "{name}"\nsha256 = "{digest}"\n'
+            'provides = ["include/cublas_v2.h", "lib/libcublas.so.13"]\n'
+        )
         monkeypatch.setattr(cuda_pip, "DATA_FILE", data)
         return digest
 
@@ -244,10 +264,14 @@ def test_merged_toolkit_holds_cudart_and_cublas(pinned):
     # the probe reads the merged toolkit as one with cuBLAS, with its version from cublas_api.h
     fact = cublas_fact(ToolInfo("nvcc", True, t.nvcc, "13.0.88"))
     assert fact.found and fact.version == "13.0.2" and Path(fact.path).parent.parent == root
-    assert not libcuda_fact(ToolInfo("nvcc", True, t.nvcc, "13.0.88")).found or Path("/usr/lib/x86_64-linux-gnu/libcuda.so").exists()
+    assert (
+        not libcuda_fact(ToolInfo("nvcc", True, t.nvcc, "13.0.88")).found
+        or Path("/usr/lib/x86_64-linux-gnu/libcuda.so").exists()
+    )
     # nothing outside the cache was written, and a second call reuses the tree
-    assert sorted(p.name for p in tk.rglob("*")) == sorted(["bin", "nvcc", "include", "cuda_runtime.h", "lib",
-                                                              "libcudart.so.13", "nvvm"])
+    assert sorted(p.name for p in tk.rglob("*")) == sorted(
+        ["bin", "nvcc", "include", "cuda_runtime.h", "lib", "libcudart.so.13", "nvvm"]
+    )
     said.clear()
     assert cuda_pip.ensure(str(tk / "bin" / "nvcc"), "13.0.88", wheel_dir=wheels, say=said.append) == t
     assert said and said[0].startswith("using the CUDA toolkit merged")
@@ -267,8 +291,9 @@ def test_a_file_that_does_not_match_the_wheels_record_is_refused(pinned):
     write_wheel(lie="nvidia/cu13/lib/libcublas.so.13")
     with pytest.raises(errors.SourceError, match="RECORD"):
         cuda_pip.ensure(str(tk / "bin" / "nvcc"), "13.0.88", wheel_dir=wheels)
-    assert not list((cuda_pip.cache_root() / "wheels").glob("nvidia_cublas*")) or \
-        not any((p / cuda_pip.MARKER).exists() for p in (cuda_pip.cache_root() / "wheels").iterdir())
+    assert not list((cuda_pip.cache_root() / "wheels").glob("nvidia_cublas*")) or not any(
+        (p / cuda_pip.MARKER).exists() for p in (cuda_pip.cache_root() / "wheels").iterdir()
+    )
 
 
 def test_a_wheel_without_what_it_should_provide_is_refused(pinned):
@@ -311,10 +336,14 @@ def test_cuda_build_without_a_driver_is_not_run(monkeypatch, tmp_path):
 def test_eta_weighs_the_nvcc_steps_left(tmp_path):
     """10 C++ steps done in 9 s with 10 nvcc steps left: a per-step ETA would say 9 s; the nvcc steps
     weigh cuda_step_weight C++ steps each (data/build.toml), so the ETA is that many times longer."""
-    edges = [f"build ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f{i}.cu.o: CUDA_COMPILER__ggml-cuda_unscanned_Release"
-             for i in range(10)]
-    edges += [f"build ggml/src/CMakeFiles/ggml-base.dir/g{i}.cpp.o: CXX_COMPILER__ggml-base_unscanned_Release"
-              for i in range(10)]
+    edges = [
+        f"build ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f{i}.cu.o: CUDA_COMPILER__ggml-cuda_unscanned_Release"
+        for i in range(10)
+    ]
+    edges += [
+        f"build ggml/src/CMakeFiles/ggml-base.dir/g{i}.cpp.o: CXX_COMPILER__ggml-base_unscanned_Release"
+        for i in range(10)
+    ]
     (tmp_path / "build.ninja").write_text("\n".join(edges) + "\n")
     w = build.data()["progress"]["cuda_step_weight"]
     eta = build._EtaWeights(tmp_path)
@@ -324,7 +353,9 @@ def test_eta_weighs_the_nvcc_steps_left(tmp_path):
         left = eta.left(i, 20, f"Building CXX object ggml/src/CMakeFiles/ggml-base.dir/g{i}.cpp.o", float(i - 1))
     assert left == pytest.approx(10 * w)
     # once nvcc steps finish, they count at their weight
-    left = eta.left(11, 20, "Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f0.cu.o", 9.0 + w)  # 1 s a unit, as before
+    left = eta.left(
+        11, 20, "Building CUDA object ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f0.cu.o", 9.0 + w
+    )  # 1 s a unit, as before
     assert left == pytest.approx(9 * w)
 
 
@@ -338,8 +369,18 @@ def test_pip_install_plans_cuda_for_a_recorded_gpu(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("BUILDDOCTOR_NVIDIA_SMI", str(smi))
     monkeypatch.delenv("BUILDDOCTOR_CUDA_FROM_PIP", raising=False)
     out = tmp_path / "plan.cmake"
-    rc = _buildplan.main(["--backend", "cuda", "--out", str(out), "--json", str(tmp_path / "plan.json"),
-                          "--info", str(tmp_path / "bundle.json")])
+    rc = _buildplan.main(
+        [
+            "--backend",
+            "cuda",
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "plan.json"),
+            "--info",
+            str(tmp_path / "bundle.json"),
+        ]
+    )
     said = capsys.readouterr()
     here = machine_profile()
     if not here.tool("nvcc").found:
@@ -350,7 +391,7 @@ def test_pip_install_plans_cuda_for_a_recorded_gpu(tmp_path, monkeypatch, capsys
     else:
         assert rc == 0
         text = out.read_text()
-        assert 'set(CMAKE_CUDA_ARCHITECTURES [=[89-real]=]' in text and "NVIDIA GeForce RTX 4090" in text
+        assert "set(CMAKE_CUDA_ARCHITECTURES [=[89-real]=]" in text and "NVIDIA GeForce RTX 4090" in text
 
 
 def test_a_wrapper_script_nvcc_is_traced_to_its_toolkit(pinned, tmp_path):
@@ -372,8 +413,16 @@ def test_a_wrapper_script_nvcc_is_traced_to_its_toolkit(pinned, tmp_path):
     assert t.system_root == str(tk.resolve()) and (Path(t.root) / "include" / "cuda_runtime.h").is_file()
 
 
-CORPUS_CUDA = Path(__file__).resolve().parent.parent / ".cache" / "corpus" / "nlc-linux-x64-cuda" / "root" / "package" \
-    / "bins" / "linux-x64-cuda"
+CORPUS_CUDA = (
+    Path(__file__).resolve().parent.parent
+    / ".cache"
+    / "corpus"
+    / "nlc-linux-x64-cuda"
+    / "root"
+    / "package"
+    / "bins"
+    / "linux-x64-cuda"
+)
 
 
 @pytest.mark.skipif(not CORPUS_CUDA.is_dir(), reason="the real-file corpus is not fetched (BUILDDOCTOR_TEST_NETWORK=1)")
@@ -387,9 +436,13 @@ def test_a_released_cuda_build_is_not_run_without_a_driver(tmp_path):
 
     if compute.device_not_here(["CUDA"]) is None:
         pytest.skip("this machine has an NVIDIA driver: the compute probe runs")
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "check", "--json", str(CORPUS_CUDA)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "BUILDDOCTOR_CACHE": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", "--json", str(CORPUS_CUDA)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "BUILDDOCTOR_CACHE": str(tmp_path)},
+    )
     r = json.loads(done.stdout)["builds"][0]
     line = next(f for f in r["findings"] if f["code"] == "BD113")
     assert line["severity"] == "info"
@@ -413,8 +466,9 @@ def test_cuda_from_pip_records_the_merged_cublas_in_the_profile(pinned):
     downloads.mkdir(parents=True)
     for w in wheels.iterdir():
         (downloads / w.name).write_bytes(w.read_bytes())
-    m = host_with("rtx4090-driver580.xml", nvcc=ToolInfo("nvcc", True, str(tk / "bin" / "nvcc"), "13.0.88"),
-                  cublas=False)
+    m = host_with(
+        "rtx4090-driver580.xml", nvcc=ToolInfo("nvcc", True, str(tk / "bin" / "nvcc"), "13.0.88"), cublas=False
+    )
     t = cuda_pip.use_for(m)
     assert m.tool("cublas").found and Path(m.tool("cublas").path).parent.parent == Path(t.root)
     plan = resolve(m, backend="cuda")
@@ -429,6 +483,8 @@ def test_a_pinned_file_that_is_no_zip_is_refused_not_a_crash(pinned):
     whl.write_bytes(b"not a zip at all")
     data = cuda_pip.DATA_FILE
     text = data.read_text()
-    data.write_text(text.replace(text.split('sha256 = "')[1].split('"')[0], hashlib.sha256(whl.read_bytes()).hexdigest()))
+    data.write_text(
+        text.replace(text.split('sha256 = "')[1].split('"')[0], hashlib.sha256(whl.read_bytes()).hexdigest())
+    )
     with pytest.raises(errors.SourceError, match="not a readable wheel"):
         cuda_pip.ensure(str(tk / "bin" / "nvcc"), "13.0.88", wheel_dir=wheels)

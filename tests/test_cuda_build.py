@@ -28,15 +28,19 @@ GPU = SMI / "rtx4090-driver580.xml"  # Ada, compute capability 8.9, a driver for
 OTHER = SMI / "2x-h100-sxm-driver570.xml"  # Hopper, 9.0: another generation
 
 pytestmark = [
-    pytest.mark.slow, pytest.mark.cuda,
-    pytest.mark.skipif(os.environ.get("BUILDDOCTOR_TEST_CUDA", "") in ("", "0"),
-                       reason="the real CUDA build (an hour cold on 2 cores): set BUILDDOCTOR_TEST_CUDA=1"),
+    pytest.mark.slow,
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        os.environ.get("BUILDDOCTOR_TEST_CUDA", "") in ("", "0"),
+        reason="the real CUDA build (an hour cold on 2 cores): set BUILDDOCTOR_TEST_CUDA=1",
+    ),
 ]
 
 
 def bd(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", *map(str, args)], capture_output=True, text=True,
-                          timeout=900, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", *map(str, args)], capture_output=True, text=True, timeout=900, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")

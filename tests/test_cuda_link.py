@@ -47,14 +47,17 @@ def test_the_plans_toolkit_links_cublas_for_the_recorded_gpu(tmp_path, monkeypat
     if shutil.which("cmake") is None or shutil.which("ninja") is None:
         pytest.skip("cmake and ninja are needed")
     if not machine.tool("cublas").found:
-        monkeypatch.setenv("BUILDDOCTOR_CACHE", os.environ.get("BUILDDOCTOR_CACHE", str(REPO / ".cache" / "cuda-tests")))
+        monkeypatch.setenv(
+            "BUILDDOCTOR_CACHE", os.environ.get("BUILDDOCTOR_CACHE", str(REPO / ".cache" / "cuda-tests"))
+        )
         cuda_pip.use_for(machine)
     plan = resolve(machine, backend="cuda")
     opts = {o.name: o.value for o in plan.options}
     (tmp_path / "CMakeLists.txt").write_text(CMAKELISTS)
     (tmp_path / "k.cu").write_text(KERNEL)
-    defs = [f"-D{k}={opts[k]}" for k in ("CMAKE_CUDA_ARCHITECTURES", "CMAKE_CUDA_COMPILER", "CUDAToolkit_ROOT")
-            if k in opts]
+    defs = [
+        f"-D{k}={opts[k]}" for k in ("CMAKE_CUDA_ARCHITECTURES", "CMAKE_CUDA_COMPILER", "CUDAToolkit_ROOT") if k in opts
+    ]
     env = proc.clean_env()
     conf = proc.run(["cmake", "-S", tmp_path, "-B", tmp_path / "b", "-G", "Ninja", *defs], timeout=300, env=env)
     assert conf.ok, conf.output[-3000:]
@@ -63,7 +66,9 @@ def test_the_plans_toolkit_links_cublas_for_the_recorded_gpu(tmp_path, monkeypat
     lib = tmp_path / "b" / "libbdcublas.so"
     bf = inspect_binary(str(lib))
     assert bf.cuda_archs == ["sm_89"]
-    assert any(n.startswith("libcublas.so.") for n in bf.needed) and any(n.startswith("libcudart.so.") for n in bf.needed)
+    assert any(n.startswith("libcublas.so.") for n in bf.needed) and any(
+        n.startswith("libcudart.so.") for n in bf.needed
+    )
     # the dynamic loader resolves cuBLAS where the plan's toolkit has it (the build's RPATH)
     ldd = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, timeout=60)
     cublas = next(line for line in ldd.stdout.splitlines() if "libcublas.so" in line and "Lt" not in line)

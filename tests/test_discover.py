@@ -28,12 +28,19 @@ from tests import elf_fixtures as fx
 
 REPO = Path(__file__).resolve().parents[1]
 # the files of the test build, by the name the others load them as (NEEDED)
-LIBS = ["libggml-base.so.0", "libggml-cpu.so.0", "libggml.so.0", "libllama.so.0", "libllama-common.so.0",
-        "libllama-bench-impl.so"]
+LIBS = [
+    "libggml-base.so.0",
+    "libggml-cpu.so.0",
+    "libggml.so.0",
+    "libllama.so.0",
+    "libllama-common.so.0",
+    "libllama-bench-impl.so",
+]
 
 
-def _set_runpath(path: Path, runpath: str | None, *, needed: dict[str, str] | None = None,
-                 soname: str | None = None) -> None:
+def _set_runpath(
+    path: Path, runpath: str | None, *, needed: dict[str, str] | None = None, soname: str | None = None
+) -> None:
     """Rewrite an ELF file's RUNPATH (None: remove it), NEEDED names and SONAME, as patchelf would."""
     import lief
 
@@ -122,16 +129,21 @@ def _names(build) -> set[str]:
 def check(*args, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     full = {**os.environ, **(env or {})}
     full["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "builddoctor", "check", "--no-run", *map(str, args)],
-                          capture_output=True, text=True, timeout=180, cwd=cwd, env=full)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", "--no-run", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=full,
+    )
 
 
 def _isolated_env(tmp_path: Path) -> dict:
     """No-argument discovery that sees only what the test puts there (and the system's own places)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {"HOME": str(home), "PATH": "/usr/bin:/bin", "VIRTUAL_ENV": "", "CONDA_PREFIX": "",
-            "PYTHONNOUSERSITE": "1"}
+    return {"HOME": str(home), "PATH": "/usr/bin:/bin", "VIRTUAL_ENV": "", "CONDA_PREFIX": "", "PYTHONNOUSERSITE": "1"}
 
 
 # --------------------------------------------------------------------------- package layouts
@@ -194,13 +206,17 @@ def test_venv_site_packages_found_with_virtual_env(packaged, tmp_path):
     env = _isolated_env(tmp_path)
     without = check("--json", cwd=work, env=env)
     assert "Traceback" not in without.stderr
-    roots_without = [] if without.returncode == errors.NOT_FOUND else \
-        [Path(r["build"]["root"]) for r in json.loads(without.stdout)["builds"]]
+    roots_without = (
+        []
+        if without.returncode == errors.NOT_FOUND
+        else [Path(r["build"]["root"]) for r in json.loads(without.stdout)["builds"]]
+    )
     assert (pkg / "lib").resolve() not in roots_without
     done = check("--json", cwd=work, env={**env, "VIRTUAL_ENV": str(venv)})
     assert done.returncode in (0, 1), done.stderr
-    mine = [r["build"] for r in json.loads(done.stdout)["builds"]
-            if Path(r["build"]["root"]) == (pkg / "lib").resolve()]
+    mine = [
+        r["build"] for r in json.loads(done.stdout)["builds"] if Path(r["build"]["root"]) == (pkg / "lib").resolve()
+    ]
     assert len(mine) == 1 and mine[0]["origin"] == "pip:llamapkg" and mine[0]["backends"] == ["CPU"]
     assert mine[0]["name"] == "llamapkg (pip package)"
 
@@ -229,22 +245,39 @@ def repaired_wheel(packaged, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("auditwheel")
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     ext_name = f"_llamaext.cpython-{sys.version_info.major}{sys.version_info.minor}-x86_64-linux-gnu.so"
-    ext = _compile_so(root / "src" / "llamaext" / ext_name, EXT_IMPORTS, libdir=packaged / "lib",
-                      rpath=str(packaged / "lib"))
+    ext = _compile_so(
+        root / "src" / "llamaext" / ext_name, EXT_IMPORTS, libdir=packaged / "lib", rpath=str(packaged / "lib")
+    )
     whl = root / f"llamaext-0.1-{tag}-{tag}-linux_x86_64.whl"
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr("llamaext/__init__.py", "")
         z.write(ext, f"llamaext/{ext_name}")
         z.writestr("llamaext-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: llamaext\nVersion: 0.1\n")
-        z.writestr("llamaext-0.1.dist-info/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
-                                                   f"Tag: {tag}-{tag}-linux_x86_64\n")
-        z.writestr("llamaext-0.1.dist-info/RECORD",  # auditwheel reads the file list from it
-                   "".join(f"{n},,\n" for n in ("llamaext/__init__.py", f"llamaext/{ext_name}",
-                                                  "llamaext-0.1.dist-info/METADATA", "llamaext-0.1.dist-info/WHEEL",
-                                                  "llamaext-0.1.dist-info/RECORD")))
+        z.writestr(
+            "llamaext-0.1.dist-info/WHEEL",
+            f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}-{tag}-linux_x86_64\n",
+        )
+        z.writestr(
+            "llamaext-0.1.dist-info/RECORD",  # auditwheel reads the file list from it
+            "".join(
+                f"{n},,\n"
+                for n in (
+                    "llamaext/__init__.py",
+                    f"llamaext/{ext_name}",
+                    "llamaext-0.1.dist-info/METADATA",
+                    "llamaext-0.1.dist-info/WHEEL",
+                    "llamaext-0.1.dist-info/RECORD",
+                )
+            ),
+        )
     env = {**os.environ, "PATH": f"{auditwheel.parent}:{os.environ.get('PATH', '')}"}
-    done = subprocess.run([str(auditwheel), "repair", "-w", str(root / "out"), str(whl)], capture_output=True,
-                          text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [str(auditwheel), "repair", "-w", str(root / "out"), str(whl)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (fixed,) = (root / "out").glob("*.whl")
     unpacked = root / "unpacked"
@@ -283,8 +316,7 @@ def test_hash_suffixes_stripped_from_variant_names(native_build, tmp_path):
     assert len(builds) == 1
     assert builds[0].cpu_variants == ["haswell", "sse42"]
     assert discover.canonical_name("libllama-1a2b3c4d.so.0.0.1") == "libllama.so.0.0.1"
-    assert discover.canonical_name("ggml-cpu-haswell-0123456789abcdef0123456789abcdef.dll") == \
-        "ggml-cpu-haswell.dll"
+    assert discover.canonical_name("ggml-cpu-haswell-0123456789abcdef0123456789abcdef.dll") == "ggml-cpu-haswell.dll"
     assert discover.canonical_name("libggml-cpu-haswell.so") == "libggml-cpu-haswell.so"
 
 
@@ -304,14 +336,18 @@ def test_loose_wheel_files_and_their_libs_folder_one_build(packaged, tmp_path):
         shutil.copy(packaged / "lib" / n, site / n)
         _set_runpath(site / n, "$ORIGIN/whisperish.libs", needed=needed)
     carrier = _compile_so(site / "_other.abi3.so", EXT_CARRIES)
-    for dist, files in (("whisperish-1.0", names + [f"whisperish.libs/{hashed[n]}" for n in names]),
-                        ("other_pkg-2.0", ["_other.abi3.so"])):
+    for dist, files in (
+        ("whisperish-1.0", names + [f"whisperish.libs/{hashed[n]}" for n in names]),
+        ("other_pkg-2.0", ["_other.abi3.so"]),
+    ):
         (site / f"{dist}.dist-info").mkdir()
         (site / f"{dist}.dist-info" / "RECORD").write_text("".join(f"{f},sha256=x,1\n" for f in files))
     builds, messages = inspect_paths([site], run=False)
     by_origin = {b.origin: b for b in builds}
-    assert sorted(by_origin) == ["pip:other_pkg", "pip:whisperish"], \
-        ([(b.origin, sorted(_names(b))) for b in builds], messages)
+    assert sorted(by_origin) == ["pip:other_pkg", "pip:whisperish"], (
+        [(b.origin, sorted(_names(b))) for b in builds],
+        messages,
+    )
     assert _names(by_origin["pip:whisperish"]) == set(names) | set(hashed.values())
     assert Path(by_origin["pip:whisperish"].root) == site.resolve()
     assert _names(by_origin["pip:other_pkg"]) == {carrier.name}
@@ -433,8 +469,16 @@ AARCH64 = shutil.which("aarch64-linux-gnu-gcc")
 def _cross(cc: str, out: Path, source: str, *args: str, shared: bool = True) -> Path:
     c = out.parent / (out.name.replace(".", "_") + ".c")
     c.write_text(source)
-    argv = [cc, *(["-shared"] if shared else []), *([] if cc == MINGW else ["-fPIC"]), "-O1", "-o", str(out), str(c),
-            *args]
+    argv = [
+        cc,
+        *(["-shared"] if shared else []),
+        *([] if cc == MINGW else ["-fPIC"]),
+        "-O1",
+        "-o",
+        str(out),
+        str(c),
+        *args,
+    ]
     subprocess.run(argv, check=True, capture_output=True, timeout=120, cwd=out.parent)
     c.unlink()
     return out
@@ -447,21 +491,46 @@ def test_windows_npm_package(tmp_path):
     bins = tmp_path / "node_modules" / "@acme" / "llama-win-x64" / "bins" / "win-x64"
     bins.mkdir(parents=True)
     _cross(MINGW, bins / "ggml-base.dll", "void *ggml_init(void *p) { return p; }\n")
-    _cross(MINGW, bins / "ggml.dll", "void *ggml_init(void *p);\n"
-           "void *ggml_backend_load_best(const char *n) { return ggml_init((void *)n); }\n", "ggml-base.dll")
+    _cross(
+        MINGW,
+        bins / "ggml.dll",
+        "void *ggml_init(void *p);\nvoid *ggml_backend_load_best(const char *n) { return ggml_init((void *)n); }\n",
+        "ggml-base.dll",
+    )
     for variant in ("haswell", "sandybridge"):
         _cross(MINGW, bins / f"ggml-cpu-{variant}.dll", "void *ggml_backend_cpu_reg(void) { return 0; }\n")
-    _cross(MINGW, bins / "llama.dll", "void *ggml_backend_load_best(const char *n);\n"
-           "void llama_backend_init(void) { ggml_backend_load_best(\"cpu\"); }\n", "ggml.dll")
-    _cross(MINGW, bins / "llama-cli.exe", "void llama_backend_init(void);\n"
-           "int main(void) { llama_backend_init(); return 0; }\n", "llama.dll", shared=False)
-    _cross(MINGW, bins / "llama-addon.node", "void llama_backend_init(void);\n"
-           "int napi_register(void) { llama_backend_init(); return 0; }\n", "llama.dll")
+    _cross(
+        MINGW,
+        bins / "llama.dll",
+        "void *ggml_backend_load_best(const char *n);\n"
+        'void llama_backend_init(void) { ggml_backend_load_best("cpu"); }\n',
+        "ggml.dll",
+    )
+    _cross(
+        MINGW,
+        bins / "llama-cli.exe",
+        "void llama_backend_init(void);\nint main(void) { llama_backend_init(); return 0; }\n",
+        "llama.dll",
+        shared=False,
+    )
+    _cross(
+        MINGW,
+        bins / "llama-addon.node",
+        "void llama_backend_init(void);\nint napi_register(void) { llama_backend_init(); return 0; }\n",
+        "llama.dll",
+    )
     builds, messages = inspect_paths([tmp_path / "node_modules"], run=False)
     assert len(builds) == 1, ([b.root for b in builds], messages)
     (b,) = builds
-    assert _names(b) == {"ggml-base.dll", "ggml.dll", "ggml-cpu-haswell.dll", "ggml-cpu-sandybridge.dll",
-                         "llama.dll", "llama-cli.exe", "llama-addon.node"}
+    assert _names(b) == {
+        "ggml-base.dll",
+        "ggml.dll",
+        "ggml-cpu-haswell.dll",
+        "ggml-cpu-sandybridge.dll",
+        "llama.dll",
+        "llama-cli.exe",
+        "llama-addon.node",
+    }
     assert b.cpu_variants == ["haswell", "sandybridge"] and "CPU" in b.backends
     assert b.origin == "npm:@acme/llama-win-x64"
     assert {f.format for f in b.files} == {"PE"}
@@ -476,13 +545,29 @@ def test_aarch64_package_one_build(tmp_path):
     (pkg / "bin").mkdir()
     _cross(AARCH64, pkg / "lib" / "libggml-cpu.so", "void *ggml_backend_cpu_reg(void) { return 0; }\n")
     _cross(AARCH64, pkg / "lib" / "libllama.so", "void llama_backend_init(void) {}\n")
-    _cross(AARCH64, pkg / "bin" / "llama-cli", "void llama_backend_init(void);\n"
-           "int main(void) { llama_backend_init(); return 0; }\n", f"-L{pkg / 'lib'}", "-lllama",
-           "-Wl,-rpath,$ORIGIN/../lib", shared=False)
-    _cross(AARCH64, pkg / "_armpkg.cpython-311-aarch64-linux-gnu.so", "void llama_backend_init(void);\n"
-           "int entry(void) { llama_backend_init(); return 0; }\n", f"-L{pkg / 'lib'}", "-lllama",
-           "-Wl,-rpath,$ORIGIN/lib")
+    _cross(
+        AARCH64,
+        pkg / "bin" / "llama-cli",
+        "void llama_backend_init(void);\nint main(void) { llama_backend_init(); return 0; }\n",
+        f"-L{pkg / 'lib'}",
+        "-lllama",
+        "-Wl,-rpath,$ORIGIN/../lib",
+        shared=False,
+    )
+    _cross(
+        AARCH64,
+        pkg / "_armpkg.cpython-311-aarch64-linux-gnu.so",
+        "void llama_backend_init(void);\nint entry(void) { llama_backend_init(); return 0; }\n",
+        f"-L{pkg / 'lib'}",
+        "-lllama",
+        "-Wl,-rpath,$ORIGIN/lib",
+    )
     builds, messages = inspect_paths([tmp_path / "wheel"], run=False)
     assert len(builds) == 1, ([(b.root, _names(b)) for b in builds], messages)
-    assert _names(builds[0]) == {"libggml-cpu.so", "libllama.so", "llama-cli", "_armpkg.cpython-311-aarch64-linux-gnu.so"}
+    assert _names(builds[0]) == {
+        "libggml-cpu.so",
+        "libllama.so",
+        "llama-cli",
+        "_armpkg.cpython-311-aarch64-linux-gnu.so",
+    }
     assert {f.arch for f in builds[0].files} == {"aarch64"}

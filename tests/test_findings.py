@@ -24,34 +24,91 @@ from builddoctor.profiles import (
     RuntimeResult,
 )
 
-ZEN4 = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
-        "AVX512_VNNI", "AVX512_BF16"]
+ZEN4 = [
+    "SSE3",
+    "SSSE3",
+    "SSE41",
+    "SSE42",
+    "AVX",
+    "F16C",
+    "FMA",
+    "AVX2",
+    "BMI2",
+    "AVX512",
+    "AVX512_VBMI",
+    "AVX512_VNNI",
+    "AVX512_BF16",
+]
 HASWELL = ["SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2"]
 
 
 def machine(features=ZEN4, variant="zen4", gpus=(), source="live") -> MachineProfile:
     return MachineProfile(
-        os="linux", arch="x86_64", source=source, libc="glibc", libc_version="2.36", libstdcxx_version="3.4.30",
-        cpu=CpuProfile(arch="x86_64", vendor="AuthenticAMD", model="AMD EPYC 9R14", microarch="zen4",
-                       features=list(features), variant=variant, variants=["x64", variant]),
-        gpus=list(gpus))
+        os="linux",
+        arch="x86_64",
+        source=source,
+        libc="glibc",
+        libc_version="2.36",
+        libstdcxx_version="3.4.30",
+        cpu=CpuProfile(
+            arch="x86_64",
+            vendor="AuthenticAMD",
+            model="AMD EPYC 9R14",
+            microarch="zen4",
+            features=list(features),
+            variant=variant,
+            variants=["x64", variant],
+        ),
+        gpus=list(gpus),
+    )
 
 
-RTX4090 = GpuProfile(vendor="nvidia", name="NVIDIA GeForce RTX 4090", memory_mib=24564, compute_capability="8.9",
-                     driver_version="550.54.14", cuda_version="12.4", apis=["cuda"], source="nvidia-smi")
+RTX4090 = GpuProfile(
+    vendor="nvidia",
+    name="NVIDIA GeForce RTX 4090",
+    memory_mib=24564,
+    compute_capability="8.9",
+    driver_version="550.54.14",
+    cuda_version="12.4",
+    apis=["cuda"],
+    source="nvidia-smi",
+)
 
 
 def build(isa=ZEN4, backends=("CPU",), build_type="Release", **kw) -> BuildProfile:
     files = kw.pop("files", None) or [
-        BinaryFile(path="/b/bin/llama-bench", role="executable", format="ELF", arch="x86_64",
-                   needed=["libllama.so", "libggml.so", "libc.so.6"], symbol_versions={"GLIBC": "2.34"}),
-        BinaryFile(path="/b/bin/libggml-cpu.so", role="backend", format="ELF", arch="x86_64", isa=list(isa),
-                   backends=["CPU"], needed=["libggml-base.so", "libgomp.so.1", "libc.so.6"],
-                   symbol_versions={"GLIBC": "2.34", "GLIBCXX": "3.4.29"}),
+        BinaryFile(
+            path="/b/bin/llama-bench",
+            role="executable",
+            format="ELF",
+            arch="x86_64",
+            needed=["libllama.so", "libggml.so", "libc.so.6"],
+            symbol_versions={"GLIBC": "2.34"},
+        ),
+        BinaryFile(
+            path="/b/bin/libggml-cpu.so",
+            role="backend",
+            format="ELF",
+            arch="x86_64",
+            isa=list(isa),
+            backends=["CPU"],
+            needed=["libggml-base.so", "libgomp.so.1", "libc.so.6"],
+            symbol_versions={"GLIBC": "2.34", "GLIBCXX": "3.4.29"},
+        ),
     ]
-    return BuildProfile(root="/b/bin", name="llama-bench", files=files, backends=list(backends), isa=list(isa),
-                        isa_level=None, build_type=build_type, version="0.5.0-dev", commit="0c1e570",
-                        compiler="GNU 12.2.0", **kw)
+    return BuildProfile(
+        root="/b/bin",
+        name="llama-bench",
+        files=files,
+        backends=list(backends),
+        isa=list(isa),
+        isa_level=None,
+        build_type=build_type,
+        version="0.5.0-dev",
+        commit="0c1e570",
+        compiler="GNU 12.2.0",
+        **kw,
+    )
 
 
 def codes(findings, severities=("error", "warning", "info")):
@@ -113,8 +170,12 @@ def test_sigill_at_runtime_names_the_missing_features():
 
 
 def test_hang_and_crash_are_findings():
-    b = build(runtime=[RuntimeResult(argv=["/b/bin/llama-cli", "--version"], timed_out=True),
-                       RuntimeResult(argv=["/b/bin/llama-cli", "--list-devices"], signal="SIGSEGV")])
+    b = build(
+        runtime=[
+            RuntimeResult(argv=["/b/bin/llama-cli", "--version"], timed_out=True),
+            RuntimeResult(argv=["/b/bin/llama-cli", "--list-devices"], signal="SIGSEGV"),
+        ]
+    )
     found = findings_for(b, machine())
     assert {"BD191", "BD192"} <= set(codes(found))
 
@@ -140,21 +201,33 @@ def test_cpu_emulated_vulkan_device_does_not_ask_for_a_gpu_backend():
 
 def cuda_build(archs, needed=("libcudart.so.12", "libcublas.so.12"), missing=(), fa=True):
     b = build(backends=("CPU", "CUDA"))
-    b.files.append(BinaryFile(path="/b/bin/libggml-cuda.so", role="backend", format="ELF", arch="x86_64",
-                              backends=["CUDA"], needed=list(needed), missing_needed=list(missing),
-                              cuda_archs=list(archs)))
+    b.files.append(
+        BinaryFile(
+            path="/b/bin/libggml-cuda.so",
+            role="backend",
+            format="ELF",
+            arch="x86_64",
+            backends=["CUDA"],
+            needed=list(needed),
+            missing_needed=list(missing),
+            cuda_archs=list(archs),
+        )
+    )
     b.cuda_archs = list(archs)
     b.flash_attn_kernels = fa
     return b
 
 
-@pytest.mark.parametrize("archs,expect", [
-    (["sm_89"], []),
-    (["sm_80", "sm_86"], []),             # same major, lower minor: SASS runs
-    (["sm_90", "compute_90"], ["BD120"]),  # newer only: nothing runs on 8.9
-    (["sm_75", "compute_75"], ["BD121"]),  # PTX JIT only
-    (["sm_90a"], ["BD120"]),              # arch-specific SASS runs on exactly 9.0
-])
+@pytest.mark.parametrize(
+    "archs,expect",
+    [
+        (["sm_89"], []),
+        (["sm_80", "sm_86"], []),  # same major, lower minor: SASS runs
+        (["sm_90", "compute_90"], ["BD120"]),  # newer only: nothing runs on 8.9
+        (["sm_75", "compute_75"], ["BD121"]),  # PTX JIT only
+        (["sm_90a"], ["BD120"]),  # arch-specific SASS runs on exactly 9.0
+    ],
+)
 def test_cuda_architectures_against_the_gpu(archs, expect):
     found = findings_for(cuda_build(archs), machine(gpus=[RTX4090]))
     assert [c for c in codes(found) if c in ("BD120", "BD121")] == expect
@@ -169,7 +242,7 @@ def test_cuda_runtime_newer_than_driver():
 def test_cuda_backend_with_missing_runtime_and_no_gpu():
     found = findings_for(cuda_build(["sm_89"], missing=["libcudart.so.99"]), machine())
     assert "BD112" in codes(found)
-    assert "BD110" in codes(found)   # no NVIDIA GPU here at all
+    assert "BD110" in codes(found)  # no NVIDIA GPU here at all
     assert "BD170" not in codes(found)  # reported once, as a GPU runtime
 
 
@@ -235,8 +308,9 @@ def test_old_build_says_what_it_lacks_and_what_to_do():
 
 def test_vulkan_with_only_a_cpu_emulated_device():
     """llvmpipe is hidden by ggml: a Vulkan build on such a machine falls back to the CPU, like CUDA without a GPU."""
-    llvmpipe = GpuProfile(vendor="other", name="llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True,
-                          source="vulkaninfo")
+    llvmpipe = GpuProfile(
+        vendor="other", name="llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True, source="vulkaninfo"
+    )
     (f,) = [f for f in findings_for(build(backends=("CPU", "Vulkan")), machine(gpus=[llvmpipe])) if f.code == "BD110"]
     assert f.title.startswith("Vulkan backend built in, but this machine's only Vulkan device is llvmpipe")
     assert "CPU-emulated" in f.title
@@ -245,11 +319,19 @@ def test_vulkan_with_only_a_cpu_emulated_device():
     assert "BD110" not in codes(findings_for(build(backends=("CPU", "Vulkan")), machine(gpus=[RTX4090])))
 
 
-@pytest.mark.parametrize("needed,missing,want,not_want", [
-    (["libcudart.so.13", "libcublas.so.13"], ["libcudart.so.13", "libcublas.so.13"], "nvidia-cuda-runtime nvidia-cublas", "cu12"),
-    (["libcudart.so.12", "libcublas.so.12"], ["libcudart.so.12"], "nvidia-cuda-runtime-cu12", "CUDA 13"),
-    (["libcudart.so.13", "libcuda.so.1"], ["libcuda.so.1"], "NVIDIA driver", "pip install"),
-])
+@pytest.mark.parametrize(
+    "needed,missing,want,not_want",
+    [
+        (
+            ["libcudart.so.13", "libcublas.so.13"],
+            ["libcudart.so.13", "libcublas.so.13"],
+            "nvidia-cuda-runtime nvidia-cublas",
+            "cu12",
+        ),
+        (["libcudart.so.12", "libcublas.so.12"], ["libcudart.so.12"], "nvidia-cuda-runtime-cu12", "CUDA 13"),
+        (["libcudart.so.13", "libcuda.so.1"], ["libcuda.so.1"], "NVIDIA driver", "pip install"),
+    ],
+)
 def test_cuda_runtime_advice_follows_the_cuda_version(needed, missing, want, not_want):
     found = findings_for(cuda_build(["sm_89"], needed=needed, missing=missing), machine())
     (f,) = [f for f in found if f.code == "BD112"]
@@ -257,8 +339,17 @@ def test_cuda_runtime_advice_follows_the_cuda_version(needed, missing, want, not
 
 
 def test_msvc_openmp_is_openmp():
-    files = [BinaryFile(path="C:/b/ggml-cpu.dll", role="backend", format="PE", arch="x86_64", isa=list(ZEN4),
-                        backends=["CPU"], needed=["ggml-base.dll", "VCOMP140.DLL", "KERNEL32.dll"])]
+    files = [
+        BinaryFile(
+            path="C:/b/ggml-cpu.dll",
+            role="backend",
+            format="PE",
+            arch="x86_64",
+            isa=list(ZEN4),
+            backends=["CPU"],
+            needed=["ggml-base.dll", "VCOMP140.DLL", "KERNEL32.dll"],
+        )
+    ]
     windows = machine()
     windows.os, windows.libc, windows.libc_version, windows.libstdcxx_version = "windows", None, None, None
     found = findings_for(build(files=files), windows)
@@ -267,8 +358,12 @@ def test_msvc_openmp_is_openmp():
 
 
 def test_not_llama_cpp_gets_one_finding_only():
-    b = BuildProfile(root="/x", name="ls", is_llama_cpp=False,
-                     files=[BinaryFile(path="/usr/bin/ls", role="executable", format="ELF", arch="x86_64")])
+    b = BuildProfile(
+        root="/x",
+        name="ls",
+        is_llama_cpp=False,
+        files=[BinaryFile(path="/usr/bin/ls", role="executable", format="ELF", arch="x86_64")],
+    )
     found = findings_for(b, machine())
     assert [f.code for f in found] == ["BD001"]
 
@@ -302,8 +397,13 @@ SPR = ZEN4 + ["AVX_VNNI", "AMX_TILE", "AMX_INT8", "AMX_BF16"]
 
 
 def inference(**kw) -> ComputeResult:
-    base = dict(kind="inference", argv=["/b/bin/llama-bench", "-m", "probe.gguf", "-t", "2"], threads=2,
-                seconds=0.2, timeout_s=30.0)
+    base = dict(
+        kind="inference",
+        argv=["/b/bin/llama-bench", "-m", "probe.gguf", "-t", "2"],
+        threads=2,
+        seconds=0.2,
+        timeout_s=30.0,
+    )
     base.update(kw)
     return ComputeResult(**base)
 
@@ -334,19 +434,22 @@ def test_sigill_while_computing_names_what_the_cpu_lacks():
 def test_hang_and_garbage_are_their_own_findings():
     hung = findings_for(build(compute=inference(timed_out=True)), machine())
     assert [f.code for f in hung if f.code.startswith("BD19")] == ["BD194"]
-    bad = findings_for(build(compute=inference(returncode=0, problem="printed a meaningless speed ('nan' tokens/s)")),
-                       machine())
+    bad = findings_for(
+        build(compute=inference(returncode=0, problem="printed a meaningless speed ('nan' tokens/s)")), machine()
+    )
     (f,) = [f for f in bad if f.code == "BD195"]
     assert "meaningless" in f.title and f.severity == "error"
 
 
 def test_a_computing_build_says_what_ran():
     ok = inference(ok=True, returncode=0, backend="CPU", pp_tps=812.4, tg_tps=120.2)
-    found = findings_for(build(compute=ok, runtime=[RuntimeResult(argv=["/b/bin/llama-bench", "--version"],
-                                                                 returncode=0)]), machine())
+    found = findings_for(
+        build(compute=ok, runtime=[RuntimeResult(argv=["/b/bin/llama-bench", "--version"], returncode=0)]), machine()
+    )
     (line,) = [f.title for f in found if f.code == "ok:runtime"]
-    assert line.startswith("a real inference ran (llama-bench on the probe model, CPU, 2 threads: prompt 812 t/s, "
-                           "generation 120 t/s)")
+    assert line.startswith(
+        "a real inference ran (llama-bench on the probe model, CPU, 2 threads: prompt 812 t/s, generation 120 t/s)"
+    )
 
 
 def test_amx_code_without_a_run_is_flagged_from_the_table():
@@ -355,13 +458,18 @@ def test_amx_code_without_a_run_is_flagged_from_the_table():
     assert f.severity == "error" and "AMX_INT8" in f.title and "amx-mul-mat-crash" in f.evidence
     # a CPU without AMX never meets the row, and a build that computed here is not flagged
     assert "BD134" not in codes(findings_for(build(isa=SPR), machine(ZEN4)))
-    assert "BD134" not in codes(findings_for(build(isa=SPR, compute=inference(ok=True, returncode=0)),
-                                             machine(SPR, "sapphirerapids")))
+    assert "BD134" not in codes(
+        findings_for(build(isa=SPR, compute=inference(ok=True, returncode=0)), machine(SPR, "sapphirerapids"))
+    )
 
 
 def test_library_that_does_not_load():
-    c = ComputeResult(kind="dlopen", argv=["/b/bin/libllama.so"], returncode=3,
-                      error="/b/bin/libllama.so: undefined symbol: ggml_backend_cpu_reg")
+    c = ComputeResult(
+        kind="dlopen",
+        argv=["/b/bin/libllama.so"],
+        returncode=3,
+        error="/b/bin/libllama.so: undefined symbol: ggml_backend_cpu_reg",
+    )
     (f,) = [f for f in findings_for(build(compute=c), machine()) if f.code == "BD173"]
     assert f.area == "load" and "undefined symbol" in f.title and "older or newer" in f.fix
 
@@ -377,8 +485,14 @@ def test_isa_departures_from_a_spelled_out_plan_are_one_finding():
     """An SSE-only build on an AMX CPU, whose plan spells the ISA out: one BD161 names every ISA option."""
     b = build(isa=["SSE3", "SSSE3"])
     b.cmake_cache = "/b/CMakeCache.txt"
-    b.cmake_options = {"GGML_NATIVE": "OFF", "GGML_AVX": "OFF", "GGML_AVX2": "OFF", "GGML_FMA": "OFF",
-                       "GGML_AVX512": "OFF", "GGML_AMX_INT8": "OFF"}
+    b.cmake_options = {
+        "GGML_NATIVE": "OFF",
+        "GGML_AVX": "OFF",
+        "GGML_AVX2": "OFF",
+        "GGML_FMA": "OFF",
+        "GGML_AVX512": "OFF",
+        "GGML_AMX_INT8": "OFF",
+    }
     (f,) = [f for f in findings_for(b, machine(SPR, "sapphirerapids")) if f.code == "BD161"]
     assert "GGML_AVX=OFF, GGML_FMA=OFF, GGML_AVX2=OFF, GGML_AVX512=OFF" in f.title
     assert "-DGGML_AVX=ON -DGGML_FMA=ON -DGGML_AVX2=ON -DGGML_AVX512=ON" in f.fix

@@ -32,8 +32,10 @@ def _sse_on_zen4():
 def _report(findings, verbose: int) -> str:
     out = io.StringIO()
     b = _sse_on_zen4()
-    render.report(Diagnosis(machine=machine(), builds=[BuildReport(build=b, findings=findings)]),
-                  Console(verbose=verbose, color=False, stream=out))
+    render.report(
+        Diagnosis(machine=machine(), builds=[BuildReport(build=b, findings=findings)]),
+        Console(verbose=verbose, color=False, stream=out),
+    )
     return out.getvalue()
 
 
@@ -95,8 +97,16 @@ def test_adding_a_check_is_one_rule_and_one_table(monkeypatch):
     m = machine(features=HASWELL, variant="haswell")
     ctx = _context(m, 5.0, None)
     ctx.catalogue = copy.deepcopy(ctx.catalogue)
-    ctx.catalogue["check"].append({"code": "BD999", "area": "build", "rule": "test_many_files", "severity": "info",
-                                   "title": "{count} files in {root}", "fix": "nothing"})
+    ctx.catalogue["check"].append(
+        {
+            "code": "BD999",
+            "area": "build",
+            "rule": "test_many_files",
+            "severity": "info",
+            "title": "{count} files in {root}",
+            "fix": "nothing",
+        }
+    )
     monkeypatch.setitem(RULES, "test_many_files", lambda b, mm, c: Hit({"count": len(b.files)}))
     found = findings_for(build(isa=HASWELL), m, ctx)
     new = [f for f in found if f.code == "BD999"]

@@ -41,10 +41,17 @@ def runner():
 
 
 def test_parse_defines_forms():
-    got = parse_defines("cmake -S . -B build -DGGML_CUDA=ON -D GGML_NATIVE=OFF -DCMAKE_BUILD_TYPE:STRING=Release "
-                        "'-DCMAKE_CUDA_ARCHITECTURES=86;89' -DLLAMA_FOO")
-    assert got == {"GGML_CUDA": "ON", "GGML_NATIVE": "OFF", "CMAKE_BUILD_TYPE": "Release",
-                   "CMAKE_CUDA_ARCHITECTURES": "86;89", "LLAMA_FOO": "ON"}
+    got = parse_defines(
+        "cmake -S . -B build -DGGML_CUDA=ON -D GGML_NATIVE=OFF -DCMAKE_BUILD_TYPE:STRING=Release "
+        "'-DCMAKE_CUDA_ARCHITECTURES=86;89' -DLLAMA_FOO"
+    )
+    assert got == {
+        "GGML_CUDA": "ON",
+        "GGML_NATIVE": "OFF",
+        "CMAKE_BUILD_TYPE": "Release",
+        "CMAKE_CUDA_ARCHITECTURES": "86;89",
+        "LLAMA_FOO": "ON",
+    }
 
 
 def test_deprecated_llama_cuda():
@@ -53,10 +60,18 @@ def test_deprecated_llama_cuda():
     assert f[0].severity == "warning" and "GGML_CUDA" in f[0].title and f[0].fix == "-DGGML_CUDA=ON"
 
 
-@pytest.mark.parametrize("old,new", [("LLAMA_CUBLAS", "GGML_CUDA"), ("LLAMA_METAL", "GGML_METAL"),
-                                     ("LLAMA_NATIVE", "GGML_NATIVE"), ("LLAMA_VULKAN", "GGML_VULKAN"),
-                                     ("LLAMA_HIPBLAS", "GGML_HIP"), ("LLAMA_AVX2", "GGML_AVX2"),
-                                     ("LLAMA_BUILD_WEBUI", "LLAMA_BUILD_UI")])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("LLAMA_CUBLAS", "GGML_CUDA"),
+        ("LLAMA_METAL", "GGML_METAL"),
+        ("LLAMA_NATIVE", "GGML_NATIVE"),
+        ("LLAMA_VULKAN", "GGML_VULKAN"),
+        ("LLAMA_HIPBLAS", "GGML_HIP"),
+        ("LLAMA_AVX2", "GGML_AVX2"),
+        ("LLAMA_BUILD_WEBUI", "LLAMA_BUILD_UI"),
+    ],
+)
 def test_deprecated_names_have_todays_name(old, new):
     (f,) = check_flags(f"-D{old}=ON", None)
     assert f.code == "BD401" and new in f.title and f.fix == f"-D{new}=ON"
@@ -83,9 +98,15 @@ def test_unknown_with_suggestion():
 
 
 def test_known_options_are_quiet():
-    assert check_flags("cmake -B build -G Ninja -DGGML_CUDA=ON -DGGML_CUDA_FA_ALL_QUANTS=ON -DBUILD_SHARED_LIBS=OFF "
-                       "-DCMAKE_BUILD_TYPE=Release -DGPU_TARGETS=gfx1100 -DLLAMA_BUILD_COMMIT=0c1e570 "
-                       "-DGGML_CUDA_CUB_3DOT2=OFF -DOpenMP_ROOT=/opt/omp", None) == []
+    assert (
+        check_flags(
+            "cmake -B build -G Ninja -DGGML_CUDA=ON -DGGML_CUDA_FA_ALL_QUANTS=ON -DBUILD_SHARED_LIBS=OFF "
+            "-DCMAKE_BUILD_TYPE=Release -DGPU_TARGETS=gfx1100 -DLLAMA_BUILD_COMMIT=0c1e570 "
+            "-DGGML_CUDA_CUB_3DOT2=OFF -DOpenMP_ROOT=/opt/omp",
+            None,
+        )
+        == []
+    )
 
 
 def test_cuda_on_without_toolkit_and_gpu():
@@ -132,17 +153,35 @@ def test_bad_input():
 
 def test_cmake_cache_options():
     """A CMakeCache's options: find_package and internal variables are not flagged; old names are."""
-    cache = {"CMAKE_BUILD_TYPE": "Release", "GGML_CUDA": "OFF", "GGML_NATIVE": "ON", "LLAMA_CUDA": "ON",
-             "OpenMP_C_FLAGS": "-fopenmp", "Vulkan_INCLUDE_DIR": "/usr/include", "FETCHCONTENT_QUIET": "ON",
-             "GGML_CUDAA": "ON", "CMAKE_BUILD_TYP": "x", "SOMETHING_ELSE": "1"}
+    cache = {
+        "CMAKE_BUILD_TYPE": "Release",
+        "GGML_CUDA": "OFF",
+        "GGML_NATIVE": "ON",
+        "LLAMA_CUDA": "ON",
+        "OpenMP_C_FLAGS": "-fopenmp",
+        "Vulkan_INCLUDE_DIR": "/usr/include",
+        "FETCHCONTENT_QUIET": "ON",
+        "GGML_CUDAA": "ON",
+        "CMAKE_BUILD_TYP": "x",
+        "SOMETHING_ELSE": "1",
+    }
     fs = check_cmake_options(cache, None)
     assert codes(fs) == ["BD401", "BD403"]
 
 
 def test_snapshot_knows_the_source_options():
     k = known_options()
-    for name in ("GGML_CUDA", "GGML_CUDA_FA", "GGML_CUDA_FA_ALL_QUANTS", "GGML_CPU_ALL_VARIANTS", "GGML_BACKEND_DL",
-                 "LLAMA_OPENSSL", "LLAMA_USE_PREBUILT_UI", "GGML_OPENMP_FETCH", "GGML_SYCL_TARGET"):
+    for name in (
+        "GGML_CUDA",
+        "GGML_CUDA_FA",
+        "GGML_CUDA_FA_ALL_QUANTS",
+        "GGML_CPU_ALL_VARIANTS",
+        "GGML_BACKEND_DL",
+        "LLAMA_OPENSSL",
+        "LLAMA_USE_PREBUILT_UI",
+        "GGML_OPENMP_FETCH",
+        "GGML_SYCL_TARGET",
+    ):
         assert name in k.options, name
     assert k.options["GGML_CUDA"]["kind"] == "option" and k.options["GGML_CUDA"]["default"] == "OFF"
     assert k.deprecated["LLAMA_CUBLAS"]["level"] == "FATAL_ERROR"
@@ -157,15 +196,17 @@ def test_snapshot_matches_the_vendor_tree():
     fresh = scan_source(src)
     text = SNAPSHOT.read_text()
     commit = text.split('source_commit = "', 1)[1].split('"', 1)[0]
-    assert render_snapshot(fresh, commit) == text, \
+    assert render_snapshot(fresh, commit) == text, (
         "data/llama_options.toml is stale: python -m builddoctor.flagcheck regenerate"
+    )
 
 
 def test_scan_source_reads_declarations(tmp_path):
     (tmp_path / "CMakeLists.txt").write_text(
         'option(LLAMA_A "a thing" ON)\n# option(LLAMA_COMMENTED "no" OFF)\n'
         'set(GGML_B "x;y" CACHE STRING\n    "multi-line")\nif (GGML_C AND NOT LLAMA_A)\nendif()\n'
-        'llama_option_depr(WARNING LLAMA_OLD GGML_NEW)\n')
+        "llama_option_depr(WARNING LLAMA_OLD GGML_NEW)\n"
+    )
     k = scan_source(tmp_path)
     assert k.options["LLAMA_A"] == {"kind": "option", "default": "ON", "help": "a thing", "file": "CMakeLists.txt"}
     assert k.options["GGML_B"]["kind"] == "cache STRING" and k.options["GGML_B"]["help"] == "multi-line"

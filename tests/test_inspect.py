@@ -133,8 +133,11 @@ def test_build_number_from_an_old_libllama_soname(elf_dir):
     d.mkdir()
     (d / "l.c").write_text("int llama_backend_init(void) { return 0; }\n")
     lib = d / "libllama.so.0.0.4965"
-    subprocess.run([fx.GCC, "-shared", "-fPIC", "-Wl,-soname,libllama.so.0.0.4965", str(d / "l.c"), "-o", str(lib)],
-                   check=True, timeout=60)
+    subprocess.run(
+        [fx.GCC, "-shared", "-fPIC", "-Wl,-soname,libllama.so.0.0.4965", str(d / "l.c"), "-o", str(lib)],
+        check=True,
+        timeout=60,
+    )
     (b,), _ = inspect_paths([lib], run=False)
     assert b.build_number == 4965
 
@@ -193,8 +196,13 @@ def test_run_false_runs_nothing(elf_dir):
 
 def test_parse_version_formats():
     new = parse_version("version: 0.5.0-dev (build 1, commit 0c1e570)\nbuilt with GNU 12.2.0 for Linux x86_64\n")
-    assert new == {"version": "0.5.0-dev", "build_number": 1, "commit": "0c1e570", "compiler": "GNU 12.2.0",
-                   "target": "Linux x86_64"}
+    assert new == {
+        "version": "0.5.0-dev",
+        "build_number": 1,
+        "commit": "0c1e570",
+        "compiler": "GNU 12.2.0",
+        "target": "Linux x86_64",
+    }
     old = parse_version("version: 3456 (1d2c3b4)\nbuilt with cc (GCC) 13.2.1 for x86_64-redhat-linux\n")
     assert old["build_number"] == 3456 and old["commit"] == "1d2c3b4" and old["target"] == "x86_64-redhat-linux"
     assert parse_version("nonsense") == {}
@@ -226,7 +234,7 @@ def test_random_bytes(tmp_path):
 
 def test_shell_script_named_llama_cli(tmp_path):
     p = tmp_path / "llama-cli"
-    p.write_text("#!/bin/sh\nexec /opt/llama/bin/llama-cli \"$@\"\n")
+    p.write_text('#!/bin/sh\nexec /opt/llama/bin/llama-cli "$@"\n')
     p.chmod(0o755)
     builds, msgs = _one_message([p], run=True)
     assert builds == [] and "a script (#!/bin/sh)" in msgs[0]
@@ -264,13 +272,21 @@ def test_unreadable_file(tmp_path):
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as root without setpriv: cannot make a file unreadable")
-        code = ("import json,sys; from builddoctor.inspect import inspect_paths; "
-                "b,m=inspect_paths([sys.argv[1]], run=False); print(json.dumps([len(b), m]))")
-        res = proc.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
-                        str(p)], timeout=60, extra_env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        code = (
+            "import json,sys; from builddoctor.inspect import inspect_paths; "
+            "b,m=inspect_paths([sys.argv[1]], run=False); print(json.dumps([len(b), m]))"
+        )
+        res = proc.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code, str(p)],
+            timeout=60,
+            extra_env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
         # (pyenv's Python under /root: its binary, or its libpython, cannot be read by that user)
-        if not res.ok and ("Permission denied" in res.stderr or "cannot open shared object" in res.stderr) \
-                and "python" in res.stderr.lower():
+        if (
+            not res.ok
+            and ("Permission denied" in res.stderr or "cannot open shared object" in res.stderr)
+            and "python" in res.stderr.lower()
+        ):
             pytest.skip(f"the unprivileged user cannot run this Python: {res.stderr[-200:]}")
         assert res.ok, res.stderr
         n, msgs = json.loads(res.stdout.strip().splitlines()[-1])
@@ -360,9 +376,10 @@ def test_cmake_cache_parse(tmp_path):
         "GGML_NATIVE:BOOL=ON\n"
         "LLAMA_CUBLAS:UNINITIALIZED=ON\n"
         "LLAMA_CUDA:BOOL=OFF\n"
-        "\"WEIRD:NAME\":STRING=a=b\n"
+        '"WEIRD:NAME":STRING=a=b\n'
         "CMAKE_CACHEFILE_DIR:INTERNAL=/x\n"
-        "EMPTY:STRING=\n")
+        "EMPTY:STRING=\n"
+    )
     got = read_cmake_cache(p)
     assert got["CMAKE_BUILD_TYPE"] == "Release" and got["GGML_NATIVE"] == "ON"
     assert got["LLAMA_CUBLAS"] == "ON" and got["LLAMA_CUDA"] == "OFF"
@@ -374,8 +391,9 @@ def test_cmake_cache_beside_bin(elf_dir, tmp_path):
     build = tmp_path / "build"
     (build / "bin").mkdir(parents=True)
     shutil.copy(fx.make_cpu_backend(elf_dir / "cache", "avx2"), build / "bin" / "libggml-cpu.so")
-    (build / "CMakeCache.txt").write_text("CMAKE_BUILD_TYPE:STRING=RelWithDebInfo\nLLAMA_CUBLAS:UNINITIALIZED=ON\n"
-                                          "GGML_CUDA:BOOL=OFF\n")
+    (build / "CMakeCache.txt").write_text(
+        "CMAKE_BUILD_TYPE:STRING=RelWithDebInfo\nLLAMA_CUBLAS:UNINITIALIZED=ON\nGGML_CUDA:BOOL=OFF\n"
+    )
     (b,), _ = inspect_paths([build], run=False)
     assert b.origin == "build-folder" and b.root == str(build.resolve())
     assert b.build_type == "RelWithDebInfo" and b.cmake_options["LLAMA_CUBLAS"] == "ON"
@@ -384,8 +402,10 @@ def test_cmake_cache_beside_bin(elf_dir, tmp_path):
 
 def test_inspect_import_is_light():
     """Importing the package must not pull in pyelftools, iced-x86, LIEF or numpy."""
-    code = ("import sys, builddoctor.inspect; "
-            "print(sorted(m for m in ('lief','iced_x86','numpy','elftools') if m in sys.modules))")
+    code = (
+        "import sys, builddoctor.inspect; "
+        "print(sorted(m for m in ('lief','iced_x86','numpy','elftools') if m in sys.modules))"
+    )
     res = proc.run([sys.executable, "-c", code], timeout=60)
     assert res.ok, res.stderr
     assert res.stdout.strip() == "[]"

@@ -141,8 +141,12 @@ def _tiny_llama(path: Path) -> Path:
     src.write_text("void llama_backend_init(void) {}\nvoid *ggml_init(void *p) { return p; }\n")
     import subprocess
 
-    subprocess.run([fx.GCC, "-shared", "-fPIC", "-O2", "-s", "-o", str(path), str(src)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [fx.GCC, "-shared", "-fPIC", "-O2", "-s", "-o", str(path), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     src.unlink()
     return path
 
@@ -155,12 +159,20 @@ def test_version_from_library_and_folder_names(tmp_path):
     from builddoctor.probe import probe_live
 
     machine = probe_live(skip_gpus=True)
-    cases = {"semver/libllama.so.0.4.0": ("0.4.0", None), "npm/libllama.metal.v0.4.0.so": ("0.4.0", None),
-             "llama-b4500-bin-ubuntu-x64/build/bin/libllama.so": (None, 4500)}
+    cases = {
+        "semver/libllama.so.0.4.0": ("0.4.0", None),
+        "npm/libllama.metal.v0.4.0.so": ("0.4.0", None),
+        "llama-b4500-bin-ubuntu-x64/build/bin/libllama.so": (None, 4500),
+    }
     for rel, (version, number) in cases.items():
         lib = _tiny_llama(tmp_path / rel)
         (b,) = inspect_paths([lib.parent], run=False)[0]
-        assert b.is_llama_cpp and (b.version, b.build_number) == (version, number), (rel, b.version, b.build_number, b.evidence)
+        assert b.is_llama_cpp and (b.version, b.build_number) == (version, number), (
+            rel,
+            b.version,
+            b.build_number,
+            b.evidence,
+        )
         (f,) = [f for f in findings_for(b, machine) if f.code == "BD180"]
         assert (f"b{number}" if number else f"version {version}") in f.title and "0c1e570" in f.title
         assert f.fix.startswith(f"builddoctor fix --rebuild {b.root}")
@@ -179,8 +191,9 @@ def test_big_monolithic_module_read_in_bounded_time_and_memory(sse_build, tmp_pa
 
     big = check_speed.make_big_module(tmp_path, sse_build / "libggml-cpu.so.0")
     assert big.stat().st_size > 200e6
-    wall, peak_mb, status, out = check_speed.measured([sys.executable, "-c", check_speed.FILE_CHILD, str(big)],
-                                                      timeout=120)
+    wall, peak_mb, status, out = check_speed.measured(
+        [sys.executable, "-c", check_speed.FILE_CHILD, str(big)], timeout=120
+    )
     assert status == 0, (status, out)
     got = json.loads(out.strip().splitlines()[-1])
     assert got["error"] is None and "CPU" in got["backends"] and got["isa_level"]

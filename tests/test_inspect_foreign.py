@@ -63,7 +63,9 @@ def test_pe_imports_name_the_functions(many_exports, tmp_path):
     """A program importing ggml_* from a DLL is found by its imports (discovery reads them)."""
     from builddoctor.inspect.symbols import mentions_prefixes
 
-    (tmp_path / "main.c").write_text("int ggml_backend_cpu_reg(void);\nint main(void) { return ggml_backend_cpu_reg(); }\n")
+    (tmp_path / "main.c").write_text(
+        "int ggml_backend_cpu_reg(void);\nint main(void) { return ggml_backend_cpu_reg(); }\n"
+    )
     exe = tmp_path / "app.exe"
     res = proc.run([ff.MINGW_GCC, "main.c", str(many_exports), "-o", str(exe)], cwd=tmp_path, timeout=120)
     assert res.ok, res.stderr
@@ -78,8 +80,8 @@ def test_a_damaged_pe_is_one_sentence(many_exports, tmp_path):
     raw = bytearray(many_exports.read_bytes())
     lfanew = int.from_bytes(raw[0x3C:0x40], "little")
     dirs = lfanew + 24 + 112  # PE32+ optional header: the data directories
-    raw[dirs:dirs + 8] = (0x7FFFFFF0).to_bytes(4, "little") + (40).to_bytes(4, "little")  # exports
-    raw[dirs + 8:dirs + 16] = (0x7FFFFF00).to_bytes(4, "little") + (40).to_bytes(4, "little")  # imports
+    raw[dirs : dirs + 8] = (0x7FFFFFF0).to_bytes(4, "little") + (40).to_bytes(4, "little")  # exports
+    raw[dirs + 8 : dirs + 16] = (0x7FFFFF00).to_bytes(4, "little") + (40).to_bytes(4, "little")  # imports
     bad = tmp_path / "llama-common.dll"
     bad.write_bytes(bytes(raw))
     with open(bad, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -130,11 +132,16 @@ def test_file_window_reads_like_the_bytes(tmp_path):
         assert len(w) == len(blob)
         for a, b in ((0, 16), (4090, 4110), (len(blob) - 3, len(blob) + 10), (100, 50)):
             assert w[a:b] == blob[a:b]
-        for needle, start in ((b"NEEDLE", 0), (b"\xff\x00\x01", 1_048_570), (b"absent", 0), (b"NEEDLE", len(blob) - 10)):
+        for needle, start in (
+            (b"NEEDLE", 0),
+            (b"\xff\x00\x01", 1_048_570),
+            (b"absent", 0),
+            (b"NEEDLE", len(blob) - 10),
+        ):
             assert w.find(needle, start, len(blob)) == blob.find(needle, start)
         # a needle that straddles the 1 MB window edge
         edge = FileWindow._FIND_CHUNK - 2
-        assert w.find(blob[edge:edge + 5], edge - 10) == blob.find(blob[edge:edge + 5], edge - 10)
+        assert w.find(blob[edge : edge + 5], edge - 10) == blob.find(blob[edge : edge + 5], edge - 10)
 
 
 def test_macho_reader_on_hand_made_fat_dylib(tmp_path):
@@ -172,7 +179,11 @@ def test_readers_match_lief_on_the_corpus():
     for case in cases:
         base = fetch.fetch_case(case)
         for p in sorted(base.rglob("*")):
-            if p.is_file() and not p.is_symlink() and p.suffix.lower() in (".dll", ".exe", ".pyd", ".dylib", ".so", ".node"):
+            if (
+                p.is_file()
+                and not p.is_symlink()
+                and p.suffix.lower() in (".dll", ".exe", ".pyd", ".dylib", ".so", ".node")
+            ):
                 with open(p, "rb") as fh:
                     head = fh.read(4)
                 if head[:2] == b"MZ" or head in (b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"\xce\xfa\xed\xfe"):
@@ -221,8 +232,10 @@ def test_export_trie_names_and_forged_tries():
     assert _trie_names(loop, 0, len(loop), len(loop)) == set()
     # each node terminal, with a 1000-byte label to the next: names stop growing at 4096 bytes
     label = b"L" * 1000
-    chain = b"".join(b"\x01\x00\x01" + label + b"\x00" + bytes([0x80 | ((i + 1) * 1006 & 0x7F), (i + 1) * 1006 >> 7])
-                     for i in range(10))
+    chain = b"".join(
+        b"\x01\x00\x01" + label + b"\x00" + bytes([0x80 | ((i + 1) * 1006 & 0x7F), (i + 1) * 1006 >> 7])
+        for i in range(10)
+    )
     names = _trie_names(chain, 0, len(chain), len(chain))
     assert names and max(len(n) for n in names) <= 4096
     with pytest.raises(ValueError):

@@ -37,9 +37,14 @@ def make_new_build(root: Path, tag: bytes = b"new") -> BuildResult:
     os.symlink("libllama.so.0", bin_dir / "libllama.so")
     (bin_dir / "libggml-cpu.so").write_bytes(b"\x7fELF cpu " + tag + os.urandom(256))
     (bin_dir / "build.log").write_text("not a file to install")
-    return BuildResult(status="ok", plan=BuildPlan(goal="native", backend="cpu"), source_dir="/src",
-                       build_dir=str(root), cache_key="k" + tag.decode(),
-                       binaries=[str(bin_dir / "llama-cli"), str(bin_dir / "llama-bench")])
+    return BuildResult(
+        status="ok",
+        plan=BuildPlan(goal="native", backend="cpu"),
+        source_dir="/src",
+        build_dir=str(root),
+        cache_key="k" + tag.decode(),
+        binaries=[str(bin_dir / "llama-cli"), str(bin_dir / "llama-bench")],
+    )
 
 
 def make_old_install(folder: Path) -> None:
@@ -103,8 +108,9 @@ def test_replace_refuses_a_folder_without_the_programs(tmp_path):
 def test_a_failed_copy_puts_the_old_files_back(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                          timeout=10)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, timeout=10
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:

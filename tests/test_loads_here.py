@@ -24,8 +24,12 @@ from tests import elf_fixtures as fx
 
 
 def check_json(*args) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "check", "--json", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", "--json", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -33,8 +37,9 @@ def check_json(*args) -> tuple[int, dict]:
 def dlopen_error(path: Path) -> str:
     """'' when a child process loads it (RTLD_NOW), else the loader's message."""
     code = "import ctypes, sys\ntry:\n    ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)\nexcept OSError as e:\n    print(e)\n"
-    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                          timeout=30).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 def newest_in_libstdcxx(prefix: str) -> str:
@@ -61,9 +66,11 @@ def made(tmp_path_factory):
     if fx.GXX is None or fx.GCC is None:
         pytest.skip("gcc/g++ are not installed")
     d = tmp_path_factory.mktemp("loads")
-    return {"glibcxx": fx.make_future_abi_module(d / "glibcxx"),
-            "cxxabi": fx.make_future_abi_module(d / "cxxabi", "CXXABI_1.3.99"),
-            "symbol": fx.make_missing_symbol_lib(d / "symbol")}
+    return {
+        "glibcxx": fx.make_future_abi_module(d / "glibcxx"),
+        "cxxabi": fx.make_future_abi_module(d / "cxxabi", "CXXABI_1.3.99"),
+        "symbol": fx.make_missing_symbol_lib(d / "symbol"),
+    }
 
 
 @pytest.mark.parametrize("run", [False, True])
@@ -86,8 +93,10 @@ def test_newer_cxxabi_cannot_load(made, run):
     rc, data = check_json(*([] if run else ["--no-run"]), lib)
     (line,) = load_findings(data["builds"][0])
     assert line["code"] == "BD174" and line["severity"] == "error"
-    assert line["title"] == (f"cannot load here: needs CXXABI_1.3.99, this machine has up to "
-                             f"{newest_in_libstdcxx('CXXABI')} (libstdc++.so.6)")
+    assert line["title"] == (
+        f"cannot load here: needs CXXABI_1.3.99, this machine has up to "
+        f"{newest_in_libstdcxx('CXXABI')} (libstdc++.so.6)"
+    )
     if run:
         assert "dlopen in a child process agrees" in line["evidence"] and "CXXABI_1.3.99" in line["evidence"]
     assert rc == 1
@@ -102,8 +111,10 @@ def test_unversioned_symbol_no_library_defines(made, tmp_path):
     assert "libggml-base.so" in line["evidence"]
     # but an extension module's Py* symbols come from the interpreter that imports it, not a NEEDED library
     src = tmp_path / "m.c"
-    src.write_text("long PyLong_AsLong(void *); void *PyInit__m(void) { return (void *)PyLong_AsLong(0); }\n"
-                   "int llama_backend_init(void) { return 0; }\n")
+    src.write_text(
+        "long PyLong_AsLong(void *); void *PyInit__m(void) { return (void *)PyLong_AsLong(0); }\n"
+        "int llama_backend_init(void) { return 0; }\n"
+    )
     mod = tmp_path / "_m.cpython-311-x86_64-linux-gnu.so"
     subprocess.run([fx.GCC, "-shared", "-fPIC", str(src), "-o", str(mod)], check=True, timeout=60)
     rc, data = check_json("--no-run", mod)

@@ -27,9 +27,11 @@ def modules(sse_build, tmp_path_factory):
         pytest.skip("g++ is not installed")
     root = sse_build.parent
     d = tmp_path_factory.mktemp("mono")
-    return {"module": fx.make_monolithic(d / "module", root),
-            "stripped": fx.make_monolithic(d / "stripped", root, strip=True),
-            "libllama": fx.make_monolithic(d / "libllama", root, name="libllama.so", export="llama_backend_init")}
+    return {
+        "module": fx.make_monolithic(d / "module", root),
+        "stripped": fx.make_monolithic(d / "stripped", root, strip=True),
+        "libllama": fx.make_monolithic(d / "libllama", root, name="libllama.so", export="llama_backend_init"),
+    }
 
 
 def _profile(path: Path):

@@ -30,8 +30,12 @@ GATED = {"load", "cpu", "gpu", "runtime"}
 
 
 def check(*args) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "check", "--json", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", "--json", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode in (errors.OK, errors.PROBLEMS), (done.returncode, done.stderr)
     return done.returncode, json.loads(done.stdout)

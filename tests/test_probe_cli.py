@@ -60,8 +60,9 @@ def test_json_round_trips_exactly_through_profile(cli, tmp_path):
     assert MachineProfile.from_json(second).to_json() == first.rstrip("\n")
 
 
-@pytest.mark.parametrize("dump", sorted(p.relative_to(FIX).as_posix() for p in
-                                        [*FIX.glob("cpuinfo/*.txt"), *FIX.glob("sysctl/*.txt")]))
+@pytest.mark.parametrize(
+    "dump", sorted(p.relative_to(FIX).as_posix() for p in [*FIX.glob("cpuinfo/*.txt"), *FIX.glob("sysctl/*.txt")])
+)
 def test_every_dump_round_trips(cli, tmp_path, dump):
     r = run(cli, "--json", "--cpuinfo", FIX / dump)
     assert r.exit_code == 0, r.output
@@ -94,7 +95,9 @@ def test_macos_dump_describes_a_mac(cli):
 def test_nvidia_smi_replaces_the_gpus(cli):
     r = run(cli, "--json", "--nvidia-smi", FIX / "nvidia-smi/rtx4090-driver550.xml")
     m = MachineProfile.from_json(r.stdout)
-    assert [(g.name, g.compute_capability, g.cuda_version) for g in m.gpus] == [("NVIDIA GeForce RTX 4090", "8.9", "12.4")]
+    assert [(g.name, g.compute_capability, g.cuda_version) for g in m.gpus] == [
+        ("NVIDIA GeForce RTX 4090", "8.9", "12.4")
+    ]
     human = run(cli, "--nvidia-smi", FIX / "nvidia-smi/2x-h100-sxm-driver570.xml").stdout
     assert human.count("NVIDIA H100 80GB HBM3") == 2 and "compute 9.0" in human and "CUDA 12.8" in human
 
@@ -176,16 +179,21 @@ def test_real_executable_bad_input(tmp_path):
     """The installed entry point, as a user runs it: exit 2, one line on stderr, no traceback."""
     bad = tmp_path / "cpuinfo.bin"
     bad.write_bytes(bytes(range(256)) * 4)
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "probe", "--cpuinfo", str(bad)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "probe", "--cpuinfo", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 def test_real_executable_probe_json(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "probe", "--json"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "probe", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert MachineProfile.from_json(done.stdout).cpu.variant
 
@@ -199,8 +207,9 @@ def test_no_devices_found_means_no_gpus(cli, tmp_path):
 
 def test_reader_leaving_early_is_not_an_error():
     """`builddoctor probe | head -1`: the closed pipe ends the command quietly with status 0."""
-    child = subprocess.Popen([sys.executable, "-m", "builddoctor", "probe"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "builddoctor", "probe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     child.stdout.close()  # before the child has written anything (it needs ~0.1 s to start)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err

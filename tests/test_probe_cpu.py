@@ -18,73 +18,207 @@ AVX512_SET = {"AVX512", "AVX512F", "AVX512CD", "AVX512VL", "AVX512DQ", "AVX512BW
 # file -> (arch, microarch, features exactly, best variant, every variant it runs, threads, cores)
 CASES = {
     "cpuinfo/sandybridge-i7-2600.txt": (
-        "x86_64", "sandybridge", {"SSE3", "SSSE3", "SSE41", "SSE42", "AVX"}, "sandybridge",
-        ["x64", "sse42", "sandybridge"], 8, 4),
+        "x86_64",
+        "sandybridge",
+        {"SSE3", "SSSE3", "SSE41", "SSE42", "AVX"},
+        "sandybridge",
+        ["x64", "sse42", "sandybridge"],
+        8,
+        4,
+    ),
     "cpuinfo/haswell-i7-4770.txt": (
-        "x86_64", "haswell", X86_BASE, "haswell",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 8, 4),
+        "x86_64",
+        "haswell",
+        X86_BASE,
+        "haswell",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"],
+        8,
+        4,
+    ),
     "cpuinfo/cascadelake-xeon-8259cl-aws.txt": (
-        "x86_64", "cascadelake", X86_BASE | AVX512_SET | {"AVX512_VNNI"}, "cascadelake",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cascadelake"], 4, 2),
+        "x86_64",
+        "cascadelake",
+        X86_BASE | AVX512_SET | {"AVX512_VNNI"},
+        "cascadelake",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cascadelake"],
+        4,
+        2,
+    ),
     "cpuinfo/sapphirerapids-xeon-8488c-aws.txt": (
-        "x86_64", "sapphirerapids",
-        X86_BASE | AVX512_SET | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "AVX512_FP16", "AVX_VNNI",
-                                 "AMX_TILE", "AMX_INT8", "AMX_BF16"},
+        "x86_64",
         "sapphirerapids",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "alderlake", "skylakex", "cannonlake",
-         "cascadelake", "icelake", "cooperlake", "zen4", "sapphirerapids"], 4, 2),
+        X86_BASE
+        | AVX512_SET
+        | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "AVX512_FP16", "AVX_VNNI", "AMX_TILE", "AMX_INT8", "AMX_BF16"},
+        "sapphirerapids",
+        [
+            "x64",
+            "sse42",
+            "sandybridge",
+            "ivybridge",
+            "piledriver",
+            "haswell",
+            "alderlake",
+            "skylakex",
+            "cannonlake",
+            "cascadelake",
+            "icelake",
+            "cooperlake",
+            "zen4",
+            "sapphirerapids",
+        ],
+        4,
+        2,
+    ),
     # a KVM guest whose CPUID model (167) is Rocket Lake's number, with AMX and AVX512_FP16 in its flags:
     # named from the features (as archspec does), not from the model number
     "cpuinfo/alderlake-i9-12900k.txt": (
-        "x86_64", "alderlake", X86_BASE | {"AVX_VNNI"}, "alderlake",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "alderlake"], 24, 16),
+        "x86_64",
+        "alderlake",
+        X86_BASE | {"AVX_VNNI"},
+        "alderlake",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "alderlake"],
+        24,
+        16,
+    ),
     "cpuinfo/zen2-ryzen7-3700x.txt": (
-        "x86_64", "zen2", X86_BASE, "haswell",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 16, 8),
+        "x86_64",
+        "zen2",
+        X86_BASE,
+        "haswell",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"],
+        16,
+        8,
+    ),
     "cpuinfo/zen3-epyc-vm-debian12.txt": (
-        "x86_64", "zen3", X86_BASE, "haswell",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 2, 2),
+        "x86_64",
+        "zen3",
+        X86_BASE,
+        "haswell",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"],
+        2,
+        2,
+    ),
     "cpuinfo/zen4-ryzen9-7950x.txt": (
-        "x86_64", "zen4", X86_BASE | AVX512_SET | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"}, "zen4",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cannonlake",
-         "cascadelake", "icelake", "cooperlake", "zen4"], 32, 16),
+        "x86_64",
+        "zen4",
+        X86_BASE | AVX512_SET | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"},
+        "zen4",
+        [
+            "x64",
+            "sse42",
+            "sandybridge",
+            "ivybridge",
+            "piledriver",
+            "haswell",
+            "skylakex",
+            "cannonlake",
+            "cascadelake",
+            "icelake",
+            "cooperlake",
+            "zen4",
+        ],
+        32,
+        16,
+    ),
     "cpuinfo/zen4-epyc-9r14-aws.txt": (
-        "x86_64", "zen4", X86_BASE | AVX512_SET | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"}, "zen4",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cannonlake",
-         "cascadelake", "icelake", "cooperlake", "zen4"], 2, 2),
+        "x86_64",
+        "zen4",
+        X86_BASE | AVX512_SET | {"AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"},
+        "zen4",
+        [
+            "x64",
+            "sse42",
+            "sandybridge",
+            "ivybridge",
+            "piledriver",
+            "haswell",
+            "skylakex",
+            "cannonlake",
+            "cascadelake",
+            "icelake",
+            "cooperlake",
+            "zen4",
+        ],
+        2,
+        2,
+    ),
     "cpuinfo/graviton3-neoverse-v1-aws.txt": (
-        "aarch64", "neoverse_v1", {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "SVE", "MATMUL_INT8"},
-        "armv8.6_1", ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1"], 4, None),
+        "aarch64",
+        "neoverse_v1",
+        {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "SVE", "MATMUL_INT8"},
+        "armv8.6_1",
+        ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1"],
+        4,
+        None,
+    ),
     "cpuinfo/graviton4-neoverse-v2-aws.txt": (
-        "aarch64", "neoverse_v2",
+        "aarch64",
+        "neoverse_v2",
         {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "SVE", "SVE2", "MATMUL_INT8"},
-        "armv8.6_2", ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2"], 4, None),
+        "armv8.6_2",
+        ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2"],
+        4,
+        None,
+    ),
     "cpuinfo/rpi5-cortex-a76.txt": (
-        "aarch64", "cortex_a76", {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC"},
-        "armv8.2_2", ["armv8.0_1", "armv8.2_1", "armv8.2_2"], 4, None),
-    "cpuinfo/rpi3-armv7l-cortex-a53.txt": (
-        "armv7l", "cortex_a53", {"NEON", "ARM_FMA"}, None, [], 4, None),
-    "cpuinfo/riscv64-spacemit-k1.txt": (
-        "riscv64", "x60", {"RVV"}, "riscv64_v", ["riscv64_0", "riscv64_v"], 8, None),
-    "cpuinfo/riscv64-visionfive2-u74.txt": (
-        "riscv64", "u74-mc", set(), "riscv64_0", ["riscv64_0"], 4, None),
+        "aarch64",
+        "cortex_a76",
+        {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC"},
+        "armv8.2_2",
+        ["armv8.0_1", "armv8.2_1", "armv8.2_2"],
+        4,
+        None,
+    ),
+    "cpuinfo/rpi3-armv7l-cortex-a53.txt": ("armv7l", "cortex_a53", {"NEON", "ARM_FMA"}, None, [], 4, None),
+    "cpuinfo/riscv64-spacemit-k1.txt": ("riscv64", "x60", {"RVV"}, "riscv64_v", ["riscv64_0", "riscv64_v"], 8, None),
+    "cpuinfo/riscv64-visionfive2-u74.txt": ("riscv64", "u74-mc", set(), "riscv64_0", ["riscv64_0"], 4, None),
     "cpuinfo/power9-talos2.txt": (
-        "ppc64le", "power9", {"POWER7", "POWER8", "POWER9", "VSX"}, "power9",
-        ["power0", "power7_1", "power8_1", "power7_2", "power8_2", "power9"], 4, None),
-    "cpuinfo/s390x-z15.txt": (
-        "s390x", "z15", {"VXE", "VXE2"}, "z15", ["z15"], 4, None),
+        "ppc64le",
+        "power9",
+        {"POWER7", "POWER8", "POWER9", "VSX"},
+        "power9",
+        ["power0", "power7_1", "power8_1", "power7_2", "power8_2", "power9"],
+        4,
+        None,
+    ),
+    "cpuinfo/s390x-z15.txt": ("s390x", "z15", {"VXE", "VXE2"}, "z15", ["z15"], 4, None),
     "sysctl/macos14-apple-m2.txt": (
-        "aarch64", "m2", {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "MATMUL_INT8"},
-        "apple_m2_m3", ["apple_m1", "apple_m2_m3"], 8, 8),
+        "aarch64",
+        "m2",
+        {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "MATMUL_INT8"},
+        "apple_m2_m3",
+        ["apple_m1", "apple_m2_m3"],
+        8,
+        8,
+    ),
     "sysctl/macos15-apple-m1.txt": (
-        "aarch64", "m1", {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC"},
-        "apple_m1", ["apple_m1"], 8, 8),
+        "aarch64",
+        "m1",
+        {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC"},
+        "apple_m1",
+        ["apple_m1"],
+        8,
+        8,
+    ),
     "sysctl/macos15-apple-m4.txt": (
-        "aarch64", "m4", {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "MATMUL_INT8", "SME", "SME2"},
-        "apple_m4", ["apple_m1", "apple_m2_m3", "apple_m4"], 10, 10),
+        "aarch64",
+        "m4",
+        {"NEON", "ARM_FMA", "DOTPROD", "FP16_VECTOR_ARITHMETIC", "MATMUL_INT8", "SME", "SME2"},
+        "apple_m4",
+        ["apple_m1", "apple_m2_m3", "apple_m4"],
+        10,
+        10,
+    ),
     "sysctl/macos13-intel-i9-9880h.txt": (
-        "x86_64", "coffeelake", X86_BASE, "haswell",
-        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"], 16, 8),
+        "x86_64",
+        "coffeelake",
+        X86_BASE,
+        "haswell",
+        ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell"],
+        16,
+        8,
+    ),
 }
 
 # a KVM guest whose CPUID model (167) is Rocket Lake's number, with AMX and AVX512_FP16 in its flags: named
@@ -137,7 +271,7 @@ def test_cpuinfo_without_final_newline_accepted():
     text = (FIX / "cpuinfo/kvm-xeon-amx-model167.txt").read_text()
     lines = text.rstrip("\n").splitlines()
     last_flags = max(i for i, ln in enumerate(lines) if ln.startswith("flags"))
-    cut = "\n".join(lines[:last_flags + 1])  # ends right after the last flags line, no newline
+    cut = "\n".join(lines[: last_flags + 1])  # ends right after the last flags line, no newline
     assert not cut.endswith("\n")
     facts = cpu.parse_cpuinfo(cut)
     assert facts.cpu.threads == 2 and "AMX_INT8" in facts.cpu.features
@@ -146,19 +280,20 @@ def test_cpuinfo_without_final_newline_accepted():
         cpu.parse_cpuinfo(cut[:-40])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("cpuinfo/") and "flags" in
-                                         (FIX / n).read_text().split("\n\n")[0]))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in CASES if n.startswith("cpuinfo/") and "flags" in (FIX / n).read_text().split("\n\n")[0])
+)
 def test_single_processor_entry_ending_at_its_flags_line(name):
     """One processor entry cut right after its flags line (a VM with one vCPU, a copy of the first
     entry) is whole, with or without a final newline; cut inside that line, it is refused."""
     lines = (FIX / name).read_text().split("\n\n")[0].splitlines()
-    one = "\n".join(lines[:max(i for i, ln in enumerate(lines) if ln.startswith("flags")) + 1])
+    one = "\n".join(lines[: max(i for i, ln in enumerate(lines) if ln.startswith("flags")) + 1])
     for text in (one, one + "\n"):
         facts = cpu.parse_cpuinfo(text)
         assert facts.cpu.threads == 1 and set(facts.cpu.features) == CASES[name][2]  # every entry has them
     last = one.rsplit(" ", 1)[1]
     with pytest.raises(cpu.CpuTextError, match="truncated"):
-        cpu.parse_cpuinfo(one[:-(len(last) // 2 + 1)])  # ends inside its last word
+        cpu.parse_cpuinfo(one[: -(len(last) // 2 + 1)])  # ends inside its last word
 
 
 def test_amd_sme_flag_is_not_arm_sme():
@@ -170,7 +305,25 @@ def test_amd_sme_flag_is_not_arm_sme():
 
 def test_knights_landing_has_no_avx512_level():
     """AVX512F+CD without VL/DQ/BW is not llama.cpp's AVX512 (Xeon Phi): skylakex must not be chosen."""
-    flags = ["fpu", "sse", "sse2", "pni", "ssse3", "sse4_1", "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512pf", "avx512er", "lm"]
+    flags = [
+        "fpu",
+        "sse",
+        "sse2",
+        "pni",
+        "ssse3",
+        "sse4_1",
+        "sse4_2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512pf",
+        "avx512er",
+        "lm",
+    ]
     feats = cpu.features_from_flags(flags, "linux", "x86_64")
     assert "AVX512F" in feats and "AVX512" not in feats
     assert [v for v, _ in cpu.variants_for(feats, "linux", "x86_64")][-1] == "haswell"
@@ -206,6 +359,7 @@ def test_big_little_lists_both_cores():
 
 # --------------------------------------------------------------------------- the data agrees with llama.cpp
 
+
 def _vendor() -> Path:
     from builddoctor.paths import vendor_dir
 
@@ -223,8 +377,10 @@ def test_variant_table_matches_pinned_cmakelists():
     assert from_toml == from_cmake
 
 
-@pytest.mark.parametrize("arch_dir,section", [("x86", "x86"), ("arm", "arm_linux"), ("riscv", "riscv64"),
-                                               ("powerpc", "power"), ("s390", "s390x")])
+@pytest.mark.parametrize(
+    "arch_dir,section",
+    [("x86", "x86"), ("arm", "arm_linux"), ("riscv", "riscv64"), ("powerpc", "power"), ("s390", "s390x")],
+)
 def test_variant_weights_match_llama_loader_scores(arch_dir, section):
     src = (_vendor() / f"ggml/src/ggml-cpu/arch/{arch_dir}/cpu-feats.cpp").read_text()
     expected = {}

@@ -25,7 +25,12 @@ def test_two_h100_xml():
     gpus = gpus_from_file(FIX / "nvidia-smi/2x-h100-sxm-driver570.xml")
     assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3"] * 2
     for g in gpus:
-        assert (g.memory_mib, g.compute_capability, g.driver_version, g.cuda_version) == (81559, "9.0", "570.124.06", "12.8")
+        assert (g.memory_mib, g.compute_capability, g.driver_version, g.cuda_version) == (
+            81559,
+            "9.0",
+            "570.124.06",
+            "12.8",
+        )
 
 
 def test_gtx1080_csv():
@@ -37,27 +42,51 @@ def test_gtx1080_csv():
 def test_csv_without_header_or_units():
     gpus = gpus_from_file(FIX / "nvidia-smi/2x-l4-noheader-nounits.csv")
     assert len(gpus) == 2
-    assert all((g.name, g.memory_mib, g.compute_capability, g.cuda_version) == ("NVIDIA L4", 23034, "8.9", "12.4")
-               for g in gpus)
+    assert all(
+        (g.name, g.memory_mib, g.compute_capability, g.cuda_version) == ("NVIDIA L4", 23034, "8.9", "12.4")
+        for g in gpus
+    )
 
 
 def test_proc_driver_nvidia():
     d = FIX / "nvidia-smi/proc-driver-nvidia"
     (g,) = gpu.parse_proc_nvidia((d / "version").read_text(), [(d / "information").read_text()])
     assert (g.name, g.driver_version, g.cuda_version, g.compute_capability) == (
-        "NVIDIA GeForce RTX 4090", "550.54.14", "12.4", "8.9")
+        "NVIDIA GeForce RTX 4090",
+        "550.54.14",
+        "12.4",
+        "8.9",
+    )
 
 
-@pytest.mark.parametrize("driver,cuda", [("575.51.02", "12.9"), ("565.57.01", "12.7"), ("551.86", "12.4"),
-                                         ("580.65.06", "13.0"), ("470.256.02", "11.4"), ("390.157", None)])
+@pytest.mark.parametrize(
+    "driver,cuda",
+    [
+        ("575.51.02", "12.9"),
+        ("565.57.01", "12.7"),
+        ("551.86", "12.4"),
+        ("580.65.06", "13.0"),
+        ("470.256.02", "11.4"),
+        ("390.157", None),
+    ],
+)
 def test_cuda_version_of_driver(driver, cuda):
     assert gpu.cuda_for_driver(driver) == cuda
 
 
-@pytest.mark.parametrize("name,cc", [("NVIDIA GeForce RTX 3090", "8.6"), ("NVIDIA A100-SXM4-80GB", "8.0"),
-                                     ("Tesla V100-SXM2-16GB", "7.0"), ("NVIDIA GeForce RTX 5090", "12.0"),
-                                     ("Tesla T4", "7.5"), ("NVIDIA GeForce GTX 1660 SUPER", "7.5"),
-                                     ("NVIDIA B200", "10.0"), ("Tesla P40", "6.1")])
+@pytest.mark.parametrize(
+    "name,cc",
+    [
+        ("NVIDIA GeForce RTX 3090", "8.6"),
+        ("NVIDIA A100-SXM4-80GB", "8.0"),
+        ("Tesla V100-SXM2-16GB", "7.0"),
+        ("NVIDIA GeForce RTX 5090", "12.0"),
+        ("Tesla T4", "7.5"),
+        ("NVIDIA GeForce GTX 1660 SUPER", "7.5"),
+        ("NVIDIA B200", "10.0"),
+        ("Tesla P40", "6.1"),
+    ],
+)
 def test_compute_capability_table(name, cc):
     assert gpu.compute_capability(name) == cc
 

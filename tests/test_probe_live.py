@@ -23,12 +23,28 @@ def live() -> MachineProfile:
 
 # gcc's predefined macros under -march=native -> our feature names
 _GCC_MACROS = {
-    "__SSE3__": "SSE3", "__SSSE3__": "SSSE3", "__SSE4_1__": "SSE41", "__SSE4_2__": "SSE42", "__AVX__": "AVX",
-    "__F16C__": "F16C", "__FMA__": "FMA", "__AVX2__": "AVX2", "__BMI2__": "BMI2", "__AVXVNNI__": "AVX_VNNI",
-    "__AVX512F__": "AVX512F", "__AVX512CD__": "AVX512CD", "__AVX512VL__": "AVX512VL", "__AVX512DQ__": "AVX512DQ",
-    "__AVX512BW__": "AVX512BW", "__AVX512VBMI__": "AVX512_VBMI", "__AVX512VNNI__": "AVX512_VNNI",
-    "__AVX512BF16__": "AVX512_BF16", "__AVX512FP16__": "AVX512_FP16", "__AMX_TILE__": "AMX_TILE",
-    "__AMX_INT8__": "AMX_INT8", "__AMX_BF16__": "AMX_BF16",
+    "__SSE3__": "SSE3",
+    "__SSSE3__": "SSSE3",
+    "__SSE4_1__": "SSE41",
+    "__SSE4_2__": "SSE42",
+    "__AVX__": "AVX",
+    "__F16C__": "F16C",
+    "__FMA__": "FMA",
+    "__AVX2__": "AVX2",
+    "__BMI2__": "BMI2",
+    "__AVXVNNI__": "AVX_VNNI",
+    "__AVX512F__": "AVX512F",
+    "__AVX512CD__": "AVX512CD",
+    "__AVX512VL__": "AVX512VL",
+    "__AVX512DQ__": "AVX512DQ",
+    "__AVX512BW__": "AVX512BW",
+    "__AVX512VBMI__": "AVX512_VBMI",
+    "__AVX512VNNI__": "AVX512_VNNI",
+    "__AVX512BF16__": "AVX512_BF16",
+    "__AVX512FP16__": "AVX512_FP16",
+    "__AMX_TILE__": "AMX_TILE",
+    "__AMX_INT8__": "AMX_INT8",
+    "__AMX_BF16__": "AMX_BF16",
 }
 
 
@@ -39,7 +55,9 @@ def _gcc_native() -> tuple[set[str], str]:
     done = proc.run([gcc, "-march=native", "-dM", "-E", "-"], timeout=20, stdin_data="")
     assert done.ok, done.stderr
     macros = set(re.findall(r"#define (__\w+__) 1", done.stdout))
-    arch = re.search(r"#define __(znver\d|haswell|skylake|icelake|sapphirerapids|alderlake|cascadelake)__ 1", done.stdout)
+    arch = re.search(
+        r"#define __(znver\d|haswell|skylake|icelake|sapphirerapids|alderlake|cascadelake)__ 1", done.stdout
+    )
     return macros, arch.group(1) if arch else ""
 
 
@@ -52,8 +70,9 @@ def test_live_cpu_features_agree_with_gcc_native(live):
     # gcc versions older than the CPU may not know its newest extensions: ours may only add to gcc's
     assert expected <= ours
     assert ours - expected <= {"AVX512_FP16", "AMX_TILE", "AMX_INT8", "AMX_BF16", "AVX512_BF16", "AVX_VNNI"}
-    assert ("AVX512" in live.cpu.features) == ({"__AVX512F__", "__AVX512CD__", "__AVX512VL__", "__AVX512DQ__",
-                                                 "__AVX512BW__"} <= macros)
+    assert ("AVX512" in live.cpu.features) == (
+        {"__AVX512F__", "__AVX512CD__", "__AVX512VL__", "__AVX512DQ__", "__AVX512BW__"} <= macros
+    )
 
 
 def test_live_variant_is_the_best_fitting_one(live):
@@ -74,7 +93,7 @@ def test_live_microarch_agrees_with_gcc_on_amd(live):
     _, arch = _gcc_native()
     if not arch.startswith("znver"):
         pytest.skip(f"this gcc does not know this core ({arch or 'generic'})")
-    assert live.cpu.microarch == "zen" + arch[len("znver"):]
+    assert live.cpu.microarch == "zen" + arch[len("znver") :]
 
 
 def test_live_counts_and_memory(live):
@@ -100,8 +119,10 @@ def test_live_libstdcxx_is_the_highest_glibcxx(live):
     strings = shutil.which("strings")
     if strings:  # binutils' view of the same file
         done = proc.run([strings, str(lib)], timeout=20)
-        theirs = sorted({m for m in re.findall(r"^GLIBCXX_(\d+\.\d+(?:\.\d+)*)$", done.stdout, re.M)},
-                        key=lambda v: tuple(map(int, v.split("."))))
+        theirs = sorted(
+            {m for m in re.findall(r"^GLIBCXX_(\d+\.\d+(?:\.\d+)*)$", done.stdout, re.M)},
+            key=lambda v: tuple(map(int, v.split("."))),
+        )
         assert theirs[-1] == live.libstdcxx_version
 
 

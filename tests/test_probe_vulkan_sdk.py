@@ -24,8 +24,13 @@ def _sdk(tmp_path: Path) -> Path:
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "builddoctor", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_probe_reads_vulkan_sdk_versions(tmp_path):
@@ -59,8 +64,12 @@ def test_build_refuses_debian12_headers_before_configuring(tmp_path):
     ensure_source()
     sdk = _sdk(tmp_path)
     cache = tmp_path / "cache"
-    done = run("build", "--backend", "vulkan",
-               env={"VULKAN_SDK": str(sdk), "BUILDDOCTOR_CACHE": str(cache), "BUILDDOCTOR_HOME": str(tmp_path / "h")})
+    done = run(
+        "build",
+        "--backend",
+        "vulkan",
+        env={"VULKAN_SDK": str(sdk), "BUILDDOCTOR_CACHE": str(cache), "BUILDDOCTOR_HOME": str(tmp_path / "h")},
+    )
     assert done.returncode == errors.TOOLCHAIN, done.stdout + done.stderr
     assert "vulkan-headers (1.3.239 found, needs 1.3.272 or newer)" in done.stderr
     assert "LayerSettingEXT" in done.stderr  # why, in the recipe's words

@@ -15,8 +15,23 @@ from builddoctor.resolve import Facts, resolve
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = ROOT / "tests" / "fixtures" / "machines" / "this-machine.json"
 
-EXPECTED = {"cpu-x86", "cpu-arm", "cpu-riscv", "cuda", "hip", "metal", "vulkan", "sycl", "blas", "openmp",
-            "portable", "release", "no-network", "cpu", "macos"}
+EXPECTED = {
+    "cpu-x86",
+    "cpu-arm",
+    "cpu-riscv",
+    "cuda",
+    "hip",
+    "metal",
+    "vulkan",
+    "sycl",
+    "blas",
+    "openmp",
+    "portable",
+    "release",
+    "no-network",
+    "cpu",
+    "macos",
+}
 
 
 @pytest.fixture
@@ -122,7 +137,8 @@ def test_duplicate_names(rdir):
 def test_contradicting_recipes_are_reported(rdir):
     (rdir / "zz-debug.toml").write_text(
         '[recipe]\nname = "zz-debug"\n\n[[option]]\nname = "CMAKE_BUILD_TYPE"\nvalue = "Debug"\n'
-        'reason = "debug symbols"\n')
+        'reason = "debug symbols"\n'
+    )
     with pytest.raises(RecipeError) as e:
         resolve(machine())
     msg = e.value.message
@@ -133,7 +149,8 @@ def test_contradicting_recipes_are_reported(rdir):
 def test_same_value_from_two_recipes_is_fine(rdir):
     (rdir / "zz-same.toml").write_text(
         '[recipe]\nname = "zz-same"\n\n[[option]]\nname = "CMAKE_BUILD_TYPE"\nvalue = "Release"\n'
-        'reason = "also release"\n')
+        'reason = "also release"\n'
+    )
     plan = resolve(machine())
     assert [o.recipe for o in plan.options if o.name == "CMAKE_BUILD_TYPE"] == ["release"]
 
@@ -141,7 +158,8 @@ def test_same_value_from_two_recipes_is_fine(rdir):
 def test_declared_conflicts(rdir):
     (rdir / "zz-static.toml").write_text(
         '[recipe]\nname = "zz-static"\nconflicts = ["openmp"]\n\n[[option]]\nname = "GGML_STATIC"\n'
-        'value = "ON"\nreason = "static"\n')
+        'value = "ON"\nreason = "static"\n'
+    )
     with pytest.raises(RecipeError, match="'zz-static'.*'openmp'.*conflict"):
         resolve(machine())
     (rdir / "zz-static.toml").write_text('[recipe]\nname = "zz-static"\nconflicts = ["nope"]\n')
@@ -155,7 +173,8 @@ def test_a_new_backend_is_a_new_file(rdir):
         '[recipe]\nname = "opencl"\nkind = "backend"\nbackend = "opencl"\ntitle = "OpenCL"\npriority = 60\n'
         'switch = "GGML_OPENCL"\nwhen = { gpu = { name_any = ["Adreno"] } }\n'
         'unmet = { gpu = "no Adreno GPU" }\npreferred_because = "OpenCL has Adreno kernels"\n\n'
-        '[[option]]\nname = "GGML_OPENCL"\nvalue = "ON"\nreason = "Adreno kernels for {gpu_names}"\n')
+        '[[option]]\nname = "GGML_OPENCL"\nvalue = "ON"\nreason = "Adreno kernels for {gpu_names}"\n'
+    )
     m = machine()
     plan = resolve(m)
     assert any(s.what == "OpenCL" and "no Adreno GPU" in s.reason for s in plan.skipped)
@@ -204,7 +223,7 @@ def test_malformed_data_file_names_file_and_line(tmp_path):
     from builddoctor.tomlload import load_toml
 
     bad = tmp_path / "table.toml"
-    bad.write_text('ok = 1\nlist = [1,\nnope = \n')
+    bad.write_text("ok = 1\nlist = [1,\nnope = \n")
     with pytest.raises(errors.UserError) as e:
         load_toml(bad)
     assert f"{bad}:3:" in e.value.message and "malformed TOML" in e.value.message

@@ -58,8 +58,9 @@ def _recipe_commands(profile: Path, env: dict[str, str]) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["zen3-desktop", "mac-intel", "sapphire-rapids-server", "raspberry-pi-5",
-                                  "this-machine"])
+@pytest.mark.parametrize(
+    "name", ["zen3-desktop", "mac-intel", "sapphire-rapids-server", "raspberry-pi-5", "this-machine"]
+)
 def test_recipe_prints_the_commands_build_runs(name):
     from builddoctor.probe import load_profile
     from builddoctor.resolve import resolve

@@ -44,82 +44,155 @@ def skipped(plan: BuildPlan, what: str) -> str:
     return next(s.reason for s in plan.skipped if s.what == what)
 
 
-ALWAYS = {"CMAKE_BUILD_TYPE": "Release", "LLAMA_BUILD_TESTS": "OFF", "LLAMA_BUILD_EXAMPLES": "OFF",
-          "LLAMA_OPENSSL": "OFF", "LLAMA_USE_PREBUILT_UI": "OFF", "LLAMA_BUILD_UI": "OFF", "GGML_OPENMP_FETCH": "OFF"}
+ALWAYS = {
+    "CMAKE_BUILD_TYPE": "Release",
+    "LLAMA_BUILD_TESTS": "OFF",
+    "LLAMA_BUILD_EXAMPLES": "OFF",
+    "LLAMA_OPENSSL": "OFF",
+    "LLAMA_USE_PREBUILT_UI": "OFF",
+    "LLAMA_BUILD_UI": "OFF",
+    "GGML_OPENMP_FETCH": "OFF",
+}
 
 # machine -> (backend, expected options, {option: words its reason must contain}, {skipped: words})
 CASES = {
     # Linux + RTX 4090 + CUDA 12.4: CUDA for Ada (sm_89), native Zen 4 CPU code, OpenMP from GCC.
-    "rtx4090-cuda12": ("cuda",
-                       {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "89-real", "GGML_CUDA_FA": "ON",
-                        "GGML_NATIVE": "ON", "GGML_OPENMP": "ON",
-                        "CMAKE_CUDA_COMPILER": "/usr/local/cuda-12.4/bin/nvcc"},
-                       {"CMAKE_CUDA_ARCHITECTURES": ["RTX 4090", "8.9", "sm_89"], "GGML_NATIVE": ["zen4", "AVX-512"],
-                        "GGML_OPENMP": ["libgomp"], "GGML_CUDA_FA": ["FlashAttention"]},
-                       {"Vulkan": ["CUDA is faster", "RTX 4090"]}),
+    "rtx4090-cuda12": (
+        "cuda",
+        {
+            "GGML_CUDA": "ON",
+            "CMAKE_CUDA_ARCHITECTURES": "89-real",
+            "GGML_CUDA_FA": "ON",
+            "GGML_NATIVE": "ON",
+            "GGML_OPENMP": "ON",
+            "CMAKE_CUDA_COMPILER": "/usr/local/cuda-12.4/bin/nvcc",
+        },
+        {
+            "CMAKE_CUDA_ARCHITECTURES": ["RTX 4090", "8.9", "sm_89"],
+            "GGML_NATIVE": ["zen4", "AVX-512"],
+            "GGML_OPENMP": ["libgomp"],
+            "GGML_CUDA_FA": ["FlashAttention"],
+        },
+        {"Vulkan": ["CUDA is faster", "RTX 4090"]},
+    ),
     # 8x H100 with CUDA 12.8: Hopper sm_90 once, Sapphire Rapids host with AMX: the pinned llama.cpp's
     # AMX kernels crash (known-bad row), so the CPU code is spelled out without AMX.
-    "h100-cuda128": ("cuda",
-                     {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "90-real", "GGML_NATIVE": "OFF",
-                      "GGML_AVX512": "ON", "GGML_AVX512_VNNI": "ON", "GGML_AMX_INT8": "OFF", "GGML_AMX_TILE": "OFF"},
-                     {"CMAKE_CUDA_ARCHITECTURES": ["H100", "9.0"], "GGML_CUDA": ["H100 80GB HBM3 x8"],
-                      "GGML_NATIVE": ["AMX", "known-bad"], "GGML_AMX_INT8": ["amx-mul-mat-crash", "#20824"]},
-                     {"ROCm/HIP": ["no AMD GPU"]}),
+    "h100-cuda128": (
+        "cuda",
+        {
+            "GGML_CUDA": "ON",
+            "CMAKE_CUDA_ARCHITECTURES": "90-real",
+            "GGML_NATIVE": "OFF",
+            "GGML_AVX512": "ON",
+            "GGML_AVX512_VNNI": "ON",
+            "GGML_AMX_INT8": "OFF",
+            "GGML_AMX_TILE": "OFF",
+        },
+        {
+            "CMAKE_CUDA_ARCHITECTURES": ["H100", "9.0"],
+            "GGML_CUDA": ["H100 80GB HBM3 x8"],
+            "GGML_NATIVE": ["AMX", "known-bad"],
+            "GGML_AMX_INT8": ["amx-mul-mat-crash", "#20824"],
+        },
+        {"ROCm/HIP": ["no AMD GPU"]},
+    ),
     # GTX 1080 (Pascal, 6.1) with CUDA 12.2: still buildable with CUDA 12.
-    "gtx1080-cuda12": ("cuda",
-                       {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "61-real", "GGML_NATIVE": "ON"},
-                       {"CMAKE_CUDA_ARCHITECTURES": ["GTX 1080", "6.1"], "GGML_NATIVE": ["AVX2"]},
-                       {"Vulkan": ["CUDA is faster"]}),
+    "gtx1080-cuda12": (
+        "cuda",
+        {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "61-real", "GGML_NATIVE": "ON"},
+        {"CMAKE_CUDA_ARCHITECTURES": ["GTX 1080", "6.1"], "GGML_NATIVE": ["AVX2"]},
+        {"Vulkan": ["CUDA is faster"]},
+    ),
     # Laptop RTX 3060 with a 470 driver (CUDA 11.4) and CUDA 12.3 installed: plan CUDA, driver too old.
-    "laptop-rtx-old-driver": ("cuda",
-                              {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "86-real"},
-                              {"CMAKE_CUDA_ARCHITECTURES": ["8.6"]},
-                              {"Vulkan": ["CUDA is faster"], "SYCL": ["SYCL"]}),
+    "laptop-rtx-old-driver": (
+        "cuda",
+        {"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": "86-real"},
+        {"CMAKE_CUDA_ARCHITECTURES": ["8.6"]},
+        {"Vulkan": ["CUDA is faster"], "SYCL": ["SYCL"]},
+    ),
     # RX 7900 XTX with ROCm 6.2: HIP for gfx1100, clang from that ROCm.
-    "rx7900xtx-rocm": ("hip",
-                       {"GGML_HIP": "ON", "GPU_TARGETS": "gfx1100", "GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
-                       {"GPU_TARGETS": ["gfx1100"], "GGML_HIP": ["RX 7900 XTX"]},
-                       {"Vulkan": ["ROCm/HIP is faster"], "CUDA": ["no NVIDIA GPU"]}),
+    "rx7900xtx-rocm": (
+        "hip",
+        {"GGML_HIP": "ON", "GPU_TARGETS": "gfx1100", "GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
+        {"GPU_TARGETS": ["gfx1100"], "GGML_HIP": ["RX 7900 XTX"]},
+        {"Vulkan": ["ROCm/HIP is faster"], "CUDA": ["no NVIDIA GPU"]},
+    ),
     # Intel Arc A770 with oneAPI 2025: SYCL with icx/icpx and FP16.
-    "intel-arc-oneapi": ("sycl",
-                         {"GGML_SYCL": "ON", "CMAKE_C_COMPILER": "icx", "CMAKE_CXX_COMPILER": "icpx",
-                          "GGML_SYCL_F16": "ON", "GGML_NATIVE": "ON"},
-                         {"GGML_SYCL": ["Arc"], "CMAKE_CXX_COMPILER": ["DPC++"], "GGML_NATIVE": ["AVX-VNNI"]},
-                         {"Vulkan": ["SYCL"]}),
+    "intel-arc-oneapi": (
+        "sycl",
+        {
+            "GGML_SYCL": "ON",
+            "CMAKE_C_COMPILER": "icx",
+            "CMAKE_CXX_COMPILER": "icpx",
+            "GGML_SYCL_F16": "ON",
+            "GGML_NATIVE": "ON",
+        },
+        {"GGML_SYCL": ["Arc"], "CMAKE_CXX_COMPILER": ["DPC++"], "GGML_NATIVE": ["AVX-VNNI"]},
+        {"Vulkan": ["SYCL"]},
+    ),
     # M2 Pro: Metal with the embedded library, Accelerate, no OpenMP with Apple clang.
-    "mac-m2-pro": ("metal",
-                   {"GGML_METAL": "ON", "GGML_METAL_EMBED_LIBRARY": "ON", "GGML_BLAS": "ON",
-                    "GGML_BLAS_VENDOR": "Apple", "GGML_OPENMP": "OFF", "GGML_NATIVE": "ON"},
-                   {"GGML_METAL_EMBED_LIBRARY": ["embed"], "GGML_OPENMP": ["Apple clang"],
-                    "GGML_BLAS": ["Accelerate"], "GGML_NATIVE": ["DOTPROD", "I8MM"]},
-                   {"CUDA": ["no NVIDIA GPU"]}),
+    "mac-m2-pro": (
+        "metal",
+        {
+            "GGML_METAL": "ON",
+            "GGML_METAL_EMBED_LIBRARY": "ON",
+            "GGML_BLAS": "ON",
+            "GGML_BLAS_VENDOR": "Apple",
+            "GGML_OPENMP": "OFF",
+            "GGML_NATIVE": "ON",
+        },
+        {
+            "GGML_METAL_EMBED_LIBRARY": ["embed"],
+            "GGML_OPENMP": ["Apple clang"],
+            "GGML_BLAS": ["Accelerate"],
+            "GGML_NATIVE": ["DOTPROD", "I8MM"],
+        },
+        {"CUDA": ["no NVIDIA GPU"]},
+    ),
     # Intel Mac: llama.cpp turns Metal on by default on macOS; the plan turns it off and says why.
-    "mac-intel": ("cpu",
-                  {"GGML_METAL": "OFF", "GGML_NATIVE": "ON", "GGML_OPENMP": "OFF", "GGML_BLAS_VENDOR": "Apple"},
-                  {"GGML_METAL": ["default", "Apple Silicon"], "GGML_NATIVE": ["AVX2"]},
-                  {"Metal": ["Intel Mac"], "ROCm/HIP": ["macOS"]}),
+    "mac-intel": (
+        "cpu",
+        {"GGML_METAL": "OFF", "GGML_NATIVE": "ON", "GGML_OPENMP": "OFF", "GGML_BLAS_VENDOR": "Apple"},
+        {"GGML_METAL": ["default", "Apple Silicon"], "GGML_NATIVE": ["AVX2"]},
+        {"Metal": ["Intel Mac"], "ROCm/HIP": ["macOS"]},
+    ),
     # Zen 3 desktop, no GPU: native AVX2 CPU build.
-    "zen3-desktop": ("cpu",
-                     {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
-                     {"GGML_NATIVE": ["zen3", "AVX2"]},
-                     {"CUDA": ["no NVIDIA GPU"], "Vulkan": ["no GPU"]}),
+    "zen3-desktop": (
+        "cpu",
+        {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
+        {"GGML_NATIVE": ["zen3", "AVX2"]},
+        {"CUDA": ["no NVIDIA GPU"], "Vulkan": ["no GPU"]},
+    ),
     # Sapphire Rapids server: AVX-512 with VNNI/BF16/VBMI spelled out, AMX left out (known-bad row).
-    "sapphire-rapids-server": ("cpu",
-                               {"GGML_NATIVE": "OFF", "GGML_OPENMP": "ON", "GGML_AVX512": "ON",
-                                "GGML_AVX512_BF16": "ON", "GGML_AVX512_VBMI": "ON", "GGML_AVX_VNNI": "ON",
-                                "GGML_AMX_INT8": "OFF", "GGML_AMX_BF16": "OFF"},
-                               {"GGML_NATIVE": ["AMX_INT8", "known-bad"], "GGML_AMX_INT8": ["0.5.0-dev"]},
-                               {"CUDA": ["no NVIDIA GPU"]}),
+    "sapphire-rapids-server": (
+        "cpu",
+        {
+            "GGML_NATIVE": "OFF",
+            "GGML_OPENMP": "ON",
+            "GGML_AVX512": "ON",
+            "GGML_AVX512_BF16": "ON",
+            "GGML_AVX512_VBMI": "ON",
+            "GGML_AVX_VNNI": "ON",
+            "GGML_AMX_INT8": "OFF",
+            "GGML_AMX_BF16": "OFF",
+        },
+        {"GGML_NATIVE": ["AMX_INT8", "known-bad"], "GGML_AMX_INT8": ["0.5.0-dev"]},
+        {"CUDA": ["no NVIDIA GPU"]},
+    ),
     # Raspberry Pi 5: native ARM build (DOTPROD, FP16); its V3D Vulkan GPU is never chosen on its own.
-    "raspberry-pi-5": ("cpu",
-                       {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
-                       {"GGML_NATIVE": ["Cortex-A76", "DOTPROD", "-mcpu=native"]},
-                       {"Vulkan": ["V3D", "slower"]}),
+    "raspberry-pi-5": (
+        "cpu",
+        {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
+        {"GGML_NATIVE": ["Cortex-A76", "DOTPROD", "-mcpu=native"]},
+        {"Vulkan": ["V3D", "slower"]},
+    ),
     # This machine (FACTS.md): Zen 4 with AVX-512, nvcc 13 but no GPU or driver.
-    "this-machine": ("cpu",
-                     {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
-                     {"GGML_NATIVE": ["zen4", "AVX-512"], "GGML_OPENMP": ["GCC"]},
-                     {"CUDA": ["no NVIDIA GPU or driver", "nvcc 13.0", "/usr/local/cuda-13.0/bin/nvcc"]}),
+    "this-machine": (
+        "cpu",
+        {"GGML_NATIVE": "ON", "GGML_OPENMP": "ON"},
+        {"GGML_NATIVE": ["zen4", "AVX-512"], "GGML_OPENMP": ["GCC"]},
+        {"CUDA": ["no NVIDIA GPU or driver", "nvcc 13.0", "/usr/local/cuda-13.0/bin/nvcc"]},
+    ),
 }
 
 
@@ -156,8 +229,16 @@ def test_cpu_machines_have_no_gpu_options():
 
 
 def test_ready_machines():
-    for name in ("rtx4090-cuda12", "h100-cuda128", "gtx1080-cuda12", "rx7900xtx-rocm", "intel-arc-oneapi",
-                 "mac-m2-pro", "zen3-desktop", "this-machine"):
+    for name in (
+        "rtx4090-cuda12",
+        "h100-cuda128",
+        "gtx1080-cuda12",
+        "rx7900xtx-rocm",
+        "intel-arc-oneapi",
+        "mac-m2-pro",
+        "zen3-desktop",
+        "this-machine",
+    ):
         plan = resolve(machine(name))
         assert plan.ready, (name, [(p.name, p.status) for p in plan.prerequisites])
 
@@ -195,8 +276,15 @@ def test_pascal_with_only_cuda13_needs_cuda12():
 
 def test_blackwell_needs_cuda_12_8():
     m = machine("rtx4090-cuda12")
-    m.gpus[0] = GpuProfile("nvidia", "NVIDIA GeForce RTX 5090", 32607, "12.0", driver_version="575.57.08",
-                           cuda_version="12.9", apis=["cuda", "vulkan"])
+    m.gpus[0] = GpuProfile(
+        "nvidia",
+        "NVIDIA GeForce RTX 5090",
+        32607,
+        "12.0",
+        driver_version="575.57.08",
+        cuda_version="12.9",
+        apis=["cuda", "vulkan"],
+    )
     plan = resolve(m)
     assert opts(plan)["CMAKE_CUDA_ARCHITECTURES"] == "120-real"
     nvcc = prereq(plan, "nvcc")
@@ -214,8 +302,17 @@ def test_driver_older_minor_than_toolkit_is_a_note():
 
 def test_mixed_gpus_get_every_architecture():
     m = machine("rtx4090-cuda12")
-    m.gpus.append(GpuProfile("nvidia", "NVIDIA GeForce RTX 3090", 24576, "8.6", driver_version="550.78",
-                             cuda_version="12.4", apis=["cuda"]))
+    m.gpus.append(
+        GpuProfile(
+            "nvidia",
+            "NVIDIA GeForce RTX 3090",
+            24576,
+            "8.6",
+            driver_version="550.78",
+            cuda_version="12.4",
+            apis=["cuda"],
+        )
+    )
     assert opts(resolve(m))["CMAKE_CUDA_ARCHITECTURES"] == "86-real;89-real"
 
 
@@ -230,8 +327,9 @@ def test_no_cuda_toolkit_is_missing_with_install_command():
 
 def test_llvmpipe_never_chosen_but_can_be_forced():
     m = machine("this-machine")
-    m.gpus.append(GpuProfile("other", "llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True,
-                             source="vulkaninfo"))
+    m.gpus.append(
+        GpuProfile("other", "llvmpipe (LLVM 15.0.6, 256 bits)", apis=["vulkan"], cpu_emulated=True, source="vulkaninfo")
+    )
     auto = resolve(m)
     assert auto.backend == "cpu"
     assert "llvmpipe" in skipped(auto, "Vulkan") and "CPU-emulated" in skipped(auto, "Vulkan")
@@ -304,7 +402,10 @@ def test_amx_comes_back_when_the_row_ends(amx_fixed):
 def test_amx_left_out_with_the_pinned_llama_cpp():
     plan = resolve(machine("sapphire-rapids-server"))
     assert {o.name: o.value for o in plan.options if o.name.startswith("GGML_AMX")} == {
-        "GGML_AMX_TILE": "OFF", "GGML_AMX_INT8": "OFF", "GGML_AMX_BF16": "OFF"}
+        "GGML_AMX_TILE": "OFF",
+        "GGML_AMX_INT8": "OFF",
+        "GGML_AMX_BF16": "OFF",
+    }
     assert "gcc" not in [p.name for p in plan.prerequisites]  # no AMX to compile: no GCC bound for it
     # portable builds travel to AMX machines: the sapphirerapids variant is left out, with the reason
     portable = resolve(machine("zen3-desktop"), goal="portable")
@@ -378,8 +479,7 @@ def test_every_emitted_option_is_known_to_the_pinned_source():
 
     names = {o.name for r in load_recipes() for o in r.options}
     known = known_options()
-    unknown = {n for n in names if not n.startswith("CMAKE_") and n not in STANDARD_NAMES
-               and n not in known.options}
+    unknown = {n for n in names if not n.startswith("CMAKE_") and n not in STANDARD_NAMES and n not in known.options}
     assert not unknown
     assert not names & set(known.deprecated)
     tree = scan_source(ensure_source())
@@ -442,8 +542,9 @@ def test_plan_for_a_recorded_machine_spells_its_isa_out():
     plan = resolve(recorded("zen3-desktop"))
     got = opts(plan)
     assert got["GGML_NATIVE"] == "OFF" and "not for the machine that builds it" in reason(plan, "GGML_NATIVE")
-    assert {k: got[k] for k in ("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42")} == \
-        dict.fromkeys(("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42"), "ON")
+    assert {
+        k: got[k] for k in ("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42")
+    } == dict.fromkeys(("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2", "GGML_SSE42"), "ON")
     assert all(got[k] == "OFF" for k in ("GGML_AVX512", "GGML_AVX512_VNNI", "GGML_AVX_VNNI", "GGML_AMX_INT8"))
     assert "has AVX2" in reason(plan, "GGML_AVX2") and "has no AVX-512" in reason(plan, "GGML_AVX512")
 

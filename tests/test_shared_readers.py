@@ -18,10 +18,20 @@ from builddoctor.resolve import platform_key
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 
 
-@pytest.mark.parametrize("value,on,off", [("ON", True, False), ("yes", True, False), (" 1 ", True, False),
-                                          ("OFF", False, True), ("", False, True), ("n", False, True),
-                                          ("Foo-NOTFOUND", False, True), ("maybe", False, False),
-                                          (None, False, False)])
+@pytest.mark.parametrize(
+    "value,on,off",
+    [
+        ("ON", True, False),
+        ("yes", True, False),
+        (" 1 ", True, False),
+        ("OFF", False, True),
+        ("", False, True),
+        ("n", False, True),
+        ("Foo-NOTFOUND", False, True),
+        ("maybe", False, False),
+        (None, False, False),
+    ],
+)
 def test_cmake_truthiness(value, on, off):
     assert is_on(value) is on and is_off(value) is off
 
@@ -99,6 +109,7 @@ def test_isa_labels_come_from_data():
     rs = {r.name: r for r in load_recipes()}
     sse = dataclasses.replace(m, cpu=dataclasses.replace(m.cpu, features=["SSE3"]))
     assert Facts(sse, rs)._cpu_isa() == "SSE only, no AVX"
-    amx = dataclasses.replace(m, cpu=dataclasses.replace(m.cpu, features=["AVX", "AVX2", "AVX512", "AVX512_BF16",
-                                                                          "AMX_TILE"]))
+    amx = dataclasses.replace(
+        m, cpu=dataclasses.replace(m.cpu, features=["AVX", "AVX2", "AVX512", "AVX512_BF16", "AMX_TILE"])
+    )
     assert Facts(amx, rs)._cpu_isa() == "AVX-512 (BF16), AMX"

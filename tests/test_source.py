@@ -25,8 +25,9 @@ def sdist() -> Path:
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(BUILDDOCTOR + list(args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        BUILDDOCTOR + list(args), capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_pin_is_one_small_data_file():
@@ -120,8 +121,11 @@ def test_killed_fetch_leaves_old_tree_or_none(sdist: Path, tmp_path: Path):
     source.fetch(dest, sdist=sdist)
     # kill a forced re-fetch at several points during extraction
     for delay in (0.3, 1.0, 2.0):
-        p = subprocess.Popen(BUILDDOCTOR + ["source", "fetch", "--force", "--dest", str(dest), "--sdist", str(sdist)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            BUILDDOCTOR + ["source", "fetch", "--force", "--dest", str(dest), "--sdist", str(sdist)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()

@@ -146,8 +146,10 @@ def _cands(*names):
 
 def test_a_clear_gain_wins_and_its_interval_is_students():
     cands = _cands("plain", "fast")
-    runs = {"plain": _runs("plain", [500, 510, 490], [100, 102, 98]),
-            "fast": _runs("fast", [500, 510, 490], [110, 112.2, 107.8])}
+    runs = {
+        "plain": _runs("plain", [500, 510, 490], [100, 102, 98]),
+        "fast": _runs("fast", [500, 510, 490], [110, 112.2, 107.8]),
+    }
     tune.summarize(cands, runs, "generation")
     fast = cands[1]
     assert fast.tg_ratio.n == 3 and fast.tg_ratio.mean == pytest.approx(1.1)
@@ -228,8 +230,14 @@ def test_installed_settings_are_read_beside_the_installed_build(tmp_path):
     folder = tmp_path / "installs" / "abc"
     (folder / "bin").mkdir(parents=True)
     (tmp_path / "bin").symlink_to(Path("installs") / "abc" / "bin")
-    saved = run_settings.SavedSettings(values={"threads": "2", "flash_attn": "on"}, physical_cores=2, logical_cpus=2,
-                                       flags=["-t", "2", "-fa", "on"], winner="lto", objective="prompt")
+    saved = run_settings.SavedSettings(
+        values={"threads": "2", "flash_attn": "on"},
+        physical_cores=2,
+        logical_cpus=2,
+        flags=["-t", "2", "-fa", "on"],
+        winner="lto",
+        objective="prompt",
+    )
     f = run_settings.save(saved, tmp_path)
     assert f == folder / "run-settings.json"
     got = tune.installed_settings(tmp_path)
@@ -290,8 +298,17 @@ def test_tune_end_to_end_interrupted_resumed_then_cached(tmp_path, monkeypatch):
         pytest.skip("no candidate applies on this machine")
     model = smoke_model.ensure_model(20_000_000)
     results = _CountingCache(tmp_path / "results")
-    kw = dict(source=source, objective="generation", budget_s=1800, model=model, only=[pick],
-              targets=["llama-bench"], results=results, max_rounds=3, reps=1)
+    kw = dict(
+        source=source,
+        objective="generation",
+        budget_s=1800,
+        model=model,
+        only=[pick],
+        targets=["llama-bench"],
+        results=results,
+        max_rounds=3,
+        reps=1,
+    )
 
     # 1. Ctrl-C after the first round (the plain plan's run and the candidate's)
     fired = []
@@ -356,8 +373,12 @@ def test_final_table_is_sorted_by_the_objective_with_bars_and_the_progress_line(
         return c
 
     res = tune.TuneResult(objective="generation", budget_s=1200, elapsed_s=300, phase="measuring", runs_done=7)
-    res.candidates = [cand("plain", None, "winner"), cand("slow", 0.80), cand("fast", 1.10),
-                      cand("broken", None, "crashed")]
+    res.candidates = [
+        cand("plain", None, "winner"),
+        cand("slow", 0.80),
+        cand("fast", 1.10),
+        cand("broken", None, "crashed"),
+    ]
     res.candidates[0].pp = res.candidates[0].tg = Stat(100.0, 1.0, 3)
     lines = "\n".join(table_lines(res, final=True, bars=True)).splitlines()
     order = [ln.split()[0] for ln in lines[1:] if ln and not ln.startswith(" ")]
@@ -371,8 +392,10 @@ def test_final_table_is_sorted_by_the_objective_with_bars_and_the_progress_line(
 def test_loader_pick_is_read_from_ggmls_load_line(tmp_path):
     """The line ggml-backend-reg.cpp prints ("%s: loaded %s backend from %s") names the variant."""
     exe = tmp_path / "llama-bench"
-    exe.write_text("#!/bin/sh\necho 'load_backend: loaded CPU backend from /x/bin/libggml-cpu-icelake.so' >&2\n"
-                   "echo 'Available devices:'\n")
+    exe.write_text(
+        "#!/bin/sh\necho 'load_backend: loaded CPU backend from /x/bin/libggml-cpu-icelake.so' >&2\n"
+        "echo 'Available devices:'\n"
+    )
     exe.chmod(0o755)
     assert tune.loader_pick(exe) == "the loader picked the icelake variant"
     exe.write_text("#!/bin/sh\necho 'Available devices:'\n")
@@ -383,14 +406,54 @@ def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
     machine = _machine("sapphirerapids-xeon-8488c-aws.txt")
     base, planned = _candidates(machine)
     cands = [tune.Candidate(name="plain", plan=base), *planned.values()]
-    key = tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
-                           reps=2, model=None, model_bytes=None, settings=True)
-    assert key == tune._answer_key(machine, Path("/src"), cands, budget_s=1200, objective="generation", max_rounds=5,
-                                   reps=2, model=None, model_bytes=None, settings=True)
-    assert key != tune._answer_key(machine, Path("/src"), cands, budget_s=1800, objective="generation", max_rounds=5,
-                                   reps=2, model=None, model_bytes=None, settings=True)
-    assert key != tune._answer_key(machine, Path("/src"), cands[:2], budget_s=1200, objective="generation",
-                                   max_rounds=5, reps=2, model=None, model_bytes=None, settings=True)
+    key = tune._answer_key(
+        machine,
+        Path("/src"),
+        cands,
+        budget_s=1200,
+        objective="generation",
+        max_rounds=5,
+        reps=2,
+        model=None,
+        model_bytes=None,
+        settings=True,
+    )
+    assert key == tune._answer_key(
+        machine,
+        Path("/src"),
+        cands,
+        budget_s=1200,
+        objective="generation",
+        max_rounds=5,
+        reps=2,
+        model=None,
+        model_bytes=None,
+        settings=True,
+    )
+    assert key != tune._answer_key(
+        machine,
+        Path("/src"),
+        cands,
+        budget_s=1800,
+        objective="generation",
+        max_rounds=5,
+        reps=2,
+        model=None,
+        model_bytes=None,
+        settings=True,
+    )
+    assert key != tune._answer_key(
+        machine,
+        Path("/src"),
+        cands[:2],
+        budget_s=1200,
+        objective="generation",
+        max_rounds=5,
+        reps=2,
+        model=None,
+        model_bytes=None,
+        settings=True,
+    )
     cache = tune.ResultsCache(tmp_path)
     assert cache.answer(key) is None
     cache.keep_answer(key, tune.TuneResult(objective="generation", candidates=cands, winner="plain", stopped="budget"))

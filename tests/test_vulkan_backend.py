@@ -28,8 +28,11 @@ BUILD_TIMEOUT = 3 * 3600  # cold, on a busy 2-core machine
 @pytest.fixture(scope="module")
 def vk_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("vk-home")
-    env = {**os.environ, "BUILDDOCTOR_HOME": str(home),
-           "GGML_VK_VISIBLE_DEVICES": "0"}  # ggml lists a CPU-type device only when named
+    env = {
+        **os.environ,
+        "BUILDDOCTOR_HOME": str(home),
+        "GGML_VK_VISIBLE_DEVICES": "0",
+    }  # ggml lists a CPU-type device only when named
     if (SDK / "include" / "vulkan" / "vulkan_core.h").is_file():
         env["VULKAN_SDK"] = str(SDK)
     missing = [t for t in ("glslc", "vulkaninfo") if shutil.which(t) is None]
@@ -48,8 +51,9 @@ def vk_env(tmp_path_factory):
 
 
 def bd(env, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "builddoctor", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +100,7 @@ def test_check_reports_the_vulkan_backend_and_the_llvmpipe_device(vk_env, vk_bui
 
 
 def test_smoke_benchmark_runs_on_the_vulkan_device(vk_env, vk_build):
-    done = bd(vk_env, "bench", str(vk_build), "--size", "8", "--reps", "1", "--no-bandwidth", "--json",
-              timeout=900)
+    done = bd(vk_env, "bench", str(vk_build), "--size", "8", "--reps", "1", "--no-bandwidth", "--json", timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     res = json.loads(done.stdout)["results"][0]
     assert res["error"] is None
@@ -111,4 +114,3 @@ def test_without_the_device_choice_the_build_says_it_found_no_gpu(vk_env, vk_bui
     done = bd(env, "check", str(vk_build), "--json")
     build = json.loads(done.stdout)["builds"][0]["build"]
     assert not any("llvmpipe" in d for d in build["devices"])  # ggml skips CPU-type devices by default
-

@@ -30,9 +30,20 @@ TOOLS = ("llama-server", "llama-cli", "llama-bench", "llama-quantize")
 
 def _env(**extra: str) -> dict[str, str]:
     """pip needs the user's environment (index, proxy, certificates); drop what would leak in."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CMAKE_ARGS", "BUILDDOCTOR_BINARY", "BUILDDOCTOR_GOAL", "BUILDDOCTOR_BACKEND",
-                        "BUILDDOCTOR_BUNDLED_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "CMAKE_ARGS",
+            "BUILDDOCTOR_BINARY",
+            "BUILDDOCTOR_GOAL",
+            "BUILDDOCTOR_BACKEND",
+            "BUILDDOCTOR_BUNDLED_DIR",
+            "PYTHONPATH",
+            "VIRTUAL_ENV",
+        )
+    }
     env.update(extra)
     return env
 
@@ -40,8 +51,12 @@ def _env(**extra: str) -> dict[str, str]:
 def _pip_wheel(out: Path, *args: str, env: dict[str, str], timeout: float) -> tuple[Path, float, str]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    done = proc.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), *args, str(REPO)],
-                    timeout=timeout, env=env, cwd=REPO)
+    done = proc.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), *args, str(REPO)],
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
     took = time.monotonic() - t0
     assert done.ok, f"pip wheel failed ({done.returncode}, timed out: {done.timed_out}):\n{done.output[-6000:]}"
     wheels = list(out.glob("builddoctor-*.whl"))
@@ -90,8 +105,11 @@ def _venv(path: Path) -> Path:
 
 def _wheel_files(wheel: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(wheel) as z:
-        return {n: z.read(n) for n in z.namelist() if "/_llama/" in n and not n.endswith("/bin/")
-                and (n.endswith((".json", ".txt")))}
+        return {
+            n: z.read(n)
+            for n in z.namelist()
+            if "/_llama/" in n and not n.endswith("/bin/") and (n.endswith((".json", ".txt")))
+        }
 
 
 def _runpath(path: Path) -> list[str]:
@@ -107,7 +125,9 @@ def _runpath(path: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the relocation check reads ELF files")
-@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("cmake") is None or shutil.which("c++") is None, reason="needs cmake and a C++ compiler"
+)
 def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     with _BuildLock():
         wheel, took, log = _pip_wheel(tmp_path / "wheels", env=_env(), timeout=3600)
@@ -141,8 +161,10 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     assert gate["kind"] == "inference" and gate["ok"] is True and gate["tg_tps"] > 0, gate
     done = proc.run([str(bindir / "builddoctor"), "which"], timeout=120, env=venv_env)
     assert done.ok and "llama-server" in done.stdout, done.output
-    for argv in ([str(bindir / "builddoctor"), "run", "llama-bench", "--version"],
-                 [str(bindir / "builddoctor-bench"), "--version"]):
+    for argv in (
+        [str(bindir / "builddoctor"), "run", "llama-bench", "--version"],
+        [str(bindir / "builddoctor-bench"), "--version"],
+    ):
         done = proc.run(argv, timeout=120, env=venv_env)
         assert done.ok, done.output
         assert f"commit {PIN_COMMIT}" in done.output, done.output
@@ -165,8 +187,7 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
     # ISA out (a known-bad row, AMX hosts), AVX-512 turned off.
     key = "GGML_NATIVE" if planned == "ON" else "GGML_AVX512"
     with _BuildLock():
-        wheel2, took2, log2 = _pip_wheel(tmp_path / "wheels-off", env=_env(CMAKE_ARGS=f"-D{key}=OFF"),
-                                         timeout=3600)
+        wheel2, took2, log2 = _pip_wheel(tmp_path / "wheels-off", env=_env(CMAKE_ARGS=f"-D{key}=OFF"), timeout=3600)
         print(f"pip wheel (CMAKE_ARGS=-D{key}=OFF, build dir reused): {took2:.0f} s")
         files = _wheel_files(wheel2)
         plan = json.loads(files["builddoctor/_llama/plan.json"])
@@ -174,14 +195,18 @@ def test_wheel_with_the_bundled_llama_cpp(tmp_path):
         assert (over["value"], over["recipe"]) == ("OFF", "user")
         info = json.loads(files["builddoctor/_llama/bundle.json"])
         assert [(o["name"], o["value"], o["planned"], o["source"]) for o in info["overrides"]] == [
-            (key, "OFF", "ON", "CMAKE_ARGS")]
+            (key, "OFF", "ON", "CMAKE_ARGS")
+        ]
         cache = files["builddoctor/_llama/CMakeCache.txt"].decode()
         assert f"{key}:UNINITIALIZED=OFF" in cache or f"{key}:BOOL=OFF" in cache, cache[:2000]
         assert "GGML_AVX2:BOOL=ON" in cache  # the CPU options of this build, not the first build's leftovers
         assert f"override: {key}=OFF set by CMAKE_ARGS (the plan had ON)" in log2
         # ...and the tool catches its own suboptimal install.
-        done = proc.run([str(bindir / "pip"), "install", "-q", "--force-reinstall", "--no-deps", str(wheel2)],
-                        timeout=900, env=_env())
+        done = proc.run(
+            [str(bindir / "pip"), "install", "-q", "--force-reinstall", "--no-deps", str(wheel2)],
+            timeout=900,
+            env=_env(),
+        )
         assert done.ok, done.output[-4000:]
         off = _check_bundled(bindir, venv_env, site)
         (warn,) = [f for f in off["findings"] if f["code"] == "BD161"]

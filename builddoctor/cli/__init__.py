@@ -28,8 +28,10 @@ class _Group(click.Group):
             _fail(exc.message + (f"\n{exc.hint}" if exc.hint else ""), exc.exit_code)
         except KeyboardInterrupt as exc:
             name = getattr(exc, "signame", "SIGINT")
-            _fail(f"Interrupted ({name}); every program builddoctor started was stopped and its temporary "
-                  "files removed.", errors.INTERRUPTED)
+            _fail(
+                f"Interrupted ({name}); every program builddoctor started was stopped and its temporary files removed.",
+                errors.INTERRUPTED,
+            )
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BrokenPipeError:
@@ -50,8 +52,9 @@ def _fail(message: str, code: int) -> NoReturn:
     from builddoctor.console import safe_text
 
     message = safe_text(message)  # it may quote a file's or a program's text
-    click.echo(click.style("error: ", fg="red", bold=True) + message if sys.stderr.isatty() else "error: " + message,
-               err=True)
+    click.echo(
+        click.style("error: ", fg="red", bold=True) + message if sys.stderr.isatty() else "error: " + message, err=True
+    )
     sys.exit(code)
 
 
@@ -60,15 +63,22 @@ def _internal(ctx: click.Context) -> NoReturn:
     if verbose:
         traceback.print_exc()
     exc = sys.exc_info()[1]
-    _fail(f"internal error in builddoctor ({type(exc).__name__}: {exc}). This is a bug; "
-          "run again with -v for the traceback and report it.", errors.INTERNAL)
+    _fail(
+        f"internal error in builddoctor ({type(exc).__name__}: {exc}). This is a bug; "
+        "run again with -v for the traceback and report it.",
+        errors.INTERNAL,
+    )
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="builddoctor")
 @click.option("-v", "--verbose", count=True, help="Say more (repeat for more); -v and -q cancel out, as in pip.")
-@click.option("-q", "--quiet", count=True,
-              help="Say less: -q prints no report text or progress (--json output and errors stay), -qq no status lines either.")
+@click.option(
+    "-q",
+    "--quiet",
+    count=True,
+    help="Say less: -q prints no report text or progress (--json output and errors stay), -qq no status lines either.",
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Find out why llama.cpp is slow on this machine, and fix the build."""
@@ -95,8 +105,11 @@ def _streams() -> None:
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the stream for the whole run
         if sys.argv[1:2] not in (["run"], ["-h"], ["--help"], ["-V"], ["--version"]):
-            _fail("standard output is closed (`>&-`), so there is nowhere to write the result. Redirect it to a "
-                  "file or to /dev/null instead.", errors.USAGE)
+            _fail(
+                "standard output is closed (`>&-`), so there is nowhere to write the result. Redirect it to a "
+                "file or to /dev/null instead.",
+                errors.USAGE,
+            )
     for stream in (sys.stdout, sys.stderr):
         enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
         if not enc.startswith("utf") and hasattr(stream, "reconfigure"):

@@ -18,7 +18,8 @@ def _describe() -> dict:
             "this builddoctor has no bundled llama.cpp: it was installed without the binaries "
             "(BUILDDOCTOR_BINARY=skip, or a pure-Python wheel). `pip install .` from a checkout (or "
             "`pip install --force-reinstall --no-binary builddoctor builddoctor`) compiles one for this machine; "
-            "`builddoctor build` builds one outside the package.")
+            "`builddoctor build` builds one outside the package."
+        )
     plan = bundled.plan()
     info = bundled.info()
     return {
@@ -67,31 +68,38 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
         built_on = f", tuned for {info['built_on']}" if info.get("built_on") and info["goal"] == "native" else ""
         out.echo(f"built from {version} ({source}): goal {info['goal']}, backend {info['backend']}{built_on}")
     if plan:
-        out.echo(out.style("plan", bold=True) + (f" (recipes {', '.join(plan.get('recipes', []))})"
-                                                  if plan.get("recipes") else ""))
+        out.echo(
+            out.style("plan", bold=True)
+            + (f" (recipes {', '.join(plan.get('recipes', []))})" if plan.get("recipes") else "")
+        )
         for o in plan.get("options", []):
             mark = out.style("!", "warning") if o["recipe"] == "user" else " "
             out.echo(f" {mark} {o['name']}={o['value']}  " + out.style(o["reason"], "dim"))
-    for o in (info.get("overrides") or []):
+    for o in info.get("overrides") or []:
         planned = f" (the plan had {o['planned']})" if o.get("planned") is not None else " (not in the plan)"
         out.echo(out.style("overridden", "warning") + f": {o['name']}={o['value']} by {o['source']}{planned}")
     if data.get("tuned"):
         _tuned_lines(out, data["tuned"])
-    out.echo("start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
-             "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)")
+    out.echo(
+        "start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
+        "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)"
+    )
 
 
 def _tuned_lines(out, tuned: dict) -> None:
-    out.echo(out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
-             f"installed in {tuned['bin_dir']}; settings in {tuned['file']}: {tuned['reason']}")
+    out.echo(
+        out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
+        f"installed in {tuned['bin_dir']}; settings in {tuned['file']}: {tuned['reason']}"
+    )
     for key in ("server", "cli"):
         if tuned[key]:
             out.echo("  " + " ".join(tuned[key]))
     out.echo("  (`builddoctor run llama-server ...` starts it with these; your own flags win)")
 
 
-@click.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
-                                        "help_option_names": []})
+@click.command(
+    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": []}
+)
 @click.argument("tool")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context

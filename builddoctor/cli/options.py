@@ -33,12 +33,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 def machine_options(func):
     """--profile / --cpuinfo / --nvidia-smi: describe another machine instead of probing this one."""
 
-    @click.option("--profile", "profile_path", type=click.Path(path_type=Path, dir_okay=False),
-                  help="A machine profile JSON written by `builddoctor probe --json` elsewhere.")
-    @click.option("--cpuinfo", "cpuinfo_path", type=click.Path(path_type=Path, dir_okay=False),
-                  help="A Linux /proc/cpuinfo text or macOS `sysctl -a` output to use instead of this CPU.")
-    @click.option("--nvidia-smi", "nvidia_smi_path", type=click.Path(path_type=Path, dir_okay=False),
-                  help="Recorded `nvidia-smi -q -x` or CSV query output to use instead of this machine's GPUs.")
+    @click.option(
+        "--profile",
+        "profile_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A machine profile JSON written by `builddoctor probe --json` elsewhere.",
+    )
+    @click.option(
+        "--cpuinfo",
+        "cpuinfo_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A Linux /proc/cpuinfo text or macOS `sysctl -a` output to use instead of this CPU.",
+    )
+    @click.option(
+        "--nvidia-smi",
+        "nvidia_smi_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Recorded `nvidia-smi -q -x` or CSV query output to use instead of this machine's GPUs.",
+    )
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)

@@ -15,8 +15,13 @@ from builddoctor.render import MAX_ITEMS
 @json_option
 @machine_options
 @click.pass_context
-def probe(ctx: click.Context, as_json: bool, profile_path: Path | None, cpuinfo_path: Path | None,
-          nvidia_smi_path: Path | None) -> None:
+def probe(
+    ctx: click.Context,
+    as_json: bool,
+    profile_path: Path | None,
+    cpuinfo_path: Path | None,
+    nvidia_smi_path: Path | None,
+) -> None:
     """Show this machine's CPU features, llama.cpp CPU variant, GPUs and build tools.
 
     With --profile, --cpuinfo or --nvidia-smi, describe another machine from recorded files.
@@ -59,9 +64,17 @@ def render(machine, con) -> list[str]:
     c = machine.cpu
     label = lambda s: con.style(f"{s:<9}", bold=True)  # noqa: E731
     lines = []
-    system = ", ".join(filter(None, [machine.os_version or machine.os, machine.kernel,
-                                     f"{machine.libc} {machine.libc_version}" if machine.libc_version else machine.libc,
-                                     f"libstdc++ GLIBCXX_{machine.libstdcxx_version}" if machine.libstdcxx_version else ""]))
+    system = ", ".join(
+        filter(
+            None,
+            [
+                machine.os_version or machine.os,
+                machine.kernel,
+                f"{machine.libc} {machine.libc_version}" if machine.libc_version else machine.libc,
+                f"libstdc++ GLIBCXX_{machine.libstdcxx_version}" if machine.libstdcxx_version else "",
+            ],
+        )
+    )
     lines.append(f"{label('System')}{system}")
     if machine.source != "live":
         lines.append(f"{label('')}from {machine.source}")
@@ -81,8 +94,10 @@ def render(machine, con) -> list[str]:
     lines.append(f"{label('')}features: {' '.join(feats) if feats else 'none known'}")
     if c.variant:
         others = [v for v in c.variants if v != c.variant]
-        lines.append(f"{label('')}llama.cpp CPU variant: {con.style(c.variant, 'ok', bold=True)}"
-                     + (f" (also runs: {', '.join(others)})" if others else ""))
+        lines.append(
+            f"{label('')}llama.cpp CPU variant: {con.style(c.variant, 'ok', bold=True)}"
+            + (f" (also runs: {', '.join(others)})" if others else "")
+        )
     else:
         lines.append(f"{label('')}llama.cpp CPU variant: none of GGML_CPU_ALL_VARIANTS fits {c.arch} on {machine.os}")
     if c.source not in ("live", machine.source):
@@ -106,7 +121,9 @@ def render(machine, con) -> list[str]:
             bits.append("/".join(g.apis))
         sev = "warning" if g.cpu_emulated else "ok"
         name = f"{g.name} (CPU-emulated, not a GPU to use)" if g.cpu_emulated else g.name
-        lines.append(f"{label('GPUs' if i == 0 else '')}{con.symbol(sev)} {name}" + (f": {', '.join(bits)}" if bits else ""))
+        lines.append(
+            f"{label('GPUs' if i == 0 else '')}{con.symbol(sev)} {name}" + (f": {', '.join(bits)}" if bits else "")
+        )
     if len(machine.gpus) > MAX_ITEMS:
         lines.append(f"{label('')}... and {len(machine.gpus) - MAX_ITEMS:,} more (`--json` lists {MAX_JSON_ITEMS:,})")
     if machine.vulkan_loader or machine.os == "linux":
@@ -123,7 +140,9 @@ def render(machine, con) -> list[str]:
         lines.append(f"{label('Tools' if first else '')}{con.symbol('ok')} {text}  {con.style(t.path or '', 'dim')}")
         first = False
     if missing:
-        lines.append(f"{label('Tools' if first else '')}{con.symbol('info')} not found: {', '.join(t.name for t in missing)}")
+        lines.append(
+            f"{label('Tools' if first else '')}{con.symbol('info')} not found: {', '.join(t.name for t in missing)}"
+        )
     elif not machine.toolchains:
         lines.append(f"{label('Tools')}not probed")
     for i, note in enumerate(machine.notes[:MAX_ITEMS]):

@@ -24,35 +24,59 @@ def _machine(profile_path: Path | None, cpuinfo_path: Path | None, nvidia_smi_pa
 
 @click.command("recipe")
 @machine_options
-@click.option("--goal", type=click.Choice(["native", "portable"]), default="native", show_default=True,
-              help="native: this exact CPU; portable: binaries to copy to other machines (all CPU variants).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="The GPU backend; auto picks CUDA > HIP > Metal > SYCL > Vulkan > CPU from what is there.")
-@click.option("--source", "source_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="llama.cpp source folder for the command line (default: the pinned tree).")
-@click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Build folder for the command line (default: the cache folder `builddoctor build` uses).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 512), help="Parallel compile jobs (default: from cores and memory).")
-@click.option("--save", "save_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write the plan as JSON to FILE (input for `builddoctor build --plan FILE`).")
+@click.option(
+    "--goal",
+    type=click.Choice(["native", "portable"]),
+    default="native",
+    show_default=True,
+    help="native: this exact CPU; portable: binaries to copy to other machines (all CPU variants).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="The GPU backend; auto picks CUDA > HIP > Metal > SYCL > Vulkan > CPU from what is there.",
+)
+@click.option(
+    "--source",
+    "source_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="llama.cpp source folder for the command line (default: the pinned tree).",
+)
+@click.option(
+    "--build-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Build folder for the command line (default: the cache folder `builddoctor build` uses).",
+)
+@click.option(
+    "-j", "--jobs", type=click.IntRange(1, 512), help="Parallel compile jobs (default: from cores and memory)."
+)
+@click.option(
+    "--save",
+    "save_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the plan as JSON to FILE (input for `builddoctor build --plan FILE`).",
+)
 @json_option
 @click.pass_context
-def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, source_dir, build_dir, jobs, save_path,
-           as_json):
+def recipe(
+    ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, source_dir, build_dir, jobs, save_path, as_json
+):
     """The cmake options for this machine (or --profile's), each with its reason."""
     from builddoctor.cli import console
     from builddoctor.resolve import resolve
 
     machine = _machine(profile_path, cpuinfo_path, nvidia_smi_path)
-    plan = resolve(machine, goal=goal, backend=backend, source=source_dir,
-                   host=describes_this_cpu(profile_path, cpuinfo_path))
+    plan = resolve(
+        machine, goal=goal, backend=backend, source=source_dir, host=describes_this_cpu(profile_path, cpuinfo_path)
+    )
     if save_path is not None:
         # a saved plan is built elsewhere: its form is checked here (values a --profile put into it
         # included), its paths on the machine that builds it
         from builddoctor import plan_policy
 
-        plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir,
-                            here=False)
+        plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir, here=False)
         try:
             from builddoctor.readinput import write_text
 
@@ -60,8 +84,11 @@ def recipe(ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, sour
         except OSError as exc:
             mapped = errors.from_os_error(exc)
             if mapped is not None and mapped.exit_code == errors.NO_SPACE:
-                raise errors.UserError(f"Cannot write the plan to {save_path}: no space left on the device. Free "
-                                       "some space, or save it elsewhere.", exit_code=errors.NO_SPACE) from None
+                raise errors.UserError(
+                    f"Cannot write the plan to {save_path}: no space left on the device. Free "
+                    "some space, or save it elsewhere.",
+                    exit_code=errors.NO_SPACE,
+                ) from None
             raise errors.InputError(f"Cannot write the plan to {save_path}: {exc.strerror or exc}.") from None
     con = console(ctx)
     if as_json:
@@ -76,10 +103,17 @@ def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
     from builddoctor.resolve import shell_line
 
     m = plan.machine
-    where = f"{m.cpu.model or m.cpu.arch} ({m.cpu.microarch or m.cpu.variant or m.arch}), {m.os_version or m.os}" \
-        if m else "?"
-    con.echo(con.style(f"Plan: {plan.goal} build, {plan.backend.upper() if plan.backend != 'cpu' else 'CPU'} "
-                       f"backend", bold=True) + f"  for {where}")
+    where = (
+        f"{m.cpu.model or m.cpu.arch} ({m.cpu.microarch or m.cpu.variant or m.arch}), {m.os_version or m.os}"
+        if m
+        else "?"
+    )
+    con.echo(
+        con.style(
+            f"Plan: {plan.goal} build, {plan.backend.upper() if plan.backend != 'cpu' else 'CPU'} backend", bold=True
+        )
+        + f"  for {where}"
+    )
     con.echo(con.style(f"recipes: {', '.join(plan.recipes)}", "dim"))
     con.echo()
     con.echo(con.style("Options", bold=True))
@@ -98,7 +132,11 @@ def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
                 bounds.append(f"< {p.max_version}")
             want = f" (needs {', '.join(bounds)})" if bounds else ""
             have = f" {p.found_version}" if p.found_version else ""
-            status = "" if p.status == "found" else f": {p.status}" + ("" if p.required else " (optional: the build goes ahead without it)")
+            status = (
+                ""
+                if p.status == "found"
+                else f": {p.status}" + ("" if p.required else " (optional: the build goes ahead without it)")
+            )
             con.echo(f"  {con.symbol(sev)} {p.name}{have}{want}{status}")
             if p.status != "found":
                 if p.reason:
@@ -122,8 +160,13 @@ def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
     for argv in dry.commands:
         con.echo("  " + shell_line(argv, plan.env))
     if build_dir is None:
-        con.echo(con.style(f"  ({build.KEY_PLACEHOLDER}: the cache key `builddoctor build` computes from the "
-                           "compilers and the source tree)", "dim"))
+        con.echo(
+            con.style(
+                f"  ({build.KEY_PLACEHOLDER}: the cache key `builddoctor build` computes from the "
+                "compilers and the source tree)",
+                "dim",
+            )
+        )
     if not plan.ready:
         con.echo()
         con.echo(con.symbol("error") + " Install the missing prerequisites above before building.")
@@ -135,8 +178,12 @@ def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
 @click.argument("command_line", nargs=-1, required=True)
 @machine_options
 @click.option("--no-machine", is_flag=True, help="Check names only; do not compare with this machine.")
-@click.option("--source", "source_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Read known options from this llama.cpp tree instead of the shipped snapshot.")
+@click.option(
+    "--source",
+    "source_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Read known options from this llama.cpp tree instead of the shipped snapshot.",
+)
 @json_option
 @click.pass_context
 def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_machine, source_dir, as_json):
@@ -155,8 +202,14 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     con = console(ctx)
     bad = [f for f in findings if f.severity in ("error", "warning")]
     if as_json:
-        con.json({"schema_version": 1, "command": text, "findings": [f.to_dict() for f in findings],
-                  "machine_checked": machine is not None})
+        con.json(
+            {
+                "schema_version": 1,
+                "command": text,
+                "findings": [f.to_dict() for f in findings],
+                "machine_checked": machine is not None,
+            }
+        )
     else:
         if not findings:
             con.echo(f"{con.symbol('ok')} No problems found in these options.")

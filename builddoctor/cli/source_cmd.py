@@ -17,11 +17,17 @@ def source_group() -> None:
 
 
 @source_group.command("fetch")
-@click.option("--sdist", type=click.Path(path_type=Path, dir_okay=False),
-              help="Use this already-downloaded sdist instead of downloading (it is verified all the same).")
+@click.option(
+    "--sdist",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Use this already-downloaded sdist instead of downloading (it is verified all the same).",
+)
 @click.option("--force", is_flag=True, help="Fetch again even if a verified tree is there.")
-@click.option("--dest", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to put the tree (default: vendor/llama.cpp of this checkout).")
+@click.option(
+    "--dest",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to put the tree (default: vendor/llama.cpp of this checkout).",
+)
 @json_option
 @click.pass_context
 def fetch_cmd(ctx: click.Context, sdist: Path | None, force: bool, dest: Path | None, as_json: bool) -> None:
@@ -37,8 +43,12 @@ def fetch_cmd(ctx: click.Context, sdist: Path | None, force: bool, dest: Path | 
 
 
 @source_group.command("status")
-@click.option("--source", "source_path", type=click.Path(path_type=Path, file_okay=False),
-              help="A llama.cpp checkout to describe instead of the pinned tree.")
+@click.option(
+    "--source",
+    "source_path",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A llama.cpp checkout to describe instead of the pinned tree.",
+)
 @json_option
 @click.pass_context
 def status_cmd(ctx: click.Context, source_path: Path | None, as_json: bool) -> None:

@@ -35,8 +35,11 @@ def table_lines(res, *, final: bool = False, bars: bool = False) -> list[str]:
     top = max((c.score.mean for c in rows if c.score), default=1.0)
     for c in rows:
         build_s = "" if c.build_s is None else (f"{c.build_s:.0f}" + ("c" if c.build_status == "cached" else ""))
-        status = c.status + (f": {c.reason}" if c.reason and c.status not in ("measured", "winner", "measuring")
-                             else "") + (f" ({c.note})" if c.note else "")
+        status = (
+            c.status
+            + (f": {c.reason}" if c.reason and c.status not in ("measured", "winner", "measuring") else "")
+            + (f" ({c.note})" if c.note else "")
+        )
         line = f"{c.name:<14} {build_s:>8} {_stat(c.pp):>14} {_stat(c.tg):>14} {_vs(c):>18}  {status}"
         if bars and (c.score or c.name == "plain"):
             ratio = c.score.mean if c.score else 1.0
@@ -58,8 +61,10 @@ def progress_line(res, width: int = 20) -> str:
     bar = "#" * round(width * frac) + "-" * (width - round(width * frac))
     left = max(0.0, res.budget_s - res.elapsed_s)
     eta = "done" if res.phase == "done" else f"ETA at most {_mmss(left)} (the budget)"
-    return (f"[{bar}] {res.phase or 'planning'}: {len(built)}/{len(todo)} built, {res.runs_done} runs; "
-            f"{_mmss(res.elapsed_s)} of {_mmss(res.budget_s)}; {eta}")
+    return (
+        f"[{bar}] {res.phase or 'planning'}: {len(built)}/{len(todo)} built, {res.runs_done} runs; "
+        f"{_mmss(res.elapsed_s)} of {_mmss(res.budget_s)}; {eta}"
+    )
 
 
 class LiveTable:
@@ -93,32 +98,71 @@ class LiveTable:
                 figures = f" pp {c.pp.mean:.1f} tg {c.tg.mean:.1f} t/s ({c.rounds} rounds)" if c.pp and c.tg else ""
                 vs = f" {_vs(c)}" if c.score is not None else ""
                 build_s = f" build {c.build_s:.0f} s ({c.build_status})" if c.build_s is not None else ""
-                self.out.echo(f"  [{_mmss(res.elapsed_s)}] {c.name}: {c.status}{build_s}{figures}{vs}"
-                              + (f" - {c.reason}" if c.reason else ""), err=True)
+                self.out.echo(
+                    f"  [{_mmss(res.elapsed_s)}] {c.name}: {c.status}{build_s}{figures}{vs}"
+                    + (f" - {c.reason}" if c.reason else ""),
+                    err=True,
+                )
 
 
 @click.command("tune")
-@click.option("--model", "model_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="A GGUF model to measure with (default: a random-weight smoke model).")
-@click.option("--size", "size_mb", type=click.FloatRange(1, 100000),
-              help="Smoke model size in MB when no --model is given (default: bench's).")
-@click.option("--objective", type=click.Choice(["generation", "prompt", "balanced"]), default="generation",
-              show_default=True, help="What the winner must be faster at.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A GGUF model to measure with (default: a random-weight smoke model).",
+)
+@click.option(
+    "--size",
+    "size_mb",
+    type=click.FloatRange(1, 100000),
+    help="Smoke model size in MB when no --model is given (default: bench's).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["generation", "prompt", "balanced"]),
+    default="generation",
+    show_default=True,
+    help="What the winner must be faster at.",
+)
 @click.option("--budget", default="20m", show_default=True, help="Time for building and measuring (20m, 90s, 1h).")
 @click.option("--candidates", "only", help="Comma-separated candidate names to try (default: all that apply).")
 @click.option("--targets", help="Comma-separated programs to build (default: the plan's; llama-bench is always added).")
-@click.option("--max-rounds", type=click.IntRange(1, 21), default=5, show_default=True,
-              help="Interleaved rounds for the last candidates standing.")
-@click.option("-r", "--reps", type=click.IntRange(1, 20), default=2, show_default=True,
-              help="llama-bench repetitions per run.")
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(1, 21),
+    default=5,
+    show_default=True,
+    help="Interleaved rounds for the last candidates standing.",
+)
+@click.option(
+    "-r", "--reps", type=click.IntRange(1, 20), default=2, show_default=True, help="llama-bench repetitions per run."
+)
 @click.option("--no-install", is_flag=True, help="Measure only; install nothing.")
-@click.option("--replace", "replace_dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Install the winner over the llama.cpp programs in this folder (backed up; `rollback` undoes).")
+@click.option(
+    "--replace",
+    "replace_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Install the winner over the llama.cpp programs in this folder (backed up; `rollback` undoes).",
+)
 @click.option("--no-settings", is_flag=True, help="Skip the run-time settings (threads, flash attention).")
 @json_option
 @click.pass_context
-def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rounds, reps, no_install, replace_dir,
-             no_settings, as_json):
+def tune_cmd(
+    ctx,
+    model_path,
+    size_mb,
+    objective,
+    budget,
+    only,
+    targets,
+    max_rounds,
+    reps,
+    no_install,
+    replace_dir,
+    no_settings,
+    as_json,
+):
     """Build variants of the plan, benchmark them against it, and install the fastest.
 
     Candidates come from data (builddoctor/data/tune_candidates.toml). A candidate wins only when
@@ -141,34 +185,54 @@ def tune_cmd(ctx, model_path, size_mb, objective, budget, only, targets, max_rou
     source = resolve_source(None)
     live = LiveTable(out, enabled=not as_json and not out.quiet)
     say = (lambda m: None) if as_json else (lambda m: out.echo(m, err=True))
-    res = tune.tune(machine, source=source, objective=objective, budget_s=budget_s, model=model_path,
-                    only=[s.strip() for s in only.split(",") if s.strip()] if only else None,
-                    targets=[s.strip() for s in targets.split(",") if s.strip()] if targets else None,
-                    max_rounds=max_rounds, reps=reps, install=not no_install, replace_dir=replace_dir,
-                    settings=not no_settings, model_bytes=int(size_mb * 1e6) if size_mb else None, say=say if not live.tty else (lambda m: None), on_update=live)
+    res = tune.tune(
+        machine,
+        source=source,
+        objective=objective,
+        budget_s=budget_s,
+        model=model_path,
+        only=[s.strip() for s in only.split(",") if s.strip()] if only else None,
+        targets=[s.strip() for s in targets.split(",") if s.strip()] if targets else None,
+        max_rounds=max_rounds,
+        reps=reps,
+        install=not no_install,
+        replace_dir=replace_dir,
+        settings=not no_settings,
+        model_bytes=int(size_mb * 1e6) if size_mb else None,
+        say=say if not live.tty else (lambda m: None),
+        on_update=live,
+    )
     if as_json:
         out.json(res)
     else:
-        out.echo(f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
-                 f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})")
+        out.echo(
+            f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
+            f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})"
+        )
         if res.answer_cached:
-            out.echo("(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
-                     "--candidates or --model asks anew, reusing every build and run already made)")
+            out.echo(
+                "(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
+                "--candidates or --model asks anew, reusing every build and run already made)"
+            )
         for line in table_lines(res, final=True, bars=True):
             out.echo(line)
         out.echo(f"winner: {res.winner} - {res.winner_reason}")
         cpus = res.settings.logical_cpus if res.settings else 0
         if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
-            out.echo(f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
-                     f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better")
+            out.echo(
+                f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
+                f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better"
+            )
         if res.settings:
             s = res.settings
             out.echo(f"run-time: {s.reason}")
             out.echo("  " + " ".join(s.server))
             out.echo("  " + " ".join(s.cli))
         if res.installed:
-            out.echo(f"{out.symbol('ok')} installed: {res.installed}" + (f" (backup {res.backup}; undo with "
-                                                                          "`builddoctor rollback`)" if res.backup else ""))
+            out.echo(
+                f"{out.symbol('ok')} installed: {res.installed}"
+                + (f" (backup {res.backup}; undo with `builddoctor rollback`)" if res.backup else "")
+            )
             out.echo(f"    settings: {res.settings_file}")
     if res.interrupted:
         out.echo("Interrupted: what was measured is kept; run the same command again to continue.", err=True)

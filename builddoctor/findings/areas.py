@@ -29,24 +29,40 @@ class Validator:
     area: str
     ok: OkLine
 
-    def validate(self, build: BuildProfile, view: BuildProfile, machine: MachineProfile, ctx: Context,
-                 checks: list[dict[str, Any]], gated: Callable[[dict[str, Any]], bool], ok_line: bool) -> list[Finding]:
+    def validate(
+        self,
+        build: BuildProfile,
+        view: BuildProfile,
+        machine: MachineProfile,
+        ctx: Context,
+        checks: list[dict[str, Any]],
+        gated: Callable[[dict[str, Any]], bool],
+        ok_line: bool,
+    ) -> list[Finding]:
         """The findings of this area's ``checks`` on ``build`` (``view``: its files that run here, for
         the ``gated`` checks), then its ok line when ``ok_line`` and nothing in the area is a problem."""
         found: list[Finding] = []
         broken: list[tuple[str, BaseException]] = []
         for rule, group in _by_rule(checks):
             try:
-                found += [render(_check_of(group, hit), hit, {"root": build.root})
-                          for hit in _hits(RULES[rule](view if gated(group[0]) else build, machine, ctx))]
+                found += [
+                    render(_check_of(group, hit), hit, {"root": build.root})
+                    for hit in _hits(RULES[rule](view if gated(group[0]) else build, machine, ctx))
+                ]
             except Exception as exc:  # noqa: BLE001 - a rule that fails on odd input costs one line, not the report
                 broken.append((f"{', '.join(c['code'] for c in group)} ({rule})", exc))
         if ok_line and not broken and not any(f.severity in ("error", "warning") for f in found):
             try:
                 values = self.ok(view, machine, ctx)
                 if values is not None:
-                    found.append(Finding(code=f"ok:{self.area}", severity="ok", area=self.area,
-                                         title=fill(ctx.catalogue["areas"][self.area]["ok"], values)))
+                    found.append(
+                        Finding(
+                            code=f"ok:{self.area}",
+                            severity="ok",
+                            area=self.area,
+                            title=fill(ctx.catalogue["areas"][self.area]["ok"], values),
+                        )
+                    )
             except Exception as exc:  # noqa: BLE001 - as for a rule: one line, the findings stay
                 broken.append(("its ok line", exc))
         if broken:
@@ -96,12 +112,18 @@ def _incomplete(area: str, label: str, broken: list[tuple[str, BaseException]]) 
     from builddoctor.console import safe_text
 
     what = "; ".join(safe_text(f"{who}: {type(exc).__name__}: {exc}")[:300] for who, exc in broken)
-    trace = "\n".join(safe_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-                      for _who, exc in broken)
-    return Finding(code=f"internal:{area}", severity="warning", area=area,
-                   title=f"the {label.lower()} check did not complete: {what}",
-                   evidence="a bug in builddoctor on this input; every other check ran",
-                   fix="report it with `builddoctor check -v --json` output attached", trace=trace)
+    trace = "\n".join(
+        safe_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))) for _who, exc in broken
+    )
+    return Finding(
+        code=f"internal:{area}",
+        severity="warning",
+        area=area,
+        title=f"the {label.lower()} check did not complete: {what}",
+        evidence="a bug in builddoctor on this input; every other check ran",
+        fix="report it with `builddoctor check -v --json` output attached",
+        trace=trace,
+    )
 
 
 VALIDATORS: dict[str, Validator] = {}
@@ -109,9 +131,11 @@ VALIDATORS: dict[str, Validator] = {}
 
 def validator(area: str) -> Callable[[OkLine], OkLine]:
     """Register ``func`` as the ok line of ``area``."""
+
     def register(func: OkLine) -> OkLine:
         VALIDATORS[area] = Validator(area, func)
         return func
+
     return register
 
 
@@ -167,8 +191,10 @@ def build_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict
 def options_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
     if not build.cmake_options:
         return None
-    return {"options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, "
-                          "none deprecated or unknown"}
+    return {
+        "options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, "
+        "none deprecated or unknown"
+    }
 
 
 @validator("version")
@@ -206,5 +232,7 @@ def _compute_line(c) -> str:
     speeds = [f"{label} {v:.0f} t/s" for label, v in (("prompt", c.pp_tps), ("generation", c.tg_tps)) if v]
     on = f"{c.backend} on {c.device}" if c.backend and c.device else c.backend
     where = ", ".join(x for x in (on or "", f"{c.threads} threads" if c.threads else "") if x)
-    return (f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
-            f"{': ' + ', '.join(speeds) if speeds else ''})")
+    return (
+        f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
+        f"{': ' + ', '.join(speeds) if speeds else ''})"
+    )

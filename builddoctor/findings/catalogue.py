@@ -45,13 +45,18 @@ def catalogue() -> dict[str, Any]:
 def _check_form(data: dict[str, Any]) -> None:
     codes: set[str] = set()
     for check in data["check"]:
-        bad = (check.get("code") in codes or check.get("severity") not in SEVERITIES
-               or check.get("area") not in data["areas"] or not isinstance(check.get("rule"), str))
+        bad = (
+            check.get("code") in codes
+            or check.get("severity") not in SEVERITIES
+            or check.get("area") not in data["areas"]
+            or not isinstance(check.get("rule"), str)
+        )
         if bad:
             from builddoctor import errors
 
-            raise errors.UserError(f"{CATALOGUE}: check {check.get('code')} is duplicated or malformed",
-                                   exit_code=errors.INTERNAL)
+            raise errors.UserError(
+                f"{CATALOGUE}: check {check.get('code')} is duplicated or malformed", exit_code=errors.INTERNAL
+            )
         codes.add(check["code"])
 
 
@@ -85,8 +90,12 @@ def render(check: dict[str, Any], hit: Hit, extra: dict[str, Any] | None = None)
     severity = words["severity"]
     if severity not in SEVERITIES:
         raise ValueError(f"check {check['code']}: severity {severity!r} is not one of {SEVERITIES}")
-    return Finding(code=check["code"], severity=severity, area=check["area"],
-                   **{k: fill(words.get(k, ""), values) for k in TEXT_KEYS})
+    return Finding(
+        code=check["code"],
+        severity=severity,
+        area=check["area"],
+        **{k: fill(words.get(k, ""), values) for k in TEXT_KEYS},
+    )
 
 
 def finding(hit: Hit) -> Finding:

@@ -21,22 +21,31 @@ def catalogue() -> dict[str, Any]:
     data = _catalogue()
     for check in data["check"]:
         if check["rule"] not in RULES:
-            raise errors.UserError(f"{CATALOGUE}: check {check['code']} names an unknown rule '{check['rule']}'",
-                                   exit_code=errors.INTERNAL)
+            raise errors.UserError(
+                f"{CATALOGUE}: check {check['code']} names an unknown rule '{check['rule']}'", exit_code=errors.INTERNAL
+            )
     if set(data["areas"]) != set(VALIDATORS):
-        raise errors.UserError(f"{CATALOGUE}: areas {sorted(data['areas'])} and validators {sorted(VALIDATORS)} differ",
-                               exit_code=errors.INTERNAL)
+        raise errors.UserError(
+            f"{CATALOGUE}: areas {sorted(data['areas'])} and validators {sorted(VALIDATORS)} differ",
+            exit_code=errors.INTERNAL,
+        )
     return data
 
 
-def _context(machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True,
-             host: bool | None = None) -> Context:
+def _context(
+    machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True, host: bool | None = None
+) -> Context:
     from builddoctor.source import load_pin
 
     pin = load_pin()
-    return Context(catalogue=catalogue(), live=here, pin_short_commit=pin.short_commit,
-                   pin_version=pin.llama_version, source=source,
-                   extra={"timeout": run_timeout, "host": here if host is None else host})
+    return Context(
+        catalogue=catalogue(),
+        live=here,
+        pin_short_commit=pin.short_commit,
+        pin_version=pin.llama_version,
+        source=source,
+        extra={"timeout": run_timeout, "host": here if host is None else host},
+    )
 
 
 def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | None = None) -> list[Finding]:
@@ -56,17 +65,31 @@ def findings_for(build: BuildProfile, machine: MachineProfile, ctx: Context | No
     gated_areas = cat.get("platform_gate", {}).get("areas", [])
     found: list[Finding] = []
     for area in cat["areas"]:
-        found += VALIDATORS[area].validate(build, view, machine, ctx, [c for c in checks if c["area"] == area],
-                                           lambda c: platform_gate.gated(c, cat),
-                                           ok_line=readable and not (foreign and area in gated_areas))
+        found += VALIDATORS[area].validate(
+            build,
+            view,
+            machine,
+            ctx,
+            [c for c in checks if c["area"] == area],
+            lambda c: platform_gate.gated(c, cat),
+            ok_line=readable and not (foreign and area in gated_areas),
+        )
     order = {s: i for i, s in enumerate(SEVERITIES)}
     area_order = {a: i for i, a in enumerate(cat["areas"])}
     found.sort(key=lambda f: (order.get(f.severity, 9), area_order.get(f.area, 99)))
     return found
 
 
-def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: bool = True, timeout: float = 5.0,
-             source: Path | None = None, here: bool = True, host: bool | None = None) -> Diagnosis:
+def diagnose(
+    machine: MachineProfile,
+    paths_: list[Path] | None = None,
+    *,
+    run: bool = True,
+    timeout: float = 5.0,
+    source: Path | None = None,
+    here: bool = True,
+    host: bool | None = None,
+) -> Diagnosis:
     """Find (or take) builds, inspect them, and check each against ``machine``.
 
     ``here``: the machine is this one (not a profile from a file), so missing libraries
@@ -80,10 +103,14 @@ def diagnose(machine: MachineProfile, paths_: list[Path] | None = None, *, run: 
         if missing and len(missing) == len(paths_):
             raise errors.InputError(f"no such file or folder: {', '.join(str(p) for p in missing)}.")
     # the compute probe (a real inference) may take longer than --version: six times the limit
-    builds, messages = inspect_paths(list(paths_) if paths_ else None, run=run, timeout=timeout,
-                                     compute_timeout=COMPUTE_TIMEOUT_FACTOR * timeout,
-                                     prefer_arch=machine.arch or machine.cpu.arch,
-                                     may_run=lambda b: platform_gate.may_run(b, machine))
+    builds, messages = inspect_paths(
+        list(paths_) if paths_ else None,
+        run=run,
+        timeout=timeout,
+        compute_timeout=COMPUTE_TIMEOUT_FACTOR * timeout,
+        prefer_arch=machine.arch or machine.cpu.arch,
+        may_run=lambda b: platform_gate.may_run(b, machine),
+    )
     ctx = _context(machine, timeout, source, here, host)
     reports = [BuildReport(build=b, findings=findings_for(b, machine, ctx)) for b in builds]
     return Diagnosis(machine=machine, builds=reports, messages=list(messages))

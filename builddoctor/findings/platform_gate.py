@@ -137,8 +137,12 @@ def foreign_platform(build, machine, ctx):
     targets = gate.targets()
     files = "; ".join(f"{_name(f.path)}: {p.describe()}" for f, p in gate.foreign[:6])
     more = f" (and {len(gate.foreign) - 6} more)" if len(gate.foreign) > 6 else ""
-    return {"target": " and ".join(targets), "machine": _machine_words(machine, ctx), "files": files + more,
-            "hint": _hint(gate, ctx, build.root)}
+    return {
+        "target": " and ".join(targets),
+        "machine": _machine_words(machine, ctx),
+        "files": files + more,
+        "hint": _hint(gate, ctx, build.root),
+    }
 
 
 @rule
@@ -172,9 +176,12 @@ def foreign_files(build, machine, ctx):
     if gate.foreign_build or not gate.foreign:
         return None
     n = len(gate.foreign)
-    return {"count": f"{n} of its files {'is' if n == 1 else 'are'}", "target": " and ".join(gate.targets()),
-            "machine": _machine_words(machine, ctx),
-            "files": ", ".join(_name(f.path) for f, _p in gate.foreign[:6]) + (" ..." if len(gate.foreign) > 6 else "")}
+    return {
+        "count": f"{n} of its files {'is' if n == 1 else 'are'}",
+        "target": " and ".join(gate.targets()),
+        "machine": _machine_words(machine, ctx),
+        "files": ", ".join(_name(f.path) for f, _p in gate.foreign[:6]) + (" ..." if len(gate.foreign) > 6 else ""),
+    }
 
 
 def _name(path: str) -> str:

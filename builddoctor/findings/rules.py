@@ -46,6 +46,7 @@ def rule(func):
 
 # --------------------------------------------------------------------------- helpers
 
+
 def gpu_runtime_prefixes() -> tuple[str, ...]:
     """Names of the GPU toolkits' runtime libraries (checks.toml [gpu_runtime]): a GPU backend that
     misses one is the GPU line's error (BD112), not the load line's."""
@@ -218,27 +219,44 @@ def unresolved_symbols(build, machine, ctx):
     if not hits:
         return None
     f, probs = hits[0]
-    if build.compute is not None and build.compute.kind == "dlopen" and build.compute.ok \
-            and build.compute.argv and build.compute.argv[0] == f.path:
+    if (
+        build.compute is not None
+        and build.compute.kind == "dlopen"
+        and build.compute.ok
+        and build.compute.argv
+        and build.compute.argv[0] == f.path
+    ):
         return None  # it loaded: the dlopen probe has the final word
     p = probs[0]
     if p.kind == "version":
         what = f"needs {p.need}" + (f", this machine has up to {p.have}" if p.have else "") + f" ({p.lib})"
         detail = f"it references {p.need} symbols of {p.lib}, and the {p.lib} found here does not define that version"
-        fix = (f"install a newer {p.lib} (the one from the compiler it was built with), or rebuild here with this "
-               f"machine's compiler: builddoctor fix --rebuild {build.root}")
+        fix = (
+            f"install a newer {p.lib} (the one from the compiler it was built with), or rebuild here with this "
+            f"machine's compiler: builddoctor fix --rebuild {build.root}"
+        )
     else:
         n = "symbol" if p.count == 1 else f"{p.count} symbols"
         what = f"undefined {n} {p.need}{', ...' if p.count > 5 else ''}"
-        detail = (f"it needs {p.need}{', ...' if p.count > 5 else ''}, which none of the libraries it loads here "
-                  f"({p.lib} and theirs) defines: they are older or newer than the ones it was built against")
-        fix = (f"use the libraries it was built with (same package, same version), or rebuild here: "
-               f"builddoctor fix --rebuild {build.root}")
+        detail = (
+            f"it needs {p.need}{', ...' if p.count > 5 else ''}, which none of the libraries it loads here "
+            f"({p.lib} and theirs) defines: they are older or newer than the ones it was built against"
+        )
+        fix = (
+            f"use the libraries it was built with (same package, same version), or rebuild here: "
+            f"builddoctor fix --rebuild {build.root}"
+        )
     others = len(probs) - 1 + sum(len(ps) for _f, ps in hits[1:])
     more = f"; {others} more such problem(s) in this build" if others else ""
     words = _dlopen_words(build, f.path)
-    return {"file": _name(f.path), "what": what, "detail": detail, "more": more, "fix": fix,
-            "dlopen": f" (dlopen in a child process agrees: {words})" if words else ""}
+    return {
+        "file": _name(f.path),
+        "what": what,
+        "detail": detail,
+        "more": more,
+        "fix": fix,
+        "dlopen": f" (dlopen in a child process agrees: {words})" if words else "",
+    }
 
 
 # --------------------------------------------------------------------------- runs here
@@ -309,28 +327,42 @@ def compute_crash(build, machine, ctx):
     c = build.compute
     if c is None or c.kind != "inference" or not c.signal:
         return None
-    ev = {"argv": _argv(c), "signal": c.signal, "seconds": c.seconds, "what": _compute_what(c),
-          "output": _output_tail(c.output), "why": ""}
+    ev = {
+        "argv": _argv(c),
+        "signal": c.signal,
+        "seconds": c.seconds,
+        "what": _compute_what(c),
+        "output": _output_tail(c.output),
+        "why": "",
+    }
     rows = _known_bad(build, machine, c.signal)
     extra = _lacking(build, machine)
     if rows:
         r = rows[0]
         ev["cause"] = f"a known llama.cpp bug on this CPU: {r.short or r.title}"
-        ev["why"] = (f"; the build's CPU code contains {', '.join(sorted(set(r.code_any) & set(build.isa)))}, and "
-                     f"{r.title[0].lower() + r.title[1:]} (known-bad row {r.id}: {r.source_text})")
-        ev["fix"] = (f"builddoctor fix --rebuild {build.root}   (builddoctor plans the CPU code without "
-                     f"{', '.join(r.avoid)} while this llama.cpp is affected; by hand: add {_no_flags(r.avoid, ctx)} "
-                     "to CMAKE_C_FLAGS and CMAKE_CXX_FLAGS, or configure with GGML_NATIVE=OFF and the ISA options)")
+        ev["why"] = (
+            f"; the build's CPU code contains {', '.join(sorted(set(r.code_any) & set(build.isa)))}, and "
+            f"{r.title[0].lower() + r.title[1:]} (known-bad row {r.id}: {r.source_text})"
+        )
+        ev["fix"] = (
+            f"builddoctor fix --rebuild {build.root}   (builddoctor plans the CPU code without "
+            f"{', '.join(r.avoid)} while this llama.cpp is affected; by hand: add {_no_flags(r.avoid, ctx)} "
+            "to CMAKE_C_FLAGS and CMAKE_CXX_FLAGS, or configure with GGML_NATIVE=OFF and the ISA options)"
+        )
     elif c.signal == "SIGILL" and extra:
         ev["cause"] = f"the CPU code uses {', '.join(extra)}, which this CPU lacks"
         ev["fix"] = f"rebuild for this CPU: builddoctor fix --rebuild {build.root}"
     else:
         gpu = [b for b in build.backends if b not in ("CPU", "BLAS", "RPC")]
         if gpu:
-            ev["cause"] = (f"no static fact of this build explains it; it carries the {', '.join(gpu)} backend, "
-                           "which may die while it starts its device")
-            ev["fix"] = (f"run `{_argv(c)}` by hand, then with -ngl 0 to see whether the GPU backend is the cause; "
-                         f"rebuild: builddoctor fix --rebuild {build.root}")
+            ev["cause"] = (
+                f"no static fact of this build explains it; it carries the {', '.join(gpu)} backend, "
+                "which may die while it starts its device"
+            )
+            ev["fix"] = (
+                f"run `{_argv(c)}` by hand, then with -ngl 0 to see whether the GPU backend is the cause; "
+                f"rebuild: builddoctor fix --rebuild {build.root}"
+            )
         else:
             ev["cause"] = "no static fact of this build explains it (a bug in this llama.cpp, or a damaged file)"
             ev["fix"] = f"run `{_argv(c)}` by hand to see where; rebuild: builddoctor fix --rebuild {build.root}"
@@ -382,8 +414,10 @@ def dlopen_failed(build, machine, ctx):
     else:
         why = c.error or c.problem or "dlopen failed"
     if "undefined symbol" in why:
-        fix = (f"a library it was built against is older or newer than the one found here: reinstall the package "
-               f"that provides it, or rebuild here: builddoctor fix --rebuild {build.root}")
+        fix = (
+            f"a library it was built against is older or newer than the one found here: reinstall the package "
+            f"that provides it, or rebuild here: builddoctor fix --rebuild {build.root}"
+        )
     else:
         fix = f"install what it needs, or rebuild here: builddoctor fix --rebuild {build.root}"
     path = c.argv[0] if c.argv else build.root
@@ -404,11 +438,17 @@ def known_bad_code(build, machine, ctx):
         return None
     r = rows[0]
     feats = sorted(set(r.code_any) & closed_features(build.isa, machine))
-    return {"features": ", ".join(feats), "title_lower": r.title[0].lower() + r.title[1:],
-            "file": _name(next((f.path for f in _cpu_files(build) if set(f.isa) & set(feats)), build.root)),
-            "cpu_has": ", ".join(sorted(set(r.cpu_any) & set(machine.cpu.features))),
-            "version": build.version or (f"b{build.build_number}" if build.build_number else "of unknown version"),
-            "id": r.id, "sources": r.source_text, "avoid": ", ".join(r.avoid), "flags": _no_flags(r.avoid, ctx)}
+    return {
+        "features": ", ".join(feats),
+        "title_lower": r.title[0].lower() + r.title[1:],
+        "file": _name(next((f.path for f in _cpu_files(build) if set(f.isa) & set(feats)), build.root)),
+        "cpu_has": ", ".join(sorted(set(r.cpu_any) & set(machine.cpu.features))),
+        "version": build.version or (f"b{build.build_number}" if build.build_number else "of unknown version"),
+        "id": r.id,
+        "sources": r.source_text,
+        "avoid": ", ".join(r.avoid),
+        "flags": _no_flags(r.avoid, ctx),
+    }
 
 
 @rule
@@ -424,8 +464,14 @@ def cpu_isa_above(build, machine, ctx):
             continue  # the loader only picks variants this CPU can run
         extra = sorted((set(f.isa) & comparable) - set(machine.cpu.features))
         if extra:
-            hits.append({"file": _name(f.path), "extra": ", ".join(extra), "cpu": machine.cpu.model or machine.cpu.arch,
-                         "cpu_best": machine.cpu.variant or _level_of(machine.cpu.features)})
+            hits.append(
+                {
+                    "file": _name(f.path),
+                    "extra": ", ".join(extra),
+                    "cpu": machine.cpu.model or machine.cpu.arch,
+                    "cpu_best": machine.cpu.variant or _level_of(machine.cpu.features),
+                }
+            )
     return hits[:1] or None
 
 
@@ -459,7 +505,8 @@ def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | Non
     return {
         "have": _level_of(have) if x86 else (have_variant or "baseline"),
         "best": _level_of(cpu) if x86 else (best_variant or "?"),
-        "have_variant": have_variant or "baseline", "best_variant": best_variant or "?",
+        "have_variant": have_variant or "baseline",
+        "best_variant": best_variant or "?",
         "missing": ", ".join(missing),
         "have_features": ", ".join(sorted(have)) or "no SIMD beyond the baseline",
         "file": _name(next((f.path for f in _cpu_files(build) if f.isa), build.root)),
@@ -513,8 +560,12 @@ def no_gpu_backend(build, machine, ctx):
         if not want:
             continue
         if not set(want["accept"]) & set(build.backends):
-            return {"want": want["accept"][0], "gpu": _gpu_label(g), "backends": ", ".join(build.backends) or "none found",
-                    "cmake": want["cmake"]}
+            return {
+                "want": want["accept"][0],
+                "gpu": _gpu_label(g),
+                "backends": ", ".join(build.backends) or "none found",
+                "cmake": want["cmake"],
+            }
     return None
 
 
@@ -528,9 +579,14 @@ def gpu_backend_without_device(build, machine, ctx):
         if backend not in build.backends or backend == "Vulkan":
             continue  # Vulkan serves several vendors: vulkan_without_device below
         if vendor not in vendors and not any(set(t["accept"]) & {backend} for v, t in table.items() if v in vendors):
-            hits.append({"backend": backend, "why": f"this machine has no {want['label']}",
-                         "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
-                                "smaller and starts faster: builddoctor fix --rebuild " + build.root})
+            hits.append(
+                {
+                    "backend": backend,
+                    "why": f"this machine has no {want['label']}",
+                    "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
+                    "smaller and starts faster: builddoctor fix --rebuild " + build.root,
+                }
+            )
     hits += _vulkan_without_device(build, machine, table)
     return hits or None
 
@@ -545,17 +601,26 @@ def _vulkan_without_device(build: BuildProfile, machine: MachineProfile, table: 
         return []
     emulated = [g.name for g in machine.emulated_gpus()]
     if emulated:
-        why = (f"this machine's only Vulkan device is {', '.join(emulated)}, which is CPU-emulated "
-               "(ggml hides it; on it, inference is far slower than the CPU backend)")
+        why = (
+            f"this machine's only Vulkan device is {', '.join(emulated)}, which is CPU-emulated "
+            "(ggml hides it; on it, inference is far slower than the CPU backend)"
+        )
     else:
         why = "this machine has no GPU that Vulkan can drive"
-    return [{"backend": "Vulkan", "why": why,
-             "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
-                    "smaller and starts faster: builddoctor fix --rebuild " + build.root}]
+    return [
+        {
+            "backend": "Vulkan",
+            "why": why,
+            "fix": "nothing to do if this build is meant for another machine; for this one a CPU build is "
+            "smaller and starts faster: builddoctor fix --rebuild " + build.root,
+        }
+    ]
 
 
 def _runtime_major(lib: str, prefix: str) -> int | None:
-    m = re.match(re.escape(prefix) + r"\.so\.(\d+)", lib) or re.match(re.escape(prefix.replace("lib", "")) + r"64_(\d+)", lib)
+    m = re.match(re.escape(prefix) + r"\.so\.(\d+)", lib) or re.match(
+        re.escape(prefix.replace("lib", "")) + r"64_(\d+)", lib
+    )
     return int(m.group(1)) if m else None
 
 
@@ -573,8 +638,13 @@ def cuda_driver_too_old(build, machine, ctx):
         for lib in f.needed:
             major = _runtime_major(lib, "libcudart")
             if major is not None and major > driver_major:
-                return {"runtime": str(major), "driver": driver, "driver_version": nvidia[0].driver_version or "?",
-                        "file": _name(f.path), "lib": lib}
+                return {
+                    "runtime": str(major),
+                    "driver": driver,
+                    "driver_version": nvidia[0].driver_version or "?",
+                    "file": _name(f.path),
+                    "lib": lib,
+                }
     return None
 
 
@@ -645,8 +715,12 @@ def _nvidia_coverage(build: BuildProfile, machine: MachineProfile):
 def cuda_arch_mismatch(build, machine, ctx):
     for g, cc, cover in _nvidia_coverage(build, machine):
         if not cover:
-            return {"archs": ", ".join(build.cuda_archs), "gpu": g.name, "cc": g.compute_capability,
-                    "ccn": f"{cc[0]}{cc[1]}"}
+            return {
+                "archs": ", ".join(build.cuda_archs),
+                "gpu": g.name,
+                "cc": g.compute_capability,
+                "ccn": f"{cc[0]}{cc[1]}",
+            }
     return None
 
 
@@ -714,7 +788,13 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
             continue
         spec = known.options.get(name)
         default = (spec or {}).get("default")
-        if spec is None or name in known.deprecated or default is not None and "${" not in default and not same_value(value, default):
+        if (
+            spec is None
+            or name in known.deprecated
+            or default is not None
+            and "${" not in default
+            and not same_value(value, default)
+        ):
             out[name] = value
     return out
 
@@ -751,17 +831,23 @@ def plan_departure(build, machine, ctx):
         if not same_value(value, opt.value):
             apart.append((opt, value))
     # the instruction-set options that differ make one finding (one choice: which ISA), the rest one each
-    groups = [[a] for a in apart if a[0].name not in isa] + ([[a for a in apart if a[0].name in isa]]
-                                                               if any(a[0].name in isa for a in apart) else [])
+    groups = [[a] for a in apart if a[0].name not in isa] + (
+        [[a for a in apart if a[0].name in isa]] if any(a[0].name in isa for a in apart) else []
+    )
     hits = []
     for group in groups:
-        hits.append({"built": ", ".join(f"{o.name}={v}" for o, v in group),
-                     "planned": ", ".join(f"{o.name}={o.value}" for o, _ in group),
-                     "cmake": " ".join(f"-D{o.name}={o.value}" for o, _ in group),
-                     "reason": group[0][0].reason if len(group) == 1 else
-                     f"builddoctor's plan spells out the instruction sets of the CPU it is for "
-                     f"({machine.cpu.model or machine.cpu.arch}), on exactly where the CPU has it (and a "
-                     "known-bad row leaves it in); the build sets these otherwise"})
+        hits.append(
+            {
+                "built": ", ".join(f"{o.name}={v}" for o, v in group),
+                "planned": ", ".join(f"{o.name}={o.value}" for o, _ in group),
+                "cmake": " ".join(f"-D{o.name}={o.value}" for o, _ in group),
+                "reason": group[0][0].reason
+                if len(group) == 1
+                else f"builddoctor's plan spells out the instruction sets of the CPU it is for "
+                f"({machine.cpu.model or machine.cpu.arch}), on exactly where the CPU has it (and a "
+                "known-bad row leaves it in); the build sets these otherwise",
+            }
+        )
     return hits or None
 
 
@@ -798,17 +884,25 @@ def old_build(build, machine, ctx):
     if build.build_number and 1 < build.build_number < old["build_number"]:
         where = build.evidence.get("build_number", "")
         commit = f" (commit {build.commit})" if build.commit else ""
-        return {"what": f"build b{build.build_number}{commit} is from before {old['date']}", "pinned": pinned,
-                "missing": old["missing"],
-                "evidence": f"build number {build.build_number}" + (f" ({where})" if where else "")
-                + f"; llama.cpp b{old['build_number']} was released on {old['date']}"}
+        return {
+            "what": f"build b{build.build_number}{commit} is from before {old['date']}",
+            "pinned": pinned,
+            "missing": old["missing"],
+            "evidence": f"build number {build.build_number}"
+            + (f" ({where})" if where else "")
+            + f"; llama.cpp b{old['build_number']} was released on {old['date']}",
+        }
     if build.version:
         v, p = versions.parse(build.version.split("-")[0]), versions.parse(ctx.pin_version.split("-")[0])
         if v is None or p is None:
             return None
         if v < p:
             commit = f" (commit {build.commit})" if build.commit else ""
-            ev = {"what": f"version {build.version}{commit}", "pinned": pinned, "missing": old["missing_minor"],
-                  "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else "")}
+            ev = {
+                "what": f"version {build.version}{commit}",
+                "pinned": pinned,
+                "missing": old["missing_minor"],
+                "evidence": f"llama.cpp {build.version}" + (f", commit {build.commit}" if build.commit else ""),
+            }
             return Hit(ev, variant="minor")
     return None

@@ -38,10 +38,16 @@ def read_cmake_cache(path: Path) -> dict[str, str]:
     return _rc(Path(path))
 
 
-def inspect_paths(paths: Sequence[Path | str] | None, *, run: bool = True,
-                  timeout: float = 5.0, compute: bool | None = None,
-                  compute_timeout: float | None = None, prefer_arch: str | None = None,
-                  may_run=None) -> tuple[list[BuildProfile], list[str]]:
+def inspect_paths(
+    paths: Sequence[Path | str] | None,
+    *,
+    run: bool = True,
+    timeout: float = 5.0,
+    compute: bool | None = None,
+    compute_timeout: float | None = None,
+    prefer_arch: str | None = None,
+    may_run=None,
+) -> tuple[list[BuildProfile], list[str]]:
     """Find (or take) builds and profile them. ``run``: run their programs (``--version``,
     ``--list-devices``) and, unless ``compute`` is False, the compute probe (a real inference
     on the probe model, ``compute_timeout`` seconds at most each). ``prefer_arch``: the slice of
@@ -109,8 +115,10 @@ def inspect_paths(paths: Sequence[Path | str] | None, *, run: bool = True,
         if len(lines) <= 3:
             messages += lines
         else:
-            messages.append(f"{folder}: {len(lines)} files there are not usable programs or libraries "
-                            f"(for example {lines[0]}); skipped.")
+            messages.append(
+                f"{folder}: {len(lines)} files there are not usable programs or libraries "
+                f"(for example {lines[0]}); skipped."
+            )
     return builds, messages
 
 

@@ -14,8 +14,25 @@ from builddoctor.inspect.discover import Group
 from builddoctor.inspect.discover import _data as discover_data
 from builddoctor.profiles import BuildProfile
 
-BACKEND_ORDER = ["CPU", "CUDA", "HIP", "MUSA", "Metal", "Vulkan", "SYCL", "OpenCL", "BLAS", "RPC", "CANN",
-                 "WebGPU", "ZDNN", "ZenDNN", "Hexagon", "OpenVINO", "VirtGPU"]
+BACKEND_ORDER = [
+    "CPU",
+    "CUDA",
+    "HIP",
+    "MUSA",
+    "Metal",
+    "Vulkan",
+    "SYCL",
+    "OpenCL",
+    "BLAS",
+    "RPC",
+    "CANN",
+    "WebGPU",
+    "ZDNN",
+    "ZenDNN",
+    "Hexagon",
+    "OpenVINO",
+    "VirtGPU",
+]
 
 
 def _name(g: Group) -> str:
@@ -42,15 +59,18 @@ def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[str | Non
             return "Release", where
     for f in cpu + facts:
         if f.unoptimized is True:
-            return "Debug", (f"unoptimised code in {os.path.basename(f.file.path)} (frame set up in trivial "
-                             "functions), no compiler switches recorded")
+            return "Debug", (
+                f"unoptimised code in {os.path.basename(f.file.path)} (frame set up in trivial "
+                "functions), no compiler switches recorded"
+            )
         if f.unoptimized is False:
             return "Release", (f"optimised code in {os.path.basename(f.file.path)} and no debug information")
     return None, ""
 
 
-def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
-                 probe: Callable | None = None) -> BuildProfile:
+def make_profile(
+    g: Group, facts: list[FileFacts], *, run: bool, timeout: float, probe: Callable | None = None
+) -> BuildProfile:
     bp = BuildProfile(root=str(g.root), name=_name(g), origin=g.origin)
     bp.files = [f.file for f in facts]
     bp.is_llama_cpp = any(f.is_llama for f in facts)
@@ -67,8 +87,10 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
         src = cpu
     elif variants:
         src = []
-        bp.evidence["isa"] = (f"the CPU backend is built as {len(variants)} variants (GGML_CPU_ALL_VARIANTS: "
-                              f"{', '.join(bp.cpu_variants)}); ggml loads the best one this CPU runs")
+        bp.evidence["isa"] = (
+            f"the CPU backend is built as {len(variants)} variants (GGML_CPU_ALL_VARIANTS: "
+            f"{', '.join(bp.cpu_variants)}); ggml loads the best one this CPU runs"
+        )
     else:
         src = [f for f in facts if f.file.isa_level]
     feats: set[str] = set()
@@ -146,8 +168,7 @@ def make_profile(g: Group, facts: list[FileFacts], *, run: bool, timeout: float,
     return bp
 
 
-def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float,
-                  probe: Callable | None = None) -> None:
+def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, probe: Callable | None = None) -> None:
     """Run the build's best executable (--version, --list-devices) and add what it says."""
     if not bp.is_llama_cpp:
         return
@@ -187,9 +208,15 @@ def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, m
         return
     if exes:
         return  # programs this probe does not know how to drive (llama-server...): --version only
-    libs = [(f.file.path, f.is_llama) for f in facts
-            if f.file.format == "ELF" and f.file.role != "executable" and not f.file.error
-            and runs_on_host(f.file) and not f.file.missing_needed]
+    libs = [
+        (f.file.path, f.is_llama)
+        for f in facts
+        if f.file.format == "ELF"
+        and f.file.role != "executable"
+        and not f.file.error
+        and runs_on_host(f.file)
+        and not f.file.missing_needed
+    ]
     lib = compute.pick_library(libs)
     if lib is not None and sys.platform.startswith("linux"):
         bp.compute = compute.run_dlopen(lib)

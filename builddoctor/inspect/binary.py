@@ -124,8 +124,7 @@ def _sniff(head: bytes) -> tuple[str | None, str | None]:
         return "PE", None
     if head[:2] == b"#!":
         line = head[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")[:80]
-        return None, (f"a script (#!{line}), not a compiled program or library; "
-                      "check the program it runs instead")
+        return None, (f"a script (#!{line}), not a compiled program or library; check the program it runs instead")
     if head and _TEXT_SNIFF.match(head[:256]):
         return None, "a text file, not a compiled program or library"
     return None, "not an executable or library (not ELF, Mach-O or PE)"
@@ -235,12 +234,14 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             ptype = seg["p_type"]
             if ptype == "PT_INTERP":
                 has_interp = True
-                raw = bytes(data[seg["p_offset"]:seg["p_offset"] + min(seg["p_filesz"], 512)])
+                raw = bytes(data[seg["p_offset"] : seg["p_offset"] + min(seg["p_filesz"], 512)])
                 interp = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             elif ptype == "PT_LOAD":
                 if seg["p_offset"] + seg["p_filesz"] > size:
-                    raise _Bad(f"truncated ELF file: a code/data segment ends at byte "
-                               f"{seg['p_offset'] + seg['p_filesz']}, but the file has only {size} bytes")
+                    raise _Bad(
+                        f"truncated ELF file: a code/data segment ends at byte "
+                        f"{seg['p_offset'] + seg['p_filesz']}, but the file has only {size} bytes"
+                    )
                 img.segments.append(Segment(seg["p_vaddr"], seg["p_offset"], seg["p_filesz"], seg["p_memsz"]))
         secs: list[Section] = []
         dynamic: Any = None  # pyelftools DynamicSection (its tags are typed loosely)
@@ -249,8 +250,15 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             h = elf._get_section_header(i)
             name = elf._get_section_name(h)
             stype = h["sh_type"]
-            sec = Section(name, h["sh_offset"], h["sh_size"], h["sh_addr"],
-                          _SHT.get(stype, stype if isinstance(stype, int) else 0), h["sh_flags"], h["sh_link"])
+            sec = Section(
+                name,
+                h["sh_offset"],
+                h["sh_size"],
+                h["sh_addr"],
+                _SHT.get(stype, stype if isinstance(stype, int) else 0),
+                h["sh_flags"],
+                h["sh_link"],
+            )
             secs.append(sec)
             img.sections.setdefault(name, sec)
             if stype == "SHT_DYNAMIC":
@@ -258,8 +266,10 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             elif stype == "SHT_GNU_verneed":
                 verneed = elf.get_section(i)
             if sec.type != 8 and sec.size and sec.offset + sec.size > size:
-                raise _Bad(f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
-                           f"but the file has only {size} bytes")
+                raise _Bad(
+                    f"truncated ELF file: section {name} ends at byte {sec.offset + sec.size}, "
+                    f"but the file has only {size} bytes"
+                )
         needed: list[str] = []
         soname: str | None = None
         rpath: list[str] = []
@@ -287,8 +297,8 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
         if symsec is None or not symsec.size or symsec.link >= len(secs):
             continue
         strsec = secs[symsec.link]
-        strtab = bytes(data[strsec.offset:strsec.offset + strsec.size])
-        tab = SymbolTable(strtab, memoryview(data)[symsec.offset:symsec.offset + symsec.size], img.is64, little)
+        strtab = bytes(data[strsec.offset : strsec.offset + strsec.size])
+        tab = SymbolTable(strtab, memoryview(data)[symsec.offset : symsec.offset + symsec.size], img.is64, little)
         tab.is_dynsym = tab_name == ".dynsym"
         img.symtabs.append(tab)
     rela = img.sections.get(".rela.dyn")
@@ -327,8 +337,9 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
             for v in versions:
                 if v not in have:
                     bf.missing_versions.append(f"{v} ({lib})")
-        bf.load_problems = load_problems(required, facts.resolved, [] if bf.missing_needed else
-                                         _unversioned_imports(img, secs, data), resolver=res)
+        bf.load_problems = load_problems(
+            required, facts.resolved, [] if bf.missing_needed else _unversioned_imports(img, secs, data), resolver=res
+        )
     bf.debug_info = ".debug_info" in img.sections
 
     img.prefetch(_interesting_symbols())
@@ -358,8 +369,10 @@ def _analyze_elf(path: Path, fh, head: bytes, facts: FileFacts, exec_bit: bool) 
     # GPU code
     # a CUDA fatbin's headers are read one by one (FileWindow: not mapped, so a 300 MB section does not
     # become resident); a HIP bundle's names are searched in place in the mmap, at most 64 MB of it
-    for name, reader, src, cap in ((".nv_fatbin", fatbin.cuda_archs, FileWindow(fh.fileno(), size), None),
-                                   (".hip_fatbin", fatbin.hip_targets, data, 64 << 20)):
+    for name, reader, src, cap in (
+        (".nv_fatbin", fatbin.cuda_archs, FileWindow(fh.fileno(), size), None),
+        (".hip_fatbin", fatbin.hip_targets, data, 64 << 20),
+    ):
         gpusec = img.sections.get(name)
         if gpusec is not None and gpusec.type != 8 and gpusec.offset < size:
             end = min(gpusec.offset + min(gpusec.size, cap or gpusec.size), size)
@@ -376,14 +389,28 @@ def _unversioned_imports(img: Image, secs: list[Section], data) -> list[str]:
     strsec = secs[dyn.link]
     ver = img.sections.get(".gnu.version")
     view = memoryview(data)
-    return undefined_unversioned(view[dyn.offset:dyn.offset + dyn.size],
-                                 bytes(view[strsec.offset:strsec.offset + strsec.size]),
-                                 view[ver.offset:ver.offset + ver.size] if ver is not None else None,
-                                 img.is64, img.little)
+    return undefined_unversioned(
+        view[dyn.offset : dyn.offset + dyn.size],
+        bytes(view[strsec.offset : strsec.offset + strsec.size]),
+        view[ver.offset : ver.offset + ver.size] if ver is not None else None,
+        img.is64,
+        img.little,
+    )
 
 
-_SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4, "SHT_HASH": 5,
-        "SHT_DYNAMIC": 6, "SHT_NOTE": 7, "SHT_NOBITS": 8, "SHT_REL": 9, "SHT_DYNSYM": 11}
+_SHT = {
+    "SHT_NULL": 0,
+    "SHT_PROGBITS": 1,
+    "SHT_SYMTAB": 2,
+    "SHT_STRTAB": 3,
+    "SHT_RELA": 4,
+    "SHT_HASH": 5,
+    "SHT_DYNAMIC": 6,
+    "SHT_NOTE": 7,
+    "SHT_NOBITS": 8,
+    "SHT_REL": 9,
+    "SHT_DYNSYM": 11,
+}
 
 
 @lru_cache(maxsize=1)
@@ -422,8 +449,9 @@ def _decode_cpu_code(facts: FileFacts, img: Image, name: str) -> bool:
     return not any(n.startswith(("libggml", "libllama", "ggml", "llama")) for n in bf.needed)
 
 
-def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
-                  symbol_names: set[str] | None = None) -> None:
+def _common_facts(
+    path: Path, facts: FileFacts, img: Image | None, arch: str, symbol_names: set[str] | None = None
+) -> None:
     """Backends, llama markers and OpenMP, from names, symbols and NEEDED."""
     from builddoctor.inspect.discover import canonical_name
 
@@ -479,12 +507,20 @@ def _common_facts(path: Path, facts: FileFacts, img: Image | None, arch: str,
                     found.remove(over)
     bf.backends = found
     facts.openmp = any(n.lower().startswith(p.lower()) for n in bf.needed for p in data["openmp"]["needed"])
-    markers = bool(found) or bool(m) or bool(_LLAMA_LIBS.match(name)) \
-        or any(n.startswith(("libllama", "libggml", "llama.", "ggml")) for n in bf.needed) \
-        or defines_prefix("llama_") or defines_prefix("ggml_") or defines_prefix("gguf_")
+    markers = (
+        bool(found)
+        or bool(m)
+        or bool(_LLAMA_LIBS.match(name))
+        or any(n.startswith(("libllama", "libggml", "llama.", "ggml")) for n in bf.needed)
+        or defines_prefix("llama_")
+        or defines_prefix("ggml_")
+        or defines_prefix("gguf_")
+    )
     if not markers and img is not None:
-        markers = img.find_in(".rodata", b"ggml_", limit=32 << 20) >= 0 or \
-            img.find_in(".rodata", b"llama_model", limit=32 << 20) >= 0
+        markers = (
+            img.find_in(".rodata", b"ggml_", limit=32 << 20) >= 0
+            or img.find_in(".rodata", b"llama_model", limit=32 << 20) >= 0
+        )
     facts.is_llama = markers
 
 
@@ -588,7 +624,9 @@ def _analyze_other(path: Path, facts: FileFacts, exec_bit: bool, prefer_arch: st
         bf.role = "library"
     facts.executable_here = bf.format == "Mach-O" and is_exec and exec_bit and runs_on_host(bf)
     _common_facts(path, facts, None, bf.arch or "", symbol_names=symbols)
-    if "CPU" not in bf.backends and (isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
-                                     or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)):
+    if "CPU" not in bf.backends and (
+        isa_mod.names_carry_cpu_backend(symbols, path.name, bf.needed)
+        or isa_mod.module_carries_cpu_backend(path, path.name, bf.needed)
+    ):
         bf.backends.insert(0, "CPU")  # ggml's CPU code linked into a module (monolithic), as for ELF
         facts.is_llama = True

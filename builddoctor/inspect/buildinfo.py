@@ -23,8 +23,10 @@ from typing import Any
 
 from builddoctor.inspect.image import Image
 
-_COMPILER = re.compile(rb"\x00((?:GNU|Clang|AppleClang|MSVC|IntelLLVM|Intel|NVHPC|cc|gcc) [0-9][0-9.]{1,20}"
-                       rb"(?: [^\x00]{0,40})?)\x00")
+_COMPILER = re.compile(
+    rb"\x00((?:GNU|Clang|AppleClang|MSVC|IntelLLVM|Intel|NVHPC|cc|gcc) [0-9][0-9.]{1,20}"
+    rb"(?: [^\x00]{0,40})?)\x00"
+)
 _TARGET = re.compile(r"^[A-Za-z0-9_.\- ]{3,60}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{7,40}|unknown)$")
 
@@ -68,8 +70,15 @@ def from_folder(path: Any) -> dict[str, Any]:
     return {}
 
 
-SYMBOLS = ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT", "LLAMA_COMPILER", "LLAMA_BUILD_TARGET", "llama_version",
-           "ggml_version", "ggml_commit")
+SYMBOLS = (
+    "LLAMA_BUILD_NUMBER",
+    "LLAMA_COMMIT",
+    "LLAMA_COMPILER",
+    "LLAMA_BUILD_TARGET",
+    "llama_version",
+    "ggml_version",
+    "ggml_commit",
+)
 
 
 def read(img: Image, arch: str, local: bool = False) -> dict[str, Any]:
@@ -113,8 +122,8 @@ def _rodata_guess(img: Image) -> dict[str, Any]:
     for m in _COMPILER.finditer(blob):
         compiler = m.group(1).decode("utf-8", "replace")
         # neighbours: "<commit>\0<compiler>\0<target>\0" (the order build-info.cpp defines them)
-        before = blob[max(0, m.start() - 64):m.start()].split(b"\x00")
-        after = blob[m.end():m.end() + 80].split(b"\x00")
+        before = blob[max(0, m.start() - 64) : m.start()].split(b"\x00")
+        after = blob[m.end() : m.end() + 80].split(b"\x00")
         commit = before[-1].decode("ascii", "replace") if before else ""
         target = after[0].decode("ascii", "replace") if after else ""
         got: dict[str, Any] = {"compiler": compiler}
@@ -146,7 +155,7 @@ def returned_string(img: Image, arch: str, addr: int) -> str | None:
     elif arch == "aarch64":
         page = None
         for i in range(0, len(code) - 3, 4):
-            w = int.from_bytes(code[i:i + 4], "little")
+            w = int.from_bytes(code[i : i + 4], "little")
             pc = addr + i
             if (w & 0x9F000000) == 0x90000000 and (w & 0x1F) == 0:  # adrp x0
                 imm = ((w >> 5) & 0x7FFFF) << 2 | ((w >> 29) & 3)

@@ -70,5 +70,7 @@ def user_options(path: Path) -> dict[str, str]:
 
 def is_llama_cache(cache: dict[str, str]) -> bool:
     """A cache of a llama.cpp (or ggml) build tree."""
-    return any(k.startswith(("LLAMA_", "GGML_")) for k in cache) or \
-        cache.get("CMAKE_PROJECT_NAME", "") in ("llama.cpp", "ggml")
+    return any(k.startswith(("LLAMA_", "GGML_")) for k in cache) or cache.get("CMAKE_PROJECT_NAME", "") in (
+        "llama.cpp",
+        "ggml",
+    )

@@ -28,14 +28,19 @@ from builddoctor.tomlload import load_toml
 OUTPUT_KEEP = 4096
 DEFAULT_TIMEOUT = 30.0
 
-_PERF_TPS = re.compile(r"^\s*(?:llama_perf_context_print|llama_print_timings):\s+(prompt )?eval time\s*=.*?"
-                       r"([\d.]+) tokens per second", re.M)
-_DLOPEN = ("import ctypes, sys\n"
-           "try:\n"
-           "    ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)\n"
-           "except OSError as exc:\n"
-           "    print(exc, file=sys.stderr)\n"
-           "    sys.exit(3)\n")
+_PERF_TPS = re.compile(
+    r"^\s*(?:llama_perf_context_print|llama_print_timings):\s+(prompt )?eval time\s*=.*?"
+    r"([\d.]+) tokens per second",
+    re.M,
+)
+_DLOPEN = (
+    "import ctypes, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_LOCAL)\n"
+    "except OSError as exc:\n"
+    "    print(exc, file=sys.stderr)\n"
+    "    sys.exit(3)\n"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,8 +89,9 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_KEEP else "[...]\n" + text[-OUTPUT_KEEP:]
 
 
-def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | None = None,
-                  timeout: float = DEFAULT_TIMEOUT) -> ComputeResult:
+def run_inference(
+    exe: str | Path, prog: dict, model: Path, *, threads: int | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> ComputeResult:
     """Run ``exe`` (one of the table's programs) on ``model``; read what it computed."""
     threads = threads or default_threads()
     args = [a.format(model=str(model), threads=threads) for a in prog["args"]]
@@ -93,9 +99,18 @@ def run_inference(exe: str | Path, prog: dict, model: Path, *, threads: int | No
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-compute-") as cwd:
         c = proc.run(argv, timeout=timeout, env=proc.program_env(home=cwd), cwd=cwd)
-    res = ComputeResult(kind="inference", argv=list(c.argv), returncode=c.returncode, signal=c.signal,
-                        timed_out=c.timed_out, timeout_s=float(timeout), error=c.error, threads=threads,
-                        seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))
+    res = ComputeResult(
+        kind="inference",
+        argv=list(c.argv),
+        returncode=c.returncode,
+        signal=c.signal,
+        timed_out=c.timed_out,
+        timeout_s=float(timeout),
+        error=c.error,
+        threads=threads,
+        seconds=round(time.monotonic() - t0, 3),
+        output=_tail(c.output),
+    )
     if c.timed_out or c.signal or c.error:
         return res
     if c.returncode != 0:
@@ -155,9 +170,17 @@ def run_dlopen(library: str | Path, *, timeout: float | None = None) -> ComputeR
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="builddoctor-dlopen-") as cwd:
         c = proc.run(argv, timeout=timeout, env=proc.program_env(home=cwd), cwd=cwd)
-    res = ComputeResult(kind="dlopen", argv=[str(library)], returncode=c.returncode,
-                        signal=c.signal, timed_out=c.timed_out, timeout_s=timeout, error=c.error,
-                        seconds=round(time.monotonic() - t0, 3), output=_tail(c.output))
+    res = ComputeResult(
+        kind="dlopen",
+        argv=[str(library)],
+        returncode=c.returncode,
+        signal=c.signal,
+        timed_out=c.timed_out,
+        timeout_s=timeout,
+        error=c.error,
+        seconds=round(time.monotonic() - t0, 3),
+        output=_tail(c.output),
+    )
     if c.returncode == 3:
         res.error = c.stderr.strip().splitlines()[-1] if c.stderr.strip() else "dlopen failed"
     elif c.returncode not in (0, None):

@@ -127,8 +127,9 @@ def resolve(path: Path, messages: list[str] | None) -> Path | None:
         return None
 
 
-def list_dir(d: Path, messages: list[str] | None, *, maybe: list[str] | None = None
-             ) -> tuple[list[str], list[str], int]:
+def list_dir(
+    d: Path, messages: list[str] | None, *, maybe: list[str] | None = None
+) -> tuple[list[str], list[str], int]:
     """(candidate file names, sub-folder names, entries seen) of a folder, bounded. ``maybe``
     collects the names to read by content (libraries whose names say nothing)."""
     lim = _data()["limits"]
@@ -143,7 +144,9 @@ def list_dir(d: Path, messages: list[str] | None, *, maybe: list[str] | None = N
                 seen += 1
                 if seen > max_entries:
                     if messages is not None:
-                        messages.append(f"{d}: more than {max_entries} entries; looked at the first {max_entries} only.")
+                        messages.append(
+                            f"{d}: more than {max_entries} entries; looked at the first {max_entries} only."
+                        )
                     break
                 name = entry.name
                 try:
@@ -260,7 +263,7 @@ def package_origin(path: Path, wheel_root: Path | None = None) -> str | None:
             kind = roots.get(parts[i])
             if kind is None:
                 continue
-            rest = parts[i + 1:]
+            rest = parts[i + 1 :]
         if kind == "npm" and rest[0].startswith("@") and len(rest) > 2:
             name = f"{rest[0]}/{rest[1]}"
         elif len(rest) == 1:
@@ -271,7 +274,7 @@ def package_origin(path: Path, wheel_root: Path | None = None) -> str | None:
             name = rest[0]
         for suf in _data()["packages"]["folder_suffixes"]:
             if name.endswith(suf) and len(name) > len(suf):
-                name = name[:-len(suf)]
+                name = name[: -len(suf)]
         return f"{kind}:{name}"
     return None
 
@@ -288,13 +291,13 @@ def _record_owners(folder: str) -> dict[str, str]:
             infos = sorted(e.name for e in it if e.name.endswith(".dist-info"))
     except OSError:
         return owners
-    for info in infos[:int(conf["max_records"])]:
+    for info in infos[: int(conf["max_records"])]:
         try:
             with open(os.path.join(folder, info, "RECORD"), "rb") as fh:
                 raw = fh.read(int(conf["record_max_bytes"]))
         except OSError:
             continue
-        dist = info[:-len(".dist-info")].split("-", 1)[0]
+        dist = info[: -len(".dist-info")].split("-", 1)[0]
         for line in raw.decode("utf-8", "replace").splitlines():
             entry = line.split(",", 1)[0].strip('"')
             if entry and "/" not in entry and "\\" not in entry:
@@ -396,10 +399,12 @@ def expand(path: Path, messages: list[str], search: Search | None = None) -> lis
             messages.append(f"{path}: {search.stopped}; give a folder nearer the build to search all of it.")
         if not found and len(messages) == before:
             folders, entries, reads = search.folders - f0, search.entries - e0, search.content_reads - c0
-            messages.append(f"{path}: no llama.cpp executables or libraries found in this folder (looked at "
-                            f"{entries} entries in {_n(folders, 'folder')}, down to "
-                            f"{_data()['search']['max_depth']} levels, and read the symbols of "
-                            f"{_n(reads, 'library', 'libraries')}).")
+            messages.append(
+                f"{path}: no llama.cpp executables or libraries found in this folder (looked at "
+                f"{entries} entries in {_n(folders, 'folder')}, down to "
+                f"{_data()['search']['max_depth']} levels, and read the symbols of "
+                f"{_n(reads, 'library', 'libraries')})."
+            )
         return found
     return [Candidate(real, "given")]
 
@@ -412,9 +417,11 @@ def nothing_found(search: Search) -> str:
     """The sentence for a search that found no build: where it looked (the CLI exits NOT_FOUND)."""
     places = search.looked_in
     shown = ", ".join(places[:12]) + (f" and {len(places) - 12} more" if len(places) > 12 else "")
-    text = (f"{NOTHING_FOUND}; looked in {shown or 'no place that exists here'} ({_n(search.folders, 'folder')}, "
-            f"{search.entries} entries, {_n(search.content_reads, 'library', 'libraries')} read for ggml/llama "
-            "symbols)")
+    text = (
+        f"{NOTHING_FOUND}; looked in {shown or 'no place that exists here'} ({_n(search.folders, 'folder')}, "
+        f"{search.entries} entries, {_n(search.content_reads, 'library', 'libraries')} read for ggml/llama "
+        "symbols)"
+    )
     if search.not_entered:
         text += f"; not entered: {', '.join(search.not_entered[:5])}"
     if search.stopped:
@@ -512,8 +519,10 @@ def default_candidates(messages: list[str], search: Search | None = None) -> lis
         search.looked_in.append(str(d))
         found += walk(d, search, "site", None)
     if search.stopped and found:
-        messages.append(f"{search.stopped} in the default places; builds further on were not looked for "
-                        "(give their folder: builddoctor check PATH).")
+        messages.append(
+            f"{search.stopped} in the default places; builds further on were not looked for "
+            "(give their folder: builddoctor check PATH)."
+        )
     return found
 
 

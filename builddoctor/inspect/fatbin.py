@@ -35,7 +35,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
     n = len(blob) if end is None else min(end, len(blob))
     magic_bytes = struct.pack("<I", FATBIN_MAGIC)
     while off + 16 <= n:
-        magic, _version, hsize, fsize = struct.unpack("<IHHQ", blob[off:off + 16])
+        magic, _version, hsize, fsize = struct.unpack("<IHHQ", blob[off : off + 16])
         if magic != FATBIN_MAGIC or hsize < 16:
             # containers are 8-aligned; skip padding between them
             nxt = blob.find(magic_bytes, off + 1, n)
@@ -47,7 +47,7 @@ def cuda_archs(blob, start: int = 0, end: int | None = None) -> list[str]:
         e = off + hsize
         before = len(found)
         while e + 32 <= stop:
-            kind, _v, ehsize, padded, _skip, arch = struct.unpack("<HHIQ12sI", blob[e:e + 32])
+            kind, _v, ehsize, padded, _skip, arch = struct.unpack("<HHIQ12sI", blob[e : e + 32])
             if ehsize < 32 or ehsize > 4096:
                 break
             if 10 <= arch < 1000:

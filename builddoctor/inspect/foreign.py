@@ -83,7 +83,7 @@ def _export_names(pe, data, size: int) -> list[str]:
     lo_rva, end_rva, raw = first[1]
     base = min(rvas)
     lo = raw + (base - lo_rva)
-    buf = bytes(data[lo:min(raw + (end_rva - lo_rva), raw + (max(rvas) - lo_rva) + _MAX_NAME, size)])
+    buf = bytes(data[lo : min(raw + (end_rva - lo_rva), raw + (max(rvas) - lo_rva) + _MAX_NAME, size)])
     # every NUL-terminated string of that span by its start: one split, no Python per byte
     pieces = buf.split(b"\x00")[:-1]  # the last piece has no terminating NUL in the span
     table = dict(zip(itertools.accumulate((len(p) + 1 for p in pieces), initial=0), pieces, strict=False))
@@ -148,7 +148,7 @@ _MAX_TRIE_NODES = 1 << 21
 
 def _cstr(data, at: int, end: int) -> str:
     stop = data.find(b"\x00", at, min(end, at + _MAX_NAME))
-    return bytes(data[at:stop if stop >= 0 else min(end, at + _MAX_NAME)]).decode("utf-8", "replace")
+    return bytes(data[at : stop if stop >= 0 else min(end, at + _MAX_NAME)]).decode("utf-8", "replace")
 
 
 def _uleb(data, pos: int, end: int) -> tuple[int, int]:
@@ -201,8 +201,8 @@ def read_macho(data, size: int, base: int = 0) -> MachoFacts:
     """Facts of the thin Mach-O at ``base`` in ``data`` (the file's mmap), whose header and load
     commands image.macho_slices checked first. Names are read in place; the symbol table is walked
     with struct.iter_unpack (LIEF made an object per symbol after copying the whole file)."""
-    e = "<" if bytes(data[base:base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe") else ">"
-    is64 = bytes(data[base:base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf")
+    e = "<" if bytes(data[base : base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe") else ">"
+    is64 = bytes(data[base : base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf")
     _cpu, _sub, filetype, ncmds, sizeofcmds = struct.unpack_from(e + "iiIII", data, base + 4)
     facts = MachoFacts(filetype=filetype)
     pos = base + (32 if is64 else 28)
@@ -223,7 +223,7 @@ def read_macho(data, size: int, base: int = 0) -> MachoFacts:
             head, width = (72, 80) if cmd == _LC_SEGMENT_64 else (56, 68)
             (nsects,) = struct.unpack_from(e + "I", data, pos + head - 8)
             for i in range(min(nsects, (cmdsize - head) // width)):
-                raw = bytes(data[pos + head + i * width:pos + head + i * width + 16])
+                raw = bytes(data[pos + head + i * width : pos + head + i * width + 16])
                 facts.sections.append(raw.split(b"\x00", 1)[0].decode("utf-8", "replace"))
         elif cmd == _LC_SYMTAB and cmdsize >= 24:
             symtab = struct.unpack_from(e + "IIII", data, pos + 8)
@@ -237,14 +237,14 @@ def read_macho(data, size: int, base: int = 0) -> MachoFacts:
         width = 16 if is64 else 12
         lo, hi = base + stroff, min(base + stroff + strsize, size)
         nsyms = min(nsyms, _MAX_SYMBOLS, max(0, (size - base - symoff) // width))
-        rows = memoryview(data)[base + symoff:base + symoff + nsyms * width]
+        rows = memoryview(data)[base + symoff : base + symoff + nsyms * width]
         try:
             fmt = e + ("IBBHQ" if is64 else "IBBHI")
             for strx, *_rest in struct.iter_unpack(fmt, rows):
                 at = lo + strx
                 if at < hi:
                     stop = data.find(b"\x00", at, min(hi, at + _MAX_NAME))
-                    facts.symbols.add(bytes(data[at:stop if stop >= 0 else hi]).decode("utf-8", "replace"))
+                    facts.symbols.add(bytes(data[at : stop if stop >= 0 else hi]).decode("utf-8", "replace"))
                 else:
                     facts.symbols.add("")
         finally:

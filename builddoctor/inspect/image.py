@@ -59,7 +59,7 @@ class SymbolTable:
         self._is64 = is64
         width = self._fmt.size
         raw = memoryview(raw)
-        self._raw = raw[:len(raw) - len(raw) % width]
+        self._raw = raw[: len(raw) - len(raw) % width]
         self.strtab = strtab
         self._by_name: dict[int, int] | None = None
         self._n = len(self._raw) // width
@@ -81,7 +81,7 @@ class SymbolTable:
         if self._by_name is None:
             width = self._fmt.size
             if self._fmt.format[0] == "<" and sys.byteorder == "little":
-                names: Sequence[int] = self._raw.cast("I")[::width // 4]
+                names: Sequence[int] = self._raw.cast("I")[:: width // 4]
             else:
                 names = [self._fmt.unpack_from(self._raw, i * width)[0] for i in range(self._n)]
             self._by_name = dict(zip(names, range(self._n), strict=False))
@@ -105,8 +105,9 @@ class SymbolTable:
                 break
             offsets.append(i)
             start = i + 1
-        return [(value, size, info & 0xF, shndx != SHN_UNDEF)
-                for _n, info, shndx, value, size in self._rows_at(offsets)]
+        return [
+            (value, size, info & 0xF, shndx != SHN_UNDEF) for _n, info, shndx, value, size in self._rows_at(offsets)
+        ]
 
     def defined_value(self, name: str) -> tuple[int, int] | None:
         for value, size, _kind, defined in self.lookup(name):
@@ -147,8 +148,7 @@ class SymbolTable:
         """(name offset, info, shndx, value, size) of the entries whose names start at ``offsets``."""
         return self._rows_at(offsets)
 
-    def search(self, pattern: bytes, *, defined: bool = True, funcs: bool = False
-               ) -> Iterator[tuple[str, int, int]]:
+    def search(self, pattern: bytes, *, defined: bool = True, funcs: bool = False) -> Iterator[tuple[str, int, int]]:
         """(name, value, size) of symbols whose name matches the regex ``pattern`` at its start."""
         rx = re.compile(pattern + rb"[^\x00]*\x00")
         offsets = (m.start() for m in rx.finditer(self.strtab))
@@ -194,6 +194,7 @@ class Image:
         if self.exported_only and self.symtabs and self.symtabs[0].is_dynsym:
             return self.symtabs[:1]
         return self.symtabs
+
     rela_sections: list[Section] = field(default_factory=list)
     relative_types: tuple[int, ...] = (8,)  # R_X86_64_RELATIVE
 
@@ -211,7 +212,7 @@ class Image:
         off = self.offset_of(vaddr)
         if off is None or off >= self.size:
             return b""
-        return bytes(self.data[off:min(off + n, self.size)])
+        return bytes(self.data[off : min(off + n, self.size)])
 
     def cstring(self, vaddr: int, limit: int = 512) -> str | None:
         raw = self.read(vaddr, limit)
@@ -243,15 +244,16 @@ class Image:
             self._relocs = {}
             e = "<" if self.little else ">"
             for sec in self.rela_sections:
-                raw = self.data[sec.offset:sec.offset + sec.size]
+                raw = self.data[sec.offset : sec.offset + sec.size]
                 if self.is64:
                     fmt, width, mask = e + "QQq", 24, 0xFFFFFFFF
                 else:
                     fmt, width, mask = e + "IIi", 12, 0xFF
-                raw = raw[:len(raw) - len(raw) % width]
+                raw = raw[: len(raw) - len(raw) % width]
                 types = self.relative_types
-                self._relocs.update((off, add) for off, info, add in struct.iter_unpack(fmt, raw)
-                                    if info & mask in types)
+                self._relocs.update(
+                    (off, add) for off, info, add in struct.iter_unpack(fmt, raw) if info & mask in types
+                )
         return self._relocs
 
     # -- symbols -----------------------------------------------------------------------
@@ -307,7 +309,7 @@ class Image:
         end = sec.offset + (sec.size if limit is None else min(sec.size, limit))
         if sec.offset >= self.size:
             return b""
-        return memoryview(self.data)[sec.offset:min(end, self.size)]
+        return memoryview(self.data)[sec.offset : min(end, self.size)]
 
 
 class FileWindow:
@@ -335,7 +337,7 @@ class FileWindow:
 
             self._base = start
             self._buf = os.pread(self._fd, max(stop - start, 4096), start)
-        return self._buf[start - self._base:stop - self._base]
+        return self._buf[start - self._base : stop - self._base]
 
     def find(self, needle: bytes, start: int = 0, end: int | None = None) -> int:
         import os
@@ -374,11 +376,15 @@ def elf_header_problem(head: bytes, size: int) -> str | None:
         phoff, shoff = struct.unpack_from(e + "II", head, 28)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 42)
     if phnum and phoff + phentsize * phnum > size:
-        return (f"truncated: its program headers end at byte {phoff + phentsize * phnum}, "
-                f"but the file has only {size} bytes")
+        return (
+            f"truncated: its program headers end at byte {phoff + phentsize * phnum}, "
+            f"but the file has only {size} bytes"
+        )
     if shnum and shoff + shentsize * shnum > size:
-        return (f"truncated: its section headers end at byte {shoff + shentsize * shnum}, "
-                f"but the file has only {size} bytes")
+        return (
+            f"truncated: its section headers end at byte {shoff + shentsize * shnum}, "
+            f"but the file has only {size} bytes"
+        )
     return None
 
 
@@ -389,8 +395,12 @@ def elf_header_problem(head: bytes, size: int) -> str | None:
 # say where the file runs and whether its tables fit in it, so that a damaged file gets one
 # sentence instead of a diagnosis.
 
-MACHO_THIN = {b"\xcf\xfa\xed\xfe": ("<", 32), b"\xce\xfa\xed\xfe": ("<", 28),
-              b"\xfe\xed\xfa\xcf": (">", 32), b"\xfe\xed\xfa\xce": (">", 28)}
+MACHO_THIN = {
+    b"\xcf\xfa\xed\xfe": ("<", 32),
+    b"\xce\xfa\xed\xfe": ("<", 28),
+    b"\xfe\xed\xfa\xcf": (">", 32),
+    b"\xfe\xed\xfa\xce": (">", 28),
+}
 _MACHO_MAX_FILETYPE = 12  # MH_FILESET, the highest in <mach-o/loader.h>
 
 
@@ -404,18 +414,21 @@ def macho_slices(data, size: int) -> list[tuple[str, int]]:
     if head[:4] == b"\xca\xfe\xba\xbe":
         (n,) = struct.unpack_from(">I", head, 4)
         if 8 + 20 * n > size:
-            raise ImageError(f"damaged or truncated fat Mach-O file: its {n} slice headers end past "
-                             f"its {size} bytes")
+            raise ImageError(f"damaged or truncated fat Mach-O file: its {n} slice headers end past its {size} bytes")
         out = []
         for i in range(n):
-            cputype, _sub, off, length, _align = struct.unpack_from(">iiIII", bytes(data[8 + 20 * i:28 + 20 * i]))
+            cputype, _sub, off, length, _align = struct.unpack_from(">iiIII", bytes(data[8 + 20 * i : 28 + 20 * i]))
             if off + length > size or length < 28:
-                raise ImageError(f"damaged or truncated fat Mach-O file: slice {i + 1} of {n} ends at byte "
-                                 f"{off + length}, but the file has only {size} bytes")
+                raise ImageError(
+                    f"damaged or truncated fat Mach-O file: slice {i + 1} of {n} ends at byte "
+                    f"{off + length}, but the file has only {size} bytes"
+                )
             arch = _macho_thin(data, off, length)
             if macho_arch(cputype & 0xFFFFFFFF) != arch:
-                raise ImageError(f"damaged fat Mach-O file: slice {i + 1} says CPU type {cputype:#x} in the fat "
-                                 f"header and {arch} in its own")
+                raise ImageError(
+                    f"damaged fat Mach-O file: slice {i + 1} says CPU type {cputype:#x} in the fat "
+                    f"header and {arch} in its own"
+                )
             out.append((arch, off))
         return out
     return [(_macho_thin(data, 0, size), 0)]
@@ -424,28 +437,31 @@ def macho_slices(data, size: int) -> list[tuple[str, int]]:
 def _macho_thin(data, off: int, size: int) -> str:
     from builddoctor.platforms import macho_arch
 
-    magic = bytes(data[off:off + 4])
+    magic = bytes(data[off : off + 4])
     if magic not in MACHO_THIN:
         raise ImageError("damaged Mach-O file: a slice does not start with a Mach-O header")
     e, hsize = MACHO_THIN[magic]
     if size < hsize:
         raise ImageError(f"only {size} bytes: a truncated Mach-O header")
-    cputype, _sub, filetype, ncmds, sizeofcmds = struct.unpack_from(e + "iiIII", bytes(data[off + 4:off + 24]))
+    cputype, _sub, filetype, ncmds, sizeofcmds = struct.unpack_from(e + "iiIII", bytes(data[off + 4 : off + 24]))
     arch = macho_arch(cputype & 0xFFFFFFFF)
     if arch is None:
         raise ImageError(f"damaged Mach-O file: unknown CPU type {cputype & 0xFFFFFFFF:#x} in its header")
     if not 1 <= filetype <= _MACHO_MAX_FILETYPE:
         raise ImageError(f"damaged Mach-O file: unknown file type {filetype} in its header")
     if hsize + sizeofcmds > size or ncmds * 8 > sizeofcmds:
-        raise ImageError(f"damaged or truncated Mach-O file: {ncmds} load commands of {sizeofcmds} bytes "
-                         f"do not fit in {size} bytes")
+        raise ImageError(
+            f"damaged or truncated Mach-O file: {ncmds} load commands of {sizeofcmds} bytes do not fit in {size} bytes"
+        )
     pos, end = off + hsize, off + hsize + sizeofcmds
     for i in range(ncmds):
-        (cmd, cmdsize) = struct.unpack_from(e + "II", bytes(data[pos:pos + 8]))
+        (cmd, cmdsize) = struct.unpack_from(e + "II", bytes(data[pos : pos + 8]))
         if cmdsize < 8 or cmdsize % 4 or pos + cmdsize > end:
-            raise ImageError(f"damaged Mach-O file: load command {i + 1} of {ncmds} has a size of {cmdsize} bytes "
-                             "that does not fit its header")
-        body = bytes(data[pos:pos + min(cmdsize, 56)])
+            raise ImageError(
+                f"damaged Mach-O file: load command {i + 1} of {ncmds} has a size of {cmdsize} bytes "
+                "that does not fit its header"
+            )
+        body = bytes(data[pos : pos + min(cmdsize, 56)])
         reach = None  # where the bytes this command points at end, inside the slice
         if cmd == _LC_SEGMENT_64 and len(body) >= 56:
             fileoff, filesize = struct.unpack_from(e + "QQ", body, 40)
@@ -457,8 +473,10 @@ def _macho_thin(data, off: int, size: int) -> str:
             symoff, nsyms, stroff, strsize = struct.unpack_from(e + "IIII", body, 8)
             reach = (max(symoff + nsyms * (16 if hsize == 32 else 12), stroff + strsize), "its symbol table")
         if reach and reach[0] > size:
-            raise ImageError(f"truncated Mach-O file: {reach[1]} ends at byte {reach[0]}, but the "
-                             f"{'slice' if off else 'file'} has only {size} bytes")
+            raise ImageError(
+                f"truncated Mach-O file: {reach[1]} ends at byte {reach[0]}, but the "
+                f"{'slice' if off else 'file'} has only {size} bytes"
+            )
         pos += cmdsize
     return arch
 
@@ -476,29 +494,34 @@ def pe_machine(data, size: int) -> str:
     if size < 64:
         raise ImageError(f"only {size} bytes: a truncated MZ/PE header")
     (lfanew,) = struct.unpack_from("<I", bytes(data[0x3C:0x40]))
-    if lfanew + 24 > size or bytes(data[lfanew:lfanew + 4]) != b"PE\0\0":
+    if lfanew + 24 > size or bytes(data[lfanew : lfanew + 4]) != b"PE\0\0":
         raise ImageError("damaged PE file (or an MS-DOS program): no 'PE' signature where its MZ header points")
-    machine, nsec, _t, symptr, nsyms, opt_size, _c = struct.unpack_from("<HHIIIHH", bytes(data[lfanew + 4:lfanew + 24]))
+    machine, nsec, _t, symptr, nsyms, opt_size, _c = struct.unpack_from(
+        "<HHIIIHH", bytes(data[lfanew + 4 : lfanew + 24])
+    )
     arch = pe_arch(machine)
     if arch is None:
         raise ImageError(f"damaged PE file: unknown machine type {machine:#06x} in its header")
     opt = lfanew + 24
-    if opt_size < 2 or opt + opt_size > size or bytes(data[opt:opt + 2]) not in (b"\x0b\x01", b"\x0b\x02"):
+    if opt_size < 2 or opt + opt_size > size or bytes(data[opt : opt + 2]) not in (b"\x0b\x01", b"\x0b\x02"):
         raise ImageError("damaged PE file: no optional header (PE32/PE32+) after its COFF header")
     table = opt + opt_size
     if not 0 < nsec <= _PE_MAX_SECTIONS or table + 40 * nsec > size:
         raise ImageError(f"damaged or truncated PE file: {nsec} section headers do not fit in {size} bytes")
     if symptr:  # the COFF symbol table and its string table (mingw keeps them) end the file
         strtab = symptr + 18 * nsyms
-        sym_end = strtab + (struct.unpack("<I", bytes(data[strtab:strtab + 4]))[0] if strtab + 4 <= size else 4)
+        sym_end = strtab + (struct.unpack("<I", bytes(data[strtab : strtab + 4]))[0] if strtab + 4 <= size else 4)
         if sym_end > size:
-            raise ImageError(f"truncated PE file: its symbol table ends at byte {sym_end}, "
-                             f"but the file has only {size} bytes")
+            raise ImageError(
+                f"truncated PE file: its symbol table ends at byte {sym_end}, but the file has only {size} bytes"
+            )
     for i in range(nsec):
-        raw_size, raw_ptr = struct.unpack_from("<II", bytes(data[table + 40 * i + 16:table + 40 * i + 24]))
+        raw_size, raw_ptr = struct.unpack_from("<II", bytes(data[table + 40 * i + 16 : table + 40 * i + 24]))
         if raw_size and raw_ptr + raw_size > size:
-            raise ImageError(f"truncated PE file: section {i + 1} ends at byte {raw_ptr + raw_size}, "
-                             f"but the file has only {size} bytes")
+            raise ImageError(
+                f"truncated PE file: section {i + 1} ends at byte {raw_ptr + raw_size}, "
+                f"but the file has only {size} bytes"
+            )
     return arch
 
 

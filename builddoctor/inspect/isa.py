@@ -138,8 +138,7 @@ def x86_constant_return(code: bytes, ip: int) -> tuple[int | None, bool]:
         if c == Code.MOV_R32_IMM32 and ins.op0_register == Reg.EAX:
             value = ins.immediate32
             continue
-        if (c in (Code.XOR_R32_RM32, Code.XOR_RM32_R32) and ins.op0_register == Reg.EAX
-                and ins.op1_register == Reg.EAX):
+        if c in (Code.XOR_R32_RM32, Code.XOR_RM32_R32) and ins.op0_register == Reg.EAX and ins.op1_register == Reg.EAX:
             value = 0
             continue
         if c in (Code.RETNQ,):
@@ -152,7 +151,7 @@ def arm64_constant_return(code: bytes) -> tuple[int | None, bool]:
     value: int | None = None
     frame = False
     for i in range(0, min(len(code), 48) - 3, 4):
-        w = int.from_bytes(code[i:i + 4], "little")
+        w = int.from_bytes(code[i : i + 4], "little")
         if (w & 0xFFE0001F) == 0x52800000:  # movz w0, #imm
             value = (w >> 5) & 0xFFFF
         elif w in (0x2A1F03E0,):  # mov w0, wzr
@@ -283,8 +282,7 @@ def carries_cpu_backend(img: Image, name: str = "", needed: tuple[str, ...] | li
             return True
     if any(not t.is_dynsym for t in img.symtabs):
         return False  # a full symbol table was searched: no need to look at strings
-    return any(img.find_in(".rodata", needle.encode(), limit=int(cfg["rodata_limit"])) >= 0
-               for needle in cfg["rodata"])
+    return any(img.find_in(".rodata", needle.encode(), limit=int(cfg["rodata_limit"])) >= 0 for needle in cfg["rodata"])
 
 
 def names_carry_cpu_backend(symbols: set[str], name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
@@ -311,8 +309,7 @@ def module_carries_cpu_backend(path, name: str = "", needed: tuple[str, ...] | l
     return mentions_strings(path, cfg.get("module_strings", []), int(cfg["rodata_limit"]))
 
 
-def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None,
-            cpu_code: bool = True) -> IsaResult:
+def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None, cpu_code: bool = True) -> IsaResult:
     """ISA facts of one file. ``text``: (vaddr, file offset, size) of its code section.
 
     ``cpu_code`` False: only the cheap constant functions are read (a file whose CPU code
@@ -354,7 +351,7 @@ def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None,
         chunk = int(cfg["sample_chunk"])
         data = img.data
         if size <= limit:
-            codes |= decode_codes(bytes(data[off:off + size]), vaddr)
+            codes |= decode_codes(bytes(data[off : off + size]), vaddr)
             res.decoded_bytes = size
             res.how = f"decoded all code ({size // 1024} KiB)"
         else:
@@ -362,7 +359,7 @@ def analyze(img: Image, arch: str, *, text: tuple[int, int, int] | None = None,
             step = size // n
             for i in range(n):
                 start = i * step
-                codes |= decode_codes(bytes(data[off + start:off + start + chunk]), vaddr + start)
+                codes |= decode_codes(bytes(data[off + start : off + start + chunk]), vaddr + start)
                 res.decoded_bytes += chunk
             res.how = f"decoded {n} samples of {chunk // 1024} KiB spread over {size // (1 << 20)} MiB of code"
     feats, detail = classify_codes(codes)

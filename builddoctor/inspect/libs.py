@@ -21,9 +21,15 @@ from builddoctor import platforms, proc
 from builddoctor.profiles import LoadProblem
 
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64", "riscv64": "RISC-V", "ppc64": "ppc64", "s390x": "s390x"}
-_MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "i386": "i386-linux-gnu",
-              "arm": "arm-linux-gnueabihf", "riscv64": "riscv64-linux-gnu", "ppc64": "powerpc64le-linux-gnu",
-              "s390x": "s390x-linux-gnu"}
+_MULTIARCH = {
+    "x86_64": "x86_64-linux-gnu",
+    "aarch64": "aarch64-linux-gnu",
+    "i386": "i386-linux-gnu",
+    "arm": "arm-linux-gnueabihf",
+    "riscv64": "riscv64-linux-gnu",
+    "ppc64": "powerpc64le-linux-gnu",
+    "s390x": "s390x-linux-gnu",
+}
 
 
 def machine_arch() -> str:
@@ -79,8 +85,14 @@ def default_dirs(arch: str, elf_class: int) -> list[str]:
 
 def _expand(entry: str, origin: str, arch: str, elf_class: int) -> str:
     lib = "lib64" if elf_class == 2 else "lib"
-    for token, value in (("$ORIGIN", origin), ("${ORIGIN}", origin), ("$LIB", lib), ("${LIB}", lib),
-                         ("$PLATFORM", arch), ("${PLATFORM}", arch)):
+    for token, value in (
+        ("$ORIGIN", origin),
+        ("${ORIGIN}", origin),
+        ("$LIB", lib),
+        ("${LIB}", lib),
+        ("$PLATFORM", arch),
+        ("${PLATFORM}", arch),
+    ):
         entry = entry.replace(token, value)
     return entry
 
@@ -89,16 +101,22 @@ class Resolver:
     """Resolves NEEDED names to files for ELF files of one arch, caching what it learns."""
 
     def __init__(self, ld_library_path: str | None = None):
-        self.ld_library_path = [p for p in (ld_library_path if ld_library_path is not None
-                                            else os.environ.get("LD_LIBRARY_PATH", "")).split(":") if p]
+        self.ld_library_path = [
+            p
+            for p in (ld_library_path if ld_library_path is not None else os.environ.get("LD_LIBRARY_PATH", "")).split(
+                ":"
+            )
+            if p
+        ]
         self._found: dict[tuple, str | None] = {}
 
     def _ok(self, path: str, elf_class: int, arch: str) -> bool:
         ident = elf_identity(path)
         return ident is not None and ident == (elf_class, arch)
 
-    def resolve(self, name: str, *, origin: str, rpath: list[str], runpath: list[str],
-                elf_class: int, arch: str) -> str | None:
+    def resolve(
+        self, name: str, *, origin: str, rpath: list[str], runpath: list[str], elf_class: int, arch: str
+    ) -> str | None:
         if "/" in name:
             return name if os.path.exists(name) else None
         key = (name, origin, tuple(rpath), tuple(runpath), elf_class, arch)
@@ -171,14 +189,22 @@ def newest_version(path: str, prefix: str) -> str | None:
 
 
 @lru_cache(maxsize=256)
-def _dynamic(path: str) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], int, str,
-                                 frozenset[str]]:
+def _dynamic(
+    path: str,
+) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], int, str, frozenset[str]]:
     """(defined dynamic symbol names, NEEDED, RPATH, RUNPATH, ELF class, arch, defined versions) of a
     library found here.
     Read straight from the section headers, .dynamic and .dynsym with struct: pyelftools builds an
     object per section and per symbol (0.1 s for a libc), too slow for every library of every file."""
     empty: tuple[frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], int, str, frozenset[str]] = (
-        frozenset(), (), (), (), 2, "", frozenset())
+        frozenset(),
+        (),
+        (),
+        (),
+        2,
+        "",
+        frozenset(),
+    )
     ident = elf_identity(path)
     if ident is None:
         return empty
@@ -193,17 +219,17 @@ def _read_dynamic(m, ident: tuple[int, str]):
     is64 = ident[0] == 2
     e = "<" if m[5] == 1 else ">"
     if is64:
-        shoff, = struct.unpack_from(e + "Q", m, 40)
+        (shoff,) = struct.unpack_from(e + "Q", m, 40)
         shentsize, shnum = struct.unpack_from(e + "HH", m, 58)
         shdr = struct.Struct(e + "IIQQQQIIQQ")  # name type flags addr offset size link info align entsize
     else:
-        shoff, = struct.unpack_from(e + "I", m, 32)
+        (shoff,) = struct.unpack_from(e + "I", m, 32)
         shentsize, shnum = struct.unpack_from(e + "HH", m, 46)
         shdr = struct.Struct(e + "IIIIIIIIII")
     secs = [shdr.unpack_from(m, shoff + i * shentsize) for i in range(shnum)]
 
     def body(sec) -> bytes:
-        return m[sec[4]:sec[4] + sec[5]]
+        return m[sec[4] : sec[4] + sec[5]]
 
     names: set[str] = set()
     needed: list[str] = []
@@ -235,7 +261,7 @@ def _read_dynamic(m, ident: tuple[int, str]):
             strtab = body(secs[sec[6]])
             raw = body(sec)
             fmt = struct.Struct(e + ("qQ" if is64 else "iI"))
-            raw = raw[:len(raw) - len(raw) % fmt.size]
+            raw = raw[: len(raw) - len(raw) % fmt.size]
             for tag, val in fmt.iter_unpack(raw):
                 if tag == 0:
                     break
@@ -253,16 +279,16 @@ def _entries(raw, is64: bool, little: bool):
     e = "<" if little else ">"
     if is64:
         fmt = struct.Struct(e + "IBBHQQ")
-        raw = raw[:len(raw) - len(raw) % fmt.size]
+        raw = raw[: len(raw) - len(raw) % fmt.size]
         return ((n, info, shndx) for n, info, _o, shndx, _v, _s in fmt.iter_unpack(raw))
     fmt = struct.Struct(e + "IIIBBH")
-    raw = raw[:len(raw) - len(raw) % fmt.size]
+    raw = raw[: len(raw) - len(raw) % fmt.size]
     return ((n, info, shndx) for n, _v, _s, info, _o, shndx in fmt.iter_unpack(raw))
 
 
 def _name_at(strtab, off: int) -> str:
     end = strtab.find(b"\x00", off)
-    return bytes(strtab[off:end if end >= 0 else len(strtab)]).decode("utf-8", "replace")
+    return bytes(strtab[off : end if end >= 0 else len(strtab)]).decode("utf-8", "replace")
 
 
 def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
@@ -282,13 +308,14 @@ def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
     return out
 
 
-def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: bytes | memoryview | None,
-                          is64: bool, little: bool) -> list[str]:
+def undefined_unversioned(
+    dynsym: bytes | memoryview, strtab, versym: bytes | memoryview | None, is64: bool, little: bool
+) -> list[str]:
     """Names of the strong undefined symbols that carry no version (their .gnu.version entry is 0 or 1):
     the ones ld.so looks for by name alone. Weak ones may stay undefined. The columns are read as
     strided views (C speed): a module with 100,000 exported functions has as many entries."""
     width = 24 if is64 else 16
-    raw = memoryview(dynsym)[:len(dynsym) - len(dynsym) % width]
+    raw = memoryview(dynsym)[: len(dynsym) - len(dynsym) % width]
     if little and sys.byteorder == "little" and is64:
         names = raw.cast("I")[0::6]
         infos = raw.cast("B")[4::24]
@@ -298,7 +325,7 @@ def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: bytes | me
         rows = [(i, n, info) for i, (n, info, sh) in enumerate(_entries(raw, is64, little)) if sh == 0]
     versions = None
     if versym is not None:
-        v = memoryview(versym)[:len(versym) - len(versym) % 2]
+        v = memoryview(versym)[: len(versym) - len(versym) % 2]
         versions = v.cast("H") if little == (sys.byteorder == "little") else None
     out = []
     for i, n, info in rows:
@@ -310,8 +337,9 @@ def undefined_unversioned(dynsym: bytes | memoryview, strtab, versym: bytes | me
     return out
 
 
-def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unversioned: list[str], *,
-                  resolver: Resolver) -> list[LoadProblem]:
+def load_problems(
+    required: dict[str, list[str]], resolved: dict[str, str], unversioned: list[str], *, resolver: Resolver
+) -> list[LoadProblem]:
     """Why ld.so would refuse a file here, from the libraries found for it: a symbol version that
     the library found does not define (GLIBCXX_3.4.99 from a libstdc++ that stops at 3.4.30), or
     an unversioned symbol that none of the libraries it loads defines (ld.so's "undefined symbol").
@@ -333,7 +361,7 @@ def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unve
         return out
     cfg = load("inspect_libs.toml")["load"]
     host = tuple(cfg["host_provided"])
-    todo = {n for n in unversioned[:int(cfg["max_symbols"])] if not n.startswith(host)}
+    todo = {n for n in unversioned[: int(cfg["max_symbols"])] if not n.startswith(host)}
     if not todo:
         return out
     # ld.so's global scope: every library loaded for the file, breadth first
@@ -348,12 +376,12 @@ def load_problems(required: dict[str, list[str]], resolved: dict[str, str], unve
         todo -= names
         origin = os.path.dirname(path)
         for name in needed:
-            found = resolver.resolve(name, origin=origin, rpath=list(rpath), runpath=list(runpath),
-                                     elf_class=elf_class, arch=arch)
+            found = resolver.resolve(
+                name, origin=origin, rpath=list(rpath), runpath=list(runpath), elf_class=elf_class, arch=arch
+            )
             if found:
                 queue.append(real(found))
     if todo:
         libs = ", ".join(sorted(resolved))
-        out.append(LoadProblem(kind="symbol", lib=libs, need=", ".join(sorted(todo)[:5]), have="",
-                               count=len(todo)))
+        out.append(LoadProblem(kind="symbol", lib=libs, need=", ".join(sorted(todo)[:5]), have="", count=len(todo)))
     return out

@@ -40,8 +40,9 @@ def _result(c: proc.Completed) -> RuntimeResult:
     out = c.output
     if len(out) > OUTPUT_KEEP:
         out = out[:OUTPUT_KEEP] + "\n[... output cut ...]"
-    return RuntimeResult(argv=list(c.argv), returncode=c.returncode, signal=c.signal, timed_out=c.timed_out,
-                         error=c.error, output=out)
+    return RuntimeResult(
+        argv=list(c.argv), returncode=c.returncode, signal=c.signal, timed_out=c.timed_out, error=c.error, output=out
+    )
 
 
 def parse_version(text: str) -> dict:
@@ -66,7 +67,7 @@ def parse_devices(text: str) -> list[str] | None:
     for i, line in enumerate(lines):
         if line.strip().startswith("Available devices"):
             out = []
-            for dev in lines[i + 1:]:
+            for dev in lines[i + 1 :]:
                 if not dev.strip():
                     break
                 if dev.strip() == "(none)":

@@ -56,8 +56,13 @@ def mentions_prefixes(path: Path, prefixes: Sequence[str]) -> bool:
             head = fh.read(64)
             if head[:4] == b"\x7fELF":
                 return _elf(fh, head, prefixes)
-            if head[:2] == b"MZ" or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe",
-                                                  b"\xfe\xed\xfa\xcf", b"\xfe\xed\xfa\xce"):
+            if head[:2] == b"MZ" or head[:4] in (
+                b"\xcf\xfa\xed\xfe",
+                b"\xce\xfa\xed\xfe",
+                b"\xca\xfe\xba\xbe",
+                b"\xfe\xed\xfa\xcf",
+                b"\xfe\xed\xfa\xce",
+            ):
                 return _foreign(path, head, prefixes)
     except (OSError, ValueError, struct.error, OverflowError, MemoryError):
         return False
@@ -76,11 +81,11 @@ def _elf(fh, head: bytes, prefixes: Sequence[str]) -> bool:
     is64, little = head[4] == 2, head[5] == 1
     e = "<" if little else ">"
     if is64:
-        shoff, = struct.unpack_from(e + "Q", head, 0x28)
+        (shoff,) = struct.unpack_from(e + "Q", head, 0x28)
         shentsize, shnum = struct.unpack_from(e + "HH", head, 0x3A)
         shdr, want_size = struct.Struct(e + "IIQQQQIIQQ"), 64
     else:
-        shoff, = struct.unpack_from(e + "I", head, 0x20)
+        (shoff,) = struct.unpack_from(e + "I", head, 0x20)
         shentsize, shnum = struct.unpack_from(e + "HH", head, 0x2E)
         shdr, want_size = struct.Struct(e + "IIIIIIIIII"), 40
     if shentsize != want_size or not 0 < shnum <= 65535 or shoff + shnum * shentsize > size:
@@ -123,7 +128,10 @@ def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
                 pe_machine(data, len(data))
                 pe = foreign.read_pe(data, len(data))
                 return any(n.startswith(want) for n in pe.exports) or any(n.startswith(want) for n in pe.imported)
-            return any(s.startswith(want) for _arch, off in macho_slices(data, len(data))
-                       for s in foreign.read_macho(data, len(data), off).symbols)
+            return any(
+                s.startswith(want)
+                for _arch, off in macho_slices(data, len(data))
+                for s in foreign.read_macho(data, len(data), off).symbols
+            )
     except (ImageError, foreign.ForeignError, ValueError, IndexError, struct.error, OverflowError):
         return False

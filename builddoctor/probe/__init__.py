@@ -18,8 +18,9 @@ from builddoctor.profiles import MachineProfile
 __all__ = ["machine_profile", "probe_live", "load_profile", "cpu_from_file", "gpus_from_file"]
 
 
-def machine_profile(profile: Path | None = None, cpuinfo: Path | None = None,
-                    nvidia_smi: Path | None = None) -> MachineProfile:
+def machine_profile(
+    profile: Path | None = None, cpuinfo: Path | None = None, nvidia_smi: Path | None = None
+) -> MachineProfile:
     """The machine to diagnose or build for: loaded, probed, or probed with parts replaced."""
     if profile is not None:
         machine = load_profile(profile)
@@ -73,11 +74,15 @@ def load_profile(path: Path) -> MachineProfile:
     try:
         return MachineProfile.from_dict(data)
     except (SchemaError, TypeError, ValueError, RecursionError) as exc:
-        raise InputError(f"{path} is not a usable builddoctor machine profile: {_short(exc)}. {_PROFILE_REMEDY}") from None
+        raise InputError(
+            f"{path} is not a usable builddoctor machine profile: {_short(exc)}. {_PROFILE_REMEDY}"
+        ) from None
 
 
-_CPU_REMEDY = ("Give the text of /proc/cpuinfo (Linux: `cat /proc/cpuinfo > cpuinfo.txt`) or of `sysctl -a` "
-               "(macOS: `sysctl -a > sysctl.txt`), copied whole.")
+_CPU_REMEDY = (
+    "Give the text of /proc/cpuinfo (Linux: `cat /proc/cpuinfo > cpuinfo.txt`) or of `sysctl -a` "
+    "(macOS: `sysctl -a > sysctl.txt`), copied whole."
+)
 
 
 def cpu_from_file(path: Path):
@@ -95,8 +100,10 @@ def cpu_from_file(path: Path):
     return facts
 
 
-_GPU_REMEDY = ("Record it with `nvidia-smi -q -x > gpus.xml`, or with `nvidia-smi "
-               "--query-gpu=name,memory.total,compute_cap,driver_version --format=csv > gpus.csv`.")
+_GPU_REMEDY = (
+    "Record it with `nvidia-smi -q -x > gpus.xml`, or with `nvidia-smi "
+    "--query-gpu=name,memory.total,compute_cap,driver_version --format=csv > gpus.csv`."
+)
 
 
 def gpus_from_file(path: Path):

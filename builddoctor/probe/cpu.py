@@ -37,8 +37,15 @@ class CpuFacts:
 
 # --------------------------------------------------------------------------- arch names
 
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8l": "arm",
-                 "ppc64el": "ppc64le", "i386": "x86", "i686": "x86"}
+_ARCH_ALIASES = {
+    "amd64": "x86_64",
+    "x64": "x86_64",
+    "arm64": "aarch64",
+    "armv8l": "arm",
+    "ppc64el": "ppc64le",
+    "i386": "x86",
+    "i686": "x86",
+}
 
 
 def normalize_arch(machine: str) -> str:
@@ -155,8 +162,9 @@ def x86_microarch_checked(named: str, vendor: str, features: Iterable[str]) -> s
     """The model-number name, unless the CPU has a feature that microarchitecture lacks (a KVM
     guest reporting another model, e.g. 167 = Rocket Lake with AMX): then, as archspec does, the
     vendor's microarchitecture with the most features, all of them present."""
-    table = next((t["names"] for t in _data.load("cpu_microarch").get("x86_features", [])
-                  if t["vendor"] == vendor), None)
+    table = next(
+        (t["names"] for t in _data.load("cpu_microarch").get("x86_features", []) if t["vendor"] == vendor), None
+    )
     if not table or named not in table:
         return named
     sets = _x86_sets()
@@ -257,7 +265,9 @@ def _blocks(text: str) -> list[dict[str, str]]:
     if current:
         blocks.append(current)
     if lines and bad > max(2, len(lines) // 10):
-        raise CpuTextError(f"{bad} of {len(lines)} lines are not 'key : value' lines, so this is not a /proc/cpuinfo text")
+        raise CpuTextError(
+            f"{bad} of {len(lines)} lines are not 'key : value' lines, so this is not a /proc/cpuinfo text"
+        )
     return blocks
 
 
@@ -266,8 +276,9 @@ def _check_complete(cpu_blocks: list[dict[str, str]], text: str, needed: str) ->
         raise CpuTextError("no 'processor' entry: not a /proc/cpuinfo text")
     for i, block in enumerate(cpu_blocks):
         if needed not in block:
-            raise CpuTextError(f"processor entry {i + 1} has no '{needed}' line: the text is cut short "
-                               "or is not a /proc/cpuinfo")
+            raise CpuTextError(
+                f"processor entry {i + 1} has no '{needed}' line: the text is cut short or is not a /proc/cpuinfo"
+            )
     if not text.endswith("\n"):
         # a copy may just lack the final newline: the last line is whole when another
         # processor entry has the same one; it was cut when it is a shorter copy of another's
@@ -275,15 +286,19 @@ def _check_complete(cpu_blocks: list[dict[str, str]], text: str, needed: str) ->
         if last_key == needed:
             last = cpu_blocks[-1][needed].split()
             others = [b[needed].split() for b in cpu_blocks[:-1]]
-            if any(len(o) > len(last) and o[:len(last) - 1] == last[:-1] for o in others):
-                raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated "
-                                   "(another processor entry has a longer copy of that line)")
+            if any(len(o) > len(last) and o[: len(last) - 1] == last[:-1] for o in others):
+                raise CpuTextError(
+                    f"the text ends inside the last '{needed}' line: it looks truncated "
+                    "(another processor entry has a longer copy of that line)"
+                )
             ends = _data.load("cpu_features").get("cpuinfo", {}).get("line_end_words", {}).get(needed, [])
             if not others and (not last or last[-1] not in ends):
                 word = f"'{last[-1]}'" if last else "nothing"
-                raise CpuTextError(f"the text ends inside the last '{needed}' line: it looks truncated "
-                                   f"(its only processor entry stops there, on {word}, which is not a word "
-                                   "the kernel ends that line with)")
+                raise CpuTextError(
+                    f"the text ends inside the last '{needed}' line: it looks truncated "
+                    f"(its only processor entry stops there, on {word}, which is not a word "
+                    "the kernel ends that line with)"
+                )
 
 
 def parse_cpuinfo(text: str, source: str = "cpuinfo") -> CpuFacts:
@@ -333,9 +348,17 @@ def _parse_x86(text: str, cpu_blocks: list[dict[str, str]], source: str) -> CpuF
         l3 = _size_bytes(first.get("cache size", ""))
     flags = _common_flags(cpu_blocks, "flags")
     arch = "x86_64" if "lm" in flags else "x86"
-    cpu = CpuProfile(arch=arch, vendor=vendor, model=first.get("model name", ""),
-                     microarch=x86_microarch(vendor, family, model, stepping), cores=cores,
-                     threads=len(cpu_blocks), flags=flags, l3_cache_bytes=l3, source=source)
+    cpu = CpuProfile(
+        arch=arch,
+        vendor=vendor,
+        model=first.get("model name", ""),
+        microarch=x86_microarch(vendor, family, model, stepping),
+        cores=cores,
+        threads=len(cpu_blocks),
+        flags=flags,
+        l3_cache_bytes=l3,
+        source=source,
+    )
     notes = []
     if "hypervisor" in flags:
         notes.append("The CPU runs under a hypervisor: its features are those the virtual machine exposes.")
@@ -375,16 +398,24 @@ def _parse_arm(text: str, cpu_blocks: list[dict[str, str]], glob: dict[str, str]
     model = model_name or pretty or board
     if model and board and board not in model:
         model = f"{pretty or model} ({board})"
-    cpu = CpuProfile(arch=arch, vendor=vendor, model=model, microarch=microarch, cores=None,
-                     threads=len(cpu_blocks) or None, flags=flags, source=source)
+    cpu = CpuProfile(
+        arch=arch,
+        vendor=vendor,
+        model=model,
+        microarch=microarch,
+        cores=None,
+        threads=len(cpu_blocks) or None,
+        flags=flags,
+        source=source,
+    )
     return CpuFacts(cpu=finish(cpu, "linux"))
 
 
 def _pretty_arm(name: str) -> str:
     if name.startswith("cortex_"):
-        return "Cortex-" + name[len("cortex_"):].upper()
+        return "Cortex-" + name[len("cortex_") :].upper()
     if name.startswith("neoverse_"):
-        return "Neoverse-" + name[len("neoverse_"):].upper()
+        return "Neoverse-" + name[len("neoverse_") :].upper()
     return name
 
 
@@ -400,9 +431,15 @@ def _parse_riscv(text: str, cpu_blocks: list[dict[str, str]], glob: dict[str, st
         flags |= set("imafd")
     flags |= {e for e in m.group(3).split("_") if e}
     uarch = first.get("uarch", "")
-    cpu = CpuProfile(arch=f"riscv{m.group(1)}", vendor=uarch.split(",")[0] if uarch else "",
-                     model=uarch or f"rv{m.group(1)}{m.group(2)}", microarch=uarch.split(",")[-1] if uarch else "",
-                     threads=len(cpu_blocks), flags=sorted(flags), source=source)
+    cpu = CpuProfile(
+        arch=f"riscv{m.group(1)}",
+        vendor=uarch.split(",")[0] if uarch else "",
+        model=uarch or f"rv{m.group(1)}{m.group(2)}",
+        microarch=uarch.split(",")[-1] if uarch else "",
+        threads=len(cpu_blocks),
+        flags=sorted(flags),
+        source=source,
+    )
     return CpuFacts(cpu=finish(cpu, "linux"))
 
 
@@ -416,8 +453,15 @@ def _parse_power(text: str, cpu_blocks: list[dict[str, str]], glob: dict[str, st
     if "altivec" in name.lower():
         flags.append("altivec")
     arch = "ppc64le"  # /proc/cpuinfo does not tell the byte order; little-endian is what Linux distributions ship
-    cpu = CpuProfile(arch=arch, vendor="IBM", model=name, microarch=flags[0] if flags else "",
-                     threads=len(cpu_blocks), flags=flags, source=source)
+    cpu = CpuProfile(
+        arch=arch,
+        vendor="IBM",
+        model=name,
+        microarch=flags[0] if flags else "",
+        threads=len(cpu_blocks),
+        flags=flags,
+        source=source,
+    )
     return CpuFacts(cpu=finish(cpu, "linux"))
 
 
@@ -433,8 +477,15 @@ def _parse_s390x(text: str, blocks: list[dict[str, str]], glob: dict[str, str], 
     m = re.search(r"machine\s*=\s*(\d+)", text)
     if m:
         machine = _data.load("cpu_microarch").get("s390x_machines", {}).get(m.group(1), "")
-    cpu = CpuProfile(arch="s390x", vendor="IBM", model=f"IBM Z {machine}".strip(), microarch=machine,
-                     threads=_int(info.get("# processors")), flags=flags, source=source)
+    cpu = CpuProfile(
+        arch="s390x",
+        vendor="IBM",
+        model=f"IBM Z {machine}".strip(),
+        microarch=machine,
+        threads=_int(info.get("# processors")),
+        flags=flags,
+        source=source,
+    )
     return CpuFacts(cpu=finish(cpu, "linux"))
 
 
@@ -479,20 +530,37 @@ def parse_sysctl(text: str, source: str = "sysctl") -> CpuFacts:
         microarch = brand_microarch(brand)
     else:
         arch, vendor = "x86_64", vendor_x86
-        microarch = x86_microarch(vendor, _int(v.get("machdep.cpu.family")), _int(v.get("machdep.cpu.model")),
-                                  _int(v.get("machdep.cpu.stepping")))
+        microarch = x86_microarch(
+            vendor,
+            _int(v.get("machdep.cpu.family")),
+            _int(v.get("machdep.cpu.model")),
+            _int(v.get("machdep.cpu.stepping")),
+        )
     l3 = _int(v.get("hw.l3cachesize")) or None
-    cpu = CpuProfile(arch=arch, vendor=vendor, model=brand, microarch=microarch,
-                     cores=_int(v.get("hw.physicalcpu")) or _int(v.get("machdep.cpu.core_count")),
-                     threads=_int(v.get("hw.logicalcpu")) or _int(v.get("hw.ncpu")) or _int(v.get("machdep.cpu.thread_count")),
-                     flags=sorted(flags), l3_cache_bytes=l3, source=source)
+    cpu = CpuProfile(
+        arch=arch,
+        vendor=vendor,
+        model=brand,
+        microarch=microarch,
+        cores=_int(v.get("hw.physicalcpu")) or _int(v.get("machdep.cpu.core_count")),
+        threads=_int(v.get("hw.logicalcpu")) or _int(v.get("hw.ncpu")) or _int(v.get("machdep.cpu.thread_count")),
+        flags=sorted(flags),
+        l3_cache_bytes=l3,
+        source=source,
+    )
     version = v.get("kern.osproductversion", "")
     notes = []
     if v.get("sysctl.proc_translated") == "1":
         notes.append("sysctl ran under Rosetta 2: an x86_64 process on Apple Silicon.")
     release = v.get("kern.osrelease", "")
-    return CpuFacts(cpu=finish(cpu, "darwin"), os="darwin", os_version=f"macOS {version}" if version else "",
-                    kernel=f"Darwin {release}" if release else "", memory_bytes=_int(v.get("hw.memsize")), notes=notes)
+    return CpuFacts(
+        cpu=finish(cpu, "darwin"),
+        os="darwin",
+        os_version=f"macOS {version}" if version else "",
+        kernel=f"Darwin {release}" if release else "",
+        memory_bytes=_int(v.get("hw.memsize")),
+        notes=notes,
+    )
 
 
 # --------------------------------------------------------------------------- live
@@ -565,9 +633,15 @@ def _py_cpuinfo(system: str) -> CpuFacts:
     # py-cpuinfo spells some AVX-512 flags without the underscore Linux uses
     flags += [f.replace("avx512vnni", "avx512_vnni").replace("avx512bf16", "avx512_bf16") for f in flags]
     flags += ["pni"] if "sse3" in flags else []
-    cpu = CpuProfile(arch=arch, vendor=info.get("vendor_id_raw", ""), model=info.get("brand_raw", ""),
-                     threads=info.get("count") or os.cpu_count(), flags=flags, source="live",
-                     l3_cache_bytes=info.get("l3_cache_size") if isinstance(info.get("l3_cache_size"), int) else None)
+    cpu = CpuProfile(
+        arch=arch,
+        vendor=info.get("vendor_id_raw", ""),
+        model=info.get("brand_raw", ""),
+        threads=info.get("count") or os.cpu_count(),
+        flags=flags,
+        source="live",
+        l3_cache_bytes=info.get("l3_cache_size") if isinstance(info.get("l3_cache_size"), int) else None,
+    )
     if cpu.arch == "x86_64":
         cpu.microarch = x86_microarch(cpu.vendor, info.get("family"), info.get("model"), info.get("stepping"))
     return CpuFacts(cpu=finish(cpu, "linux" if system not in ("darwin",) else system), os=system, notes=note)

@@ -100,9 +100,18 @@ def parse_nvidia_xml(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
         name = _text(node, "product_name") or "NVIDIA GPU"
         arch = _text(node, "product_architecture") or ""
         cc = _cc(_text(node, "compute_cap")) or compute_capability(name, arch)
-        gpus.append(GpuProfile(vendor="nvidia", name=name, memory_mib=_mib(_text(node, "fb_memory_usage/total")),
-                               compute_capability=cc, driver_version=driver, cuda_version=cuda,
-                               apis=["cuda"], source=source))
+        gpus.append(
+            GpuProfile(
+                vendor="nvidia",
+                name=name,
+                memory_mib=_mib(_text(node, "fb_memory_usage/total")),
+                compute_capability=cc,
+                driver_version=driver,
+                cuda_version=cuda,
+                apis=["cuda"],
+                source=source,
+            )
+        )
     if not gpus and _text(root, "attached_gpus") not in (None, "0"):
         raise GpuTextError("the XML says GPUs are attached but lists none: it looks truncated")
     return gpus
@@ -117,8 +126,14 @@ def _text(node, path: str) -> str | None:
 
 
 _CSV_FIELDS = {
-    "name": "name", "gpu_name": "name", "memory.total": "memory", "compute_cap": "cc",
-    "driver_version": "driver", "pci.bus_id": "bus", "gpu_bus_id": "bus", "uuid": "uuid",
+    "name": "name",
+    "gpu_name": "name",
+    "memory.total": "memory",
+    "compute_cap": "cc",
+    "driver_version": "driver",
+    "pci.bus_id": "bus",
+    "gpu_bus_id": "bus",
+    "uuid": "uuid",
 }
 
 
@@ -136,23 +151,39 @@ def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
         keys = [_CSV_FIELDS.get(h, h) for h in header]
         data = rows[1:]
         if "name" not in keys:
-            raise GpuTextError("the CSV has no 'name' column: query with --query-gpu=name,memory.total,compute_cap,driver_version")
+            raise GpuTextError(
+                "the CSV has no 'name' column: query with --query-gpu=name,memory.total,compute_cap,driver_version"
+            )
     else:
         keys = [_guess_csv_field(c) for c in rows[0]]
         data = rows
         if "name" not in keys or not {"memory", "cc", "driver"} & set(keys):
-            raise GpuTextError("not nvidia-smi output: neither `-q -x` XML nor a `--query-gpu ... --format=csv` table "
-                               "(a table without header needs the name and memory.total, compute_cap or driver_version)")
+            raise GpuTextError(
+                "not nvidia-smi output: neither `-q -x` XML nor a `--query-gpu ... --format=csv` table "
+                "(a table without header needs the name and memory.total, compute_cap or driver_version)"
+            )
     gpus = []
     for n, row in enumerate(data, start=2):
         if len(row) != len(keys):
-            raise GpuTextError(f"CSV line {n} has {len(row)} fields where the header has {len(keys)}: the file looks truncated")
+            raise GpuTextError(
+                f"CSV line {n} has {len(row)} fields where the header has {len(keys)}: the file looks truncated"
+            )
         rec = {k: v.strip() for k, v in zip(keys, row, strict=True)}
         name = rec.get("name", "NVIDIA GPU")
         cc = _cc(rec.get("cc")) or compute_capability(name)
         driver = _driver(rec.get("driver"))
-        gpus.append(GpuProfile(vendor="nvidia", name=name, memory_mib=_mib(rec.get("memory")), compute_capability=cc,
-                               driver_version=driver, cuda_version=cuda_for_driver(driver), apis=["cuda"], source=source))
+        gpus.append(
+            GpuProfile(
+                vendor="nvidia",
+                name=name,
+                memory_mib=_mib(rec.get("memory")),
+                compute_capability=cc,
+                driver_version=driver,
+                cuda_version=cuda_for_driver(driver),
+                apis=["cuda"],
+                source=source,
+            )
+        )
     return gpus
 
 
@@ -171,7 +202,9 @@ def _guess_csv_field(cell: str) -> str:
     return "name" if re.search(r"[A-Za-z]", c) else "unknown"
 
 
-def parse_proc_nvidia(version_text: str, informations: list[str], source: str = "/proc/driver/nvidia") -> list[GpuProfile]:
+def parse_proc_nvidia(
+    version_text: str, informations: list[str], source: str = "/proc/driver/nvidia"
+) -> list[GpuProfile]:
     """/proc/driver/nvidia/version plus each /proc/driver/nvidia/gpus/*/information."""
     m = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", version_text)
     driver = m.group(1) if m else None
@@ -179,8 +212,17 @@ def parse_proc_nvidia(version_text: str, informations: list[str], source: str = 
     for info in informations:
         mm = re.search(r"^Model:\s*(.+)$", info, re.M)
         name = mm.group(1).strip() if mm else "NVIDIA GPU"
-        gpus.append(GpuProfile(vendor="nvidia", name=name, compute_capability=compute_capability(name),
-                               driver_version=driver, cuda_version=cuda_for_driver(driver), apis=["cuda"], source=source))
+        gpus.append(
+            GpuProfile(
+                vendor="nvidia",
+                name=name,
+                compute_capability=compute_capability(name),
+                driver_version=driver,
+                cuda_version=cuda_for_driver(driver),
+                apis=["cuda"],
+                source=source,
+            )
+        )
     return gpus
 
 
@@ -202,16 +244,31 @@ def parse_rocminfo(text: str, rocm_version: str | None = None, source: str = "ro
         name = kv.get("Marketing Name") or target
         size = re.search(r"Segment:\s*GLOBAL.*?\n\s*Size:\s*(\d+)\(\w+\)\s*KB", agent, re.S)
         mem = int(size.group(1)) // 1024 if size else None
-        gpus.append(GpuProfile(vendor="amd", name=name, memory_mib=mem,
-                               gfx_target=target if target.startswith("gfx") else None,
-                               driver_version=rocm_version, apis=["hip"], source=source))
+        gpus.append(
+            GpuProfile(
+                vendor="amd",
+                name=name,
+                memory_mib=mem,
+                gfx_target=target if target.startswith("gfx") else None,
+                driver_version=rocm_version,
+                apis=["hip"],
+                source=source,
+            )
+        )
     return gpus
 
 
 # --------------------------------------------------------------------------- Vulkan
 
-_VK_VENDORS = {0x10DE: "nvidia", 0x1002: "amd", 0x1022: "amd", 0x8086: "intel", 0x106B: "apple", 0x13B5: "arm",
-               0x5143: "qualcomm"}
+_VK_VENDORS = {
+    0x10DE: "nvidia",
+    0x1002: "amd",
+    0x1022: "amd",
+    0x8086: "intel",
+    0x106B: "apple",
+    0x13B5: "arm",
+    0x5143: "qualcomm",
+}
 _EMULATED = re.compile(r"llvmpipe|lavapipe|swiftshader", re.I)
 
 
@@ -231,12 +288,21 @@ def parse_vulkaninfo(text: str, source: str = "vulkaninfo") -> tuple[list[GpuPro
             kv.setdefault(key.strip(), value.strip())
         if "deviceName" not in kv:
             continue
-        vendor_id = int(kv.get("vendorID", "0"), 0) if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", kv.get("vendorID", "")) else 0
+        vendor_id = (
+            int(kv.get("vendorID", "0"), 0) if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", kv.get("vendorID", "")) else 0
+        )
         name = kv["deviceName"]
         emulated = kv.get("deviceType") == "PHYSICAL_DEVICE_TYPE_CPU" or bool(_EMULATED.search(name))
-        gpus.append(GpuProfile(vendor=_VK_VENDORS.get(vendor_id, "other"), name=name,
-                               driver_version=kv.get("driverInfo") or kv.get("driverVersion"),
-                               apis=["vulkan"], cpu_emulated=emulated, source=source))
+        gpus.append(
+            GpuProfile(
+                vendor=_VK_VENDORS.get(vendor_id, "other"),
+                name=name,
+                driver_version=kv.get("driverInfo") or kv.get("driverVersion"),
+                apis=["vulkan"],
+                cpu_emulated=emulated,
+                source=source,
+            )
+        )
     return gpus, instance
 
 
@@ -264,16 +330,29 @@ def apple_gpu(cpu: CpuProfile, memory_bytes: int | None) -> GpuProfile | None:
     """Apple Silicon: the GPU is part of the chip and shares its memory (Metal)."""
     if cpu.vendor != "Apple" or cpu.arch != "aarch64":
         return None
-    return GpuProfile(vendor="apple", name=f"{cpu.model or 'Apple'} GPU",
-                      memory_mib=memory_bytes // (1024 * 1024) if memory_bytes else None,
-                      apis=["metal"], source=cpu.source if cpu.source != "live" else "sysctl")
+    return GpuProfile(
+        vendor="apple",
+        name=f"{cpu.model or 'Apple'} GPU",
+        memory_mib=memory_bytes // (1024 * 1024) if memory_bytes else None,
+        apis=["metal"],
+        source=cpu.source if cpu.source != "live" else "sysctl",
+    )
 
 
 # --------------------------------------------------------------------------- live
 
 
-_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64",
-             "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/local/lib", "/opt/homebrew/lib")
+_LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/local/lib",
+    "/opt/homebrew/lib",
+)
 
 
 def vulkan_loader() -> str | None:
@@ -331,7 +410,9 @@ def live_nvidia(notes: list[str]) -> list[GpuProfile]:
                     notes.append(f"nvidia-smi output could not be read ({exc}).")
                     break
         else:
-            notes.append(f"nvidia-smi failed: {(done.stderr or done.stdout).strip()[:200] or done.error or 'timed out'}")
+            notes.append(
+                f"nvidia-smi failed: {(done.stderr or done.stdout).strip()[:200] or done.error or 'timed out'}"
+            )
     proc_dir = Path("/proc/driver/nvidia")
     if (proc_dir / "version").exists():
         try:
@@ -346,7 +427,9 @@ def live_amd(notes: list[str]) -> tuple[list[GpuProfile], str | None]:
     from builddoctor import proc
 
     version = rocm_version()
-    tool = shutil.which("rocminfo") or ("/opt/rocm/bin/rocminfo" if os.access("/opt/rocm/bin/rocminfo", os.X_OK) else None)
+    tool = shutil.which("rocminfo") or (
+        "/opt/rocm/bin/rocminfo" if os.access("/opt/rocm/bin/rocminfo", os.X_OK) else None
+    )
     if tool and os.path.exists("/dev/kfd"):
         done = proc.run([tool], timeout=5)
         if done.ok:
@@ -364,7 +447,9 @@ def live_vulkan(notes: list[str]) -> tuple[list[GpuProfile], str | None]:
         return [], loader
     done = proc.run([tool, "--summary"], timeout=5)
     if not done.ok and "Devices:" not in done.stdout:
-        notes.append(f"vulkaninfo --summary failed: {(done.stderr or done.stdout).strip()[-200:] or done.error or 'timed out'}")
+        notes.append(
+            f"vulkaninfo --summary failed: {(done.stderr or done.stdout).strip()[-200:] or done.error or 'timed out'}"
+        )
         return [], loader
     gpus, instance = parse_vulkaninfo(done.stdout)
     return gpus, loader or instance
@@ -380,9 +465,17 @@ def pci_gpus(known: list[GpuProfile], notes: list[str]) -> list[GpuProfile]:
         vendor = _PCI_VENDORS.get(vendor_id)
         if vendor is None or any(g.vendor == vendor and not g.cpu_emulated for g in known):
             continue
-        out.append(GpuProfile(vendor=vendor, name=f"{vendor.upper() if vendor != 'intel' else 'Intel'} GPU "
-                                                  f"[{vendor_id:04x}:{device_id:04x}]", source="pci"))
-        hint = {"nvidia": "no NVIDIA driver is loaded (no nvidia-smi, no /proc/driver/nvidia)",
-                "amd": "ROCm's rocminfo did not report it", "intel": "seen on the PCI bus only"}[vendor]
+        out.append(
+            GpuProfile(
+                vendor=vendor,
+                name=f"{vendor.upper() if vendor != 'intel' else 'Intel'} GPU [{vendor_id:04x}:{device_id:04x}]",
+                source="pci",
+            )
+        )
+        hint = {
+            "nvidia": "no NVIDIA driver is loaded (no nvidia-smi, no /proc/driver/nvidia)",
+            "amd": "ROCm's rocminfo did not report it",
+            "intel": "seen on the PCI bus only",
+        }[vendor]
         notes.append(f"A {vendor} display device [{vendor_id:04x}:{device_id:04x}] is on the PCI bus, but {hint}.")
     return out

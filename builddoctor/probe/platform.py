@@ -108,17 +108,30 @@ def linux_memory(notes: list[str]) -> int | None:
         except OSError:
             continue
         if raw.isdigit() and total and int(raw) < total:
-            notes.append(f"This process's cgroup limits memory to {int(raw) / 2**30:.1f} GiB "
-                         f"of the machine's {total / 2**30:.1f} GiB.")
+            notes.append(
+                f"This process's cgroup limits memory to {int(raw) / 2**30:.1f} GiB "
+                f"of the machine's {total / 2**30:.1f} GiB."
+            )
         break
     return total
 
 
 # --------------------------------------------------------------------------- libstdc++
 
-_LIBSTDCXX_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib",
-                   "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/powerpc64le-linux-gnu",
-                   "/usr/lib/riscv64-linux-gnu", "/usr/lib/s390x-linux-gnu", "/usr/local/lib64", "/usr/local/lib")
+_LIBSTDCXX_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/powerpc64le-linux-gnu",
+    "/usr/lib/riscv64-linux-gnu",
+    "/usr/lib/s390x-linux-gnu",
+    "/usr/local/lib64",
+    "/usr/local/lib",
+)
 
 _GLIBCXX = re.compile(rb"GLIBCXX_(\d+\.\d+(?:\.\d+)*)\x00")
 

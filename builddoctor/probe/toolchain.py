@@ -21,8 +21,7 @@ TIMEOUT = 3.0
 
 def specs(system: str) -> dict[str, dict[str, Any]]:
     table = _data.load("toolchains")
-    return {name: spec for name, spec in table.items()
-            if name != "kinds" and system in spec.get("os", [system])}
+    return {name: spec for name, spec in table.items() if name != "kinds" and system in spec.get("os", [system])}
 
 
 def _version_key(path: str) -> list[int]:
@@ -98,7 +97,9 @@ def interpret(name: str, spec: dict[str, Any], path: str, done) -> ToolInfo:
         return ToolInfo(name=name, found=False, path=path, detail=f"cannot run: {done.error}")
     m = re.search(spec["regex"], output, re.M)
     if spec.get("version_is_path"):
-        return ToolInfo(name=name, found=done.ok, path=path, detail=m.group(1).strip() if m and done.ok else output.strip()[:200])
+        return ToolInfo(
+            name=name, found=done.ok, path=path, detail=m.group(1).strip() if m and done.ok else output.strip()[:200]
+        )
     version = m.group(1) if m else None
     detail = ""
     if spec.get("compiler"):
@@ -178,8 +179,11 @@ def cublas_fact(nvcc: ToolInfo) -> ToolInfo:
     if found is None:
         return ToolInfo(name="cublas", found=False, detail=f"no cublas_v2.h and libcublas.so in {root}")
     header, lib = found
-    spec = {"content_regex": r"CUBLAS_VER_MAJOR\s+(\d+).*?CUBLAS_VER_MINOR\s+(\d+).*?CUBLAS_VER_PATCH\s+(\d+)",
-            "groups": [1, 2, 3], "detail": str(lib)}
+    spec = {
+        "content_regex": r"CUBLAS_VER_MAJOR\s+(\d+).*?CUBLAS_VER_MINOR\s+(\d+).*?CUBLAS_VER_PATCH\s+(\d+)",
+        "groups": [1, 2, 3],
+        "detail": str(lib),
+    }
     api = header.with_name("cublas_api.h")
     info = file_fact("cublas", spec, str(api if api.is_file() else header))
     info.path = str(header)
@@ -196,11 +200,18 @@ def libcuda_fact(nvcc: ToolInfo) -> ToolInfo:
     if not nvcc.found or not nvcc.path:
         return ToolInfo(name="libcuda", found=False, detail="no nvcc")
     roots = [Path(nvcc.path).parent.parent, toolkit_root(nvcc.path)]
-    cands = [r / sub / "libcuda.so" for r in roots for sub in ("lib64/stubs", "lib/stubs", "targets/x86_64-linux/lib/stubs")]
-    cands += [Path(d) / "libcuda.so" for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/lib/wsl/lib")]
+    cands = [
+        r / sub / "libcuda.so" for r in roots for sub in ("lib64/stubs", "lib/stubs", "targets/x86_64-linux/lib/stubs")
+    ]
+    cands += [
+        Path(d) / "libcuda.so"
+        for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/lib/wsl/lib")
+    ]
     hit = next((c for c in cands if c.is_file()), None)
     if hit is None:
-        return ToolInfo(name="libcuda", found=False, detail=f"no lib/stubs/libcuda.so in {roots[-1]} and no driver library")
+        return ToolInfo(
+            name="libcuda", found=False, detail=f"no lib/stubs/libcuda.so in {roots[-1]} and no driver library"
+        )
     return ToolInfo(name="libcuda", found=True, path=str(hit))
 
 

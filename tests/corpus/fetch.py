@@ -130,11 +130,23 @@ def download(case: Case, dest: Path, timeout: float) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"corpus-{case.name}-", dir=dest) as tmp:
         t = Path(tmp)
         if case.registry == "npm":
-            _run(["npm", "pack", "--silent", "--pack-destination", str(t), f"{case.package}@{case.version}"],
-                 timeout, t)
+            _run(
+                ["npm", "pack", "--silent", "--pack-destination", str(t), f"{case.package}@{case.version}"], timeout, t
+            )
         elif case.registry == "pypi":
-            argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.11", "-d", str(t)]
+            argv = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "-d",
+                str(t),
+            ]
             plat = _wheel_platform(case.file)
             if plat:
                 argv += ["--platform", plat]
@@ -143,8 +155,9 @@ def download(case: Case, dest: Path, timeout: float) -> Path:
             raise FetchError(f"{case.name}: unknown registry {case.registry!r}")
         got = t / case.file
         if not got.exists():
-            raise FetchError(f"{case.name}: {case.registry} gave {sorted(p.name for p in t.iterdir())}, "
-                             f"not {case.file}")
+            raise FetchError(
+                f"{case.name}: {case.registry} gave {sorted(p.name for p in t.iterdir())}, not {case.file}"
+            )
         digest = sha256(got)
         if digest != case.sha256:
             raise FetchError(f"{case.name}: sha256 of {case.file} is {digest}, cases.toml says {case.sha256}")
@@ -207,13 +220,13 @@ def build_shape(shape: Shape, cases: dict[str, Case], base: Path | None = None, 
     if shape.kind == "venv":
         _run([sys.executable, "-m", "venv", str(d)], timeout, ROOT)
         wheels = [str(case_dir(cases[n], base) / cases[n].file) for n in shape.cases]
-        _run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels],
-             timeout, d)
+        _run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels], timeout, d)
     elif shape.kind == "npm-project":
         d.mkdir(parents=True)
         deps = {cases[n].package: cases[n].version for n in shape.cases}
-        (d / "package.json").write_text(json.dumps({"name": "corpus-npm-project", "private": True,
-                                                    "dependencies": deps}, indent=2) + "\n")
+        (d / "package.json").write_text(
+            json.dumps({"name": "corpus-npm-project", "private": True, "dependencies": deps}, indent=2) + "\n"
+        )
         for n in shape.cases:
             c = cases[n]
             dest = d / "node_modules" / c.package

@@ -59,8 +59,12 @@ def run(argv: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProc
 
 def tool_versions() -> dict[str, str]:
     out = {}
-    for name, argv in (("file", ["file", "--version"]), ("objdump", ["objdump", "--version"]),
-                       ("llvm-objdump", ["llvm-objdump", "--version"]), ("node", ["node", "--version"])):
+    for name, argv in (
+        ("file", ["file", "--version"]),
+        ("objdump", ["objdump", "--version"]),
+        ("llvm-objdump", ["llvm-objdump", "--version"]),
+        ("node", ["node", "--version"]),
+    ):
         if shutil.which(argv[0]):
             lines = [ln.strip() for ln in run(argv).stdout.splitlines() if ln.strip()]
             out[name] = next((ln for ln in lines if re.search(r"\d+\.\d+", ln)), lines[0] if lines else "")
@@ -71,8 +75,17 @@ def tool_versions() -> dict[str, str]:
 def classify(desc: str) -> dict | None:
     """format/os/arch(s) from `file -b` output; None when not an executable format we know."""
     if desc.startswith("ELF"):
-        arch = ("x86_64" if "x86-64" in desc else "aarch64" if "aarch64" in desc else
-                "arm" if ", ARM," in desc else "i386" if "Intel 80386" in desc else desc.split(",")[1].strip())
+        arch = (
+            "x86_64"
+            if "x86-64" in desc
+            else "aarch64"
+            if "aarch64" in desc
+            else "arm"
+            if ", ARM," in desc
+            else "i386"
+            if "Intel 80386" in desc
+            else desc.split(",")[1].strip()
+        )
         return {"format": "ELF", "os": "linux", "arch": [arch]}
     if desc.startswith("Mach-O"):
         archs = re.findall(r"\[(?:\\012- )?(\w+)", desc) if "universal" in desc else [desc.split()[2]]
@@ -125,14 +138,17 @@ def needed(path: Path, fmt: str) -> list[str]:
         text = run(["llvm-readobj", "--coff-imports", str(path)]).stdout
         return re.findall(r"^  Name: (\S+)$", text, re.M)
     out = run(["llvm-objdump", "--macho", "--dylibs-used", "--arch=all", str(path)]).stdout
-    return sorted({ln.strip().split(" (")[0] for ln in out.splitlines()[1:]
-                   if ln.startswith("\t") or ln.startswith(" ")})
+    return sorted(
+        {ln.strip().split(" (")[0] for ln in out.splitlines()[1:] if ln.startswith("\t") or ln.startswith(" ")}
+    )
 
 
 def version_needs(path: Path) -> dict[str, str]:
     """highest GLIBC_/GLIBCXX_/CXXABI_ version the file needs (readelf -V)."""
     best: dict[str, tuple] = {}
-    for name, ver in re.findall(r"Name: (GLIBC|GLIBCXX|CXXABI)_([0-9.]+)", run(["readelf", "-V", "-W", str(path)]).stdout):
+    for name, ver in re.findall(
+        r"Name: (GLIBC|GLIBCXX|CXXABI)_([0-9.]+)", run(["readelf", "-V", "-W", str(path)]).stdout
+    ):
         key = tuple(int(x) for x in ver.split("."))
         if name not in best or key > best[name]:
             best[name] = key
@@ -218,7 +234,7 @@ MIN_INSNS = 8
 
 def level_of(arch: str, counts: dict[str, int]) -> str | None:
     lv = None
-    for name in (X86_LEVELS if arch == "x86_64" else ARM_LEVELS):
+    for name in X86_LEVELS if arch == "x86_64" else ARM_LEVELS:
         if counts.get(name, 0) >= MIN_INSNS:
             lv = name
     return lv
@@ -236,7 +252,9 @@ def section_span(path: Path, fmt: str, names: tuple[str, ...]) -> tuple[int, int
                 return int(m.group(2), 16), int(m.group(3), 16)
     elif fmt == "PE":
         text = run(["llvm-readobj", "--sections", str(path)]).stdout
-        for m in re.finditer(r"Name: (\S+) \([0-9A-F ]+\)\n(?:.*\n){0,6}?\s+RawDataSize: (\d+)\n\s+PointerToRawData: 0x([0-9A-F]+)", text):
+        for m in re.finditer(
+            r"Name: (\S+) \([0-9A-F ]+\)\n(?:.*\n){0,6}?\s+RawDataSize: (\d+)\n\s+PointerToRawData: 0x([0-9A-F]+)", text
+        ):
             if m.group(1) in names:
                 return int(m.group(3), 16), int(m.group(2))
     return None
@@ -273,7 +291,9 @@ def cuda_archs(path: Path, fmt: str) -> list[str] | None:
 
 # ---------------------------------------------------------------- loads here?
 DLOPEN_PY = "import ctypes, sys\ntry:\n    ctypes.CDLL(sys.argv[1])\nexcept OSError as e:\n    print(e); sys.exit(3)\n"
-DLOPEN_NODE = "try { process.dlopen({exports: {}}, process.argv[1]); } catch (e) { console.log(e.message); process.exit(3); }"
+DLOPEN_NODE = (
+    "try { process.dlopen({exports: {}}, process.argv[1]); } catch (e) { console.log(e.message); process.exit(3); }"
+)
 
 
 def dlopen(path: Path) -> dict:
@@ -283,8 +303,9 @@ def dlopen(path: Path) -> dict:
     else:
         argv, via = [sys.executable, "-I", "-c", DLOPEN_PY, str(path)], "python ctypes.CDLL (RTLD_NOW)"
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=path.parent,
-                           errors="replace")
+        r = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env=env, cwd=path.parent, errors="replace"
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "via": via, "error": "timed out"}
     if r.returncode == 0:
@@ -318,18 +339,42 @@ def file_truth(path: Path, rel: str) -> dict | None:
     hits = sorted({s for s in allsyms if LLAMA_SYM.match(s)})
     libs = needed(path, fmt)
     llama = bool(hits) or strings_hint(path)
-    t = {"path": rel, "file": desc, **plat, "size": path.stat().st_size, "llama": llama,
-         "llama_symbols": len(hits), "needed": libs}
+    t = {
+        "path": rel,
+        "file": desc,
+        **plat,
+        "size": path.stat().st_size,
+        "llama": llama,
+        "llama_symbols": len(hits),
+        "needed": libs,
+    }
     if not llama:
         return t
-    backends = {name for name, rx in BACKEND_SYMS if any(rx.search(s) if name == "Kompute" else rx.match(s)
-                                                         for s in syms["defined"] + syms["static"])}
+    backends = {
+        name
+        for name, rx in BACKEND_SYMS
+        if any(rx.search(s) if name == "Kompute" else rx.match(s) for s in syms["defined"] + syms["static"])
+    }
     backends |= {name for name, rx in BACKEND_LIBS if any(rx.search(lib) for lib in libs)}
     if not backends and not hits:  # stripped/static (a .pyd exporting PyInit only): the names in its strings
-        found = set(run(["grep", "-a", "-o", "-E", "ggml_(compute_forward|graph_compute|vec_dot|cuda|metal|vk)[a-z_]*",
-                         str(path)]).stdout.split())
-        for name, pre in (("CPU", ("ggml_compute_forward", "ggml_graph_compute", "ggml_vec_dot")),
-                          ("CUDA", ("ggml_cuda",)), ("Metal", ("ggml_metal",)), ("Vulkan", ("ggml_vk",))):
+        found = set(
+            run(
+                [
+                    "grep",
+                    "-a",
+                    "-o",
+                    "-E",
+                    "ggml_(compute_forward|graph_compute|vec_dot|cuda|metal|vk)[a-z_]*",
+                    str(path),
+                ]
+            ).stdout.split()
+        )
+        for name, pre in (
+            ("CPU", ("ggml_compute_forward", "ggml_graph_compute", "ggml_vec_dot")),
+            ("CUDA", ("ggml_cuda",)),
+            ("Metal", ("ggml_metal",)),
+            ("Vulkan", ("ggml_vk",)),
+        ):
             if any(f.startswith(pre) for f in found):
                 backends.add(name)
         if not backends:
@@ -387,10 +432,10 @@ def summarize(files: list[dict]) -> dict:
         "backends": sorted({b for f in ll for b in f.get("backends", [])}),
         "cpu_variants": sorted({f["cpu_variant"] for f in ll if f.get("cpu_variant")}),
         "isa_level": {a: top(a, s) for a, s in sorted(levels.items())},
-        "isa_levels_seen": {a: sorted(s, key=(X86_LEVELS if a == "x86_64" else ARM_LEVELS).index)
-                            for a, s in sorted(levels.items())},
-        "cuda_archs": sorted({c for f in ll for c in f.get("cuda_archs", [])},
-                             key=lambda a: (int(a.split("_")[1]), a)),
+        "isa_levels_seen": {
+            a: sorted(s, key=(X86_LEVELS if a == "x86_64" else ARM_LEVELS).index) for a, s in sorted(levels.items())
+        },
+        "cuda_archs": sorted({c for f in ll for c in f.get("cuda_archs", [])}, key=lambda a: (int(a.split("_")[1]), a)),
     }
 
 
@@ -414,8 +459,14 @@ def case_truth(case: fetch.Case) -> dict:
     target = fetch.check_path(case)
     files = [t for p in files_of(target) if (t := file_truth(p, str(p.relative_to(target))))]
     return {
-        "case": case.name, "registry": case.registry, "package": case.package, "version": case.version,
-        "file": case.file, "sha256": case.sha256, "check": case.check, "what": case.what,
+        "case": case.name,
+        "registry": case.registry,
+        "package": case.package,
+        "version": case.version,
+        "file": case.file,
+        "sha256": case.sha256,
+        "check": case.check,
+        "what": case.what,
         "truth_host": {"os": HOST_OS, "arch": HOST_ARCH, "libc": "glibc " + platform.libc_ver()[1]},
         "tools": tool_versions(),
         "version_hints": version_hints(root),
@@ -433,12 +484,19 @@ def shape_truth(shape: fetch.Shape, cases: dict[str, fetch.Case]) -> dict:
         if shape.kind == "venv":
             prefix = "lib/python3.11/site-packages/" + (c.check + "/" if c.check else "")
         else:
-            prefix = f"node_modules/{c.package}/" + (c.check.removeprefix("package").strip("/") + "/"
-                                                     if c.check.removeprefix("package").strip("/") else "")
-        members.append({"case": n, "package": c.package, "version": c.version,
-                        "native_llama_files": [prefix + p for p in t["native_llama_files"]],
-                        "llama_files": [prefix + p for p in t["llama_files"]],
-                        "foreign": t["foreign"]})
+            prefix = f"node_modules/{c.package}/" + (
+                c.check.removeprefix("package").strip("/") + "/" if c.check.removeprefix("package").strip("/") else ""
+            )
+        members.append(
+            {
+                "case": n,
+                "package": c.package,
+                "version": c.version,
+                "native_llama_files": [prefix + p for p in t["native_llama_files"]],
+                "llama_files": [prefix + p for p in t["llama_files"]],
+                "foreign": t["foreign"],
+            }
+        )
     return {"shape": shape.name, "kind": shape.kind, "members": members}
 
 
@@ -471,8 +529,11 @@ def main(argv: list[str]) -> int:
         fetch.fetch_case(c)
         t = case_truth(c)
         (fetch.TRUTH_DIR / f"{c.name}.json").write_text(json.dumps(t, indent=1) + "\n")
-        print(f"{c.name}: {t['platforms']} backends={t['backends']} isa={t['isa_level']} "
-              f"cuda={t['cuda_archs']} loads_here={t['loads_here']} {t['unloadable_here']}", flush=True)
+        print(
+            f"{c.name}: {t['platforms']} backends={t['backends']} isa={t['isa_level']} "
+            f"cuda={t['cuda_archs']} loads_here={t['loads_here']} {t['unloadable_here']}",
+            flush=True,
+        )
     for s in shapes:
         if want and s.name not in want:
             continue

@@ -28,8 +28,19 @@ CLASSES = [
 ]
 HANG_S = 120.0  # a case slower than this is counted as a hang even when it passed
 
-_counts = {"cases": 0, "passed": 0, "skipped": 0, "failed": 0, "crashes": 0, "hangs": 0, "wrong_exit_codes": 0,
-           "files_touched": 0, "leftover_processes": 0, "other_failures": 0, "builddoctor_runs": 0}
+_counts = {
+    "cases": 0,
+    "passed": 0,
+    "skipped": 0,
+    "failed": 0,
+    "crashes": 0,
+    "hangs": 0,
+    "wrong_exit_codes": 0,
+    "files_touched": 0,
+    "leftover_processes": 0,
+    "other_failures": 0,
+    "builddoctor_runs": 0,
+}
 _failures: list[dict] = []
 _leftovers: list[str] = []
 
@@ -89,8 +100,11 @@ def pytest_sessionfinish(session):
         _counts["files_touched"] += len(touched)
     out = os.environ.get("BUILDDOCTOR_CAMPAIGN_OUT")
     if out:
-        Path(out).write_text(json.dumps({"counts": _counts, "failures": _failures, "leftovers": _leftovers,
-                                         "home_touched": touched}, indent=1))
+        Path(out).write_text(
+            json.dumps(
+                {"counts": _counts, "failures": _failures, "leftovers": _leftovers, "home_touched": touched}, indent=1
+            )
+        )
 
 
 #: builddoctor's own folders under HOME (its cache and data): writing there is its job, not a file touched

@@ -36,15 +36,23 @@ class Cli:
     """``cli("probe", "--profile", f)`` runs ``python -m builddoctor`` with a time limit and a private cache."""
 
     def __init__(self, home: Path):
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), BUILDDOCTOR_CACHE=str(home / "cache"),
-                        BUILDDOCTOR_HOME=str(home / "data"), NO_COLOR="1",
-                        # bench waits for the machine-wide llama.cpp build lock: another user's build is no hang
-                        BUILDDOCTOR_BUILD_LOCK=str(home / "build.lock"))
+        self.env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            BUILDDOCTOR_CACHE=str(home / "cache"),
+            BUILDDOCTOR_HOME=str(home / "data"),
+            NO_COLOR="1",
+            # bench waits for the machine-wide llama.cpp build lock: another user's build is no hang
+            BUILDDOCTOR_BUILD_LOCK=str(home / "build.lock"),
+        )
         self.env.pop("PYTHONIOENCODING", None)
 
     def __call__(self, *args, timeout: float = 120, **env) -> proc.Completed:
-        done = proc.run([sys.executable, "-m", "builddoctor", *map(str, args)], timeout=timeout,
-                        env={**self.env, **{k: str(v) for k, v in env.items()}})
+        done = proc.run(
+            [sys.executable, "-m", "builddoctor", *map(str, args)],
+            timeout=timeout,
+            env={**self.env, **{k: str(v) for k, v in env.items()}},
+        )
         RUNS["runs"] += 1
         assert not done.timed_out, f"builddoctor {' '.join(map(str, args))} hung ({timeout} s)"
         assert done.returncode != 70, f"exit 70 (a bug): {done.stderr[-2000:]}"

@@ -30,11 +30,14 @@ def fake_llama_tree(root: Path) -> Path:
     return root
 
 
-def plan_file(path: Path, options: dict[str, str] | None = None, env: dict[str, str] | None = None,
-              **fields) -> Path:
-    plan = BuildPlan(goal="native", backend="cpu", targets=["llama-bench"],
-                     options=[PlanOption(k, v, "from a plan file", "user") for k, v in (options or {}).items()],
-                     env=dict(env or {}))
+def plan_file(path: Path, options: dict[str, str] | None = None, env: dict[str, str] | None = None, **fields) -> Path:
+    plan = BuildPlan(
+        goal="native",
+        backend="cpu",
+        targets=["llama-bench"],
+        options=[PlanOption(k, v, "from a plan file", "user") for k, v in (options or {}).items()],
+        env=dict(env or {}),
+    )
     doc = plan.to_dict()
     doc.update(fields)
     path.write_text(json.dumps(doc))

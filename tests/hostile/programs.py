@@ -69,7 +69,7 @@ def _state(pid: str) -> str:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
-        return raw[raw.rfind(b")") + 2:].split()[0].decode()
+        return raw[raw.rfind(b")") + 2 :].split()[0].decode()
     except (OSError, IndexError):
         return "?"
 

@@ -23,8 +23,9 @@ from tests import foreign_fixtures as ff
 
 
 def check(*args, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", "check", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", "check", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _section_header_offset(path: Path, name: str) -> int:
@@ -71,8 +72,9 @@ def test_looping_version_definitions_of_a_needed_library_do_not_hang(elf_dir, tm
     d.mkdir()
     (d / "stub.c").write_text("int stub_call(void) { return 0; }\n")
     (d / "stub.map").write_text("STUB_1.0 { global: stub_call; local: *; };\n")
-    fx._cc(["-shared", "-fPIC", "-Wl,-soname,libstub.so", "-Wl,--version-script=stub.map", "stub.c",
-            "-o", "libstub.so"], d)
+    fx._cc(
+        ["-shared", "-fPIC", "-Wl,-soname,libstub.so", "-Wl,--version-script=stub.map", "stub.c", "-o", "libstub.so"], d
+    )
     (d / "base.c").write_text("int stub_call(void);\nint ggml_init(void) { return stub_call(); }\n")
     fx._cc(["-shared", "-fPIC", "base.c", "-o", "libggml-base.so", "-L.", "-lstub", "-Wl,-rpath,$ORIGIN"], d)
     _patch_sh_info(d / "libstub.so", ".gnu.version_d", 0xFFFFFFFF)
@@ -127,8 +129,9 @@ def test_random_bytes_after_a_magic_are_damaged_not_healthy(tmp_path, name, seed
 def test_non_utf8_macho_names(tmp_path):
     # a section name and a symbol name that are not UTF-8 (the symbol's "\xff" is written as UTF-8
     # "\xc3\xbf", then replaced by the same number of bytes that decode as nothing)
-    bad = ff.macho_dylib("arm64", ff.METAL_SYMBOLS + ["ggml_\xff_odd"], needs=ff.METAL_NEEDS,
-                         section_name=b"\xff\xfe\x80text")
+    bad = ff.macho_dylib(
+        "arm64", ff.METAL_SYMBOLS + ["ggml_\xff_odd"], needs=ff.METAL_NEEDS, section_name=b"\xff\xfe\x80text"
+    )
     bad = bad.replace(b"ggml_\xc3\xbf_odd", b"ggml_\xff\x80_odd")
     assert b"ggml_\xff\x80_odd" in bad
     lib = tmp_path / "libggml.dylib"
@@ -144,9 +147,12 @@ def test_non_utf8_macho_names(tmp_path):
 
 
 def test_truncated_foreign_files_get_one_sentence_fast(tmp_path):
-    sources = {"libggml.dylib": ff.macho_dylib("arm64", ff.METAL_SYMBOLS, needs=ff.METAL_NEEDS),
-               "fat.dylib": ff.fat_macho({"x86_64": ff.macho_dylib("x86_64", ["ggml_init"]),
-                                          "arm64": ff.macho_dylib("arm64", ["ggml_init"])})}
+    sources = {
+        "libggml.dylib": ff.macho_dylib("arm64", ff.METAL_SYMBOLS, needs=ff.METAL_NEEDS),
+        "fat.dylib": ff.fat_macho(
+            {"x86_64": ff.macho_dylib("x86_64", ["ggml_init"]), "arm64": ff.macho_dylib("arm64", ["ggml_init"])}
+        ),
+    }
     try:
         sources["ggml.dll"] = ff.make_windows_cpu_backend(tmp_path / "win").read_bytes()
     except ff.Missing:

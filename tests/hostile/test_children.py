@@ -22,11 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 def builddoctor(*args, env=None, timeout=60, wrap_rss=False) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "builddoctor", *map(str, args)]
     if wrap_rss:  # report the peak memory of builddoctor (and its children) on the last stderr line
-        argv = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-                "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-                "sys.exit(r.returncode)", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+        argv = [
+            sys.executable,
+            "-c",
+            "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+            "sys.exit(r.returncode)",
+            *argv,
+        ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+    )
 
 
 def test_setsid_grandchild_keeping_stdout_does_not_hang_check(den):
@@ -85,10 +91,13 @@ def test_stream_kills_jobs_in_their_own_groups_on_timeout(den):
 
 def test_500_mb_of_output_is_read_in_bounded_memory(den):
     exe = programs.make(den, "FLOOD")
-    code = ("import resource, sys; from builddoctor import proc; c = proc.run(sys.argv[1:], timeout=60); "
-            "print(c.returncode, len(c.stdout), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, str(exe), "--version"], capture_output=True, text=True,
-                         timeout=120, cwd=REPO)
+    code = (
+        "import resource, sys; from builddoctor import proc; c = proc.run(sys.argv[1:], timeout=60); "
+        "print(c.returncode, len(c.stdout), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(exe), "--version"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     rc, kept, maxrss_kib = map(int, out.stdout.split())
     assert rc == 0
     assert kept <= proc.MAX_OUTPUT + (64 << 10) + 100, "the first MB and a 64 KiB tail are kept"
@@ -126,7 +135,10 @@ def test_output_keeps_head_and_tail_and_says_what_was_cut(den):
 
 def test_stream_cuts_a_line_without_end(den):
     lines = []
-    c = proc.stream([sys.executable, "-c", "import sys; sys.stdout.write('b' * 5_000_000 + '\\nlast\\n')"],
-                    timeout=30, on_line=lines.append)
+    c = proc.stream(
+        [sys.executable, "-c", "import sys; sys.stdout.write('b' * 5_000_000 + '\\nlast\\n')"],
+        timeout=30,
+        on_line=lines.append,
+    )
     assert c.ok and lines[-1] == "last" and len(lines) == 2
     assert len(lines[0]) < (64 << 10) + 100 and lines[0].endswith("[... line cut ...]")

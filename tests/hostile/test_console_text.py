@@ -47,5 +47,7 @@ def test_lists_are_cut_the_same_way_in_text_and_json():
     assert got["a"] == [0, 1, 2] and got["b"][0]["c"] == [0, 1, 2]
     assert got["truncated"] == [{"path": "a", "count": 5, "shown": 3}, {"path": "b[0].c", "count": 4, "shown": 3}]
     assert "truncated" not in bound_json({"a": [1, 2, 3]}, limit=3)
-    assert bound_json(list(range(4)), limit=3) == {"items": [0, 1, 2],
-                                                    "truncated": [{"path": "items", "count": 4, "shown": 3}]}
+    assert bound_json(list(range(4)), limit=3) == {
+        "items": [0, 1, 2],
+        "truncated": [{"path": "items", "count": 4, "shown": 3}],
+    }

@@ -19,8 +19,20 @@ from tests.hostile.payloads import fake_llama_tree, marker_program, plan_file, t
 
 _register()
 
-STAND_INS = ("x86_64-linux-gnu-gcc-99", "cmake", "ninja", "git", "ccache", "cc", "c++", "gcc", "g++", "clang",
-             "nvcc", "glslc")
+STAND_INS = (
+    "x86_64-linux-gnu-gcc-99",
+    "cmake",
+    "ninja",
+    "git",
+    "ccache",
+    "cc",
+    "c++",
+    "gcc",
+    "g++",
+    "clang",
+    "nvcc",
+    "glslc",
+)
 
 
 @pytest.fixture
@@ -52,8 +64,11 @@ def invoke(*args: str):
 
 
 def test_dry_run_with_a_plan_runs_nothing_fetches_nothing_writes_nothing(world):
-    plan = plan_file(world.root / "plan.json", {"GGML_NATIVE": "ON", "CMAKE_BUILD_TYPE": "Release"},
-                     env={"CC": "x86_64-linux-gnu-gcc-99"})
+    plan = plan_file(
+        world.root / "plan.json",
+        {"GGML_NATIVE": "ON", "CMAKE_BUILD_TYPE": "Release"},
+        env={"CC": "x86_64-linux-gnu-gcc-99"},
+    )
     before = tree_files(world.root)
     res = invoke("build", "--plan", str(plan), "--dry-run")
     assert not world.marker.exists(), "a dry run ran a program: " + world.marker.read_text()
@@ -82,8 +97,12 @@ def test_dry_run_lines_paste_into_a_shell_as_they_read(world):
     assert len(lines) == len(want["commands"]) == 2
     env_words = [f"{k}={v}" for k, v in sorted(want["env"].items())]
     for line, argv in zip(lines, want["commands"], strict=True):
-        done = subprocess.run(["/bin/sh", "-c", f'set -- {line}\nfor w in "$@"; do printf "%s\\0" "$w"; done'],
-                              capture_output=True, timeout=10, cwd=world.root)
+        done = subprocess.run(
+            ["/bin/sh", "-c", f'set -- {line}\nfor w in "$@"; do printf "%s\\0" "$w"; done'],
+            capture_output=True,
+            timeout=10,
+            cwd=world.root,
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.decode().split("\0")[:-1] == ["env", "-i", *env_words, *argv]
     assert not world.marker.exists(), "pasting the printed line ran a command"

@@ -24,8 +24,10 @@ def _fake_bench(folder, rows: str):
     return folder
 
 
-GOOD_ROWS = ('[{"n_prompt": 128, "n_gen": 0, "avg_ts": 100.5, "stddev_ts": 1.0, "samples_ts": [100, 101]},'
-             ' {"n_prompt": 0, "n_gen": 64, "avg_ts": 20.0, "stddev_ts": 0.5, "samples_ts": [20, 20]}]')
+GOOD_ROWS = (
+    '[{"n_prompt": 128, "n_gen": 0, "avg_ts": 100.5, "stddev_ts": 1.0, "samples_ts": [100, 101]},'
+    ' {"n_prompt": 0, "n_gen": 64, "avg_ts": 20.0, "stddev_ts": 0.5, "samples_ts": [20, 20]}]'
+)
 
 
 @pytest.mark.parametrize("memory, shown", [("1.2.3 MiB", None), ("9" * 400 + " MiB", None), ("81559 MiB", "80 GiB")])
@@ -63,8 +65,15 @@ def _inf(p):
     p.write_text('{"schema_version": 1, "memory_bytes": 1e400}')
 
 
-@pytest.mark.parametrize("make, says", [(_deep, "nests 100000 levels deep"), (_utf16, "is UTF-16"),
-                                        (_bigint, "an integer of 5000 digits"), (_inf, "too large for a float")])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (_deep, "nests 100000 levels deep"),
+        (_utf16, "is UTF-16"),
+        (_bigint, "an integer of 5000 digits"),
+        (_inf, "too large for a float"),
+    ],
+)
 @pytest.mark.parametrize("command", [["recipe"], ["flags", "-DGGML_CUDA=ON"], ["probe"], ["check", "--no-run"]])
 def test_hostile_profile_json_one_reader_for_all(cli, tmp_path, make, says, command):
     f = tmp_path / "machine.json"
@@ -83,9 +92,15 @@ def test_path_over_255_characters(cli, tmp_path):
 
 def test_probe_with_stdout_closed(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), BUILDDOCTOR_CACHE=str(tmp_path / "c"))
-    done = subprocess.run([sys.executable, "-m", "builddoctor", "probe"], stdin=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=120, env=env,
-                          preexec_fn=lambda: os.close(1))
+    done = subprocess.run(
+        [sys.executable, "-m", "builddoctor", "probe"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        env=env,
+        preexec_fn=lambda: os.close(1),
+    )
     assert done.returncode == errors.USAGE, done.stderr
     assert "standard output is closed" in done.stderr and "Traceback" not in done.stderr
 
@@ -153,7 +168,14 @@ def test_recipe_for_a_gpu_with_a_5000_digit_version(cli, tmp_path, driver, cc):
     """The resolver compares the driver with CUDA's minimum: a 5000-digit number is no version."""
     f = tmp_path / "gpus.csv"
     f.write_text(CSV_HEAD + f"NVIDIA H100 80GB HBM3, 81559 MiB, {cc}, {driver}\n")
-    done = cli("recipe", "--backend", "cuda", "--cpuinfo", REPO / "tests/fixtures/cpuinfo/zen4-ryzen9-7950x.txt",
-               "--nvidia-smi", f)
+    done = cli(
+        "recipe",
+        "--backend",
+        "cuda",
+        "--cpuinfo",
+        REPO / "tests/fixtures/cpuinfo/zen4-ryzen9-7950x.txt",
+        "--nvidia-smi",
+        f,
+    )
     assert done.returncode == 0, done.stderr
     assert "CMAKE_CUDA_ARCHITECTURES=90" in done.stdout  # the name table gives 9.0 when the file's is absurd

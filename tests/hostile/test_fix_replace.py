@@ -24,7 +24,9 @@ def test_replace_without_a_terminal_or_yes_refuses_before_anything(tmp_path, mon
     (target / "llama-cli").write_bytes(b"#!/bin/sh\nexit 0\n")
     before = tree_files(tmp_path)
     t0 = time.monotonic()
-    res = CliRunner().invoke(cli, ["fix", "--rebuild", "--replace", "--source", str(src), str(target)], catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["fix", "--rebuild", "--replace", "--source", str(src), str(target)], catch_exceptions=False
+    )
     assert res.exit_code == errors.USAGE, res.output
     assert "--yes" in res.output and "Nothing was built" in res.output, res.output
     assert time.monotonic() - t0 < 5, "refused at once, not after a check, a build and a benchmark"

@@ -39,8 +39,15 @@ def test_probe_refuses_what_is_not_a_regular_file(cli, tmp_path, option, kind):
     assert ("named pipe (FIFO)" if kind == "fifo" else "character device") in msg and "regular file" in msg
 
 
-@pytest.mark.parametrize("command", [["recipe", "--profile"], ["flags", "-DGGML_NATIVE=ON", "--profile"],
-                                     ["check", "--no-run", "--profile"], ["build", "--dry-run", "--plan"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["recipe", "--profile"],
+        ["flags", "-DGGML_NATIVE=ON", "--profile"],
+        ["check", "--no-run", "--profile"],
+        ["build", "--dry-run", "--plan"],
+    ],
+)
 def test_every_command_refuses_a_fifo(cli, tmp_path, command):
     done = cli(*command, _fifo(tmp_path), timeout=60)
     assert done.returncode == errors.USAGE
@@ -64,8 +71,10 @@ def test_reader_refuses_a_folder_and_a_missing_file(tmp_path):
 
 def _rlimit_python(limit_bytes: int) -> list[str]:
     """The CLI under an address-space limit: reading a 2 GB file whole cannot fit in it."""
-    code = (f"import resource, runpy; resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes})); "
-            "runpy.run_module('builddoctor', run_name='__main__')")
+    code = (
+        f"import resource, runpy; resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes})); "
+        "runpy.run_module('builddoctor', run_name='__main__')"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -74,8 +83,14 @@ def test_sparse_2gb_cpuinfo_is_read_to_the_cap_only(cli, tmp_path):
     with open(f, "wb") as fh:
         fh.write(CPUINFO.read_bytes())
         fh.truncate(2 * 2**30)  # the rest is a hole of NUL bytes
-    done = subprocess.run(_rlimit_python(1536 * 2**20) + ["probe", "--cpuinfo", str(f)], env=cli.env, timeout=120,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        _rlimit_python(1536 * 2**20) + ["probe", "--cpuinfo", str(f)],
+        env=cli.env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{f} was read only up to its first 16 MiB" in done.stdout and "AMD Ryzen 9 7950X" in done.stdout
 
@@ -121,8 +136,14 @@ def _llama_cache(tmp_path, sse_build, extra_lines=(), sparse=0):
 
 def test_sparse_2gb_cmake_cache_is_cut_and_said(cli, tmp_path, sse_build):
     bin_dir, cache = _llama_cache(tmp_path, sse_build, sparse=2 * 2**30)
-    done = subprocess.run(_rlimit_python(2 * 2**30) + ["check", "--no-run", str(bin_dir)], env=cli.env,
-                          timeout=300, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        _rlimit_python(2 * 2**30) + ["check", "--no-run", str(bin_dir)],
+        env=cli.env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode in (errors.OK, errors.PROBLEMS), done.stderr
     assert f"{cache} was read only up to its first 16 MiB: the rest of this CMake cache was ignored." in done.stdout
     assert "Release build" in done.stdout  # the entries before the cut still count
@@ -163,15 +184,27 @@ def test_json_reader_bounds():
 
     assert readinput.loads('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
     assert readinput.loads('["[[[[", "}}}"]') == ["[[[[", "}}}"]  # brackets in strings are no nesting
-    for text, says in [("[" * 65 + "]" * 65, "nests 65 levels"), ("[NaN]", "NaN, which JSON does not allow"),
-                       ("[Infinity]", "Infinity"), ("[1" + "0" * 50 + "]", "51 digits"), ("[1e999]", "too large"),
-                       ('{"a": }', "not valid JSON")]:
+    for text, says in [
+        ("[" * 65 + "]" * 65, "nests 65 levels"),
+        ("[NaN]", "NaN, which JSON does not allow"),
+        ("[Infinity]", "Infinity"),
+        ("[1" + "0" * 50 + "]", "51 digits"),
+        ("[1e999]", "too large"),
+        ('{"a": }', "not valid JSON"),
+    ]:
         with pytest.raises(readinput.JsonInputError, match=says):
             readinput.loads(text)
 
 
-@pytest.mark.parametrize("raw, says", [(b"\xff\xfe{\x00}\x00", "UTF-16"), (b'{"a": "\xe9"}', r"not UTF-8 text \(line 1"),
-                                        (b"", "is empty"), (b'{"a":\x00 1}', "binary data")])
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        (b"\xff\xfe{\x00}\x00", "UTF-16"),
+        (b'{"a": "\xe9"}', r"not UTF-8 text \(line 1"),
+        (b"", "is empty"),
+        (b'{"a":\x00 1}', "binary data"),
+    ],
+)
 def test_json_file_encodings(tmp_path, raw, says):
     from builddoctor import readinput  # here: the cases run against builddoctors without it
 
@@ -261,8 +294,12 @@ def test_recipe_save_to_a_full_tmpfs(cli, tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tiny tmpfs needs root (the /dev/full case covers ENOSPC for everyone)")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True,
-                      timeout=30).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True, timeout=30
+        ).returncode
+        != 0
+    ):
         pytest.skip("this container does not allow mounting a tmpfs")
     try:
         try:
@@ -290,9 +327,13 @@ def test_bench_rows_are_typed():
 
     (row,) = bench_rows([{"n_prompt": 128, "n_gen": 0, "avg_ts": 99, "samples_ts": [1, 2]}])
     assert row.avg_ts == 99.0 and row.n_samples == 2 and row.model_size is None
-    for bad, says in [(["x"], "row 0 is str"), ([{"n_gen": 1.5}], "n_gen is float"),
-                      ([{"avg_ts": True}], "avg_ts is bool"), ([{"avg_ts": -1}], "not a number from 0"),
-                      ([{"gpu_info": ["a"]}], "gpu_info is list")]:
+    for bad, says in [
+        (["x"], "row 0 is str"),
+        ([{"n_gen": 1.5}], "n_gen is float"),
+        ([{"avg_ts": True}], "avg_ts is bool"),
+        ([{"avg_ts": -1}], "not a number from 0"),
+        ([{"gpu_info": ["a"]}], "gpu_info is list"),
+    ]:
         with pytest.raises(ValueError, match=says):
             bench_rows(bad)
 
@@ -308,8 +349,13 @@ def _on_a_terminal(cli, *args, timeout: float = 120) -> str:
     master, slave = pty.openpty()
     env = {k: v for k, v in cli.env.items() if k != "NO_COLOR"}
     env["TERM"] = "xterm-256color"
-    p = subprocess.Popen([sys.executable, "-m", "builddoctor", *map(str, args)], stdin=subprocess.DEVNULL,
-                         stdout=slave, stderr=slave, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "builddoctor", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
     os.close(slave)
     out, deadline = bytearray(), time.monotonic() + timeout
     try:

@@ -35,8 +35,14 @@ print("REPLACED")
 def paused(argv: list[str], progress: Path, at: int = 1) -> subprocess.Popen:
     """``argv`` started with the pause hook: it appends each finished step to ``progress`` and waits
     after step ``at``."""
-    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), install.PAUSE_HOOK: f"{progress}:{at}"})
+    return subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), install.PAUSE_HOOK: f"{progress}:{at}"},
+    )
 
 
 def killed_after(p: subprocess.Popen, progress: Path, steps: int, timeout: float = 60) -> None:
@@ -137,12 +143,19 @@ def test_a_journal_in_use_is_left_alone(s, tmp_path):
 def test_a_forged_journal_is_refused_and_nothing_changes(s, tmp_path, how):
     victim = s.other / "victim"
     journal = s.backup / install.JOURNAL
-    step = {"dest": str(s.dest / "llama-cli"), "want": {"type": "absent"},
-            "undo": {"type": "file", "sha256": "0" * 64, "mode": 0o755},
-            "undo_src": str(s.backup / "files" / "000-llama-cli")}
+    step = {
+        "dest": str(s.dest / "llama-cli"),
+        "want": {"type": "absent"},
+        "undo": {"type": "file", "sha256": "0" * 64, "mode": 0o755},
+        "undo_src": str(s.backup / "files" / "000-llama-cli"),
+    }
     if how == "outside":
-        step.update(dest=str(victim), want={"type": "file", "sha256": install._state_of(victim).sha256},
-                    undo={"type": "absent"}, undo_src=None)
+        step.update(
+            dest=str(victim),
+            want={"type": "file", "sha256": install._state_of(victim).sha256},
+            undo={"type": "absent"},
+            undo_src=None,
+        )
     elif how == "src-outside":
         step.update(want=install._state_of(s.dest / "llama-cli").to_dict(), undo_src=str(s.other / "payload"))
     if how == "not-json":

@@ -69,8 +69,7 @@ def _cc_wrapper(world, path: Path) -> Path:
 
 def test_compiler_at_an_absolute_path(world):
     evil = _cc_wrapper(world, world.root / "evil" / "bin" / "gcc")
-    out = refused(world, plan_file(world.root / "p.json", {"CMAKE_C_COMPILER": str(evil)}),
-                  "options.CMAKE_C_COMPILER")
+    out = refused(world, plan_file(world.root / "p.json", {"CMAKE_C_COMPILER": str(evil)}), "options.CMAKE_C_COMPILER")
     assert "--allow-path" in out
 
 
@@ -94,16 +93,25 @@ def test_env_cc_script(world):
     refused(world, plan_file(world.root / "p.json", env={"CC": str(evil)}), "env.CC")
 
 
-@pytest.mark.parametrize("flags", ["-O2 `touch {m}`", "-O2 $(touch {m})", "-O2 ; touch {m} ;",
-                                   "-O2 && touch {m}", "-O2 | touch {m}"])
+@pytest.mark.parametrize(
+    "flags", ["-O2 `touch {m}`", "-O2 $(touch {m})", "-O2 ; touch {m} ;", "-O2 && touch {m}", "-O2 | touch {m}"]
+)
 def test_shell_in_compiler_flags(world, flags):
     value = flags.format(m=world.marker)
     refused(world, plan_file(world.root / "p.json", {"CMAKE_C_FLAGS": value}), "options.CMAKE_C_FLAGS")
 
 
-@pytest.mark.parametrize("flags", ["-O2 -fplugin=/tmp/evil.so", "-O2 -Wl,-plugin=/tmp/evil.so",
-                                   "-O2 -B/tmp/evil", "-include /tmp/evil.h", "-O2 @/tmp/response-file",
-                                   "-specs=/tmp/evil.specs"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        "-O2 -fplugin=/tmp/evil.so",
+        "-O2 -Wl,-plugin=/tmp/evil.so",
+        "-O2 -B/tmp/evil",
+        "-include /tmp/evil.h",
+        "-O2 @/tmp/response-file",
+        "-specs=/tmp/evil.specs",
+    ],
+)
 def test_compiler_flags_that_load_files(world, flags):
     refused(world, plan_file(world.root / "p.json", {"CMAKE_C_FLAGS": flags}), "options.CMAKE_C_FLAGS")
 
@@ -111,16 +119,22 @@ def test_compiler_flags_that_load_files(world, flags):
 def test_unknown_cmake_variable_that_includes_code(world):
     evil = world.root / "evil.cmake"
     evil.write_text(f'file(WRITE "{world.marker}" "ran")\n')
-    refused(world, plan_file(world.root / "p.json", {"CMAKE_PROJECT_INCLUDE": str(evil)}),
-            "options.CMAKE_PROJECT_INCLUDE")
+    refused(
+        world, plan_file(world.root / "p.json", {"CMAKE_PROJECT_INCLUDE": str(evil)}), "options.CMAKE_PROJECT_INCLUDE"
+    )
 
 
-@pytest.mark.parametrize("name, value", [("GGML_NO_SUCH_OPTION", "ON"),
-                                         ("GGML_VULKAN_SHADERS_GEN_TOOLCHAIN", "/tmp/evil.cmake"),
-                                         ("BORINGSSL_GIT", "https://example.invalid/evil.git"),
-                                         ("GGML_CPU_ARM_ARCH", "armv8-a;-fplugin=/tmp/evil.so"),
-                                         ("GGML_NATIVE", "$(touch /tmp/x)"),
-                                         ("GGML_BLAS_VENDOR", "A" * 100_000)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("GGML_NO_SUCH_OPTION", "ON"),
+        ("GGML_VULKAN_SHADERS_GEN_TOOLCHAIN", "/tmp/evil.cmake"),
+        ("BORINGSSL_GIT", "https://example.invalid/evil.git"),
+        ("GGML_CPU_ARM_ARCH", "armv8-a;-fplugin=/tmp/evil.so"),
+        ("GGML_NATIVE", "$(touch /tmp/x)"),
+        ("GGML_BLAS_VENDOR", "A" * 100_000),
+    ],
+)
 def test_options_llama_cpp_does_not_declare_or_values_it_must_not_get(world, name, value):
     refused(world, plan_file(world.root / "p.json", {name: value}), f"options.{name}")
 
@@ -144,8 +158,10 @@ def _preload_library(world) -> Path:
     if shutil.which("cc") is None:
         pytest.skip("no C compiler")
     c = world.root / "evil.c"
-    c.write_text('#include <stdio.h>\n__attribute__((constructor)) static void f(void) '
-                 f'{{ FILE *o = fopen("{world.marker}", "a"); if (o) fclose(o); }}\n')
+    c.write_text(
+        "#include <stdio.h>\n__attribute__((constructor)) static void f(void) "
+        f'{{ FILE *o = fopen("{world.marker}", "a"); if (o) fclose(o); }}\n'
+    )
     so = world.root / "evil.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(so), str(c)], check=True, timeout=60)
     return so
@@ -156,14 +172,19 @@ def test_environment_keys_outside_the_list(world, key):
     evilbin = world.root / "evilbin"
     for tool in ("cmake", "ninja", "cc"):
         marker_program(evilbin / tool, world.marker, "exit 1")
-    value = {"LD_PRELOAD": str(_preload_library(world)) if key == "LD_PRELOAD" else "",
-             "PATH": str(evilbin), "LD_LIBRARY_PATH": str(world.root), "BASH_ENV": str(evilbin / "cc"),
-             "CMAKE_PREFIX_PATH": str(world.root)}[key]
+    value = {
+        "LD_PRELOAD": str(_preload_library(world)) if key == "LD_PRELOAD" else "",
+        "PATH": str(evilbin),
+        "LD_LIBRARY_PATH": str(world.root),
+        "BASH_ENV": str(evilbin / "cc"),
+        "CMAKE_PREFIX_PATH": str(world.root),
+    }[key]
     refused(world, plan_file(world.root / "p.json", env={key: value}), f"env.{key}")
 
 
-@pytest.mark.parametrize("field, value", [("targets", ["install"]), ("targets", ["llama-bench", "../x"]),
-                                          ("omit_cpu_variants", ["../../*"])])
+@pytest.mark.parametrize(
+    "field, value", [("targets", ["install"]), ("targets", ["llama-bench", "../x"]), ("omit_cpu_variants", ["../../*"])]
+)
 def test_targets_and_variants_are_names(world, field, value):
     plan = plan_file(world.root / "p.json", {"GGML_NATIVE": "ON"}, **{field: value})
     refused(world, plan, f"{field}[")
@@ -177,11 +198,13 @@ def test_toolkit_folder_not_found_by_builddoctor(world):
 def test_a_confirmed_compiler_path_is_accepted(world):
     """--allow-path is the user's confirmation; the dry run shows it and still runs nothing."""
     evil = _cc_wrapper(world, world.root / "mine" / "bin" / "gcc")
-    plan = plan_file(world.root / "p.json", {"CMAKE_C_COMPILER": str(evil),
-                                             "CMAKE_C_FLAGS": "-march=native -mno-amx-tile -O2"})
+    plan = plan_file(
+        world.root / "p.json", {"CMAKE_C_COMPILER": str(evil), "CMAKE_C_FLAGS": "-march=native -mno-amx-tile -O2"}
+    )
     refused(world, plan, "options.CMAKE_C_COMPILER", "--dry-run")
-    res = invoke("build", "--plan", str(plan), "--source", str(world.source), "--dry-run",
-                 "--allow-path", str(evil), "--json")
+    res = invoke(
+        "build", "--plan", str(plan), "--source", str(world.source), "--dry-run", "--allow-path", str(evil), "--json"
+    )
     assert res.exit_code == 0, res.output
     configure = json.loads(res.output)["commands"][0]
     assert f"-DCMAKE_C_COMPILER={evil}" in configure and "-DCMAKE_C_FLAGS=-march=native -mno-amx-tile -O2" in configure
@@ -198,8 +221,10 @@ def _nvcc(doc, marker):
     doc["toolchains"]["nvcc"]["path"] = f"/usr/local/cuda/bin/$(touch {marker})/nvcc"
 
 
-@pytest.mark.parametrize("fixture, backend, key", [("rx7900xtx-rocm", "hip", "options.GPU_TARGETS"),
-                                                   ("rtx4090-cuda12", "cuda", "options.CMAKE_CUDA_COMPILER")])
+@pytest.mark.parametrize(
+    "fixture, backend, key",
+    [("rx7900xtx-rocm", "hip", "options.GPU_TARGETS"), ("rtx4090-cuda12", "cuda", "options.CMAKE_CUDA_COMPILER")],
+)
 def test_recipe_save_refuses_a_profile_that_smuggles_values(world, tmp_path, fixture, backend, key):
     """A recorded profile feeds the resolver: its GPU target lands in GPU_TARGETS of the saved plan,
     its nvcc path in CMAKE_CUDA_COMPILER. The saved plan would carry them to another machine."""
@@ -223,10 +248,27 @@ def _planner(tmp_path: Path, given: str) -> subprocess.CompletedProcess:
     (tree / "include" / "llama.h").write_text("\n")
     (tmp_path / "given.tsv").write_text(given)
     env = dict(os.environ, PYTHONPATH=str(REPO), CMAKE_ARGS="")
-    return subprocess.run([sys.executable, "-m", "builddoctor._buildplan", "--source", str(tree),
-                           "--given", str(tmp_path / "given.tsv"), "--out", str(tmp_path / "plan.cmake"),
-                           "--json", str(tmp_path / "plan.json"), "--info", str(tmp_path / "bundle.json")],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "builddoctor._buildplan",
+            "--source",
+            str(tree),
+            "--given",
+            str(tmp_path / "given.tsv"),
+            "--out",
+            str(tmp_path / "plan.cmake"),
+            "--json",
+            str(tmp_path / "plan.json"),
+            "--info",
+            str(tmp_path / "bundle.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_cmake_args_go_through_the_same_policy(world, tmp_path):

@@ -101,8 +101,9 @@ class Setup:
                 o.update(backup=e["old"]["backup"], sha256=e["old"]["sha256"], mode=e["old"]["mode"])
             old.append(o)
         self.write_manifest({"created": m["created"], "build": m["build"], "files": old})
-        (self.dest / paths.REPLACED_MARKER).write_text(json.dumps({"build_dir": m["build"], "cmake_cache": None},
-                                                                  indent=1))
+        (self.dest / paths.REPLACED_MARKER).write_text(
+            json.dumps({"build_dir": m["build"], "cmake_cache": None}, indent=1)
+        )
         self.replaced = tree(self.dest)
 
     def added(self, path: str, sha256: str) -> dict:
@@ -169,8 +170,13 @@ def test_replace_records_what_it_installed(s):
     assert m["format"] == 2 and m["dest_dir"] == str(s.dest)
     cli_entry = s.entry(m, "llama-cli")
     assert cli_entry["new"]["sha256"] == hashlib.sha256(Path(s.new.binaries[0]).read_bytes()).hexdigest()
-    assert s.entry(m, "libllama.so")["new"] == {"type": "link", "sha256": None, "mode": None,
-                                               "link": "libllama.so.0", "backup": None}
+    assert s.entry(m, "libllama.so")["new"] == {
+        "type": "link",
+        "sha256": None,
+        "mode": None,
+        "link": "libllama.so.0",
+        "backup": None,
+    }
     marker = install.read_marker(s.dest)
     assert marker.backup == s.backup.name
     assert marker.manifest_sha256 == hashlib.sha256(s.manifest_path.read_bytes()).hexdigest()
@@ -205,10 +211,20 @@ def test_a_manifest_for_another_folder_touches_nothing(s):
     m = s.manifest()
     victim = s.other / "libuser.so"  # a library name: replace may add those
     m["dest_dir"] = str(s.other)
-    m["files"] = [{"path": str(victim), "kind": "added", "old": {"type": "absent"},
-                   "new": {"type": "file", "sha256": hashlib.sha256(victim.read_bytes()).hexdigest()}},
-                  {"path": str(s.other / paths.REPLACED_MARKER), "kind": "added", "old": {"type": "absent"},
-                   "new": {"type": "marker"}}]
+    m["files"] = [
+        {
+            "path": str(victim),
+            "kind": "added",
+            "old": {"type": "absent"},
+            "new": {"type": "file", "sha256": hashlib.sha256(victim.read_bytes()).hexdigest()},
+        },
+        {
+            "path": str(s.other / paths.REPLACED_MARKER),
+            "kind": "added",
+            "old": {"type": "absent"},
+            "new": {"type": "marker"},
+        },
+    ]
     s.write_manifest(m)
     refused_backup_unchanged(s, rollback(), 1, "marker", "missing")
 
@@ -239,8 +255,17 @@ def test_a_backup_name_outside_the_backup_is_refused(s, name, variant):
     refused_backup_unchanged(s, rollback(), errors.USAGE, "damaged")
 
 
-@pytest.mark.parametrize("path", ["{dest}/../../other/victim", "{dest}/./llama-cli", "{dest}//llama-cli",
-                                  "{dest}/", "{dest}/..", "{dest}/" + "a" * 300 + ".so"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{dest}/../../other/victim",
+        "{dest}/./llama-cli",
+        "{dest}//llama-cli",
+        "{dest}/",
+        "{dest}/..",
+        "{dest}/" + "a" * 300 + ".so",
+    ],
+)
 @pytest.mark.parametrize("variant", ["v1", "v2-signed"])
 def test_a_path_that_is_not_plain_is_refused(s, path, variant):
     prepare(s, variant)
@@ -290,8 +315,24 @@ def test_a_duplicate_entry_is_refused(s, variant):
     refused_backup_unchanged(s, rollback(), errors.USAGE, "damaged")
 
 
-@pytest.mark.parametrize("how", ["truncated", "not-json", "binary", "empty", "huge", "deep", "a-list", "format-9",
-                                 "wrong-types", "symlink", "folder", "fifo", "missing"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated",
+        "not-json",
+        "binary",
+        "empty",
+        "huge",
+        "deep",
+        "a-list",
+        "format-9",
+        "wrong-types",
+        "symlink",
+        "folder",
+        "fifo",
+        "missing",
+    ],
+)
 @pytest.mark.parametrize("variant", ["v1", "v2"])
 def test_a_damaged_or_missing_manifest_is_a_clear_refusal(s, tmp_path, how, variant):
     prepare(s, variant)
@@ -330,8 +371,9 @@ def test_a_damaged_or_missing_manifest_is_a_clear_refusal(s, tmp_path, how, vari
         os.mkfifo(mp)
     elif how == "missing":
         mp.unlink()
-    refused_backup_unchanged(s, rollback(), errors.USAGE,
-                             f"the backup in {s.backup} is damaged", f"the files are in {s.backup}/files/")
+    refused_backup_unchanged(
+        s, rollback(), errors.USAGE, f"the backup in {s.backup} is damaged", f"the files are in {s.backup}/files/"
+    )
 
 
 # --------------------------------------------------------------------------- damaged backup files
@@ -448,8 +490,9 @@ def test_a_failure_half_way_puts_back_what_was_restored(s):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
     assert res.exit_code == 1, res.output
-    assert "failed at libllama.so.0" in res.output and "put back" in res.output and "llama-cli" in res.output, \
+    assert "failed at libllama.so.0" in res.output and "put back" in res.output and "llama-cli" in res.output, (
         res.output
+    )
     assert tree(s2_dest) == replaced
     assert tree(backup) == backup_before
     res = rollback()
@@ -467,12 +510,21 @@ def test_an_older_backup_is_refused_clearly_then_restored_with_force(s):
     assert res.exit_code == 0, res.output
     assert tree(s.dest) == s.before
     kept = sorted(p.name.split("-", 1)[1] for p in (s.backup / install.KEPT).iterdir())
-    assert kept == sorted([paths.REPLACED_MARKER, "libggml-cpu.so", "libllama.so", "libllama.so.0",
-                           "libllama.so.0.0.1", "llama-cli"])
+    assert kept == sorted(
+        [paths.REPLACED_MARKER, "libggml-cpu.so", "libllama.so", "libllama.so.0", "libllama.so.0.0.1", "llama-cli"]
+    )
 
 
-@pytest.mark.parametrize("content", ['{"cmake_cache": 5}', '{"cmake_cache": {"a": 1}}', '{"cmake_cache": [1]}',
-                                     '{"cmake_cache": true}', '{"cmake_cache": 1e400}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"cmake_cache": 5}',
+        '{"cmake_cache": {"a": 1}}',
+        '{"cmake_cache": [1]}',
+        '{"cmake_cache": true}',
+        '{"cmake_cache": 1e400}',
+    ],
+)
 def test_a_malformed_marker_is_no_crash(tmp_path, content):
     """`check` reads the marker to find the replacing build's CMakeCache.txt: a wrong type was exit 70."""
     folder = tmp_path / "bin"

@@ -24,9 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 def start(*args, tmp: Path, env=None) -> subprocess.Popen:
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "builddoctor", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "TMPDIR": str(tmpdir), **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "builddoctor", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmpdir), **(env or {})},
+    )
 
 
 def stopped(p: subprocess.Popen, timeout: float = 15) -> tuple[int, str, float]:
@@ -142,9 +147,13 @@ def test_sigterm_during_a_build_leaves_no_job_behind(den, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "CMakeLists.txt").write_text(CMAKE_PROJECT.format(exe=exe))
-    p = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(src), str(tmp_path / "cache"),
-                          str(tmp_path / "lock")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         cwd=REPO)
+    p = subprocess.Popen(
+        [sys.executable, "-c", BUILD_SCRIPT, str(src), str(tmp_path / "cache"), str(tmp_path / "lock")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     try:
         programs.wait_for(str(den), count=3, timeout=60)
         p.send_signal(signal.SIGTERM)

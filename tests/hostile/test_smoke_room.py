@@ -23,8 +23,9 @@ MACHINE = REPO / "tests" / "fixtures" / "machines" / "this-machine.json"
 def small_disk(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True,
-                          timeout=10)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True, timeout=10
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     yield disk
@@ -36,9 +37,15 @@ def _limit_memory() -> None:  # in the child: the old in-memory generation fails
 
 
 def bench(*args, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "builddoctor", "bench", "--no-bandwidth", *map(str, args)],
-                          capture_output=True, text=True, timeout=60, cwd=REPO, preexec_fn=_limit_memory,
-                          env={**os.environ, "BUILDDOCTOR_CACHE": str(cache)})
+    return subprocess.run(
+        [sys.executable, "-m", "builddoctor", "bench", "--no-bandwidth", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        preexec_fn=_limit_memory,
+        env={**os.environ, "BUILDDOCTOR_CACHE": str(cache)},
+    )
 
 
 def test_absurd_recorded_cache_size_ends_in_exit_7(den, tmp_path, small_disk):
@@ -69,12 +76,15 @@ def test_model_is_written_in_bounded_memory(tmp_path):
     memory Python and numpy allocate (tracemalloc, which numpy reports to) peaks far below the model's
     size. (The process's RSS is no measure here: it moved from 71 to 204 MiB with what else the machine
     was doing, while the allocations did not.)"""
-    code = ("import sys, tracemalloc; from pathlib import Path; from builddoctor import smoke_model as sm; "
-            "s = sm.ModelShape(n_vocab=sm.PROBE_SHAPE.n_vocab, n_embd=1024, n_ff=2816, n_layer=24, n_head=16, "
-            "n_head_kv=16); tracemalloc.start(); sm.write_model(Path(sys.argv[1]), s, seed=0, vocab=None); "
-            "print(s.approx_bytes, tracemalloc.get_traced_memory()[1])")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.gguf")], capture_output=True, text=True,
-                         timeout=300, cwd=REPO)
+    code = (
+        "import sys, tracemalloc; from pathlib import Path; from builddoctor import smoke_model as sm; "
+        "s = sm.ModelShape(n_vocab=sm.PROBE_SHAPE.n_vocab, n_embd=1024, n_ff=2816, n_layer=24, n_head=16, "
+        "n_head_kv=16); tracemalloc.start(); sm.write_model(Path(sys.argv[1]), s, seed=0, vocab=None); "
+        "print(s.approx_bytes, tracemalloc.get_traced_memory()[1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.gguf")], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     size, peak = map(int, out.stdout.split())
     assert (tmp_path / "m.gguf").stat().st_size >= size
