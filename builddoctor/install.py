@@ -960,8 +960,8 @@ def rollback(backup: Path | None = None, *, backup_root: Path | None = None, for
             if got.sha256 != e.old.sha256:
                 raise damaged(
                     f"the copy of {e.path} (files/{e.old.backup}) is not the file replace saved "
-                    f"(sha256 {got.sha256[:12]}, recorded {e.old.sha256[:12]})"
-                )  # type: ignore[index]
+                    f"(sha256 {(got.sha256 or '')[:12]}, recorded {(e.old.sha256 or '')[:12]})"
+                )
     dest_dir = Path(manifest.dest_dir)
     if not dest_dir.is_dir():
         raise FilesChanged(
