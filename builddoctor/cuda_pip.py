@@ -18,7 +18,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -294,54 +293,26 @@ def _record(z: zipfile.ZipFile) -> dict[str, bytes]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    from builddoctor.source import sha256_file
-
-    return sha256_file(path)
-
-
 def _wheel_file(w: Wheel, say, wheel_dir: Path | None) -> Path:
-    """The wheel, sha256-checked: from ``wheel_dir``, the download cache, or pip."""
-    downloads = paths.cache_dir() / "downloads"
-    for cand in ([wheel_dir / w.file] if wheel_dir else []) + [downloads / w.file]:
-        if cand.is_file():
-            if _sha256(cand) == w.sha256:
-                say(f"using the verified wheel {cand}")
-                return cand
-            if wheel_dir is not None and cand.parent == wheel_dir:
-                raise errors.SourceError(f"refused {cand}: its sha256 is not the pinned {w.sha256}")
-    downloads.mkdir(parents=True, exist_ok=True)
-    say(f"downloading {w.requirement} with pip (about {w.size_mb} MB)")
-    with tempfile.TemporaryDirectory(dir=downloads, prefix=".dl-") as tmp:
-        argv = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-d",
-            tmp,
-            w.requirement,
-        ]
-        done = proc.run(argv, timeout=DOWNLOAD_TIMEOUT, env=dict(os.environ))  # pip needs its own config
-        got = Path(tmp) / w.file
-        if not done.ok or not got.is_file():
-            tail = "\n".join((done.stderr or done.error or "").strip().splitlines()[-5:])
-            reason = "timed out" if done.timed_out else f"failed ({tail or 'no output'})"
-            raise errors.SourceError(
-                f"pip could not download {w.requirement} ({w.file}): {reason}. Check the "
-                "network and pip's index settings.",
-                exit_code=errors.NETWORK,
-            )
-        digest = _sha256(got)
-        if digest != w.sha256:
-            raise errors.SourceError(
-                f"refused {w.file}: its sha256 is {digest}, the pin is {w.sha256}. Nothing was unpacked."
-            )
-        os.replace(got, downloads / w.file)
-    return downloads / w.file
+    """The wheel, sha256-checked: from ``wheel_dir`` (refused when it is not the pinned one), or from
+    the download cache or pip (source.pip_download)."""
+    from builddoctor.source import pip_download, sha256_file
+
+    if wheel_dir is not None and (wheel_dir / w.file).is_file():
+        cand = wheel_dir / w.file
+        if sha256_file(cand) != w.sha256:
+            raise errors.SourceError(f"refused {cand}: its sha256 is not the pinned {w.sha256}")
+        say(f"using the verified wheel {cand}")
+        return cand
+    return pip_download(
+        w.requirement,
+        filename=w.file,
+        sha256=w.sha256,
+        size_mb=w.size_mb,
+        binary=True,
+        say=say,
+        timeout=DOWNLOAD_TIMEOUT,
+    )
 
 
 def _merge(system: Path, extras: list[Path], merged: Path) -> None:

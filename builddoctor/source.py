@@ -248,13 +248,43 @@ def fetch(
 
 def _download(pin: Pin, say: Callable[[str], None]) -> Path:
     """The sdist from the download cache, or from the registry through pip."""
+    extra = ["--no-build-isolation"] if _has_module("scikit_build_core") else []  # no build deps to read metadata
+    return pip_download(
+        f"{pin.package}=={pin.version}",
+        filename=pin.sdist_name,
+        sha256=pin.sha256,
+        size_mb=77,
+        binary=False,
+        say=say,
+        extra_args=extra,
+        hint="or download the sdist elsewhere and pass it with `builddoctor source fetch --sdist FILE`",
+    )
+
+
+def pip_download(
+    requirement: str,
+    *,
+    filename: str,
+    sha256: str,
+    size_mb: int,
+    binary: bool,
+    say: Callable[[str], None],
+    extra_args: list[str] | None = None,
+    hint: str = "",
+    timeout: float = DOWNLOAD_TIMEOUT,
+) -> Path:
+    """A pinned file from the package registry through pip, into builddoctor's download cache.
+
+    The one download path (the pinned sdist, the CUDA wheels): a cached copy is used only when its
+    sha256 is the pin's; a fresh one is checked before it is moved into the cache, so the cache
+    never holds a file that is not the pinned one."""
     cache = paths.cache_dir() / "downloads"
-    cached = cache / pin.sdist_name
-    if cached.is_file() and sha256_file(cached) == pin.sha256:
+    cached = cache / filename
+    if cached.is_file() and sha256_file(cached) == sha256:
         say(f"using the verified download in {cached}")
         return cached
     cache.mkdir(parents=True, exist_ok=True)
-    say(f"downloading {pin.package}=={pin.version} with pip (about 77 MB)")
+    say(f"downloading {requirement} with pip (about {size_mb} MB)")
     with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
         argv = [
             sys.executable,
@@ -262,29 +292,35 @@ def _download(pin: Pin, say: Callable[[str], None]) -> Path:
             "pip",
             "download",
             "--no-deps",
-            "--no-binary=:all:",
+            "--only-binary=:all:" if binary else "--no-binary=:all:",
             "--disable-pip-version-check",
+            *(extra_args or []),
             "-d",
             tmp,
-            f"{pin.package}=={pin.version}",
+            requirement,
         ]
-        if _has_module("scikit_build_core"):
-            argv.insert(-1, "--no-build-isolation")  # skips installing build deps just to read metadata
         # pip needs its own configuration (index, proxy, certificates) from the environment.
-        env = dict(os.environ)
-        done = proc.run(argv, timeout=DOWNLOAD_TIMEOUT, env=env)
-        files = list(Path(tmp).glob("*.tar.gz"))
-        if not done.ok or len(files) != 1:
+        done = proc.run(argv, timeout=timeout, env=dict(os.environ))
+        got = Path(tmp) / filename
+        if not got.is_file():  # pip may spell the file name differently (case, separators): the one file
+            files = [f for f in Path(tmp).iterdir() if f.is_file()]
+            got = files[0] if len(files) == 1 else got
+        if not done.ok or not got.is_file():
             tail = "\n".join((done.stderr or done.error or "").strip().splitlines()[-5:])
             reason = "timed out" if done.timed_out else f"failed ({tail or 'no output'})"
             raise errors.SourceError(
-                f"pip could not download {pin.package}=={pin.version}: {reason}. Check the network and pip's "
-                "index settings, or download the sdist elsewhere and pass it with "
-                "`builddoctor source fetch --sdist FILE`.",
+                f"pip could not download {requirement}: {reason}. Check the network and pip's index settings"
+                + (f", {hint}" if hint else "")
+                + ".",
                 exit_code=errors.NETWORK,
             )
-        _verify_archive(files[0], pin)
-        os.replace(files[0], cached)
+        digest = sha256_file(got)
+        if digest != sha256:
+            raise errors.SourceError(
+                f"refused {got.name} from pip: its sha256 is {digest}, the pin is {sha256}. Nothing was "
+                "kept, unpacked or changed."
+            )
+        os.replace(got, cached)
     return cached
 
 
