@@ -290,6 +290,24 @@ def test_module_that_cannot_load_is_reported_so(checked, name):
 
 
 @_apply(network)
+def test_a_released_cuda_build_is_not_run_without_a_driver(corpus, tmp_path):
+    """node-llama-cpp's Linux CUDA build (a real one), checked here: without a driver the compute probe is
+    not run (issue 17, BD113), and the line says what the build is for, read from its fatbin."""
+    from builddoctor.inspect import compute
+
+    if compute.device_not_here(["CUDA"]) is None:
+        pytest.skip("this machine has an NVIDIA driver: the compute probe runs")
+    folder = fetch.check_path(BY_NAME["nlc-linux-x64-cuda"]) / "bins" / "linux-x64-cuda"
+    rc, data, err = run_check([str(folder)], env={"BUILDDOCTOR_CACHE": str(tmp_path)})
+    assert data["builds"], (rc, err[-2000:])
+    r = data["builds"][0]
+    line = next(f for f in r["findings"] if f["code"] == "BD113")
+    assert line["severity"] == "info"
+    assert line["title"] == f"no CUDA device here: built for {', '.join(r['build']['cuda_archs'])}, not run"
+    assert "sm_89" in r["build"]["cuda_archs"] and r["build"]["compute"]["kind"] == "not-run"
+
+
+@_apply(network)
 @pytest.mark.parametrize("shape", [s.name for s in SHAPES])
 def test_installed_project_found_with_no_argument(corpus, shape, tmp_path):
     """check with no argument, run in an npm project or with a venv active, finds every package in it."""

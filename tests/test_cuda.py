@@ -413,43 +413,6 @@ def test_a_wrapper_script_nvcc_is_traced_to_its_toolkit(pinned, tmp_path):
     assert t.system_root == str(tk.resolve()) and (Path(t.root) / "include" / "cuda_runtime.h").is_file()
 
 
-CORPUS_CUDA = (
-    Path(__file__).resolve().parent.parent
-    / ".cache"
-    / "corpus"
-    / "nlc-linux-x64-cuda"
-    / "root"
-    / "package"
-    / "bins"
-    / "linux-x64-cuda"
-)
-
-
-@pytest.mark.skipif(not CORPUS_CUDA.is_dir(), reason="the real-file corpus is not fetched (BUILDDOCTOR_TEST_NETWORK=1)")
-def test_a_released_cuda_build_is_not_run_without_a_driver(tmp_path):
-    """node-llama-cpp's Linux CUDA build (a real one, from the corpus), checked here: without a driver the
-    compute probe is not run and the line says what the build is for, read from its fatbin."""
-    import subprocess
-    import sys
-
-    from builddoctor.inspect import compute
-
-    if compute.device_not_here(["CUDA"]) is None:
-        pytest.skip("this machine has an NVIDIA driver: the compute probe runs")
-    done = subprocess.run(
-        [sys.executable, "-m", "builddoctor", "check", "--json", str(CORPUS_CUDA)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "BUILDDOCTOR_CACHE": str(tmp_path)},
-    )
-    r = json.loads(done.stdout)["builds"][0]
-    line = next(f for f in r["findings"] if f["code"] == "BD113")
-    assert line["severity"] == "info"
-    assert line["title"] == f"no CUDA device here: built for {', '.join(r['build']['cuda_archs'])}, not run"
-    assert "sm_89" in r["build"]["cuda_archs"] and r["build"]["compute"]["kind"] == "not-run"
-
-
 def test_cuda_from_pip_without_nvcc_says_to_install_the_toolkit():
     m = host_with("rtx4090-driver580.xml", nvcc=None)
     with pytest.raises(errors.UserError, match="no nvcc was found") as exc:
