@@ -6,44 +6,59 @@ from pathlib import Path
 
 import pytest
 
+from builddoctor.tomlload import load_toml
 from tests import elf_fixtures as fx
 from tests import llama_builds
 
-# Test tiers (pyproject.toml markers; README "Tests"): each test is in one. A test marked `slow` or
-# `network` in its file keeps that; one that needs a fixture below is in that fixture's tier (the
-# fixture compiles llama.cpp, builds and repairs a wheel, or downloads); every other test is `unit`.
-TIER_OF_FIXTURE = {
-    "llama_build": "slow",
-    "native_build": "slow",
-    "sse_build": "slow",
-    "debug_build": "slow",
-    "planned_build": "slow",  # tests/llama_builds.py: compiled on first use (.cache/test-builds)
-    "repaired_wheel": "slow",  # tests/test_discover.py: a wheel built and run through auditwheel
-    "sdist": "network",  # tests/test_source.py: the pinned sdist, downloaded through pip
-    "small_model": "slow",  # tests/test_bench.py: an 8 MB generated GGUF model
-}
-#: tests (or whole files) that build a wheel or write a smoke model themselves: tens of seconds each
-TIER_OF_TEST = {
-    "tests/test_wheel.py": "slow",  # pip wheel of this project
-    "tests/hostile/test_smoke_room.py::test_model_is_written_in_bounded_memory": "slow",
-    "tests/hostile/test_exit70.py::test_llama_bench_json_with_wrong_types_costs_that_build_only": "slow",
-    "tests/test_build_cli.py::test_bench_with_a_crashing_llama_bench": "slow",
-}
+#: the test tiers, as data: tests/tiers.toml says which fixture or test is in which tier, and why
+TIERS_FILE = Path(__file__).with_name("tiers.toml")
 TIERS = ("slow", "network")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _tier_data() -> tuple[dict[str, str], dict[str, str]]:
+    """tests/tiers.toml as {fixture: tier} and {"FILE" or "FILE::TEST": tier}."""
+    data = load_toml(TIERS_FILE)
+    by_test = {}
+    for tier, files in data["tests"].items():
+        for file, names in files.items():
+            keys = [file] if names == "*" else [f"{file}::{name}" for name in names]
+            by_test.update(dict.fromkeys(keys, tier))
+    return dict(data["fixtures"]), by_test
+
+
+TIER_OF_FIXTURE, TIER_OF_TEST = _tier_data()
+
+
+def _matches(nodeid: str, key: str) -> bool:
+    return nodeid == key or nodeid.startswith((key + "::", key + "["))
+
+
+def _tiers_of(item: pytest.Item) -> set[str]:
+    tiers = {TIER_OF_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in TIER_OF_FIXTURE}
+    return tiers | {tier for key, tier in TIER_OF_TEST.items() if _matches(item.nodeid, key)}
+
+
+def _stale_entries(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Entries of tests/tiers.toml that match no test of a file collected whole (a renamed test)."""
+    if any(not Path(arg).is_dir() for arg in config.args):
+        return []  # single files or tests asked for: the rest of a file is not collected
+    files = {item.nodeid.split("::")[0] for item in items}
+    return [
+        key
+        for key in TIER_OF_TEST
+        if key.split("::")[0] in files and not any(_matches(item.nodeid, key) for item in items)
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Put every test in its tier, so that ``-m unit`` is exactly the fast rest."""
+    stale = _stale_entries(config, items)
+    if stale:
+        raise pytest.UsageError(f"{TIERS_FILE}: no test is called {', '.join(stale)}")
     for item in items:
         if any(item.get_closest_marker(t) for t in TIERS):
             continue
-        tiers = {TIER_OF_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in TIER_OF_FIXTURE}
-        tiers |= {
-            tier
-            for key, tier in TIER_OF_TEST.items()
-            if item.nodeid == key or item.nodeid.startswith((key + "::", key + "["))
-        }
-        for tier in sorted(tiers) or ["unit"]:
+        for tier in sorted(_tiers_of(item)) or ["unit"]:
             item.add_marker(tier)
 
 
