@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from builddoctor.findings.catalogue import Hit, fill, render
-from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name, links_openmp
+from builddoctor.findings.rules import RULES
+from builddoctor.findings.rules.base import Context, _cpu_files, _level_of, _name, links_openmp
 from builddoctor.profiles import BuildProfile, Finding, MachineProfile
 from builddoctor.versions import sort_key
 
