@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 from builddoctor import versions
+from builddoctor.findings.catalogue import Hit
 from builddoctor.findings.rules.base import Context, _name, gpu_runtime_prefixes, rule
 from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
+from builddoctor.recipes import RecipeError, load_recipes
 
 
 @rule
@@ -193,13 +195,51 @@ def _nvidia_coverage(build: BuildProfile, machine: MachineProfile):
 def cuda_arch_mismatch(build, machine, ctx):
     for g, cc, cover in _nvidia_coverage(build, machine):
         if not cover:
-            return {
+            values = {
                 "archs": ", ".join(build.cuda_archs),
                 "gpu": g.name,
                 "cc": g.compute_capability,
                 "ccn": f"{cc[0]}{cc[1]}",
             }
+            dropped = toolkit_dropped(cc[0] * 10 + cc[1], nvcc_support())
+            if dropped is None:
+                return values
+            return Hit({**values, **dropped}, variant="toolkit_too_new")
     return None
+
+
+def nvcc_support() -> list[dict]:
+    """What each CUDA toolkit compiles for (recipes/cuda.toml [data.nvcc_support]), oldest first;
+    none when the recipes do not load (then BD120 says its plain fix)."""
+    try:
+        recipes = load_recipes()
+    except RecipeError:
+        return []
+    rows: list[dict] = next((r.data.get("nvcc_support", []) for r in recipes if r.backend == "cuda"), [])
+    return sorted(rows, key=lambda row: versions.version_tuple(row["since"]) or ())
+
+
+def toolkit_dropped(cc: int, rows: list[dict]) -> dict[str, str] | None:
+    """For a GPU of compute capability ``cc`` (x10) that newer CUDA toolkits no longer compile for
+    (6.1 with CUDA 13): the last toolkit line that still does and the one that dropped it.
+    None when the newest toolkit builds for it, or none ever did."""
+    supported = [row for row in rows if row["min_cc"] <= cc <= row["max_cc"]]
+    if not supported or rows[-1] in supported:
+        return None
+    last = supported[-1]
+    drop = next((row for row in rows if _since(row) > _since(last) and cc < row["min_cc"]), None)
+    if drop is None:
+        return None
+    return {
+        "last_major": str(_since(last)[0]),
+        "last_min": f"{last['min_cc'] / 10:.1f}",
+        "drop_major": str(_since(drop)[0]),
+        "drop_min": f"{drop['min_cc'] / 10:.1f}",
+    }
+
+
+def _since(row: dict) -> tuple[int, ...]:
+    return versions.version_tuple(row["since"]) or (0,)
 
 
 @rule
