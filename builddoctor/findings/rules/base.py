@@ -1,45 +1,14 @@
-"""What every rule shares: the registry, the context and the helpers that several areas use.
-
-A rule takes (build, machine, ctx) and returns None when its check does not apply or
-passes, or the evidence (a dict of template values, or a list of them when it fires
-several times). What a finding says, how severe it is and how to fix it is in
-checks.toml, not here.
-"""
+"""The helpers that several areas' rules and ok lines share (the x86 level, the CPU files, the
+known-bad rows, variant scores)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from builddoctor.findings.catalogue import Hit, catalogue
+from builddoctor.findings.areas import Context
+from builddoctor.findings.catalogue import catalogue
 from builddoctor.platforms import canonical_arch
 from builddoctor.profiles import BinaryFile, BuildProfile, MachineProfile
-
-#: what a rule returns: nothing (passes, or does not apply), or its hits; a dict is a Hit's values
-Evidence = Hit | dict[str, Any] | list[Hit] | list[dict[str, Any]] | None
-
-
-@dataclass
-class Context:
-    """What every rule may need besides the build and the machine."""
-
-    catalogue: dict[str, Any]
-    live: bool  # the machine profile is this machine (libraries can be looked up here)
-    pin_short_commit: str = ""
-    pin_version: str = ""
-    source: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-RULES: dict[str, Callable[[BuildProfile, MachineProfile, Context], Evidence]] = {}
-
-
-def rule(func):
-    RULES[func.__name__] = func
-    return func
-
 
 # --------------------------------------------------------------------------- helpers
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from builddoctor.cmake_bool import is_on
-from builddoctor.findings.rules.base import _cpu_files, links_openmp, rule
+from builddoctor.findings.areas import Context, rule, validator
+from builddoctor.findings.rules.base import _cpu_files, links_openmp
+from builddoctor.profiles import BuildProfile, MachineProfile
 
 
 @rule
@@ -31,3 +35,13 @@ def openmp_off(build, machine, ctx):
     if not any(f.needed for f in files) and opt == "":
         return None  # static or unreadable: no evidence either way
     return {"evidence": f"GGML_OPENMP={opt}" if opt else "the CPU backend links no OpenMP runtime"}
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("build")
+def build_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    if not build.build_type:
+        return None
+    return {"build_type": build.build_type, "openmp_ok": ", with OpenMP" if links_openmp(_cpu_files(build)) else ""}

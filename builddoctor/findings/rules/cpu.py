@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from builddoctor.findings.areas import Context, rule, validator
 from builddoctor.findings.rules.base import (
     _comparable,
     _cpu_files,
@@ -17,7 +18,6 @@ from builddoctor.findings.rules.base import (
     _speedup,
     _variant_rank,
     closed_features,
-    rule,
 )
 from builddoctor.profiles import BinaryFile, BuildProfile, MachineProfile
 
@@ -131,3 +131,17 @@ def cpu_variant_missing(build, machine, ctx):
     runnable = [v for v in machine.cpu.variants if v in build.cpu_variants]
     best_have = runnable[-1] if runnable else "none"
     return {"variants": ", ".join(build.cpu_variants), "best_have": best_have, "best": machine.cpu.variant}
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("cpu")
+def cpu_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
+    if build.cpu_variants:
+        return {"cpu_code": f"CPU variants {', '.join(build.cpu_variants)}", "cpu_best": f"the loader picks {cpu_best}"}
+    if build.isa and "CPU" in build.backends:
+        level = build.isa_level or _level_of(build.isa)
+        return {"cpu_code": f"{level.upper()} code ({', '.join(sorted(build.isa))})", "cpu_best": cpu_best}
+    return None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from builddoctor import versions
+from builddoctor.findings.areas import Context, rule, validator
 from builddoctor.findings.catalogue import Hit
-from builddoctor.findings.rules.base import Context, _name, gpu_runtime_prefixes, rule
+from builddoctor.findings.rules.base import _name, gpu_runtime_prefixes
 from builddoctor.profiles import BinaryFile, BuildProfile, GpuProfile, MachineProfile
 from builddoctor.recipes import RecipeError, load_recipes
 
@@ -255,3 +257,18 @@ def fa_kernels_missing(build, machine, ctx):
     if "CUDA" in build.backends and build.flash_attn_kernels is False:
         return {}
     return None
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("gpu")
+def gpu_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    gpus = machine.usable_gpus()
+    if not gpus:
+        emulated = [g.name for g in machine.emulated_gpus()]
+        extra = f" ({', '.join(emulated)} is CPU-emulated)" if emulated else ""
+        return {"gpu_ok": f"no GPU on this machine{extra}: the CPU backend is the right one"}
+    gpu_backends = [b for b in build.backends if b not in ("CPU", "BLAS", "RPC")]
+    archs = f" ({', '.join(build.cuda_archs)})" if build.cuda_archs else ""
+    return {"gpu_ok": f"{', '.join(gpu_backends) or 'GPU'} backend{archs} for {gpus[0].name}"}

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from builddoctor import versions
-from builddoctor.findings.rules.base import _name, gpu_runtime_prefixes, rule
+from builddoctor.findings.areas import Context, rule, validator
+from builddoctor.findings.rules.base import _name, gpu_runtime_prefixes
 from builddoctor.profiles import BinaryFile, BuildProfile, MachineProfile
+from builddoctor.versions import sort_key
 
 
 @rule
@@ -150,3 +152,21 @@ def dlopen_failed(build, machine, ctx):
         fix = f"install what it needs, or rebuild here: builddoctor fix --rebuild {build.root}"
     path = c.argv[0] if c.argv else build.root
     return {"file": _name(path), "path": path, "why": why, "fix": fix}
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("load")
+def load_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    """For a build all of whose linked libraries are here (one that is not is the GPU line's or
+    the load area's error, and gets no ✓ beside it)."""
+    readable = [f for f in build.files if f.format]
+    if not readable or not ctx.live or any(f.missing_needed for f in readable):
+        return None
+    needs = sorted({lib for f in readable for lib in f.needed})
+    glibc = [v for f in readable if (v := f.symbol_versions.get("GLIBC"))]
+    text = f"all {len(needs)} linked libraries found" if needs else "links no shared libraries"
+    if glibc:
+        text += f"; needs glibc {max(glibc, key=sort_key)} (this machine: {machine.libc_version or '?'})"
+    return {"load_ok": text}

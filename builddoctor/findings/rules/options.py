@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from builddoctor.cmake_bool import same_value
-from builddoctor.findings.rules.base import Context, rule
-from builddoctor.profiles import MachineProfile
+from builddoctor.findings.areas import Context, rule, validator
+from builddoctor.findings.rules.base import _name
+from builddoctor.profiles import BuildProfile, MachineProfile
 
 
 def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
@@ -105,3 +107,16 @@ def _plan(machine: MachineProfile, goal: str, ctx: Context):
         except Exception:  # noqa: BLE001 - no plan (e.g. broken recipes) means no comparison, not a failed check
             ctx.extra[key] = None
     return ctx.extra[key]
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("options")
+def options_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    if not build.cmake_options:
+        return None
+    return {
+        "options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, "
+        "none deprecated or unknown"
+    }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from builddoctor.findings.rules.base import _comparable, _known_bad, _name, _no_flags, rule
+from typing import Any
+
+from builddoctor.findings.areas import Context, rule, validator
+from builddoctor.findings.rules.base import _comparable, _known_bad, _name, _no_flags
 from builddoctor.profiles import BuildProfile, MachineProfile
 
 
@@ -114,3 +117,34 @@ def compute_failed(build, machine, ctx):
         return None
     how = f"could not start it: {c.error}" if c.error else (c.problem or "no result")
     return {"argv": _argv(c), "how": how, "what": _compute_what(c), "output": _output_tail(c.output)}
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("runtime")
+def runtime_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    c = build.compute
+    if build.runtime and all(r.returncode == 0 for r in build.runtime) and (c is None or c.ok):
+        names = ", ".join(" ".join([_name(r.argv[0])] + r.argv[1:]) for r in build.runtime)
+        devices = f"; devices: {', '.join(build.devices)}" if build.devices else ""
+        text = f"{names} answered{devices}"
+        if c is not None and c.kind == "inference":
+            text = f"{_compute_line(c)}; {text}"
+        return {"runtime_ok": text}
+    if c is not None and c.ok:
+        return {"runtime_ok": _compute_line(c)}
+    return None
+
+
+def _compute_line(c) -> str:
+    """The ok line of a compute probe that ran: what ran where, and its tokens/s (information)."""
+    if c.kind == "dlopen":
+        return f"{_name(c.argv[0])} loads (dlopen in a child process, {c.seconds:.2f} s)"
+    speeds = [f"{label} {v:.0f} t/s" for label, v in (("prompt", c.pp_tps), ("generation", c.tg_tps)) if v]
+    on = f"{c.backend} on {c.device}" if c.backend and c.device else c.backend
+    where = ", ".join(x for x in (on or "", f"{c.threads} threads" if c.threads else "") if x)
+    return (
+        f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
+        f"{': ' + ', '.join(speeds) if speeds else ''})"
+    )

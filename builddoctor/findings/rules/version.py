@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from builddoctor import versions
+from builddoctor.findings.areas import Context, rule, validator
 from builddoctor.findings.catalogue import Hit
-from builddoctor.findings.rules.base import rule
+from builddoctor.profiles import BuildProfile, MachineProfile
 
 
 @rule
@@ -57,3 +60,19 @@ def old_build(build, machine, ctx):
             }
             return Hit(ev, variant="minor")
     return None
+
+
+# --------------------------------------------------------------------------- the ok line
+
+
+@validator("version")
+def version_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
+    numbered = build.build_number if build.build_number and build.build_number > 1 else None
+    if not (build.version or build.commit or numbered):
+        return None
+    bits = [f"llama.cpp {build.version or (f'b{numbered}' if numbered else 'of unknown version')}"]
+    if build.commit:
+        bits.append(f"commit {build.commit}")
+    if build.compiler:
+        bits.append(f"built with {build.compiler}")
+    return {"version_ok": ", ".join(bits)}
