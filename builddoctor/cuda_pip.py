@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -25,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from builddoctor import errors, paths, proc, versions
+from builddoctor import errors, paths, versions
+from builddoctor.probe.toolchain import cublas_fact, find_cublas, toolkit_root
 from builddoctor.tomlload import load_toml
 
 DATA_FILE = paths.DATA_DIR / "cuda_pip.toml"
@@ -88,40 +88,6 @@ def choose(nvcc_version: str | None, sets: list[WheelSet] | None = None) -> Whee
         return None
     fits = [s for s in (load_sets() if sets is None else sets) if _vt(s.cuda)[:1] == v[:1] and _vt(s.cuda) <= v[:2]]
     return max(fits, key=lambda s: _vt(s.cuda), default=None)
-
-
-@functools.lru_cache(maxsize=32)
-def toolkit_root(nvcc_path: str) -> Path:
-    """The toolkit an nvcc belongs to: the folder above its bin/ (symlinks resolved), or, for an nvcc
-    that is a wrapper script elsewhere (/usr/local/bin/nvcc -> exec .../cuda-13.0/bin/nvcc), the TOP
-    that nvcc itself reports in a dry run."""
-    real = Path(os.path.realpath(nvcc_path))
-    if real.parent.name == "bin" and (real.parent.parent / "include" / "cuda_runtime.h").is_file():
-        return real.parent.parent
-    done = proc.run([nvcc_path, "--dryrun", "-E", "-x", "cu", os.devnull], timeout=10.0)  # lists, runs nothing
-    for line in (done.stdout + done.stderr).splitlines():
-        if line.startswith("#$ TOP="):
-            return Path(os.path.realpath(line[len("#$ TOP=") :].strip()))
-    return real.parent.parent
-
-
-def find_cublas(root: Path) -> tuple[Path, Path] | None:
-    """(cublas_v2.h, libcublas.so*) in a toolkit root, or None: what ggml-cuda includes and links."""
-    header = next(
-        (
-            p
-            for p in (root / "include" / "cublas_v2.h", root / "targets" / "x86_64-linux" / "include" / "cublas_v2.h")
-            if p.is_file()
-        ),
-        None,
-    )
-    if header is None:
-        return None
-    for lib in ("lib64", "lib", "targets/x86_64-linux/lib"):
-        for name in ("libcublas.so", "libcublas.so.13", "libcublas.so.12"):
-            if (root / lib / name).is_file():
-                return header, root / lib / name
-    return None
 
 
 def install_hint(nvcc_version: str | None) -> str:
@@ -203,7 +169,6 @@ def use_for(machine, say: Callable[[str], None] = lambda s: None, *, offline: bo
     plan resolved next points CMake there (CUDAToolkit_ROOT); `build --cuda-from-pip` and
     `BUILDDOCTOR_CUDA_FROM_PIP=1 pip install .` both come here. ``offline``: only a toolkit made before
     (a dry run fetches nothing); None when there is none."""
-    from builddoctor.probe.toolchain import cublas_fact
     from builddoctor.profiles import ToolInfo
 
     nvcc = machine.tool("nvcc")

@@ -18,7 +18,7 @@ import pytest
 
 from builddoctor import build, cuda_pip, errors
 from builddoctor.probe.gpu import parse_nvidia_smi
-from builddoctor.probe.toolchain import cublas_fact, libcuda_fact
+from builddoctor.probe.toolchain import cublas_fact, find_cublas, libcuda_fact, toolkit_root
 from builddoctor.profiles import MachineProfile, ToolInfo
 from builddoctor.resolve import resolve
 
@@ -260,7 +260,7 @@ def test_merged_toolkit_holds_cudart_and_cublas(pinned):
     assert (root / "lib64" / "libcudart.so.13").is_file()
     assert (root / "targets" / "x86_64-linux" / "include" / "cublas_v2.h").is_file()
     assert (root / "bin" / "nvcc").resolve() == (tk / "bin" / "nvcc").resolve()
-    assert cuda_pip.find_cublas(root) is not None and cuda_pip.find_cublas(tk) is None
+    assert find_cublas(root) is not None and find_cublas(tk) is None
     # the probe reads the merged toolkit as one with cuBLAS, with its version from cublas_api.h
     fact = cublas_fact(ToolInfo("nvcc", True, t.nvcc, "13.0.88"))
     assert fact.found and fact.version == "13.0.2" and Path(fact.path).parent.parent == root
@@ -404,8 +404,8 @@ def test_a_wrapper_script_nvcc_is_traced_to_its_toolkit(pinned, tmp_path):
     (tmp_path / "usr-local" / "include").mkdir()
     wrapper.write_text(f'#!/bin/sh\nexec {tk}/bin/nvcc "$@"\n')
     wrapper.chmod(0o755)
-    assert cuda_pip.toolkit_root(str(wrapper)) == tk.resolve()
-    assert cuda_pip.toolkit_root(str(tk / "bin" / "nvcc")) == tk.resolve()
+    assert toolkit_root(str(wrapper)) == tk.resolve()
+    assert toolkit_root(str(tk / "bin" / "nvcc")) == tk.resolve()
     fact = cublas_fact(ToolInfo("nvcc", True, str(wrapper), "13.0.88"))
     assert not fact.found and str(tk.resolve()) in fact.detail
     write_wheel()

@@ -8,10 +8,14 @@ test_check_cli.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from builddoctor.findings import catalogue, findings_for
 from builddoctor.findings.rules import RULES
+from builddoctor.findings.rules.gpu import nvcc_support, toolkit_dropped
+from builddoctor.probe import gpus_from_file
 from builddoctor.profiles import (
     BinaryFile,
     BuildProfile,
@@ -119,7 +123,7 @@ def test_catalogue_is_consistent():
     cat = catalogue()
     assert len({c["code"] for c in cat["check"]}) == len(cat["check"])
     assert all(c["rule"] in RULES for c in cat["check"])
-    # every rule is used by some check: no dead code in rules.py
+    # every rule is used by some check: no dead code in findings/rules/
     assert {c["rule"] for c in cat["check"]} == set(RULES)
 
 
@@ -231,6 +235,41 @@ def cuda_build(archs, needed=("libcudart.so.12", "libcublas.so.12"), missing=(),
 def test_cuda_architectures_against_the_gpu(archs, expect):
     found = findings_for(cuda_build(archs), machine(gpus=[RTX4090]))
     assert [c for c in codes(found) if c in ("BD120", "BD121")] == expect
+
+
+PASCAL_SMI = Path(__file__).parent / "fixtures" / "nvidia-smi" / "gtx1080-driver535.csv"
+
+
+def test_bd120_for_a_pascal_gpu_says_a_cuda_12_toolkit_is_needed():
+    """A CUDA 13 build (sm_75 and up is all nvcc 13 makes) on the recorded GTX 1080 (6.1)."""
+    gpus = gpus_from_file(PASCAL_SMI)
+    cuda13 = cuda_build(["sm_75", "sm_89"], needed=["libcudart.so.13", "libcublas.so.13"])
+    (f,) = [f for f in findings_for(cuda13, machine(gpus=gpus)) if f.code == "BD120"]
+    assert f.severity == "error" and "GTX 1080" in f.title and "6.1" in f.title
+    assert f.fix.startswith("install a CUDA 12 toolkit (nvcc 12.x builds for compute capability 5.0 and up; ")
+    assert "CUDA 13 dropped GPUs below 7.5" in f.fix
+    assert "then: builddoctor fix --rebuild /b/bin " in f.fix and "-DCMAKE_CUDA_ARCHITECTURES=61" in f.fix
+
+
+def test_bd120_for_a_gpu_the_newest_toolkit_builds_for_keeps_the_plain_fix():
+    (f,) = [f for f in findings_for(cuda_build(["sm_90"]), machine(gpus=[RTX4090])) if f.code == "BD120"]
+    assert f.fix == "builddoctor fix --rebuild /b/bin   (or cmake -DCMAKE_CUDA_ARCHITECTURES=89)"
+
+
+@pytest.mark.parametrize(
+    "cc,expect",
+    [
+        (61, ("12", "5.0", "13", "7.5")),  # Pascal: CUDA 13 dropped it
+        (70, ("12", "5.0", "13", "7.5")),  # Volta
+        (37, ("11", "3.5", "12", "5.0")),  # Kepler: CUDA 12 dropped it
+        (75, None),  # Turing: CUDA 13 still builds for it
+        (120, None),
+        (30, None),  # no toolkit in the table ever built for it
+    ],
+)
+def test_toolkit_dropped_reads_the_recipe_table(cc, expect):
+    got = toolkit_dropped(cc, nvcc_support())
+    assert (got and (got["last_major"], got["last_min"], got["drop_major"], got["drop_min"])) == expect
 
 
 def test_cuda_runtime_newer_than_driver():

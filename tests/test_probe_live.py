@@ -193,3 +193,30 @@ def test_no_gpu_here_but_maybe_an_emulated_one(live):
     for g in live.gpus:
         if g.source == "vulkaninfo":
             assert g.cpu_emulated, g.name
+
+
+def test_gpu_probes_merge_and_a_failed_one_costs_a_note():
+    """probe_live's GPU step: the Vulkan view of the NVIDIA card joins its nvidia-smi entry, and a
+    probe that raised (AMD here) is a note while the others stand."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from builddoctor.probe import _gpus, cpu
+    from builddoctor.profiles import CpuProfile, GpuProfile
+
+    def amd_fails():
+        raise RuntimeError("rocminfo exploded")
+
+    smi = GpuProfile(vendor="nvidia", name="NVIDIA GeForce GTX 1080", compute_capability="6.1", apis=["cuda"])
+    vk = GpuProfile(vendor="nvidia", name="NVIDIA GeForce GTX 1080", apis=["vulkan"])
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            "nvidia": pool.submit(lambda: [smi]),
+            "amd": pool.submit(amd_fails),
+            "vulkan": pool.submit(lambda: ([vk], "1.3.239")),
+        }
+        notes: list[str] = []
+        facts = platform.basic()
+        gpus, rocm, loader = _gpus(futures, "linux", cpu.CpuFacts(cpu=CpuProfile(arch="x86_64")), facts, notes, [])
+    assert gpus[0].name == "NVIDIA GeForce GTX 1080" and gpus[0].apis == ["cuda", "vulkan"]
+    assert rocm is None and loader == "1.3.239"
+    assert notes == ["The AMD probe failed (RuntimeError: rocminfo exploded)."]

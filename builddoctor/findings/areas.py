@@ -4,20 +4,45 @@
 A validator runs its checks' rules, turns their hits into findings with the catalogue's words, and
 when none of them is a problem says its ok line ([areas.NAME].ok, filled by its ``ok`` function).
 A rule or an ok line that raises costs the area one "did not complete" line; the other areas and
-the other checks of the area still report. Adding a check: one rule, one [[check]] table.
+the other checks of the area still report. Each area's module in findings/rules/ registers its
+rules (``@rule``) and its ok line (``@validator``); adding a check is one rule and one [[check]] table.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from builddoctor.findings.catalogue import Hit, fill, render
-from builddoctor.findings.rules import RULES, Context, _cpu_files, _level_of, _name, links_openmp
 from builddoctor.profiles import BuildProfile, Finding, MachineProfile
-from builddoctor.versions import sort_key
+
+#: what a rule returns: nothing (passes, or does not apply), or its hits; a dict is a Hit's values
+Evidence = Hit | dict[str, Any] | list[Hit] | list[dict[str, Any]] | None
+
+
+@dataclass
+class Context:
+    """What every rule may need besides the build and the machine."""
+
+    catalogue: dict[str, Any]
+    live: bool  # the machine profile is this machine (libraries can be looked up here)
+    pin_short_commit: str = ""
+    pin_version: str = ""
+    source: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: every rule a check may name, by function name (findings/rules/ and platform_gate register theirs)
+RULES: dict[str, Callable[[BuildProfile, MachineProfile, Context], Evidence]] = {}
+
+
+def rule(func):
+    RULES[func.__name__] = func
+    return func
+
 
 OkLine = Callable[[BuildProfile, MachineProfile, Context], dict[str, Any] | None]
 
@@ -137,102 +162,3 @@ def validator(area: str) -> Callable[[OkLine], OkLine]:
         return func
 
     return register
-
-
-# --------------------------------------------------------------------------- the ok lines
-
-
-@validator("load")
-def load_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    """For a build all of whose linked libraries are here (one that is not is the GPU line's or
-    the load area's error, and gets no ✓ beside it)."""
-    readable = [f for f in build.files if f.format]
-    if not readable or not ctx.live or any(f.missing_needed for f in readable):
-        return None
-    needs = sorted({lib for f in readable for lib in f.needed})
-    glibc = [v for f in readable if (v := f.symbol_versions.get("GLIBC"))]
-    text = f"all {len(needs)} linked libraries found" if needs else "links no shared libraries"
-    if glibc:
-        text += f"; needs glibc {max(glibc, key=sort_key)} (this machine: {machine.libc_version or '?'})"
-    return {"load_ok": text}
-
-
-@validator("cpu")
-def cpu_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    cpu_best = machine.cpu.variant or _level_of(machine.cpu.features).upper()
-    if build.cpu_variants:
-        return {"cpu_code": f"CPU variants {', '.join(build.cpu_variants)}", "cpu_best": f"the loader picks {cpu_best}"}
-    if build.isa and "CPU" in build.backends:
-        level = build.isa_level or _level_of(build.isa)
-        return {"cpu_code": f"{level.upper()} code ({', '.join(sorted(build.isa))})", "cpu_best": cpu_best}
-    return None
-
-
-@validator("gpu")
-def gpu_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    gpus = machine.usable_gpus()
-    if not gpus:
-        emulated = [g.name for g in machine.emulated_gpus()]
-        extra = f" ({', '.join(emulated)} is CPU-emulated)" if emulated else ""
-        return {"gpu_ok": f"no GPU on this machine{extra}: the CPU backend is the right one"}
-    gpu_backends = [b for b in build.backends if b not in ("CPU", "BLAS", "RPC")]
-    archs = f" ({', '.join(build.cuda_archs)})" if build.cuda_archs else ""
-    return {"gpu_ok": f"{', '.join(gpu_backends) or 'GPU'} backend{archs} for {gpus[0].name}"}
-
-
-@validator("build")
-def build_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    if not build.build_type:
-        return None
-    return {"build_type": build.build_type, "openmp_ok": ", with OpenMP" if links_openmp(_cpu_files(build)) else ""}
-
-
-@validator("options")
-def options_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    if not build.cmake_options:
-        return None
-    return {
-        "options_ok": f"{len(build.cmake_options)} options in {_name(build.cmake_cache or 'CMakeCache.txt')}, "
-        "none deprecated or unknown"
-    }
-
-
-@validator("version")
-def version_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    numbered = build.build_number if build.build_number and build.build_number > 1 else None
-    if not (build.version or build.commit or numbered):
-        return None
-    bits = [f"llama.cpp {build.version or (f'b{numbered}' if numbered else 'of unknown version')}"]
-    if build.commit:
-        bits.append(f"commit {build.commit}")
-    if build.compiler:
-        bits.append(f"built with {build.compiler}")
-    return {"version_ok": ", ".join(bits)}
-
-
-@validator("runtime")
-def runtime_ok(build: BuildProfile, machine: MachineProfile, ctx: Context) -> dict[str, Any] | None:
-    c = build.compute
-    if build.runtime and all(r.returncode == 0 for r in build.runtime) and (c is None or c.ok):
-        names = ", ".join(" ".join([_name(r.argv[0])] + r.argv[1:]) for r in build.runtime)
-        devices = f"; devices: {', '.join(build.devices)}" if build.devices else ""
-        text = f"{names} answered{devices}"
-        if c is not None and c.kind == "inference":
-            text = f"{_compute_line(c)}; {text}"
-        return {"runtime_ok": text}
-    if c is not None and c.ok:
-        return {"runtime_ok": _compute_line(c)}
-    return None
-
-
-def _compute_line(c) -> str:
-    """The ok line of a compute probe that ran: what ran where, and its tokens/s (information)."""
-    if c.kind == "dlopen":
-        return f"{_name(c.argv[0])} loads (dlopen in a child process, {c.seconds:.2f} s)"
-    speeds = [f"{label} {v:.0f} t/s" for label, v in (("prompt", c.pp_tps), ("generation", c.tg_tps)) if v]
-    on = f"{c.backend} on {c.device}" if c.backend and c.device else c.backend
-    where = ", ".join(x for x in (on or "", f"{c.threads} threads" if c.threads else "") if x)
-    return (
-        f"a real inference ran ({_name(c.argv[0])} on the probe model{', ' + where if where else ''}"
-        f"{': ' + ', '.join(speeds) if speeds else ''})"
-    )

@@ -1,7 +1,7 @@
 """The catalogue of checks (checks.toml) and how a rule's evidence becomes a Finding.
 
 Every finding code builddoctor prints is declared here, with its area, severity and the words it
-says; a rule (findings/rules.py, or flagcheck for the cmake-option codes) only returns a ``Hit``:
+says; a rule (findings/rules/, or flagcheck for the cmake-option codes) only returns a ``Hit``:
 the template values, and which of its codes and variants fired.
 """
 

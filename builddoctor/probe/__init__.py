@@ -159,7 +159,7 @@ def _apply_cpu(machine: MachineProfile, path: Path, live_parts: bool) -> None:
 def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfile:
     from concurrent.futures import ThreadPoolExecutor
 
-    from builddoctor.probe import cpu, gpu, platform, toolchain
+    from builddoctor.probe import cpu, platform, toolchain
     from builddoctor.profiles import CpuProfile
 
     facts = platform.basic()
@@ -169,31 +169,14 @@ def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfil
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe") as pool:
         tool_futures = toolchain.submit_all(system, pool)
         stdcxx_future = pool.submit(platform.libstdcxx_version) if system == "linux" else None
-        if not skip_gpus and system == "linux":
-            nv_future = pool.submit(gpu.live_nvidia, gpu_notes)
-            amd_future = pool.submit(gpu.live_amd, gpu_notes)
-        if not skip_gpus:
-            vk_future = pool.submit(gpu.live_vulkan, gpu_notes)
+        gpu_futures = {} if skip_gpus else _submit_gpus(pool, system, gpu_notes)
         if skip_cpu:
             cpu_facts = cpu.CpuFacts(cpu=CpuProfile(arch=cpu.normalize_arch(facts.machine), source="none"))
         else:
             cpu_facts = _safe_cpu(cpu, system, notes)
-        gpus = []
-        rocm = None
-        loader = None
-        if not skip_gpus:
-            if system == "linux":
-                gpus = _result(nv_future, [], "NVIDIA", notes)
-                amd, rocm = _result(amd_future, ([], None), "AMD", notes)
-                gpus = gpu.merge(gpus, amd)
-            vk, loader = _result(vk_future, ([], None), "Vulkan", notes)
-            gpus = gpu.merge(gpus, vk)
-            if system == "darwin":
-                apple = gpu.apple_gpu(cpu_facts.cpu, cpu_facts.memory_bytes or facts.memory_bytes)
-                if apple is not None:
-                    gpus = gpu.merge([apple], gpus)
-            if system == "linux":
-                gpus = gpus + gpu.pci_gpus(gpus, gpu_notes)
+        gpus, rocm, loader = (
+            ([], None, None) if skip_gpus else _gpus(gpu_futures, system, cpu_facts, facts, notes, gpu_notes)
+        )
         tools = toolchain.collect(tool_futures)
         if "nvcc" in tools:
             tools["cublas"] = toolchain.cublas_fact(tools["nvcc"])
@@ -218,6 +201,39 @@ def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfil
         notes=notes,
         source="live",
     )
+
+
+def _submit_gpus(pool, system: str, gpu_notes: list[str]) -> dict:
+    """Start the GPU probes of this OS (NVIDIA and AMD on Linux, Vulkan everywhere) in ``pool``."""
+    from builddoctor.probe import gpu
+
+    futures = {}
+    if system == "linux":
+        futures["nvidia"] = pool.submit(gpu.live_nvidia, gpu_notes)
+        futures["amd"] = pool.submit(gpu.live_amd, gpu_notes)
+    futures["vulkan"] = pool.submit(gpu.live_vulkan, gpu_notes)
+    return futures
+
+
+def _gpus(futures: dict, system: str, cpu_facts, facts, notes: list[str], gpu_notes: list[str]):
+    """(GPUs, ROCm version, Vulkan loader) from the probes ``_submit_gpus`` started, merged, plus
+    the Apple GPU a Mac's CPU facts describe and (Linux) the PCI devices no tool listed."""
+    from builddoctor.probe import gpu
+
+    gpus, rocm = [], None
+    if system == "linux":
+        gpus = _result(futures["nvidia"], [], "NVIDIA", notes)
+        amd, rocm = _result(futures["amd"], ([], None), "AMD", notes)
+        gpus = gpu.merge(gpus, amd)
+    vk, loader = _result(futures["vulkan"], ([], None), "Vulkan", notes)
+    gpus = gpu.merge(gpus, vk)
+    if system == "darwin":
+        apple = gpu.apple_gpu(cpu_facts.cpu, cpu_facts.memory_bytes or facts.memory_bytes)
+        if apple is not None:
+            gpus = gpu.merge([apple], gpus)
+    if system == "linux":
+        gpus = gpus + gpu.pci_gpus(gpus, gpu_notes)
+    return gpus, rocm, loader
 
 
 def _safe_cpu(cpu, system: str, notes: list[str]):

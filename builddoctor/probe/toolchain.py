@@ -6,13 +6,16 @@ threads. A missing or broken tool is a ``ToolInfo(found=False)`` with the reason
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
 import shutil
 from concurrent.futures import Executor, Future
+from pathlib import Path
 from typing import Any, TypeAlias
 
+from builddoctor import proc
 from builddoctor.probe import _data
 from builddoctor.profiles import ToolInfo
 
@@ -80,8 +83,6 @@ def compiler_kind(output: str) -> str:
 
 
 def query(name: str, spec: dict[str, Any], path: str | None = None) -> ToolInfo:
-    from builddoctor import proc
-
     path = path or locate(spec)
     if path is None:
         return ToolInfo(name=name, found=False, detail="not found")
@@ -154,23 +155,49 @@ def collect(pending: dict[str, Pending]) -> dict[str, ToolInfo]:
 
 
 def _run_version(path: str, spec: dict[str, Any]):
-    from builddoctor import proc
-
     return proc.run([path, *spec["args"]], timeout=TIMEOUT)
+
+
+@functools.lru_cache(maxsize=32)
+def toolkit_root(nvcc_path: str) -> Path:
+    """The toolkit an nvcc belongs to: the folder above its bin/ (symlinks resolved), or, for an nvcc
+    that is a wrapper script elsewhere (/usr/local/bin/nvcc -> exec .../cuda-13.0/bin/nvcc), the TOP
+    that nvcc itself reports in a dry run."""
+    real = Path(os.path.realpath(nvcc_path))
+    if real.parent.name == "bin" and (real.parent.parent / "include" / "cuda_runtime.h").is_file():
+        return real.parent.parent
+    done = proc.run([nvcc_path, "--dryrun", "-E", "-x", "cu", os.devnull], timeout=10.0)  # lists, runs nothing
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.startswith("#$ TOP="):
+            return Path(os.path.realpath(line[len("#$ TOP=") :].strip()))
+    return real.parent.parent
+
+
+def find_cublas(root: Path) -> tuple[Path, Path] | None:
+    """(cublas_v2.h, libcublas.so*) in a toolkit root, or None: what ggml-cuda includes and links."""
+    header = next(
+        (
+            p
+            for p in (root / "include" / "cublas_v2.h", root / "targets" / "x86_64-linux" / "include" / "cublas_v2.h")
+            if p.is_file()
+        ),
+        None,
+    )
+    if header is None:
+        return None
+    for lib in ("lib64", "lib", "targets/x86_64-linux/lib"):
+        for name in ("libcublas.so", "libcublas.so.13", "libcublas.so.12"):
+            if (root / lib / name).is_file():
+                return header, root / lib / name
+    return None
 
 
 def cublas_fact(nvcc: ToolInfo) -> ToolInfo:
     """cuBLAS beside an nvcc (ggml-cuda links CUDA::cublas): header and library in its toolkit root,
     the version from cublas_api.h. The toolkit root is the folder above nvcc's bin/ as named (not
     resolved), so a merged toolkit (cuda_pip.py) is read as itself."""
-    from builddoctor.cuda_pip import find_cublas
-
     if not nvcc.found or not nvcc.path:
         return ToolInfo(name="cublas", found=False, detail="no nvcc")
-    from pathlib import Path
-
-    from builddoctor.cuda_pip import toolkit_root
-
     roots = [Path(nvcc.path).parent.parent]
     if not (roots[0] / "include" / "cuda_runtime.h").is_file():
         roots.append(toolkit_root(nvcc.path))  # a wrapper script: the toolkit nvcc runs from
@@ -193,10 +220,6 @@ def cublas_fact(nvcc: ToolInfo) -> ToolInfo:
 def libcuda_fact(nvcc: ToolInfo) -> ToolInfo:
     """The driver library ggml-cuda's VMM pool links (CUDA::cuda_driver): the toolkit's lib/stubs/libcuda.so
     or an installed driver's libcuda.so. A toolkit put together from pip wheels has neither."""
-    from pathlib import Path
-
-    from builddoctor.cuda_pip import toolkit_root
-
     if not nvcc.found or not nvcc.path:
         return ToolInfo(name="libcuda", found=False, detail="no nvcc")
     roots = [Path(nvcc.path).parent.parent, toolkit_root(nvcc.path)]
