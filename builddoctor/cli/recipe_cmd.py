@@ -126,6 +126,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     """
     from builddoctor.cli import console
     from builddoctor.flagcheck import check_flags
+    from builddoctor.render import flags as flags_view
 
     text = " ".join(command_line)
     machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path)
@@ -142,14 +143,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
             }
         )
     else:
-        if not findings:
-            con.echo(f"{con.symbol('ok')} No problems found in these options.")
-        for f in findings:
-            con.echo(f"{con.symbol(f.severity)} {f.code} {f.title}")
-            if f.evidence:
-                con.echo(f"    {f.evidence}")
-            if f.fix:
-                con.echo(f"    fix: {f.fix}")
+        flags_view.report(findings, con)
     if bad:
         sys.exit(errors.PROBLEMS)
 
