@@ -83,7 +83,7 @@ def _cpu(machine: MachineProfile, con: Console) -> list[str]:
 
 def gpu_facts(g: GpuProfile) -> list[str]:
     """What the report says about one GPU after its name: memory, compute capability, driver, APIs."""
-    bits = []
+    bits: list[str] = []
     if g.memory_mib:
         bits.append(f"{g.memory_mib / 1024:.0f} GiB" if g.memory_mib >= 1024 else f"{g.memory_mib} MiB")
     if g.compute_capability:
@@ -102,7 +102,7 @@ def gpu_facts(g: GpuProfile) -> list[str]:
 def _gpus(machine: MachineProfile, con: Console) -> list[str]:
     if not machine.gpus:
         return [f"{_label(con, 'GPUs')}none"]
-    out = []
+    out: list[str] = []
     for i, g in enumerate(machine.gpus[:MAX_ITEMS]):
         bits = gpu_facts(g)
         sev = "warning" if g.cpu_emulated else "ok"
@@ -118,7 +118,7 @@ def _gpus(machine: MachineProfile, con: Console) -> list[str]:
 
 
 def _runtimes(machine: MachineProfile, con: Console) -> list[str]:
-    out = []
+    out: list[str] = []
     if machine.vulkan_loader or machine.os == "linux":
         out.append(f"{_label(con, 'Vulkan')}loader {machine.vulkan_loader or 'not found'}")
     if machine.rocm_version:
@@ -129,7 +129,7 @@ def _runtimes(machine: MachineProfile, con: Console) -> list[str]:
 def _tools(machine: MachineProfile, con: Console) -> list[str]:
     found = [t for t in machine.toolchains.values() if t.found]
     missing = [t for t in machine.toolchains.values() if not t.found]
-    out = []
+    out: list[str] = []
     for t in found[:MAX_ITEMS]:
         text = f"{t.name} {t.version or ''}".strip()
         if t.name == "xcode-select" and t.detail:

@@ -58,7 +58,7 @@ def _options(plan: BuildPlan, con: Console) -> None:
 
 def prerequisite_line(p: Prerequisite) -> str:
     """One prerequisite after its symbol: name, version found, the bounds wanted, what is wrong."""
-    bounds = []
+    bounds: list[str] = []
     if p.min_version:
         bounds.append(f">= {p.min_version}")
     if p.max_version:
@@ -74,7 +74,7 @@ def prerequisite_line(p: Prerequisite) -> str:
 
 
 def _prerequisites(plan: BuildPlan, con: Console) -> None:
-    lines = []
+    lines: list[str] = []
     for p in plan.prerequisites:
         sev = "ok" if p.status == "found" else ("error" if p.required else "warning")
         lines.append(f"  {con.symbol(sev)} {prerequisite_line(p)}")
