@@ -24,11 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from builddoctor import build, cuda_pip  # noqa: E402
-from builddoctor.cli.build_cmd import ProgressView  # noqa: E402
 from builddoctor.inspect import inspect_binary  # noqa: E402
 from builddoctor.paths import vendor_dir  # noqa: E402
 from builddoctor.probe import machine_profile  # noqa: E402
 from builddoctor.probe.toolchain import cublas_fact  # noqa: E402
+from builddoctor.render.progress import ProgressView  # noqa: E402
 from builddoctor.resolve import resolve  # noqa: E402
 
 

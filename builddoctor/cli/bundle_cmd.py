@@ -42,6 +42,7 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
     Exit code 13 when this builddoctor was installed without binaries.
     """
     from builddoctor import bundled
+    from builddoctor.render import bundle as bundle_view
     from builddoctor.tune import installed_settings
 
     out = console(ctx)
@@ -50,51 +51,12 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
     except bundled.NotBundledError:
         tuned = installed_settings()  # `tune`'s build is shown even where no llama.cpp is bundled
         if tuned is not None and not as_json:
-            _tuned_lines(out, tuned)
+            bundle_view.tuned(tuned, out)
         raise
     if as_json:
         out.json(data)
-        return
-    info, plan = data["info"] or {}, data["plan"] or {}
-    out.echo(out.style("bundled llama.cpp", bold=True) + f" in {data['dir']}")
-    width = max((len(n) for n in data["binaries"]), default=0)
-    for name, path in data["binaries"].items():
-        out.echo(f"  {name:<{width}}  {path}")
-    if data["libraries"]:
-        out.echo(f"  libraries: {', '.join(data['libraries'])}")
-    if info:
-        version = f"llama.cpp {info.get('llama_version') or ''} commit {info['llama_commit']}".replace("  ", " ")
-        source = "pinned source" if info.get("source") == "pinned" else f"checkout {info.get('source_path')}"
-        built_on = f", tuned for {info['built_on']}" if info.get("built_on") and info["goal"] == "native" else ""
-        out.echo(f"built from {version} ({source}): goal {info['goal']}, backend {info['backend']}{built_on}")
-    if plan:
-        out.echo(
-            out.style("plan", bold=True)
-            + (f" (recipes {', '.join(plan.get('recipes', []))})" if plan.get("recipes") else "")
-        )
-        for o in plan.get("options", []):
-            mark = out.style("!", "warning") if o["recipe"] == "user" else " "
-            out.echo(f" {mark} {o['name']}={o['value']}  " + out.style(o["reason"], "dim"))
-    for o in info.get("overrides") or []:
-        planned = f" (the plan had {o['planned']})" if o.get("planned") is not None else " (not in the plan)"
-        out.echo(out.style("overridden", "warning") + f": {o['name']}={o['value']} by {o['source']}{planned}")
-    if data.get("tuned"):
-        _tuned_lines(out, data["tuned"])
-    out.echo(
-        "start them with `builddoctor run llama-server ...` or `builddoctor-server ...` "
-        "(also builddoctor-cli, builddoctor-bench, builddoctor-quantize)"
-    )
-
-
-def _tuned_lines(out, tuned: dict) -> None:
-    out.echo(
-        out.style("tuned", bold=True) + f" (`builddoctor tune`, {tuned['objective']}): winner {tuned['winner']}, "
-        f"installed in {tuned['bin_dir']}; settings in {tuned['file']}: {tuned['reason']}"
-    )
-    for key in ("server", "cli"):
-        if tuned[key]:
-            out.echo("  " + " ".join(tuned[key]))
-    out.echo("  (`builddoctor run llama-server ...` starts it with these; your own flags win)")
+    else:
+        bundle_view.which(data, out)
 
 
 @click.command(

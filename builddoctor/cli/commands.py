@@ -6,7 +6,17 @@ import importlib
 
 import click
 
-_MODULES = ("source_cmd", "probe_cmd", "check_cmd", "recipe_cmd", "build_cmd", "bundle_cmd", "tune_cmd")
+_MODULES = (
+    "source_cmd",
+    "probe_cmd",
+    "check_cmd",
+    "recipe_cmd",
+    "build_cmd",
+    "bench_cmd",
+    "fix_cmd",
+    "bundle_cmd",
+    "tune_cmd",
+)
 
 
 def all_commands() -> list[click.Command]:

@@ -64,7 +64,10 @@ def recipe(
     ctx, profile_path, cpuinfo_path, nvidia_smi_path, goal, backend, source_dir, build_dir, jobs, save_path, as_json
 ):
     """The cmake options for this machine (or --profile's), each with its reason."""
+    from builddoctor import build
     from builddoctor.cli import console
+    from builddoctor.paths import vendor_dir
+    from builddoctor.render import plan as plan_view
     from builddoctor.resolve import resolve
 
     machine = _machine(profile_path, cpuinfo_path, nvidia_smi_path)
@@ -72,106 +75,34 @@ def recipe(
         machine, goal=goal, backend=backend, source=source_dir, host=describes_this_cpu(profile_path, cpuinfo_path)
     )
     if save_path is not None:
-        # a saved plan is built elsewhere: its form is checked here (values a --profile put into it
-        # included), its paths on the machine that builds it
-        from builddoctor import plan_policy
-
-        plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir, here=False)
-        try:
-            from builddoctor.readinput import write_text
-
-            write_text(save_path, plan.to_json() + "\n", "plan")
-        except OSError as exc:
-            mapped = errors.from_os_error(exc)
-            if mapped is not None and mapped.exit_code == errors.NO_SPACE:
-                raise errors.UserError(
-                    f"Cannot write the plan to {save_path}: no space left on the device. Free "
-                    "some space, or save it elsewhere.",
-                    exit_code=errors.NO_SPACE,
-                ) from None
-            raise errors.InputError(f"Cannot write the plan to {save_path}: {exc.strerror or exc}.") from None
+        _save(plan, save_path, source_dir)
     con = console(ctx)
     if as_json:
         con.json(plan)
         return
-    _render_plan(con, plan, source_dir, build_dir, jobs, save_path)
-
-
-def _render_plan(con, plan, source_dir, build_dir, jobs, save_path) -> None:
-    from builddoctor import build
-    from builddoctor.paths import vendor_dir
-    from builddoctor.resolve import shell_line
-
-    m = plan.machine
-    where = (
-        f"{m.cpu.model or m.cpu.arch} ({m.cpu.microarch or m.cpu.variant or m.arch}), {m.os_version or m.os}"
-        if m
-        else "?"
-    )
-    con.echo(
-        con.style(
-            f"Plan: {plan.goal} build, {plan.backend.upper() if plan.backend != 'cpu' else 'CPU'} backend", bold=True
-        )
-        + f"  for {where}"
-    )
-    con.echo(con.style(f"recipes: {', '.join(plan.recipes)}", "dim"))
-    con.echo()
-    con.echo(con.style("Options", bold=True))
-    width = max((len(f"{o.name}={o.value}") for o in plan.options), default=0)
-    for o in plan.options:
-        con.echo(f"  {f'{o.name}={o.value}':<{width}}  {con.style(o.reason, 'dim')}")
-    if plan.prerequisites:
-        con.echo()
-        con.echo(con.style("Prerequisites", bold=True))
-        for p in plan.prerequisites:
-            sev = "ok" if p.status == "found" else ("error" if p.required else "warning")
-            bounds = []
-            if p.min_version:
-                bounds.append(f">= {p.min_version}")
-            if p.max_version:
-                bounds.append(f"< {p.max_version}")
-            want = f" (needs {', '.join(bounds)})" if bounds else ""
-            have = f" {p.found_version}" if p.found_version else ""
-            status = (
-                ""
-                if p.status == "found"
-                else f": {p.status}" + ("" if p.required else " (optional: the build goes ahead without it)")
-            )
-            con.echo(f"  {con.symbol(sev)} {p.name}{have}{want}{status}")
-            if p.status != "found":
-                if p.reason:
-                    con.echo(f"      {p.reason}")
-                for key, cmd in p.install.items():
-                    con.echo(f"      install ({key}): {cmd}")
-    if plan.skipped:
-        con.echo()
-        con.echo(con.style("Not chosen", bold=True))
-        for s in plan.skipped:
-            con.echo(f"  {con.symbol('info')} {s.what}: {s.reason}")
-    if plan.notes:
-        con.echo()
-        con.echo(con.style("Notes", bold=True))
-        for n in plan.notes:
-            con.echo(f"  {con.symbol('warning')} {n}")
-    # the commands `build` runs (its one builder), with the plan's environment in front
+    # the commands `build` runs (its one builder); a recipe for another machine is checked where it builds
     dry = build.commands(plan, source_dir or vendor_dir(), jobs=jobs, build_dir=build_dir, policy=False)
-    con.echo()
-    con.echo(con.style("Configure and build", bold=True))
-    for argv in dry.commands:
-        con.echo("  " + shell_line(argv, plan.env))
-    if build_dir is None:
-        con.echo(
-            con.style(
-                f"  ({build.KEY_PLACEHOLDER}: the cache key `builddoctor build` computes from the "
-                "compilers and the source tree)",
-                "dim",
-            )
-        )
-    if not plan.ready:
-        con.echo()
-        con.echo(con.symbol("error") + " Install the missing prerequisites above before building.")
-    if save_path is not None:
-        con.echo(con.style(f"plan saved to {save_path}", "dim"))
+    plan_view.report(plan, dry, con, keyed=build_dir is None, saved_to=save_path)
+
+
+def _save(plan, save_path: Path, source_dir: Path | None) -> None:
+    """Write the plan for `build --plan`. A saved plan is built elsewhere: its form is checked here
+    (values a --profile put into it included), its paths on the machine that builds it."""
+    from builddoctor import plan_policy
+    from builddoctor.readinput import write_text
+
+    plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir, here=False)
+    try:
+        write_text(save_path, plan.to_json() + "\n", "plan")
+    except OSError as exc:
+        mapped = errors.from_os_error(exc)
+        if mapped is not None and mapped.exit_code == errors.NO_SPACE:
+            raise errors.UserError(
+                f"Cannot write the plan to {save_path}: no space left on the device. Free "
+                "some space, or save it elsewhere.",
+                exit_code=errors.NO_SPACE,
+            ) from None
+        raise errors.InputError(f"Cannot write the plan to {save_path}: {exc.strerror or exc}.") from None
 
 
 @click.command("flags", context_settings={"ignore_unknown_options": True})
@@ -195,6 +126,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     """
     from builddoctor.cli import console
     from builddoctor.flagcheck import check_flags
+    from builddoctor.render import flags as flags_view
 
     text = " ".join(command_line)
     machine = None if no_machine else _machine(profile_path, cpuinfo_path, nvidia_smi_path)
@@ -211,14 +143,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
             }
         )
     else:
-        if not findings:
-            con.echo(f"{con.symbol('ok')} No problems found in these options.")
-        for f in findings:
-            con.echo(f"{con.symbol(f.severity)} {f.code} {f.title}")
-            if f.evidence:
-                con.echo(f"    {f.evidence}")
-            if f.fix:
-                con.echo(f"    fix: {f.fix}")
+        flags_view.report(findings, con)
     if bad:
         sys.exit(errors.PROBLEMS)
 

@@ -58,23 +58,14 @@ def status_cmd(ctx: click.Context, source_path: Path | None, as_json: bool) -> N
     differs from the pin.
     """
     from builddoctor import source
+    from builddoctor.render import source as source_view
 
     out = console(ctx)
     st = source.status(source_path)
     if as_json:
         out.json(st)
     else:
-        sev = {"verified": "ok", "unverified": "info", "modified": "warning", "missing": "error"}[st.state]
-        out.echo(f"{out.symbol(sev)} llama.cpp source: {st.state}")
-        out.echo(f"    path:    {st.path}")
-        if st.version or st.commit:
-            out.echo(f"    version: {st.version or '?'}  commit: {st.commit or '?'}")
-        if st.pin is not None and st.kind == "pinned":
-            out.echo(f"    pin:     {st.pin.package} {st.pin.version} (llama.cpp {st.pin.short_commit}, {st.pin.date})")
-        out.echo(f"    {st.message}")
-        for label, items in (("changed", st.changed), ("added", st.added), ("removed", st.removed)):
-            for item in items[:10]:
-                out.echo(f"      {label}: {item}")
+        source_view.status(st, out)
     if st.state in ("missing", "modified"):
         ctx.exit(errors.PROBLEMS)
 

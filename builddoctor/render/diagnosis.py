@@ -1,4 +1,4 @@
-"""Human reports in the style of `flutter doctor`: one line per check, a fix under each failure."""
+"""The diagnosis view: `check`'s report as `flutter doctor` words it, a line per check, a fix under each."""
 
 from __future__ import annotations
 
