@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builddoctor import proc
+from builddoctor.inspect.compute import parse_bench_json
 from builddoctor.profiles import BenchResult, Serializable, Stat
 
 BENCH_TIMEOUT = 900.0  # one llama-bench run; a Debug build on a big model is slow
@@ -113,22 +114,6 @@ def bench_command(
     if ngl:
         argv += ["-ngl", str(ngl)]
     return argv + [str(a) for a in extra]
-
-
-def parse_bench_json(text: str) -> list[dict]:
-    """llama-bench -o json prints one JSON array (possibly after log lines)."""
-    from builddoctor.readinput import JsonInputError, loads
-
-    start = text.find("[")
-    if start < 0:
-        raise ValueError("no JSON array in llama-bench output")
-    try:
-        data = loads(text[start : text.rfind("]") + 1])
-    except JsonInputError as exc:
-        raise ValueError(f"llama-bench JSON: {exc}") from None
-    if not isinstance(data, list):
-        raise ValueError("llama-bench JSON is not a list")
-    return data
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_file_window_reads_like_the_bytes(tmp_path):
 def test_macho_reader_on_hand_made_fat_dylib(tmp_path):
     """Each slice of a fat Mach-O (tests/foreign_fixtures.py writes it from <mach-o/loader.h>): its own
     install name, its dylibs and its external symbols, read in place."""
-    from builddoctor.inspect.image import macho_slices
+    from builddoctor.inspect.headers import macho_slices
 
     lib = ff.make_fat_macho_lib(tmp_path)
     with open(lib, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -170,7 +170,7 @@ def test_readers_match_lief_on_the_corpus():
     dylibs, nlist and export-trie names, sections and file type."""
     import lief
 
-    from builddoctor.inspect.image import macho_slices
+    from builddoctor.inspect.headers import macho_slices
     from tests.corpus import fetch
 
     lief.logging.disable()

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builddoctor.profiles import BinaryFile, BuildProfile
 
@@ -52,74 +54,119 @@ def inspect_paths(
     ``--list-devices``) and, unless ``compute`` is False, the compute probe (a real inference
     on the probe model, ``compute_timeout`` seconds at most each). ``prefer_arch``: the slice of
     fat Mach-O files to read; ``may_run(build)``: the platform gate's say on running a build."""
-    from builddoctor.inspect import assemble, discover
-    from builddoctor.inspect.binary import analyze
+    from builddoctor.inspect import discover
+    from builddoctor.inspect.grouping import group
 
     messages: list[str] = []
-    cache: dict[Path, object] = {}
+    facts_of = _FactsCache(prefer_arch)
+    search = discover.Search.start()  # one time budget for the whole search
+    cands, all_folders = _candidates(paths, search, facts_of, messages)
+    found = _profile_groups(group(cands, facts_of), facts_of, timeout, discovering=paths is None, may_run=may_run)
+    if run and found.to_run:
+        _run_programs(found.to_run, timeout, messages, compute=compute is not False, compute_timeout=compute_timeout)
+    if not found.builds and (paths is None or (all_folders and not cands)):
+        messages.append(discover.nothing_found(search))
+    messages += _skipped_lines(found.skipped)
+    return found.builds, messages
 
-    def facts_of(p: Path):
-        got = cache.get(p)
+
+class _FactsCache:
+    """``analyze`` of each file once: discovery, grouping and profiling all ask for the same files."""
+
+    def __init__(self, prefer_arch: str | None):
+        self.prefer_arch = prefer_arch
+        self.cache: dict[Path, Any] = {}
+
+    def __call__(self, p: Path) -> Any:
+        from builddoctor.inspect.binary import analyze
+
+        got = self.cache.get(p)
         if got is None:
-            got = cache[p] = analyze(p, prefer_arch)
+            got = self.cache[p] = analyze(p, self.prefer_arch)
         return got
 
-    discovering = paths is None
-    search = discover.Search.start()  # one time budget for the whole search
-    all_folders = not discovering  # every path given is a folder that exists (else: bad input)
+
+def _candidates(
+    paths: Sequence[Path | str] | None, search: Any, facts_of: _FactsCache, messages: list[str]
+) -> tuple[list[Any], bool]:
+    """(candidate files, whether every path given is a folder that exists): the default places
+    when ``paths`` is None, else each path (a file the user named that is no program is said plainly)."""
+    from builddoctor.inspect import discover, places
+
     if paths is None:
-        cands = discover.default_candidates(messages, search)
-    else:
-        cands = []
-        for raw in paths:
-            p = Path(os.path.expanduser(str(raw)))
-            all_folders = all_folders and p.is_dir()
-            found = discover.expand(p, messages, search)
-            # a file the user named that is not a program at all: say so plainly
-            if len(found) == 1 and found[0].origin == "given" and not p.is_dir():
-                f = facts_of(found[0].path)
-                if f.file.format is None and f.file.error:
-                    messages.append(f"{p}: {f.file.error}.")
-                    continue
-            cands += found
-    groups = discover.group(cands, facts_of)
-    builds: list[BuildProfile] = []
-    to_run: list[tuple[BuildProfile, list]] = []
-    skipped: dict[str, list[str]] = {}  # folder -> "path: why" of files that are not binaries / unreadable
+        return places.default_candidates(messages, search), False
+    cands = []
+    all_folders = True
+    for raw in paths:
+        p = Path(os.path.expanduser(str(raw)))
+        all_folders = all_folders and p.is_dir()
+        found = discover.expand(p, messages, search)
+        if len(found) == 1 and found[0].origin == "given" and not p.is_dir():
+            f = facts_of(found[0].path)
+            if f.file.format is None and f.file.error:
+                messages.append(f"{p}: {f.file.error}.")
+                continue
+        cands += found
+    return cands, all_folders
+
+
+@dataclass
+class _Profiled:
+    builds: list[BuildProfile] = field(default_factory=list)
+    to_run: list[tuple[BuildProfile, list]] = field(default_factory=list)  # the builds the gate lets run
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # folder -> "path: why" of unusable files
+
+
+def _profile_groups(groups: list, facts_of: _FactsCache, timeout: float, *, discovering: bool, may_run) -> _Profiled:
+    """A profile per group with a usable file (in discovery, llama.cpp builds only); the unusable
+    files of the others (in discovery, only damaged binaries) as skipped lines."""
+    from builddoctor.inspect import assemble
+
+    out = _Profiled()
     for g in groups:
         facts = [facts_of(f) for f in g.files]
         readable = [f for f in facts if f.file.format is not None]
         if not readable or all(f.file.error for f in readable):
-            # nothing usable here: tell (in discovery only about damaged binaries), don't profile
             for f in facts:
                 if f.file.format is not None or not discovering:
-                    skipped.setdefault(str(Path(f.file.path).parent), []).append(f"{f.file.path}: {f.file.error}.")
+                    out.skipped.setdefault(str(Path(f.file.path).parent), []).append(f"{f.file.path}: {f.file.error}.")
             continue
         bp = assemble.make_profile(g, facts, run=False, timeout=timeout)
         if discovering and not bp.is_llama_cpp:
             continue
-        builds.append(bp)
+        out.builds.append(bp)
         if may_run is None or may_run(bp):
-            to_run.append((bp, facts))
-    if run and to_run:
-        # each run waits on a child process: run the builds' programs side by side
-        from concurrent.futures import ThreadPoolExecutor
+            out.to_run.append((bp, facts))
+    return out
 
-        with ThreadPoolExecutor(max_workers=min(8, len(to_run))) as pool:
-            list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
-        if compute is not False:
-            _compute_all(to_run, compute_timeout, messages)
-    if not builds and (discovering or (all_folders and not cands)):
-        messages.append(discover.nothing_found(search))
+
+def _run_programs(
+    to_run: list, timeout: float, messages: list[str], *, compute: bool, compute_timeout: float | None
+) -> None:
+    """``--version``/``--list-devices`` of every build side by side (each waits on a child), then
+    the compute probes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from builddoctor.inspect import assemble
+
+    with ThreadPoolExecutor(max_workers=min(8, len(to_run))) as pool:
+        list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
+    if compute:
+        _compute_all(to_run, compute_timeout, messages)
+
+
+def _skipped_lines(skipped: dict[str, list[str]]) -> list[str]:
+    """A folder's unusable files, each on its line, or one line for more than three."""
+    out: list[str] = []
     for folder, lines in skipped.items():
         if len(lines) <= 3:
-            messages += lines
+            out += lines
         else:
-            messages.append(
+            out.append(
                 f"{folder}: {len(lines)} files there are not usable programs or libraries "
                 f"(for example {lines[0]}); skipped."
             )
-    return builds, messages
+    return out
 
 
 def _compute_all(to_run: list, timeout: float | None, messages: list[str]) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from builddoctor.inspect import isa as isa_mod
-from builddoctor.inspect.binary import FileFacts, runs_on_host
 from builddoctor.inspect.discover import Group
 from builddoctor.inspect.discover import _data as discover_data
+from builddoctor.inspect.filefacts import FileFacts, runs_on_host
 from builddoctor.profiles import BuildProfile
 
 BACKEND_ORDER = [
@@ -71,18 +71,47 @@ def _build_type(facts: list[FileFacts], cpu: list[FileFacts]) -> tuple[str | Non
 def make_profile(
     g: Group, facts: list[FileFacts], *, run: bool, timeout: float, probe: Callable | None = None
 ) -> BuildProfile:
+    """One build's profile: the union of what its files say, then its CMakeCache.txt, then (``run``)
+    what its executable says."""
     bp = BuildProfile(root=str(g.root), name=_name(g), origin=g.origin)
     bp.files = [f.file for f in facts]
     bp.is_llama_cpp = any(f.is_llama for f in facts)
-    # backends
+    _backends(bp, facts)
+    # CPU code: the files that carry the CPU backend; else every file we decoded
+    cpu = [f for f in facts if "CPU" in f.file.backends and not f.cpu_variant]
+    variants = [f for f in facts if f.cpu_variant]
+    _cpu_code(bp, facts, cpu, variants)
+    _gpu_code(bp, facts)
+    bp.openmp = any(f.openmp for f in facts) if cpu or variants else None
+    _embedded_info(bp, facts)
+    if bp.is_llama_cpp and bp.build_number is None and bp.version is None:
+        _info_from_names(bp, facts, g.root)
+    if g.cmake_cache is not None:
+        _cmake_cache(bp, g.cmake_cache)
+    if bp.build_type is None:
+        bp.build_type, why = _build_type(facts, cpu or variants)
+        if why:
+            bp.evidence["build_type"] = why
+    for f in facts:
+        if f.file.error:
+            bp.errors.append(f"{f.file.path}: {f.file.error}")
+    if run:
+        apply_runtime(bp, facts, timeout=timeout, probe=probe)
+    return bp
+
+
+def _backends(bp: BuildProfile, facts: list[FileFacts]) -> None:
+    """Every file's backends, in llama.cpp's order (unknown ones after, sorted), and CPU variants."""
     seen: set[str] = set()
     for f in facts:
         seen.update(f.file.backends)
     bp.backends = [b for b in BACKEND_ORDER if b in seen] + sorted(seen - set(BACKEND_ORDER))
     bp.cpu_variants = sorted({f.cpu_variant for f in facts if f.cpu_variant})
-    # CPU code: the files that carry the CPU backend; else every file we decoded
-    cpu = [f for f in facts if "CPU" in f.file.backends and not f.cpu_variant]
-    variants = [f for f in facts if f.cpu_variant]
+
+
+def _cpu_code(bp: BuildProfile, facts: list[FileFacts], cpu: list[FileFacts], variants: list[FileFacts]) -> None:
+    """The build's instruction sets: those of the files carrying the CPU backend; none for a build
+    of CPU variants (ggml picks one at run time); else those of every file decoded."""
     if cpu:
         src = cpu
     elif variants:
@@ -104,7 +133,9 @@ def make_profile(
         bp.isa_level = isa_mod.level_of(feats) or "sse"
     if src and "isa" not in bp.evidence:
         bp.evidence["isa"] = "; ".join(f"{os.path.basename(f.file.path)}: {f.isa_how}" for f in src if f.isa_how)
-    # GPU
+
+
+def _gpu_code(bp: BuildProfile, facts: list[FileFacts]) -> None:
     archs: list[str] = []
     for f in facts:
         archs += [a for a in f.file.cuda_archs if a not in archs]
@@ -112,60 +143,56 @@ def make_profile(
     fa = [f.flash_attn for f in facts if f.flash_attn is not None]
     if fa:
         bp.flash_attn_kernels = any(fa)
-    bp.openmp = any(f.openmp for f in facts) if cpu or variants else None
-    # embedded build info
+
+
+def _embedded_info(bp: BuildProfile, facts: list[FileFacts]) -> None:
+    """Version, build number, commit... embedded in the files: the first file that has each wins."""
     for f in facts:
         info = f.info
         for key in ("version", "build_number", "commit", "compiler", "target", "ggml_version", "ggml_commit"):
             if getattr(bp, key) is None and info.get(key) is not None:
                 setattr(bp, key, info[key])
                 bp.evidence.setdefault(key, f"embedded in {os.path.basename(f.file.path)}")
-    if bp.is_llama_cpp and bp.build_number is None and bp.version is None:
-        # nothing embedded (stripped Mach-O/PE files): what libllama's name or the folder's says
-        from builddoctor.inspect.buildinfo import from_folder, from_soname
 
-        for f in facts:
-            name = os.path.basename(f.file.path)
-            for key, value in from_soname(name).items():
-                setattr(bp, key, value)
-                bp.evidence[key] = f"the file name {name}"
-            if bp.build_number is not None or bp.version is not None:
-                break
-        number = from_folder(g.root).get("build_number") if bp.build_number is None else None
-        if number is not None:
-            bp.build_number = number
-            bp.evidence["build_number"] = f"the name of the folder it is in ({g.root.name})"
-    # cmake cache
-    if g.cmake_cache is not None:
-        from builddoctor.errors import InputError
-        from builddoctor.inspect import cmakecache
 
-        bp.cmake_cache = str(g.cmake_cache)
-        try:
-            cache = cmakecache.load(g.cmake_cache)
-            bp.cmake_options = cache.user_options()
-            full = cache.values()
-            if cache.truncated:
-                bp.errors.append(cache.note)
-        except InputError as exc:
-            bp.errors.append(exc.message)
-            full = {}
-        if full.get("CMAKE_BUILD_TYPE"):
-            bp.build_type = full["CMAKE_BUILD_TYPE"]
-            bp.evidence["build_type"] = f"CMAKE_BUILD_TYPE in {g.cmake_cache}"
-        if bp.flash_attn_kernels is not None and full.get("GGML_CUDA_FA", "").upper() in ("OFF", "0", "FALSE", "NO"):
-            bp.flash_attn_kernels = False
-            bp.evidence["flash_attn_kernels"] = "GGML_CUDA_FA=OFF in CMakeCache.txt (kernels compiled empty)"
-    if bp.build_type is None:
-        bp.build_type, why = _build_type(facts, cpu or variants)
-        if why:
-            bp.evidence["build_type"] = why
+def _info_from_names(bp: BuildProfile, facts: list[FileFacts], root: Path) -> None:
+    """Nothing embedded (stripped Mach-O/PE files): what libllama's name or the folder's says."""
+    from builddoctor.inspect.buildinfo import from_folder, from_soname
+
     for f in facts:
-        if f.file.error:
-            bp.errors.append(f"{f.file.path}: {f.file.error}")
-    if run:
-        apply_runtime(bp, facts, timeout=timeout, probe=probe)
-    return bp
+        name = os.path.basename(f.file.path)
+        for key, value in from_soname(name).items():
+            setattr(bp, key, value)
+            bp.evidence[key] = f"the file name {name}"
+        if bp.build_number is not None or bp.version is not None:
+            break
+    number = from_folder(root).get("build_number") if bp.build_number is None else None
+    if number is not None:
+        bp.build_number = number
+        bp.evidence["build_number"] = f"the name of the folder it is in ({root.name})"
+
+
+def _cmake_cache(bp: BuildProfile, path: Path) -> None:
+    """The options the user set, the build type, and FlashAttention kernels compiled empty."""
+    from builddoctor.errors import InputError
+    from builddoctor.inspect import cmakecache
+
+    bp.cmake_cache = str(path)
+    try:
+        cache = cmakecache.load(path)
+        bp.cmake_options = cache.user_options()
+        full = cache.values()
+        if cache.truncated:
+            bp.errors.append(cache.note)
+    except InputError as exc:
+        bp.errors.append(exc.message)
+        full = {}
+    if full.get("CMAKE_BUILD_TYPE"):
+        bp.build_type = full["CMAKE_BUILD_TYPE"]
+        bp.evidence["build_type"] = f"CMAKE_BUILD_TYPE in {path}"
+    if bp.flash_attn_kernels is not None and full.get("GGML_CUDA_FA", "").upper() in ("OFF", "0", "FALSE", "NO"):
+        bp.flash_attn_kernels = False
+        bp.evidence["flash_attn_kernels"] = "GGML_CUDA_FA=OFF in CMakeCache.txt (kernels compiled empty)"
 
 
 def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, probe: Callable | None = None) -> None:

@@ -128,9 +128,24 @@ def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def _read_bench(res: ComputeResult, stdout: str) -> None:
-    from builddoctor.bench import parse_bench_json
+def parse_bench_json(text: str) -> list[dict]:
+    """llama-bench -o json prints one JSON array (possibly after log lines). Read here, below both
+    its readers: the compute probe and the benchmark (bench.py)."""
+    from builddoctor.readinput import JsonInputError, loads
 
+    start = text.find("[")
+    if start < 0:
+        raise ValueError("no JSON array in llama-bench output")
+    try:
+        data = loads(text[start : text.rfind("]") + 1])
+    except JsonInputError as exc:
+        raise ValueError(f"llama-bench JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise ValueError("llama-bench JSON is not a list")
+    return data
+
+
+def _read_bench(res: ComputeResult, stdout: str) -> None:
     try:
         rows = parse_bench_json(stdout)
     except ValueError as exc:

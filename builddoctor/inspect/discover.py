@@ -13,18 +13,18 @@ resolved path, and an executable is grouped with the llama/ggml libraries it loa
 NEEDED, resolved like ld.so) and the ``libggml-<backend>`` files beside it (loaded with
 dlopen). Walking is bounded (entries listed per folder, candidates per folder, depth), and
 bad paths (broken links, loops, unreadable folders) become messages, never exceptions.
+
+This module finds files; inspect/places.py says where to look by default and inspect/grouping.py
+groups what was found into builds.
 """
 
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
-import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -80,22 +80,6 @@ class Group:
     origin: str
     files: list[Path] = field(default_factory=list)  # resolved, executables first
     cmake_cache: Path | None = None
-
-
-def _expand_user(p: str) -> str:
-    return os.path.expanduser(p)
-
-
-def _globs(patterns: list[str]) -> list[Path]:
-    limit = int(_data()["limits"]["max_glob_matches"])
-    out: list[Path] = []
-    for pat in patterns:
-        pat = _expand_user(pat)
-        if any(ch in pat for ch in "*?["):
-            out += [Path(p) for p in sorted(glob.glob(pat))[:limit]]
-        else:
-            out.append(Path(pat))
-    return out
 
 
 def _describe_error(path: Path, exc: OSError) -> str:
@@ -431,106 +415,7 @@ def nothing_found(search: Search) -> str:
     return text + "."
 
 
-# --------------------------------------------------------------------------- default places
-
-
-def site_dirs() -> list[Path]:
-    """Every site-packages around: this Python's (sys.path), the user site, activated
-    environments (VIRTUAL_ENV, CONDA_PREFIX) and the usual places ([pip_sites])."""
-    import site
-
-    conf = _data()["pip_sites"]
-    dirs = [Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-    try:
-        dirs.append(Path(site.getusersitepackages()))
-    except (AttributeError, OSError):  # a Python without a user site (some embedded ones)
-        pass
-    for var in conf["env_prefixes"]:
-        prefix = os.environ.get(var)
-        if prefix:
-            dirs += _globs([os.path.join(prefix, rel) for rel in conf["under_prefix"]])
-    dirs += _globs(conf["globs"])
-    return _existing_dirs(dirs)
-
-
-def node_modules_dirs(start: Path | None = None) -> list[Path]:
-    """The node_modules folder of the current folder and of each of its parents (as Node looks)."""
-    name = _data()["pip_sites"]["node_modules"]
-    here = Path(os.path.abspath(start or os.getcwd()))
-    return _existing_dirs([d / name for d in (here, *here.parents)])
-
-
-def _existing_dirs(dirs: list[Path]) -> list[Path]:
-    out, seen = [], set()
-    for d in dirs:
-        r = os.path.realpath(d)
-        if r not in seen and os.path.isdir(r):
-            seen.add(r)
-            out.append(Path(r))
-    return out
-
-
-def default_candidates(messages: list[str], search: Search | None = None) -> list[Candidate]:
-    search = search if search is not None else Search.start()
-    data = _data()
-    found: list[Candidate] = []
-    quiet: list[str] = []  # problems in default places are not the user's concern
-    path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
-    search.looked_in.append(f"PATH ({len(path_dirs)} folders)")
-    for pd in path_dirs:
-        for name in data["path_executables"]:
-            p = Path(pd) / name
-            if os.path.lexists(p):
-                r = resolve(p, messages)  # a broken llama-cli on PATH is worth saying
-                if r is not None and r.is_file():
-                    found.append(Candidate(r, "path"))
-    from builddoctor.paths import data_home
-
-    own = [str(data_home()), str(data_home()) + "/*"]  # where builddoctor installs its own builds
-    for prefix in _globs(data["prefixes"]) + _globs(data["kegs"]) + _globs(own):
-        subs = [prefix / sub for sub in ("bin", "lib", "lib64") if (prefix / sub).is_dir()]
-        if subs:
-            search.looked_in.append(str(prefix))
-        for d in subs:
-            files, _dirs, n = list_dir(d, quiet)
-            search.entries += n
-            search.folders += 1
-            for name in files:
-                r = resolve(d / name, quiet)
-                if r is not None and r.is_file():
-                    found.append(Candidate(r, "install-prefix"))
-    for co in _globs(data["checkouts"]):
-        if not _is_checkout(co):
-            continue
-        try:
-            builds = sorted(e.name for e in os.scandir(co) if e.name.startswith("build") and e.is_dir())
-        except OSError:
-            continue
-        for sub in builds[:20]:
-            if (co / sub / "CMakeCache.txt").is_file():
-                search.looked_in.append(str(co / sub))
-                found += walk(co / sub, search, "build-folder", None)
-    from builddoctor.bundled import bundled_dir
-
-    bundled = bundled_dir()  # the llama.cpp that `pip install builddoctor` compiled
-    if bundled is not None and bundled.is_dir():
-        found += walk(bundled, search, "bundled", None)
-    for d in site_dirs() + node_modules_dirs():
-        search.looked_in.append(str(d))
-        found += walk(d, search, "site", None)
-    if search.stopped and found:
-        messages.append(
-            f"{search.stopped} in the default places; builds further on were not looked for "
-            "(give their folder: builddoctor check PATH)."
-        )
-    return found
-
-
-def _is_checkout(d: Path) -> bool:
-    return (d / "CMakeLists.txt").is_file() and ((d / "include" / "llama.h").is_file() or (d / "ggml").is_dir())
-
-
-# --------------------------------------------------------------------------- grouping
+# --------------------------------------------------------------------------- the CMake cache of a folder
 
 
 def find_cmake_cache(folder: Path) -> Path | None:
@@ -555,137 +440,3 @@ def find_cmake_cache(folder: Path) -> Path | None:
                 return None
             return None
     return None
-
-
-def _unit(p: Path) -> str:
-    """The grouping unit of a file: its folder, or, in a folder several wheels installed into
-    (site-packages), the files one wheel's RECORD lists there."""
-    owner = record_owner(p)
-    return f"{p.parent}\0{owner}" if owner else str(p.parent)
-
-
-def _folder_of(unit: str) -> str:
-    return unit.split("\0", 1)[0]
-
-
-class _UF:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def group(cands: list[Candidate], analyze: Callable[[Path], Any]) -> list[Group]:
-    """Group candidate files into builds. ``analyze(path)`` gives FileFacts (cached by caller)."""
-    origin_of: dict[Path, str] = {}
-    order: list[Path] = []
-    for c in cands:
-        if c.path not in origin_of:
-            origin_of[c.path] = c.origin
-            order.append(c.path)
-    uf = _UF()
-    members: dict[str, set[Path]] = {}  # unit -> files; a unit is a folder, or one wheel's files in it
-    attached: dict[Path, str] = {}
-
-    def add(p: Path, origin: str) -> None:
-        unit = _unit(p)
-        uf.find(unit)
-        members.setdefault(unit, set()).add(p)
-        attached.setdefault(p, origin)
-
-    primary = {_unit(p) for p in order}  # units the candidates came from
-    unresolved: list[tuple[Path, str]] = []  # (file, NEEDED basename) not found by the loader's rules
-    i = 0
-    while i < len(order):
-        p = order[i]
-        i += 1
-        origin = origin_of[p]
-        add(p, origin)
-        facts = analyze(p)
-        bf = facts.file
-        if bf.error or bf.format is None:
-            continue
-        for name in bf.needed:
-            if name not in facts.resolved:
-                unresolved.append((p, os.path.basename(name.replace("\\", "/"))))
-        # the llama/ggml libraries it loads, wherever they are (a copied executable still
-        # loads from its build tree through an absolute RUNPATH: those files are part of it)
-        for name, lib in facts.resolved.items():
-            if not (LIB_RX.match(canonical_name(name)) or LIB_RX.match(canonical_name(os.path.basename(lib)))):
-                continue
-            r = Path(os.path.realpath(lib))
-            rf, pf = _unit(r), _unit(p)
-            if rf != pf and rf in primary and r.parent.parent != p.parent.parent and p.parent not in r.parents:
-                continue  # another build's own folder: it is shown there, once (a folder below, as
-                # auditwheel's <dist>.libs/ reached through $ORIGIN/<dist>.libs, is the same package)
-            uf.union(pf, rf)
-            if r not in origin_of:
-                origin_of[r] = origin
-                order.append(r)
-        # backends loaded at run time from the executable's folder (and libggml's)
-        if bf.role == "executable" or canonical_name(p.name).startswith(("libggml.", "ggml.")):
-            files, _dirs, _n = list_dir(p.parent, None)
-            for name in files:
-                if BACKEND_RX.match(canonical_name(name)):
-                    backend = resolve(p.parent / name, None)
-                    if backend is not None and backend.is_file() and backend not in origin_of:
-                        origin_of[backend] = origin
-                        order.append(backend)
-    # a package's or prefix's bin/ and lib/ are one build on every OS (Mach-O and PE files are
-    # not resolved here, so NEEDED does not link them as it does on Linux)
-    for unit in list(members):
-        f = Path(_folder_of(unit))
-        for pair in _data()["layouts"]["joined"]:
-            if f.name in pair:
-                for other in pair:
-                    if other != f.name and str(f.parent / other) in members:
-                        uf.union(unit, str(f.parent / other))
-    # NEEDED names that were not resolved (Mach-O @rpath/..., PE imports, another CPU's ELF: no
-    # loader here to ask) link to a found file of that name in the same package: a sibling
-    # folder or one just above or below
-    by_name: dict[str, list[Path]] = {}
-    for f in origin_of:
-        by_name.setdefault(f.name, []).append(f)
-    for p, name in unresolved:
-        for f in by_name.get(name, []):
-            near = {p.parent, p.parent.parent}
-            if f.parent in near or f.parent.parent in near:
-                uf.union(_unit(p), _unit(f))
-    comps: dict[str, list[str]] = {}
-    for folder in members:
-        comps.setdefault(uf.find(folder), []).append(folder)
-    rank = {p: n for n, p in enumerate(order)}
-    groups: list[Group] = []
-    for folders in comps.values():
-        group_files = sorted({f for d in folders for f in members[d]}, key=lambda f: rank[f])
-        mains = [d for d in folders if d in primary] or folders
-        mains.sort(key=lambda d: min(rank[f] for f in members[d]))
-        dirs = list(dict.fromkeys(_folder_of(d) for d in mains))
-        if len(dirs) > 1 and len({str(Path(d).parent) for d in dirs}) == 1:
-            root = Path(dirs[0]).parent  # prefix/bin + prefix/lib
-        else:  # one folder, or a wheel's loose files and its <dist>.libs/ below
-            root = Path(dirs[0])
-        cache = None
-        for d in dirs:
-            cache = find_cmake_cache(Path(d))
-            if cache:
-                break
-        origins = [attached[f] for f in group_files]
-        origin = next((o for o in origins if o != "given"), "given")
-        if cache is not None:
-            origin = "build-folder"
-            if root == cache.parent or cache.parent in root.parents:
-                root = cache.parent
-        groups.append(Group(root=root, origin=origin, files=group_files, cmake_cache=cache))
-    groups.sort(key=lambda g: str(g.root))
-    return groups

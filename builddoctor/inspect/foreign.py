@@ -6,7 +6,7 @@ costs up to 0.9 s of CPU. PE files are therefore read with pefile (``fast_load``
 mmap: headers, then only the import and debug directories), except the export name table: pefile
 builds a Python object per export (0.7 s for the 12,600 of a ``llama-common.dll``), while only
 the names are needed, so those are read here from the mmap (the IMAGE_EXPORT_DIRECTORY's name
-pointer array). Mach-O files are read here too, from the load commands image.macho_slices has
+pointer array). Mach-O files are read here too, from the load commands headers.macho_slices has
 checked: no maintained library exposes them cheaply (LIEF copies the file and makes an object per
 symbol; macholib makes one per nlist entry and does not read the export trie). What LIEF gave
 (dylibs incl. the file's own install name, nlist names, export trie names, section names) was
@@ -103,7 +103,7 @@ def _export_names(pe, data, size: int) -> list[str]:
 
 
 def read_pe(data, size: int) -> PeFacts:
-    """Facts of a PE file from its mmap (``data``), whose headers image.pe_machine checked first.
+    """Facts of a PE file from its mmap (``data``), whose headers headers.pe_machine checked first.
 
     Raises ForeignError when pefile refuses the headers."""
     import pefile
@@ -199,7 +199,7 @@ def _trie_names(data, start: int, size: int, limit: int) -> set[str]:
 
 def read_macho(data, size: int, base: int = 0) -> MachoFacts:
     """Facts of the thin Mach-O at ``base`` in ``data`` (the file's mmap), whose header and load
-    commands image.macho_slices checked first. Names are read in place; the symbol table is walked
+    commands headers.macho_slices checked first. Names are read in place; the symbol table is walked
     with struct.iter_unpack (LIEF made an object per symbol after copying the whole file)."""
     e = "<" if bytes(data[base : base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe") else ">"
     is64 = bytes(data[base : base + 4]) in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf")

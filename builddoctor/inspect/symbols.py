@@ -73,7 +73,8 @@ def _elf(fh, head: bytes, prefixes: Sequence[str]) -> bool:
     """The section headers are unpacked here with struct: pyelftools spends about 2.5 ms a file
     setting up its parsers, and a site-packages holds thousands of libraries. The string table
     is searched first (at C speed) and a hit is confirmed against .dynsym (image.SymbolTable)."""
-    from builddoctor.inspect.image import SymbolTable, elf_header_problem
+    from builddoctor.inspect.headers import elf_header_problem
+    from builddoctor.inspect.image import SymbolTable
 
     size = os.fstat(fh.fileno()).st_size
     if len(head) < 64 or elf_header_problem(head, size):
@@ -119,7 +120,8 @@ def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
     import mmap
 
     from builddoctor.inspect import foreign
-    from builddoctor.inspect.image import ImageError, macho_slices, pe_machine
+    from builddoctor.inspect.headers import macho_slices, pe_machine
+    from builddoctor.inspect.image import ImageError
 
     want = tuple(prefixes) + tuple("_" + p for p in prefixes)  # Mach-O names carry a leading "_"
     try:
