@@ -81,7 +81,7 @@ def check_room(shape: ModelShape, folder: Path) -> None:
     """Refuse (exit 7, "needs X, Y free") a model that the disk holding ``folder`` or the memory
     llama-bench maps it into cannot take, before a byte is written."""
     from builddoctor import errors
-    from builddoctor.build import available_memory, free_space
+    from builddoctor.resources import available_memory, free_space
 
     need = shape.approx_bytes + (16 << 20)
     disk = free_space(folder)
