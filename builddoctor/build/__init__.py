@@ -17,90 +17,53 @@ The parts, by job: ``settings`` (data, plan, environment), ``key`` (the cache ke
 compile, progress, log), ``builder`` (``build()`` as named steps) and ``verify``.
 """
 
-from builddoctor.build.builder import build, disk_full
-from builddoctor.build.cache import _omit_variants, build_lock, clean_stale, entry_result
-from builddoctor.build.cmake_run import _NINJA, NinjaProgress, _EtaWeights, classify_failure, relevant_error_lines
-from builddoctor.build.commands import (
-    KEY_PLACEHOLDER,
-    DryRun,
-    check_policy,
-    choose_jobs,
-    commands,
-    compile_command,
-    configure_command,
-)
-from builddoctor.build.key import cache_key, compiler_versions, source_identity
-from builddoctor.build.prerequisites import (
-    _distro,
-    install_hint,
-    missing_tools,
-    prerequisite_hint,
-    unmet_message,
-    unmet_prerequisites,
-)
+from builddoctor.build.builder import build
+from builddoctor.build.cache import _omit_variants, build_lock
+from builddoctor.build.cmake_run import _NINJA, _EtaWeights, classify_failure, relevant_error_lines
+from builddoctor.build.commands import KEY_PLACEHOLDER, choose_jobs, commands, compile_command, configure_command
+from builddoctor.build.key import cache_key
+from builddoctor.build.prerequisites import _distro, prerequisite_hint, unmet_prerequisites
 from builddoctor.build.settings import (
     BUILD_TIMEOUT,
-    LOG_NAME,
-    MARKER,
     ProgressEvent,
-    ProgressFn,
     build_env,
     data,
     default_cache_root,
-    default_lock_path,
     environment,
     pin_data,
     targets_of,
-    uses_cuda,
 )
 from builddoctor.build.verify import Verification, problem_codes, verify
-from builddoctor.resources import available_memory, cpu_count, free_space
+from builddoctor.resources import cpu_count
 
+# what the rest of builddoctor, its tests and benchmarks/ use as build.<name>
 __all__ = [
     "BUILD_TIMEOUT",
     "KEY_PLACEHOLDER",
-    "LOG_NAME",
-    "MARKER",
-    "DryRun",
-    "NinjaProgress",
     "ProgressEvent",
-    "ProgressFn",
     "Verification",
     "_EtaWeights",
     "_NINJA",
     "_distro",
     "_omit_variants",
-    "available_memory",
     "build",
     "build_env",
     "build_lock",
     "cache_key",
-    "check_policy",
     "choose_jobs",
     "classify_failure",
-    "clean_stale",
     "commands",
     "compile_command",
-    "compiler_versions",
     "configure_command",
     "cpu_count",
     "data",
     "default_cache_root",
-    "default_lock_path",
-    "disk_full",
-    "entry_result",
     "environment",
-    "free_space",
-    "install_hint",
-    "missing_tools",
     "pin_data",
     "prerequisite_hint",
     "problem_codes",
     "relevant_error_lines",
-    "source_identity",
     "targets_of",
-    "unmet_message",
     "unmet_prerequisites",
-    "uses_cuda",
     "verify",
 ]
