@@ -54,9 +54,9 @@ class InstallResult:
 
 
 def _lib_globs() -> list[str]:
-    from builddoctor.build import data
+    from builddoctor.tomlload import data_file
 
-    return list(data()["files"]["library_globs"])
+    return list(data_file("build.toml")["files"]["library_globs"])
 
 
 def _is_lib(name: str) -> bool:

@@ -81,7 +81,7 @@ def check_room(shape: ModelShape, folder: Path) -> None:
     """Refuse (exit 7, "needs X, Y free") a model that the disk holding ``folder`` or the memory
     llama-bench maps it into cannot take, before a byte is written."""
     from builddoctor import errors
-    from builddoctor.build import available_memory, free_space
+    from builddoctor.resources import available_memory, free_space
 
     need = shape.approx_bytes + (16 << 20)
     disk = free_space(folder)
@@ -205,9 +205,23 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
     """Write a random-weight llama GGUF; ``vocab``: a GGUF whose tokenizer it takes, or None
     for the probe vocabulary (whose size must be ``shape.n_vocab``)."""
     import gguf
-    import numpy as np
 
     writer = gguf.GGUFWriter(str(path), "llama")
+    _add_hparams(writer, shape)
+    _add_tokenizer(writer, shape, vocab)
+    # the tensors are declared first and written one block of rows at a time (never held whole)
+    layout = _declare_tensors(writer, shape)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    _write_tensors(writer, layout, seed)
+    writer.close()
+
+
+def _add_hparams(writer, shape: ModelShape) -> None:
+    """The llama architecture's header keys for ``shape`` (Q4_0 weights)."""
+    import gguf
+
     writer.add_name(f"builddoctor smoke llama {shape.params / 1e6:.0f}M (random weights)")
     writer.add_context_length(shape.n_ctx)
     writer.add_embedding_length(shape.n_embd)
@@ -219,6 +233,12 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(shape.n_vocab)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+
+
+def _add_tokenizer(writer, shape: ModelShape, vocab: Path | None) -> None:
+    """The tokenizer keys: the probe vocabulary's, or copied from the ``vocab`` GGUF."""
+    import gguf
+
     if vocab is None:
         toks = probe_vocab()
         if len(toks) != shape.n_vocab:
@@ -231,52 +251,63 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
         writer.add_bos_token_id(1)
         writer.add_eos_token_id(2)
         writer.add_add_bos_token(True)
-    else:
-        reader = gguf.GGUFReader(str(vocab))
-        for name, field in reader.fields.items():
-            if not name.startswith("tokenizer."):
-                continue
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
+        return
+    reader = gguf.GGUFReader(str(vocab))
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
 
-    # the tensors are declared first and written one block of rows at a time (never held whole)
-    rng = np.random.default_rng(seed)
-    q4 = gguf.GGMLQuantizationType.Q4_0
+
+def tensor_layout(shape: ModelShape) -> list[tuple[str, int, int]]:
+    """(name, rows, cols) of every tensor of a llama of ``shape``, in file order; rows 0: a norm vector."""
     d, f = shape.n_embd, shape.n_ff
     kv = d * shape.n_head_kv // shape.n_head
-    plan: list[tuple[str, int, int]] = []  # (name, rows, cols); rows 0: a norm vector of d floats
-
-    def weight(name: str, rows: int, cols: int) -> None:
-        nbytes = rows * (cols // 32) * 18
-        writer.add_tensor_info(name, (rows, cols // 32 * 18), np.dtype(np.uint8), nbytes, raw_dtype=q4)
-        plan.append((name, rows, cols))
-
-    def norm(name: str) -> None:
-        writer.add_tensor_info(name, (d,), np.dtype(np.float32), d * 4)
-        plan.append((name, 0, d))
-
-    weight("token_embd.weight", shape.n_vocab, d)
+    out: list[tuple[str, int, int]] = [("token_embd.weight", shape.n_vocab, d)]
     for i in range(shape.n_layer):
         p = f"blk.{i}."
-        norm(p + "attn_norm.weight")
-        weight(p + "attn_q.weight", d, d)
-        weight(p + "attn_k.weight", kv, d)
-        weight(p + "attn_v.weight", kv, d)
-        weight(p + "attn_output.weight", d, d)
-        norm(p + "ffn_norm.weight")
-        weight(p + "ffn_gate.weight", f, d)
-        weight(p + "ffn_up.weight", f, d)
-        weight(p + "ffn_down.weight", d, f)
-    norm("output_norm.weight")
-    weight("output.weight", shape.n_vocab, d)
+        out += [
+            (p + "attn_norm.weight", 0, d),
+            (p + "attn_q.weight", d, d),
+            (p + "attn_k.weight", kv, d),
+            (p + "attn_v.weight", kv, d),
+            (p + "attn_output.weight", d, d),
+            (p + "ffn_norm.weight", 0, d),
+            (p + "ffn_gate.weight", f, d),
+            (p + "ffn_up.weight", f, d),
+            (p + "ffn_down.weight", d, f),
+        ]
+    return [*out, ("output_norm.weight", 0, d), ("output.weight", shape.n_vocab, d)]
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
+
+def _declare_tensors(writer, shape: ModelShape) -> list[tuple[str, int, int]]:
+    """Declare the tensors (Q4_0 weights, f32 norms) before any data is written; their layout."""
+    import gguf
+    import numpy as np
+
+    layout = tensor_layout(shape)
+    for name, rows, cols in layout:
+        if rows == 0:
+            writer.add_tensor_info(name, (cols,), np.dtype(np.float32), cols * 4)
+        else:
+            nbytes = rows * (cols // 32) * 18
+            writer.add_tensor_info(
+                name, (rows, cols // 32 * 18), np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType.Q4_0
+            )
+    return layout
+
+
+def _write_tensors(writer, layout: list[tuple[str, int, int]], seed: int) -> None:
+    """The tensor data: norms of ones, weights random (N(0, 0.02)) and quantized ROWS_PER_CHUNK rows at a time."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
     assert writer.fout is not None  # opened by write_header_to_file
     fout = writer.fout[0]
-    for _name, rows, cols in plan:
+    for _name, rows, cols in layout:
         writer.write_padding(fout, fout.tell())
         if rows == 0:
             block = np.ones(cols, dtype=np.float32)
@@ -287,11 +318,10 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
             for r0 in range(0, rows, ROWS_PER_CHUNK):
                 n = min(ROWS_PER_CHUNK, rows - r0)
                 data = rng.standard_normal((n, cols), dtype=np.float32) * 0.02
-                block = gguf.quants.quantize(data, q4)
+                block = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q4_0)
                 block.tofile(fout)
                 nbytes += block.nbytes
         writer.write_padding(fout, nbytes)
-    writer.close()
 
 
 def tensor_bytes(path: Path) -> int:

@@ -286,34 +286,7 @@ def pip_download(
     cache.mkdir(parents=True, exist_ok=True)
     say(f"downloading {requirement} with pip (about {size_mb} MB)")
     with tempfile.TemporaryDirectory(dir=cache, prefix=".dl-") as tmp:
-        argv = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:" if binary else "--no-binary=:all:",
-            "--disable-pip-version-check",
-            *(extra_args or []),
-            "-d",
-            tmp,
-            requirement,
-        ]
-        # pip needs its own configuration (index, proxy, certificates) from the environment.
-        done = proc.run(argv, timeout=timeout, env=dict(os.environ))
-        got = Path(tmp) / filename
-        if not got.is_file():  # pip may spell the file name differently (case, separators): the one file
-            files = [f for f in Path(tmp).iterdir() if f.is_file()]
-            got = files[0] if len(files) == 1 else got
-        if not done.ok or not got.is_file():
-            tail = "\n".join((done.stderr or done.error or "").strip().splitlines()[-5:])
-            reason = "timed out" if done.timed_out else f"failed ({tail or 'no output'})"
-            raise errors.SourceError(
-                f"pip could not download {requirement}: {reason}. Check the network and pip's index settings"
-                + (f", {hint}" if hint else "")
-                + ".",
-                exit_code=errors.NETWORK,
-            )
+        got = _pip_fetch(requirement, Path(tmp), filename, binary, extra_args or [], hint=hint, timeout=timeout)
         digest = sha256_file(got)
         if digest != sha256:
             raise errors.SourceError(
@@ -322,6 +295,41 @@ def pip_download(
             )
         os.replace(got, cached)
     return cached
+
+
+def _pip_fetch(
+    requirement: str, folder: Path, filename: str, binary: bool, extra_args: list[str], *, hint: str, timeout: float
+) -> Path:
+    """``pip download`` of one file into ``folder``; raises (exit NETWORK) when pip does not deliver it."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:" if binary else "--no-binary=:all:",
+        "--disable-pip-version-check",
+        *extra_args,
+        "-d",
+        str(folder),
+        requirement,
+    ]
+    # pip needs its own configuration (index, proxy, certificates) from the environment.
+    done = proc.run(argv, timeout=timeout, env=dict(os.environ))
+    got = folder / filename
+    if not got.is_file():  # pip may spell the file name differently (case, separators): the one file
+        files = [f for f in folder.iterdir() if f.is_file()]
+        got = files[0] if len(files) == 1 else got
+    if not done.ok or not got.is_file():
+        tail = "\n".join((done.stderr or done.error or "").strip().splitlines()[-5:])
+        reason = "timed out" if done.timed_out else f"failed ({tail or 'no output'})"
+        raise errors.SourceError(
+            f"pip could not download {requirement}: {reason}. Check the network and pip's index settings"
+            + (f", {hint}" if hint else "")
+            + ".",
+            exit_code=errors.NETWORK,
+        )
+    return got
 
 
 def _verify_archive(archive: Path, pin: Pin) -> None:
