@@ -422,7 +422,7 @@ def find_cmake_cache(folder: Path) -> Path | None:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
     from builddoctor.errors import InputError
     from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
-    from builddoctor.install import read_marker
+    from builddoctor.install_marker import read_marker
     from builddoctor.paths import REPLACED_MARKER
 
     if os.path.lexists(folder / REPLACED_MARKER):

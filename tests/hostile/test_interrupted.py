@@ -152,12 +152,12 @@ def test_a_forged_journal_is_refused_and_nothing_changes(s, tmp_path, how):
     if how == "outside":
         step.update(
             dest=str(victim),
-            want={"type": "file", "sha256": install._state_of(victim).sha256},
+            want={"type": "file", "sha256": install.files.state_of(victim).sha256},
             undo={"type": "absent"},
             undo_src=None,
         )
     elif how == "src-outside":
-        step.update(want=install._state_of(s.dest / "llama-cli").to_dict(), undo_src=str(s.other / "payload"))
+        step.update(want=install.files.state_of(s.dest / "llama-cli").to_dict(), undo_src=str(s.other / "payload"))
     if how == "not-json":
         journal.write_bytes(b"\x00{not json")
     elif how == "fifo":
