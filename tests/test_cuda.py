@@ -359,6 +359,23 @@ def test_eta_weighs_the_nvcc_steps_left(tmp_path):
     assert left == pytest.approx(9 * w)
 
 
+def test_a_cuda_build_gets_time_for_each_nvcc_step(tmp_path):
+    """The default time limit of a CUDA build grows with its nvcc steps (data/build.toml): a cold
+    ggml-cuda build on 2 cores ran past the flat hour at step 250 of 285 and lost the work."""
+    from builddoctor.build.cmake_run import compile_limit
+
+    edges = [
+        f"build ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/f{i}.cu.o: CUDA_COMPILER__ggml-cuda_x" for i in range(7)
+    ]
+    (tmp_path / "build.ninja").write_text("\n".join(edges) + "\n")
+    cuda = resolve(host_with("rtx4090-driver580.xml"), backend="cuda")
+    cpu = resolve(host_with("rtx4090-driver580.xml"), backend="cpu")
+    per_step = build.data()["progress"]["cuda_step_limit_s"]
+    assert per_step > 0
+    assert compile_limit(cpu, tmp_path) == build.BUILD_TIMEOUT
+    assert compile_limit(cuda, tmp_path) == build.BUILD_TIMEOUT + 7 * per_step
+
+
 def test_pip_install_plans_cuda_for_a_recorded_gpu(tmp_path, monkeypatch, capsys):
     """What `BUILDDOCTOR_BACKEND=cuda BUILDDOCTOR_NVIDIA_SMI=FILE pip install .` plans on this host: the
     recorded GPU's architecture, or (a toolkit piece missing here) a refusal that names it and its install."""

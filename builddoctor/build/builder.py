@@ -20,7 +20,6 @@ from builddoctor.build.commands import check_policy, choose_jobs
 from builddoctor.build.key import cache_key
 from builddoctor.build.prerequisites import unmet_message
 from builddoctor.build.settings import (
-    BUILD_TIMEOUT,
     LOG_NAME,
     MARKER,
     ProgressEvent,
@@ -87,7 +86,7 @@ def build(
     jobs: int | None = None,
     progress: ProgressFn | None = None,
     cache_root: Path | None = None,
-    timeout: float = BUILD_TIMEOUT,
+    timeout: float | None = None,
     min_free_bytes: int | None = None,
     env: dict[str, str] | None = None,
     lock_path: Path | None = None,
@@ -157,7 +156,7 @@ def _as_cached(run: _Run, hit: BuildResult) -> BuildResult:
     return hit
 
 
-def _build_locked(run: _Run, jobs: int, timeout: float) -> BuildResult:
+def _build_locked(run: _Run, jobs: int, timeout: float | None) -> BuildResult:
     """Under the machine-wide lock: build in a temp folder, then move it into the cache."""
 
     def waiting() -> None:
@@ -186,7 +185,7 @@ def _build_locked(run: _Run, jobs: int, timeout: float) -> BuildResult:
             shutil.rmtree(run.tmp, ignore_errors=True)
 
 
-def _compile_in_tmp(run: _Run, jobs: int, timeout: float) -> None:
+def _compile_in_tmp(run: _Run, jobs: int, timeout: float | None) -> None:
     """Configure and compile into a fresh temp folder; stops on a failed step."""
     clean_stale(run.cache_root)
     if run.entry.exists():  # an incomplete entry (files deleted by hand): replace it

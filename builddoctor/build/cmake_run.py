@@ -14,7 +14,7 @@ from typing import TextIO
 
 from builddoctor import proc
 from builddoctor.build.commands import compile_command, configure_command
-from builddoctor.build.settings import CONFIGURE_TIMEOUT, ProgressEvent, ProgressFn, data, uses_cuda
+from builddoctor.build.settings import BUILD_TIMEOUT, CONFIGURE_TIMEOUT, ProgressEvent, ProgressFn, data, uses_cuda
 from builddoctor.profiles import BuildPlan
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -133,21 +133,33 @@ def configure_and_compile(
     bdir: Path,
     env: dict[str, str],
     jobs: int,
-    timeout: float,
+    timeout: float | None,
     log_file: Path,
     emit: ProgressFn,
     targets: list[str],
 ) -> tuple[str, str | None]:
-    """Configure and compile ``plan`` in ``bdir`` within ``timeout`` seconds: ("ok", None) or the failure."""
-    deadline = time.monotonic() + timeout
+    """Configure and compile ``plan`` in ``bdir`` within ``timeout`` seconds (None: ``compile_limit``,
+    sized from the configured tree): ("ok", None) or the failure."""
+    started = time.monotonic()
     with open(log_file, "w", encoding="utf-8") as fh:
         log = _Log(fh)
-        bad = (
-            _configure(plan, source_dir, bdir, env, timeout, log, emit)
-            or _compile(plan, bdir, env, jobs, (deadline, timeout), log, emit)
-            or _check_outputs(bdir, targets, log)
-        )
+        bad = _configure(plan, source_dir, bdir, env, timeout or CONFIGURE_TIMEOUT, log, emit)
+        if bad is None:
+            limit = timeout if timeout is not None else compile_limit(plan, bdir)
+            bad = _compile(plan, bdir, env, jobs, (started + limit, limit), log, emit) or _check_outputs(
+                bdir, targets, log
+            )
     return bad or ("ok", None)
+
+
+def compile_limit(plan: BuildPlan, bdir: Path) -> float:
+    """The build's time limit when the caller names none: BUILD_TIMEOUT, plus an allowance for each
+    nvcc step the configured tree holds (data/build.toml [progress] cuda_step_limit_s): a cold CUDA
+    build of ggml-cuda on 2 cores runs past an hour, and stopping it there loses the work."""
+    if not uses_cuda(plan):
+        return BUILD_TIMEOUT
+    per_step = float(data().get("progress", {}).get("cuda_step_limit_s", 0))
+    return BUILD_TIMEOUT + per_step * _EtaWeights(bdir).cuda_total
 
 
 def _configure(plan, source_dir: Path, bdir: Path, env, timeout: float, log: _Log, emit: ProgressFn) -> Failure | None:
