@@ -82,7 +82,13 @@ def _build_one(c: Candidate, b: Builds) -> None:
         raise KeyboardInterrupt
     if r.status not in ("ok", "cached"):
         if c.name == BASELINE:
-            raise build_error(r)
+            err = build_error(r)
+            if "time limit" in (r.error or "") and limit < build.BUILD_TIMEOUT:
+                err.message += (
+                    f"\nThe plain plan's build was stopped at the end of the budget ({limit:.0f} s left): "
+                    "run again with a larger --budget (what compiled is in ccache)."
+                )
+            raise err
         c.status, c.reason = "build-failed", (r.error or r.status).splitlines()[0][:200]
         if "time limit" in (r.error or ""):
             c.status, c.reason = "skipped", f"its build did not finish in what was left of the budget ({limit:.0f} s)"
