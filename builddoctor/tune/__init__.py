@@ -5,16 +5,17 @@ Static feature scores pick the wrong CPU variant on some hosts (FACTS.md: explic
 
 - ``plan_candidates``: the candidates of ``data/tune_candidates.toml`` whose condition holds here,
   each a plan derived from the plain one (same plans merged, known-bad ones named and left out).
-- build (``build.build``: cache, ccache) and verify (``build.verify``: the compute probe) each one.
-- ``measure``: successive halving against the plain plan with ``bench.compare`` (interleaved),
-  every run kept in a results cache keyed by build and model, so an interrupted or repeated tune
+- ``building``: build (``build.build``: cache, ccache) and verify (``build.verify``: the compute
+  probe) each one, the plain plan first, then by scope (what comes from ccache first).
+- ``measure`` (``halving``): successive halving against the plain plan, interleaved, every run kept in a results cache keyed by build and model, so an interrupted or repeated tune
   resumes where it stopped.
 - ``summarize`` / ``halve`` / ``choose_winner``: the statistics, pure functions of recorded runs.
   A candidate wins only when its ratio's 95 % interval lies above 1.0; else the plain plan does.
 - ``runtime_settings``: threads and flash attention on the winner, as a recommended command line.
+- ``budget``: the budget is a hard bound; no build or run starts when its estimate does not fit.
 
 The package's modules, one per step: ``values`` (the dataclasses), ``candidates``, ``stats``,
-``cache``, ``halving``, ``settings`` and ``session`` (the whole tune). ``from builddoctor import
+``cache``, ``building``, ``halving``, ``settings``, ``budget`` and ``session`` (the whole tune). ``from builddoctor import
 tune; tune.tune(...)`` and the names below keep working.
 """
 
