@@ -406,7 +406,7 @@ def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
     machine = _machine("sapphirerapids-xeon-8488c-aws.txt")
     base, planned = _candidates(machine)
     cands = [tune.Candidate(name="plain", plan=base), *planned.values()]
-    key = tune._answer_key(
+    key = tune.answer_key(
         machine,
         Path("/src"),
         cands,
@@ -418,7 +418,7 @@ def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
         model_bytes=None,
         settings=True,
     )
-    assert key == tune._answer_key(
+    assert key == tune.answer_key(
         machine,
         Path("/src"),
         cands,
@@ -430,7 +430,7 @@ def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
         model_bytes=None,
         settings=True,
     )
-    assert key != tune._answer_key(
+    assert key != tune.answer_key(
         machine,
         Path("/src"),
         cands,
@@ -442,7 +442,7 @@ def test_a_finished_tune_is_answered_again_for_the_same_inputs_only(tmp_path):
         model_bytes=None,
         settings=True,
     )
-    assert key != tune._answer_key(
+    assert key != tune.answer_key(
         machine,
         Path("/src"),
         cands[:2],

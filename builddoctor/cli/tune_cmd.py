@@ -10,6 +10,7 @@ import click
 from builddoctor import errors
 from builddoctor.cli import console
 from builddoctor.cli.options import json_option
+from builddoctor.tune.values import BACKENDS
 
 
 def _stat(s) -> str:
@@ -126,6 +127,13 @@ class LiveTable:
     help="What the winner must be faster at.",
 )
 @click.option("--budget", default="20m", show_default=True, help="Time for building and measuring (20m, 90s, 1h).")
+@click.option(
+    "--backend",
+    type=click.Choice(list(BACKENDS)),
+    default="cpu",
+    show_default=True,
+    help="The backend to tune; a GPU one adds its candidates when this machine has such a GPU.",
+)
 @click.option("--candidates", "only", help="Comma-separated candidate names to try (default: all that apply).")
 @click.option("--targets", help="Comma-separated programs to build (default: the plan's; llama-bench is always added).")
 @click.option(
@@ -138,6 +146,7 @@ class LiveTable:
 @click.option(
     "-r", "--reps", type=click.IntRange(1, 20), default=2, show_default=True, help="llama-bench repetitions per run."
 )
+@click.option("--fresh", is_flag=True, help="Ignore the cached answer and runs: measure again (builds stay cached).")
 @click.option("--no-install", is_flag=True, help="Measure only; install nothing.")
 @click.option(
     "--replace",
@@ -148,21 +157,7 @@ class LiveTable:
 @click.option("--no-settings", is_flag=True, help="Skip the run-time settings (threads, flash attention).")
 @json_option
 @click.pass_context
-def tune_cmd(
-    ctx,
-    model_path,
-    size_mb,
-    objective,
-    budget,
-    only,
-    targets,
-    max_rounds,
-    reps,
-    no_install,
-    replace_dir,
-    no_settings,
-    as_json,
-):
+def tune_cmd(ctx, model_path, size_mb, budget, only, targets, no_install, no_settings, as_json, **opts):
     """Build variants of the plan, benchmark them against it, and install the fastest.
 
     Candidates come from data (builddoctor/data/tune_candidates.toml). A candidate wins only when
@@ -175,68 +170,82 @@ def tune_cmd(
 
     out = console(ctx)
     budget_s = tune.parse_budget(budget)
-    if model_path is not None and not model_path.is_file():
-        raise errors.InputError(f"--model {model_path}: no such file (give a GGUF model file).")
-    if model_path is not None:
-        with open(model_path, "rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise errors.InputError(f"--model {model_path} is not a GGUF file (it does not start with 'GGUF').")
+    _check_model(model_path)
     machine = machine_profile()
-    source = resolve_source(None)
     live = LiveTable(out, enabled=not as_json and not out.quiet)
     say = (lambda m: None) if as_json else (lambda m: out.echo(m, err=True))
     res = tune.tune(
         machine,
-        source=source,
-        objective=objective,
+        source=resolve_source(None),
         budget_s=budget_s,
         model=model_path,
-        only=[s.strip() for s in only.split(",") if s.strip()] if only else None,
-        targets=[s.strip() for s in targets.split(",") if s.strip()] if targets else None,
-        max_rounds=max_rounds,
-        reps=reps,
+        only=_names(only),
+        targets=_names(targets),
         install=not no_install,
-        replace_dir=replace_dir,
         settings=not no_settings,
         model_bytes=int(size_mb * 1e6) if size_mb else None,
         say=say if not live.tty else (lambda m: None),
         on_update=live,
+        **opts,
     )
     if as_json:
         out.json(res)
     else:
-        out.echo(
-            f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
-            f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})"
-        )
-        if res.answer_cached:
-            out.echo(
-                "(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
-                "--candidates or --model asks anew, reusing every build and run already made)"
-            )
-        for line in table_lines(res, final=True, bars=True):
-            out.echo(line)
-        out.echo(f"winner: {res.winner} - {res.winner_reason}")
-        cpus = res.settings.logical_cpus if res.settings else 0
-        if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
-            out.echo(
-                f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
-                f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better"
-            )
-        if res.settings:
-            s = res.settings
-            out.echo(f"run-time: {s.reason}")
-            out.echo("  " + " ".join(s.server))
-            out.echo("  " + " ".join(s.cli))
-        if res.installed:
-            out.echo(
-                f"{out.symbol('ok')} installed: {res.installed}"
-                + (f" (backup {res.backup}; undo with `builddoctor rollback`)" if res.backup else "")
-            )
-            out.echo(f"    settings: {res.settings_file}")
+        _report(out, res)
     if res.interrupted:
         out.echo("Interrupted: what was measured is kept; run the same command again to continue.", err=True)
         ctx.exit(errors.INTERRUPTED)
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _check_model(model_path: Path | None) -> None:
+    """A --model that is not a GGUF file is refused before anything is built."""
+    if model_path is None:
+        return
+    if not model_path.is_file():
+        raise errors.InputError(f"--model {model_path}: no such file (give a GGUF model file).")
+    with open(model_path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise errors.InputError(f"--model {model_path} is not a GGUF file (it does not start with 'GGUF').")
+
+
+def _report(out, res) -> None:
+    """The final table, the winner, the run-time settings and where it was installed."""
+    out.echo(
+        f"\n{res.cpu}; {res.objective}; model {Path(res.model).name if res.model else '-'}; "
+        f"{res.elapsed_s:.0f} s of {res.budget_s:.0f} s ({res.stopped or 'done'})"
+    )
+    if res.backend_note:
+        out.echo(f"{out.symbol('warning')} --backend: {res.backend_note}")
+    if res.answer_cached:
+        out.echo(
+            "(the answer of an earlier tune with the same inputs, from the cache; another --budget, "
+            "--candidates or --model asks anew, reusing every build and run already made; --fresh measures again)"
+        )
+    for line in table_lines(res, final=True, bars=True):
+        out.echo(line)
+    out.echo(f"winner: {res.winner} - {res.winner_reason}")
+    cpus = res.settings.logical_cpus if res.settings else 0
+    if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
+        out.echo(
+            f"{out.symbol('warning')} the machine was busy while measuring (load {res.load_avg:.1f} on "
+            f"{cpus or res.threads} CPUs): speeds are low and noisy; ratios of interleaved runs hold better"
+        )
+    if res.settings:
+        s = res.settings
+        out.echo(f"run-time: {s.reason}")
+        out.echo("  " + " ".join(s.server))
+        out.echo("  " + " ".join(s.cli))
+    if res.installed:
+        out.echo(
+            f"{out.symbol('ok')} installed: {res.installed}"
+            + (f" (backup {res.backup}; undo with `builddoctor rollback`)" if res.backup else "")
+        )
+        out.echo(f"    settings: {res.settings_file}")
 
 
 COMMANDS = [tune_cmd]
