@@ -27,7 +27,7 @@ from pathlib import Path
 
 from builddoctor import __version__, errors, paths
 from builddoctor.bundled import BundleInfo, BundleOverride
-from builddoctor.cmake_bool import is_off, is_on, same_value  # noqa: F401 - one reading of ON/OFF
+from builddoctor.cmake_bool import same_value
 from builddoctor.profiles import BuildPlan, PlanOption
 
 PREFIX = "builddoctor: "

@@ -14,20 +14,7 @@ from pathlib import Path
 from builddoctor import errors
 from builddoctor.cmake_bool import is_off, is_on
 from builddoctor.findings.catalogue import Hit, finding
-from builddoctor.llama_options import (  # noqa: F401 - the names callers know flagcheck by
-    DEPRECATED,
-    ISA,
-    SNAPSHOT,
-    STANDARD_NAMES,
-    STANDARD_PREFIXES,
-    KnownOptions,
-    deprecated_table,
-    isa_table,
-    known_options,
-    regenerate,
-    render_snapshot,
-    scan_source,
-)
+from builddoctor.llama_options import STANDARD_NAMES, KnownOptions, isa_table, known_options, regenerate
 from builddoctor.profiles import Finding, MachineProfile
 
 _PREFIXES = ("GGML_", "LLAMA_")
@@ -211,7 +198,7 @@ def _contradictions(options: dict[str, str]) -> list[Hit]:
 
 def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hit]:
     from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes
-    from builddoctor.resolve import Facts, _unmet
+    from builddoctor.resolve.facts import Facts, unmet_reason
 
     out: list[Hit] = []
     recipes = load_recipes()
@@ -226,7 +213,7 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
             out.append(Hit({**values, "install": install}, code="BD405"))
         ok, key = evaluate(r.when, ctx)
         if not ok:
-            out.append(Hit({**values, "unmet": _unmet(r, key, facts, machine)}, code="BD406"))
+            out.append(Hit({**values, "unmet": unmet_reason(r, key, facts, machine)}, code="BD406"))
     feats = cpu_features(machine)
     native_on = is_on(options.get("GGML_NATIVE"))
     # with all CPU variants the per-ISA switches are not used (each variant sets its own)
@@ -244,7 +231,7 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
 
 
 def _install_hint(r, tool: str, machine: MachineProfile) -> str:
-    from builddoctor.resolve import platform_key
+    from builddoctor.resolve.facts import platform_key
 
     for p in r.prerequisites:
         if p.name == tool or tool in p.tools:

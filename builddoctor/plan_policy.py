@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors
+from builddoctor import errors, paths
+from builddoctor.llama_options import KnownOptions, known_options
 from builddoctor.profiles import Serializable
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -73,15 +74,13 @@ def policy() -> dict[str, Any]:
 def _declared(source: Path | None):
     """The options llama.cpp declares: the pinned tree's (the snapshot), plus, for another checkout,
     what a scan of its CMake files finds (its declarations win)."""
-    from builddoctor import flagcheck, paths
-
-    pinned = flagcheck.known_options(None)
+    pinned = known_options(None)
     if source is not None:
         try:
             src = Path(source).resolve()
             if src != paths.vendor_dir().resolve() and (src / "CMakeLists.txt").is_file():
-                other = flagcheck.known_options(src)
-                return flagcheck.KnownOptions(
+                other = known_options(src)
+                return KnownOptions(
                     options={**pinned.options, **other.options}, deprecated={**pinned.deprecated, **other.deprecated}
                 )
         except (OSError, UnicodeError, errors.UserError):

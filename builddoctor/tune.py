@@ -31,7 +31,8 @@ from typing import Any
 from builddoctor import errors, paths
 from builddoctor.errors import UserError
 from builddoctor.profiles import BenchResult, BuildPlan, PlanOption, Serializable, Stat
-from builddoctor.recipes import CONDITION_KEYS, Context, cpu_features, evaluate
+from builddoctor.recipe_schema import CONDITION_KEYS
+from builddoctor.recipes import Context, cpu_features, evaluate
 from builddoctor.tomlload import load_toml
 
 CANDIDATES_FILE = paths.DATA_DIR / "tune_candidates.toml"
@@ -206,7 +207,7 @@ def _set(plan: BuildPlan, name: str, value: str, reason: str) -> None:
 def code_features(plan: BuildPlan, machine) -> set[str]:
     """The CPU features the plan's CPU code compiles in (the all-variants build: none fixed)."""
     from builddoctor.findings import catalogue
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
 
     opts = {o.name: o.value.upper() for o in plan.options}
     if opts.get("GGML_CPU_ALL_VARIANTS") == "ON":
@@ -232,7 +233,7 @@ def plan_candidates(
     a known-bad row, the same build as another)."""
     from builddoctor import known_bad
     from builddoctor.findings import catalogue
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
     from builddoctor.resolve import resolve, source_version
 
     specs = load_candidates() if specs is None else specs
