@@ -260,11 +260,20 @@ def check_plan(
     """
     if not isinstance(data, dict):
         return []
-    pol = policy()
     ctx = _Ctx(here=here, allowed=tuple(str(a) for a in allowed_paths), search_path=search_path)
+    return [
+        *_option_refusals(data.get("options"), source, ctx),
+        *_env_refusals(data.get("env"), ctx),
+        *_list_refusals(data),
+    ]
+
+
+def _option_refusals(options: Any, source: Path | None, ctx: _Ctx) -> list[Refusal]:
+    """The plan's options: a CMake variable name, a clean value of bounded length, and what the
+    policy allows for that name (llama.cpp's declared options are read only when needed)."""
+    pol = policy()
     out: list[Refusal] = []
     known = None
-    options = data.get("options")
     for i, o in enumerate(options if isinstance(options, list) else []):
         if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not isinstance(o.get("value"), str):
             continue
@@ -273,36 +282,46 @@ def check_plan(
         if key != f"options.{name}":
             out.append(Refusal(key, name, "not a CMake variable name"))
             continue
-        if _CONTROL.search(value):
-            out.append(Refusal(key, value, "holds control characters"))
-            continue
-        if len(value) > pol["max_length"]:
-            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
-            continue
-        if known is None:
-            known = _declared(source)
-        why = _check_value(_option_rule(name, known), value, ctx)
+        why = _raw_value_problem(value)
+        if not why:
+            if known is None:
+                known = _declared(source)
+            why = _check_value(_option_rule(name, known), value, ctx)
         if why:
             out.append(Refusal(key, value, why))
-    env = data.get("env")
+    return out
+
+
+def _raw_value_problem(value: str) -> str:
+    """What no value may hold, whatever its key: control characters, or more than max_length."""
+    if _CONTROL.search(value):
+        return "holds control characters"
+    if len(value) > policy()["max_length"]:
+        return f"longer than {policy()['max_length']} characters"
+    return ""
+
+
+def _env_refusals(env: Any, ctx: _Ctx) -> list[Refusal]:
+    """The plan's environment: only the variables the policy names, each with its rule."""
+    pol = policy()
+    out: list[Refusal] = []
     for name, value in env.items() if isinstance(env, dict) else []:
         if not isinstance(value, str):
             continue
         key = f"env.{name}" if len(name) <= 200 and re.fullmatch(pol["name"], name) else f"env.{_show(name)}"
         if name not in pol["env"]:
-            out.append(
-                Refusal(
-                    key, value, "not one of the environment variables a plan may set (" + ", ".join(pol["env"]) + ")"
-                )
-            )
-        elif _CONTROL.search(value):
-            out.append(Refusal(key, value, "holds control characters"))
-        elif len(value) > pol["max_length"]:
-            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
+            why = "not one of the environment variables a plan may set (" + ", ".join(pol["env"]) + ")"
         else:
-            why = _check_value(pol["env"][name], value, ctx)
-            if why:
-                out.append(Refusal(key, value, why))
+            why = _raw_value_problem(value) or _check_value(pol["env"][name], value, ctx)
+        if why:
+            out.append(Refusal(key, value, why))
+    return out
+
+
+def _list_refusals(data: dict[str, Any]) -> list[Refusal]:
+    """The plan's targets and omitted CPU variants: names of the form the policy gives."""
+    pol = policy()
+    out: list[Refusal] = []
     for field, table, what in (
         ("targets", "targets", "a llama.cpp program target (llama-NAME)"),
         ("omit_cpu_variants", "cpu_variants", "a CPU variant name (lowercase word)"),

@@ -27,7 +27,7 @@ GOALS = ("native", "portable")
 INSTALL_KEYS = ("debian", "fedora", "arch", "macos", "windows")
 PREREQ_KINDS = ("tool", "library", "header", "driver")
 
-#: placeholders a recipe may use in values and reasons ({name}); resolve.py computes them
+#: placeholders a recipe may use in values and reasons ({name}); resolve/facts.py computes them
 PLACEHOLDERS = frozenset(
     {
         "cpu_model",
