@@ -1,6 +1,7 @@
 """Check a user's cmake options against the pinned llama.cpp (builddoctor/llama_options.py) and this
 machine. What is wrong comes back as hits of the codes BD401-BD409, whose words and severities are
-declared in findings/checks.toml; ``python -m builddoctor.flagcheck regenerate [SOURCE]`` rewrites the
+declared in findings/checks.toml (findings/flags.py turns them into Findings: flagcheck needs nothing
+from findings/); ``python -m builddoctor.flagcheck regenerate [SOURCE]`` rewrites the
 option snapshot.
 """
 
@@ -13,9 +14,8 @@ from pathlib import Path
 
 from builddoctor import errors
 from builddoctor.cmake_bool import is_off, is_on
-from builddoctor.findings.catalogue import Hit, finding
 from builddoctor.llama_options import STANDARD_NAMES, KnownOptions, isa_table, known_options, regenerate
-from builddoctor.profiles import Finding, MachineProfile
+from builddoctor.profiles import Hit, MachineProfile
 
 _PREFIXES = ("GGML_", "LLAMA_")
 
@@ -53,21 +53,6 @@ def parse_defines(text: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def check_flags(text: str, machine: MachineProfile | None, source: Path | None = None) -> list[Finding]:
-    """Findings for a user's cmake command line (or bare -D options)."""
-    options = parse_defines(text)
-    if not options:
-        raise errors.InputError('No -D options found in this command line: pass e.g. "cmake -B build -DGGML_CUDA=ON".')
-    return [finding(h) for h in option_hits(options, machine, source, from_cache=False)]
-
-
-def check_cmake_options(
-    options: dict[str, str], machine: MachineProfile | None, source: Path | None = None
-) -> list[Finding]:
-    """Findings for a build's CMakeCache options (only llama.cpp-prefixed names are judged unknown)."""
-    return [finding(h) for h in option_hits(options, machine, source, from_cache=True)]
 
 
 def option_hits(
