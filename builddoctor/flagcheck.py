@@ -16,6 +16,8 @@ from builddoctor import errors
 from builddoctor.cmake_bool import is_off, is_on
 from builddoctor.llama_options import STANDARD_NAMES, KnownOptions, isa_table, known_options, regenerate
 from builddoctor.profiles import Hit, MachineProfile
+from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes, no_network_downloads
+from builddoctor.resolve.facts import Facts, platform_key, unmet_reason
 
 _PREFIXES = ("GGML_", "LLAMA_")
 
@@ -79,8 +81,6 @@ def option_hits(
 
 def downloading_options() -> list[str]:
     """The llama.cpp options that download at build time when ON (recipes/no-network.toml's [downloads])."""
-    from builddoctor.recipes import no_network_downloads
-
     return no_network_downloads()
 
 
@@ -182,9 +182,6 @@ def _contradictions(options: dict[str, str]) -> list[Hit]:
 
 
 def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hit]:
-    from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes
-    from builddoctor.resolve.facts import Facts, unmet_reason
-
     out: list[Hit] = []
     recipes = load_recipes()
     facts = Facts(machine, {r.name: r for r in recipes})
@@ -216,8 +213,6 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
 
 
 def _install_hint(r, tool: str, machine: MachineProfile) -> str:
-    from builddoctor.resolve.facts import platform_key
-
     for p in r.prerequisites:
         if p.name == tool or tool in p.tools:
             keys = platform_key(machine)

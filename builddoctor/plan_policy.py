@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors, paths
+from builddoctor import cuda_pip, errors, paths
 from builddoctor.llama_options import KnownOptions, known_options
+from builddoctor.platforms import system_name
+from builddoctor.probe import toolchain
 from builddoctor.profiles import Serializable
+from builddoctor.tomlload import data_file
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -66,8 +69,6 @@ def _show(value: str, limit: int = 60) -> str:
 
 @functools.lru_cache(maxsize=1)
 def policy() -> dict[str, Any]:
-    from builddoctor.tomlload import data_file
-
     return data_file("plan_policy.toml")
 
 
@@ -95,8 +96,6 @@ def _declared(source: Path | None):
 def _tool_roots(system: str) -> tuple[str, ...]:
     """Install folders of the tools builddoctor's own search knows (data/toolchains.toml ``dirs``:
     /usr/local/cuda-*, /opt/rocm*...), as they exist on this machine; ``bin`` stands for its parent."""
-    from builddoctor.probe import toolchain
-
     roots = set()
     for spec in toolchain.specs(system).values():
         for pattern in spec.get("dirs", []):
@@ -104,8 +103,6 @@ def _tool_roots(system: str) -> tuple[str, ...]:
                 p = Path(d)
                 if p.is_dir():
                     roots.add(os.path.realpath(p.parent if p.name == "bin" else p))
-    from builddoctor import cuda_pip
-
     if cuda_pip.cache_root().is_dir():  # toolkits builddoctor merged itself (build --cuda-from-pip)
         roots.add(os.path.realpath(cuda_pip.cache_root()))
     return tuple(sorted(roots))
@@ -113,12 +110,6 @@ def _tool_roots(system: str) -> tuple[str, ...]:
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _system() -> str:
-    import sys
-
-    return {"darwin": "darwin", "win32": "windows"}.get(sys.platform, "linux")
 
 
 def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: str | None = None) -> bool:
@@ -132,7 +123,7 @@ def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: str | N
     which = shutil.which(os.path.basename(path), path=search_path)
     if which and os.path.realpath(which) == real:
         return True
-    return any(_under(real, root) for root in _tool_roots(_system()))
+    return any(_under(real, root) for root in _tool_roots(system_name()))
 
 
 # --------------------------------------------------------------------------- rules

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from builddoctor import errors, known_bad, paths
 from builddoctor.cmake_bool import same_value
+from builddoctor.llama_options import scan_source
 from builddoctor.profiles import BuildPlan, MachineProfile, PlanOption, Skipped
 from builddoctor.recipe_schema import GOALS, Recipe, RecipeError
 from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes
@@ -261,8 +262,6 @@ def _note_undeclared(plan: BuildPlan, source: Path | None) -> None:
     """Options the llama.cpp tree in ``source`` does not declare (an older or newer tree than the pin)."""
     if source is None or not (Path(source) / "CMakeLists.txt").is_file():
         return
-    from builddoctor.llama_options import scan_source
-
     declared = scan_source(Path(source))
     for po in plan.options:
         if po.name.startswith(("GGML_", "LLAMA_")) and po.name not in declared.options:

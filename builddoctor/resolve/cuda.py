@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from builddoctor import cuda_pip
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, PlanOption, Prerequisite
 from builddoctor.recipe_schema import Recipe
 from builddoctor.recipes import Context
@@ -106,8 +107,6 @@ def _bound_nvcc(
 def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
     """The cuBLAS install commands for this nvcc's CUDA version: the distro package named for it,
     and the pinned PyPI wheels (cuda_pip.py) that `build --cuda-from-pip` places itself."""
-    from builddoctor import cuda_pip
-
     p = prereq(plan, "cublas")
     if p is None:
         return
