@@ -251,6 +251,7 @@ def omit_crashing_variants(plan: BuildPlan, version: str | None) -> None:
 
 
 def _note_dropped(plan: BuildPlan, dropped: list[str]) -> None:
+    """An option no recipe could set (its value rendered empty) leaves llama.cpp's default: say so."""
     for name in dropped:
         if not any(o.name == name for o in plan.options):
             plan.notes.append(

@@ -14,6 +14,8 @@ from builddoctor.resolve.prereqs import grade
 
 
 def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
+    """hipcc's version from ROCm's when it prints none; a gfx target ROCm has no kernels for is built
+    as its substitute (``[data] gfx_substitute``), with the override that runs it."""
     hipcc = prereq(plan, "hipcc")
     if hipcc is not None and hipcc.status == "found" and not hipcc.found_version and facts.machine.rocm_version:
         hipcc.found_version = facts.machine.rocm_version
@@ -31,6 +33,7 @@ def _check_hip(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> N
 
 
 def _check_vulkan(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> None:
+    """A Vulkan build whose only device is CPU-emulated says what it proves and how slow it runs."""
     machine = facts.machine
     real = [g for g in machine.usable_gpus() if "vulkan" in [a.lower() for a in g.apis]]
     emulated = machine.emulated_gpus()
