@@ -61,7 +61,7 @@ def native_minus_avoided(machine, planned):
     -mno-X win over -march=native). None where the plan is -march=native already."""
     from builddoctor import known_bad
     from builddoctor.findings import catalogue
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
     from builddoctor.source import load_pin
 
     rows = known_bad.applying(machine.cpu.features, load_pin().llama_version)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from builddoctor import __version__, errors, paths
 from builddoctor.bundled import BundleInfo, BundleOverride
-from builddoctor.cmake_bool import is_off, is_on, same_value  # noqa: F401 - one reading of ON/OFF
+from builddoctor.cmake_bool import same_value
 from builddoctor.profiles import BuildPlan, PlanOption
 
 PREFIX = "builddoctor: "
@@ -299,6 +299,17 @@ def report(
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        say(f"planning the bundled llama.cpp (goal {args.goal}, backend {args.backend}; builddoctor {__version__})")
+        plan_bundle(args)
+    except errors.UserError as exc:
+        print(f"builddoctor: error: {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""), file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m builddoctor._buildplan", description=__doc__.splitlines()[0])
     ap.add_argument("--goal", default="native", choices=["native", "portable"])
     ap.add_argument("--backend", default="auto")
@@ -307,60 +318,79 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the CMake file to write")
     ap.add_argument("--json", type=Path, required=True, help="the effective BuildPlan JSON to write")
     ap.add_argument("--info", type=Path, required=True, help="the BundleInfo JSON to write")
-    args = ap.parse_args(argv)
-    try:
-        say(f"planning the bundled llama.cpp (goal {args.goal}, backend {args.backend}; builddoctor {__version__})")
-        source, pinned, source_text = locate_source(args.source)
-        plan = plan_for_this_machine(args.goal, args.backend, source)
-        names = {o.name for o in plan.options}
-        for name, value, reason in BUNDLE_OPTIONS:
-            if name not in names:
-                plan.options.append(PlanOption(name, value, reason, "bundle"))
-        given = read_given(args.given)
-        cmake_args = os.environ.get("CMAKE_ARGS", "")
-        effective, overrides = apply_overrides(plan, given, cmake_args)
-        check_policy(plan, effective, source)
-        commit, number = build_commit(source, pinned)
-        if "LLAMA_BUILD_COMMIT" in given:
-            commit = given["LLAMA_BUILD_COMMIT"][1]
-        write_cmake(args.out, plan, effective, given, source, pinned, commit, number)
-        planned = list(plan.options)
-        plan.options = effective
-        if overrides:
-            plan.notes.append(
-                "options changed at install time: "
-                + ", ".join(
-                    f"{o.name}={o.value}" + (f" (plan: {o.planned})" if o.planned is not None else "")
-                    for o in overrides
-                )
-            )
-        _write_if_changed(args.json, plan.to_json() + "\n")
-        pin = None
-        if pinned:
-            from builddoctor.source import load_pin
+    return ap.parse_args(argv)
 
-            pin = load_pin()
-        info = BundleInfo(
-            builddoctor_version=__version__,
-            goal=plan.goal,
-            backend=plan.backend,
-            llama_commit=commit,
-            llama_build_number=number,
-            llama_version=pin.llama_version if pin else None,
-            source="pinned" if pinned else "checkout",
-            source_path=str(source),
-            targets=list(plan.targets),
-            overrides=overrides,
-            planned=planned,
-            cmake_args=cmake_args,
-            built_on=(plan.machine.cpu.model if plan.machine else ""),
+
+def plan_bundle(args: argparse.Namespace) -> None:
+    """Plan, check and write plan.cmake, plan.json and bundle.json, then say what was planned."""
+    source, pinned, source_text = locate_source(args.source)
+    plan = plan_for_this_machine(args.goal, args.backend, source)
+    add_bundle_options(plan)
+    given = read_given(args.given)
+    cmake_args = os.environ.get("CMAKE_ARGS", "")
+    effective, overrides = apply_overrides(plan, given, cmake_args)
+    check_policy(plan, effective, source)
+    commit, number = build_commit(source, pinned)
+    if "LLAMA_BUILD_COMMIT" in given:
+        commit = given["LLAMA_BUILD_COMMIT"][1]
+    write_cmake(args.out, plan, effective, given, source, pinned, commit, number)
+    planned = list(plan.options)
+    plan.options = effective
+    if overrides:
+        plan.notes.append(
+            "options changed at install time: "
+            + ", ".join(
+                f"{o.name}={o.value}" + (f" (plan: {o.planned})" if o.planned is not None else "") for o in overrides
+            )
         )
-        _write_if_changed(args.info, info.to_json() + "\n")
-        report(plan, effective, overrides, source_text, commit)
-    except errors.UserError as exc:
-        print(f"builddoctor: error: {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""), file=sys.stderr, flush=True)
-        return exc.exit_code
-    return 0
+    _write_if_changed(args.json, plan.to_json() + "\n")
+    info = bundle_info(
+        plan, planned, overrides, cmake_args=cmake_args, source=source, pinned=pinned, build=(commit, number)
+    )
+    _write_if_changed(args.info, info.to_json() + "\n")
+    report(plan, effective, overrides, source_text, commit)
+
+
+def add_bundle_options(plan: BuildPlan) -> None:
+    """BUNDLE_OPTIONS the plan does not set itself (llama.cpp is a subproject here)."""
+    names = {o.name for o in plan.options}
+    for name, value, reason in BUNDLE_OPTIONS:
+        if name not in names:
+            plan.options.append(PlanOption(name, value, reason, "bundle"))
+
+
+def bundle_info(
+    plan: BuildPlan,
+    planned: list[PlanOption],
+    overrides: list[BundleOverride],
+    *,
+    cmake_args: str,
+    source: Path,
+    pinned: bool,
+    build: tuple[str, int],
+) -> BundleInfo:
+    """What bundle.json records: the plan as the resolver made it, what the command line changed,
+    and the commit and build number the binaries report (``build``)."""
+    pin = None
+    if pinned:
+        from builddoctor.source import load_pin
+
+        pin = load_pin()
+    return BundleInfo(
+        builddoctor_version=__version__,
+        goal=plan.goal,
+        backend=plan.backend,
+        llama_commit=build[0],
+        llama_build_number=build[1],
+        llama_version=pin.llama_version if pin else None,
+        source="pinned" if pinned else "checkout",
+        source_path=str(source),
+        targets=list(plan.targets),
+        overrides=overrides,
+        planned=planned,
+        cmake_args=cmake_args,
+        built_on=(plan.machine.cpu.model if plan.machine else ""),
+    )
 
 
 if __name__ == "__main__":

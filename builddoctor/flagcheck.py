@@ -1,6 +1,7 @@
 """Check a user's cmake options against the pinned llama.cpp (builddoctor/llama_options.py) and this
 machine. What is wrong comes back as hits of the codes BD401-BD409, whose words and severities are
-declared in findings/checks.toml; ``python -m builddoctor.flagcheck regenerate [SOURCE]`` rewrites the
+declared in findings/checks.toml (findings/flags.py turns them into Findings: flagcheck needs nothing
+from findings/); ``python -m builddoctor.flagcheck regenerate [SOURCE]`` rewrites the
 option snapshot.
 """
 
@@ -13,22 +14,10 @@ from pathlib import Path
 
 from builddoctor import errors
 from builddoctor.cmake_bool import is_off, is_on
-from builddoctor.findings.catalogue import Hit, finding
-from builddoctor.llama_options import (  # noqa: F401 - the names callers know flagcheck by
-    DEPRECATED,
-    ISA,
-    SNAPSHOT,
-    STANDARD_NAMES,
-    STANDARD_PREFIXES,
-    KnownOptions,
-    deprecated_table,
-    isa_table,
-    known_options,
-    regenerate,
-    render_snapshot,
-    scan_source,
-)
-from builddoctor.profiles import Finding, MachineProfile
+from builddoctor.llama_options import STANDARD_NAMES, KnownOptions, isa_table, known_options, regenerate
+from builddoctor.profiles import Hit, MachineProfile
+from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes, no_network_downloads
+from builddoctor.resolve.facts import Facts, platform_key, unmet_reason
 
 _PREFIXES = ("GGML_", "LLAMA_")
 
@@ -68,21 +57,6 @@ def parse_defines(text: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- checks
 
 
-def check_flags(text: str, machine: MachineProfile | None, source: Path | None = None) -> list[Finding]:
-    """Findings for a user's cmake command line (or bare -D options)."""
-    options = parse_defines(text)
-    if not options:
-        raise errors.InputError('No -D options found in this command line: pass e.g. "cmake -B build -DGGML_CUDA=ON".')
-    return [finding(h) for h in option_hits(options, machine, source, from_cache=False)]
-
-
-def check_cmake_options(
-    options: dict[str, str], machine: MachineProfile | None, source: Path | None = None
-) -> list[Finding]:
-    """Findings for a build's CMakeCache options (only llama.cpp-prefixed names are judged unknown)."""
-    return [finding(h) for h in option_hits(options, machine, source, from_cache=True)]
-
-
 def option_hits(
     options: dict[str, str], machine: MachineProfile | None, source: Path | None, from_cache: bool
 ) -> list[Hit]:
@@ -107,8 +81,6 @@ def option_hits(
 
 def downloading_options() -> list[str]:
     """The llama.cpp options that download at build time when ON (recipes/no-network.toml's [downloads])."""
-    from builddoctor.recipes import no_network_downloads
-
     return no_network_downloads()
 
 
@@ -210,9 +182,6 @@ def _contradictions(options: dict[str, str]) -> list[Hit]:
 
 
 def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hit]:
-    from builddoctor.recipes import Context, cpu_features, evaluate, load_recipes
-    from builddoctor.resolve import Facts, _unmet
-
     out: list[Hit] = []
     recipes = load_recipes()
     facts = Facts(machine, {r.name: r for r in recipes})
@@ -226,7 +195,7 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
             out.append(Hit({**values, "install": install}, code="BD405"))
         ok, key = evaluate(r.when, ctx)
         if not ok:
-            out.append(Hit({**values, "unmet": _unmet(r, key, facts, machine)}, code="BD406"))
+            out.append(Hit({**values, "unmet": unmet_reason(r, key, facts, machine)}, code="BD406"))
     feats = cpu_features(machine)
     native_on = is_on(options.get("GGML_NATIVE"))
     # with all CPU variants the per-ISA switches are not used (each variant sets its own)
@@ -244,8 +213,6 @@ def _machine_checks(options: dict[str, str], machine: MachineProfile) -> list[Hi
 
 
 def _install_hint(r, tool: str, machine: MachineProfile) -> str:
-    from builddoctor.resolve import platform_key
-
     for p in r.prerequisites:
         if p.name == tool or tool in p.tools:
             keys = platform_key(machine)

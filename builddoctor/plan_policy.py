@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors
+from builddoctor import cuda_pip, errors, paths
+from builddoctor.llama_options import KnownOptions, known_options
+from builddoctor.platforms import system_name
+from builddoctor.probe import toolchain
 from builddoctor.profiles import Serializable
+from builddoctor.tomlload import data_file
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -65,23 +69,19 @@ def _show(value: str, limit: int = 60) -> str:
 
 @functools.lru_cache(maxsize=1)
 def policy() -> dict[str, Any]:
-    from builddoctor.tomlload import data_file
-
     return data_file("plan_policy.toml")
 
 
 def _declared(source: Path | None):
     """The options llama.cpp declares: the pinned tree's (the snapshot), plus, for another checkout,
     what a scan of its CMake files finds (its declarations win)."""
-    from builddoctor import flagcheck, paths
-
-    pinned = flagcheck.known_options(None)
+    pinned = known_options(None)
     if source is not None:
         try:
             src = Path(source).resolve()
             if src != paths.vendor_dir().resolve() and (src / "CMakeLists.txt").is_file():
-                other = flagcheck.known_options(src)
-                return flagcheck.KnownOptions(
+                other = known_options(src)
+                return KnownOptions(
                     options={**pinned.options, **other.options}, deprecated={**pinned.deprecated, **other.deprecated}
                 )
         except (OSError, UnicodeError, errors.UserError):
@@ -96,8 +96,6 @@ def _declared(source: Path | None):
 def _tool_roots(system: str) -> tuple[str, ...]:
     """Install folders of the tools builddoctor's own search knows (data/toolchains.toml ``dirs``:
     /usr/local/cuda-*, /opt/rocm*...), as they exist on this machine; ``bin`` stands for its parent."""
-    from builddoctor.probe import toolchain
-
     roots = set()
     for spec in toolchain.specs(system).values():
         for pattern in spec.get("dirs", []):
@@ -105,8 +103,6 @@ def _tool_roots(system: str) -> tuple[str, ...]:
                 p = Path(d)
                 if p.is_dir():
                     roots.add(os.path.realpath(p.parent if p.name == "bin" else p))
-    from builddoctor import cuda_pip
-
     if cuda_pip.cache_root().is_dir():  # toolkits builddoctor merged itself (build --cuda-from-pip)
         roots.add(os.path.realpath(cuda_pip.cache_root()))
     return tuple(sorted(roots))
@@ -114,12 +110,6 @@ def _tool_roots(system: str) -> tuple[str, ...]:
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _system() -> str:
-    import sys
-
-    return {"darwin": "darwin", "win32": "windows"}.get(sys.platform, "linux")
 
 
 def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: str | None = None) -> bool:
@@ -133,7 +123,7 @@ def trusted_path(path: str, allowed: Iterable[str] = (), *, search_path: str | N
     which = shutil.which(os.path.basename(path), path=search_path)
     if which and os.path.realpath(which) == real:
         return True
-    return any(_under(real, root) for root in _tool_roots(_system()))
+    return any(_under(real, root) for root in _tool_roots(system_name()))
 
 
 # --------------------------------------------------------------------------- rules
@@ -261,11 +251,20 @@ def check_plan(
     """
     if not isinstance(data, dict):
         return []
-    pol = policy()
     ctx = _Ctx(here=here, allowed=tuple(str(a) for a in allowed_paths), search_path=search_path)
+    return [
+        *_option_refusals(data.get("options"), source, ctx),
+        *_env_refusals(data.get("env"), ctx),
+        *_list_refusals(data),
+    ]
+
+
+def _option_refusals(options: Any, source: Path | None, ctx: _Ctx) -> list[Refusal]:
+    """The plan's options: a CMake variable name, a clean value of bounded length, and what the
+    policy allows for that name (llama.cpp's declared options are read only when needed)."""
+    pol = policy()
     out: list[Refusal] = []
     known = None
-    options = data.get("options")
     for i, o in enumerate(options if isinstance(options, list) else []):
         if not isinstance(o, dict) or not isinstance(o.get("name"), str) or not isinstance(o.get("value"), str):
             continue
@@ -274,36 +273,46 @@ def check_plan(
         if key != f"options.{name}":
             out.append(Refusal(key, name, "not a CMake variable name"))
             continue
-        if _CONTROL.search(value):
-            out.append(Refusal(key, value, "holds control characters"))
-            continue
-        if len(value) > pol["max_length"]:
-            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
-            continue
-        if known is None:
-            known = _declared(source)
-        why = _check_value(_option_rule(name, known), value, ctx)
+        why = _raw_value_problem(value)
+        if not why:
+            if known is None:
+                known = _declared(source)
+            why = _check_value(_option_rule(name, known), value, ctx)
         if why:
             out.append(Refusal(key, value, why))
-    env = data.get("env")
+    return out
+
+
+def _raw_value_problem(value: str) -> str:
+    """What no value may hold, whatever its key: control characters, or more than max_length."""
+    if _CONTROL.search(value):
+        return "holds control characters"
+    if len(value) > policy()["max_length"]:
+        return f"longer than {policy()['max_length']} characters"
+    return ""
+
+
+def _env_refusals(env: Any, ctx: _Ctx) -> list[Refusal]:
+    """The plan's environment: only the variables the policy names, each with its rule."""
+    pol = policy()
+    out: list[Refusal] = []
     for name, value in env.items() if isinstance(env, dict) else []:
         if not isinstance(value, str):
             continue
         key = f"env.{name}" if len(name) <= 200 and re.fullmatch(pol["name"], name) else f"env.{_show(name)}"
         if name not in pol["env"]:
-            out.append(
-                Refusal(
-                    key, value, "not one of the environment variables a plan may set (" + ", ".join(pol["env"]) + ")"
-                )
-            )
-        elif _CONTROL.search(value):
-            out.append(Refusal(key, value, "holds control characters"))
-        elif len(value) > pol["max_length"]:
-            out.append(Refusal(key, value, f"longer than {pol['max_length']} characters"))
+            why = "not one of the environment variables a plan may set (" + ", ".join(pol["env"]) + ")"
         else:
-            why = _check_value(pol["env"][name], value, ctx)
-            if why:
-                out.append(Refusal(key, value, why))
+            why = _raw_value_problem(value) or _check_value(pol["env"][name], value, ctx)
+        if why:
+            out.append(Refusal(key, value, why))
+    return out
+
+
+def _list_refusals(data: dict[str, Any]) -> list[Refusal]:
+    """The plan's targets and omitted CPU variants: names of the form the policy gives."""
+    pol = policy()
+    out: list[Refusal] = []
     for field, table, what in (
         ("targets", "targets", "a llama.cpp program target (llama-NAME)"),
         ("omit_cpu_variants", "cpu_variants", "a CPU variant name (lowercase word)"),

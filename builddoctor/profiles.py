@@ -338,6 +338,21 @@ class Finding(Serializable):
 
 
 @dataclass
+class Hit:
+    """A rule's evidence: the values its check's templates are filled with.
+
+    ``code``: which of the checks that name this rule fired (default: the rule's only check);
+    ``variant``: a [check.variants.NAME] table whose words (and severity) replace the check's own.
+    Rules return it and findings/catalogue.py renders it into a Finding, so that a rule outside
+    findings/ (flagcheck's option checks) needs nothing from findings/.
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+    variant: str = ""
+
+
+@dataclass
 class BuildReport(Serializable):
     build: BuildProfile
     findings: list[Finding] = field(default_factory=list)

@@ -89,7 +89,7 @@ def planned_args() -> list[str]:
     """The CPU options of builddoctor's plan for this machine (GGML_NATIVE and the ISA options)."""
     global _PLANNED
     if _PLANNED is None:
-        from builddoctor.flagcheck import isa_table
+        from builddoctor.llama_options import isa_table
         from builddoctor.probe import machine_profile
         from builddoctor.resolve import resolve
 

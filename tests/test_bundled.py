@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from builddoctor import _buildplan, bundled, errors, proc
 from builddoctor.cli import _register, cli
+from builddoctor.cmake_bool import same_value
 from builddoctor.profiles import BuildPlan, MachineProfile
 from builddoctor.resolve import resolve
 
@@ -48,7 +49,7 @@ def _machine(name: str) -> MachineProfile:
     ],
 )
 def test_same_value_reads_like_cmake(a, b, same):
-    assert _buildplan.same_value(a, b) is same
+    assert same_value(a, b) is same
 
 
 def test_cmake_args_names():

@@ -9,15 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from builddoctor import errors
-from builddoctor.flagcheck import (
-    SNAPSHOT,
-    check_cmake_options,
-    check_flags,
-    known_options,
-    parse_defines,
-    render_snapshot,
-    scan_source,
-)
+from builddoctor.findings.flags import check_cmake_options, check_flags
+from builddoctor.flagcheck import parse_defines
+from builddoctor.llama_options import SNAPSHOT, known_options, render_snapshot, scan_source
 from builddoctor.profiles import MachineProfile
 from builddoctor.source import ensure_source
 

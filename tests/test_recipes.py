@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from builddoctor.profiles import MachineProfile
-from builddoctor.recipes import PLACEHOLDERS, RecipeError, load_recipe, load_recipes, recipes_dir
+from builddoctor.recipe_schema import PLACEHOLDERS, RecipeError
+from builddoctor.recipes import load_recipe, load_recipes, recipes_dir
 from builddoctor.resolve import Facts, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +203,8 @@ def test_the_download_options_are_one_list_and_the_recipe_turns_them_off():
     """recipes/no-network.toml's [data] downloads is the one list (BD409 reads it): each is turned off
     by the recipe or off by default in the pinned llama.cpp, and each option the recipe turns off to
     stop a download is on the list (LLAMA_OPENSSL, which links the system's libssl, aside)."""
-    from builddoctor.flagcheck import check_flags, known_options
+    from builddoctor.findings.flags import check_flags
+    from builddoctor.llama_options import known_options
     from builddoctor.recipes import no_network_downloads
 
     listed = no_network_downloads()

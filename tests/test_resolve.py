@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builddoctor import errors
-from builddoctor.flagcheck import isa_table
+from builddoctor.llama_options import isa_table
 from builddoctor.profiles import BuildPlan, GpuProfile, MachineProfile, ToolInfo
 from builddoctor.recipes import load_recipes
 from builddoctor.resolve import resolve
@@ -474,7 +474,7 @@ def test_cmake_command_line():
 
 def test_every_emitted_option_is_known_to_the_pinned_source():
     """Every option any recipe can set is declared or read by the pinned llama.cpp (snapshot or tree)."""
-    from builddoctor.flagcheck import STANDARD_NAMES, known_options, scan_source
+    from builddoctor.llama_options import STANDARD_NAMES, known_options, scan_source
     from builddoctor.source import ensure_source
 
     names = {o.name for r in load_recipes() for o in r.options}

@@ -125,7 +125,7 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     Exit status: 0 nothing to fix, 1 warnings or errors, 2 bad usage.
     """
     from builddoctor.cli import console
-    from builddoctor.flagcheck import check_flags
+    from builddoctor.findings.flags import check_flags
     from builddoctor.render import flags as flags_view
 
     text = " ".join(command_line)

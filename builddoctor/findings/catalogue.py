@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import functools
 import string
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builddoctor.profiles import Finding
+from builddoctor.profiles import Finding, Hit
 from builddoctor.tomlload import load_toml
 
 CATALOGUE = Path(__file__).with_name("checks.toml")
 SEVERITIES = ("error", "warning", "info", "ok")
 TEXT_KEYS = ("title", "evidence", "fix", "speedup")
-
-
-@dataclass
-class Hit:
-    """A rule's evidence: the values its check's templates are filled with.
-
-    ``code``: which of the checks that name this rule fired (default: the rule's only check);
-    ``variant``: a [check.variants.NAME] table whose words (and severity) replace the check's own.
-    """
-
-    values: dict[str, Any] = field(default_factory=dict)
-    code: str = ""
-    variant: str = ""
 
 
 @functools.lru_cache(maxsize=1)

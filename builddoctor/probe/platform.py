@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builddoctor.platforms import system_name  # noqa: F401 - probe.platform.system_name, as before
+from builddoctor.platforms import system_name
 
 
 @dataclass

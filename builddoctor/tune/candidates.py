@@ -13,7 +13,8 @@ from typing import Any
 from builddoctor import errors
 from builddoctor.errors import UserError
 from builddoctor.profiles import BuildPlan, PlanOption
-from builddoctor.recipes import CONDITION_KEYS, Context, cpu_features, evaluate
+from builddoctor.recipe_schema import CONDITION_KEYS
+from builddoctor.recipes import Context, cpu_features, evaluate
 from builddoctor.tomlload import load_toml
 from builddoctor.tune.values import BASELINE, CANDIDATES_FILE, SCOPES, Candidate, CandidateSpec
 
@@ -94,7 +95,7 @@ def _set(plan: BuildPlan, name: str, value: str, reason: str) -> None:
 def code_features(plan: BuildPlan, machine) -> set[str]:
     """The CPU features the plan's CPU code compiles in (the all-variants build: none fixed)."""
     from builddoctor.findings import catalogue
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
 
     opts = {o.name: o.value.upper() for o in plan.options}
     if opts.get("GGML_CPU_ALL_VARIANTS") == "ON":
@@ -173,7 +174,7 @@ def derive_plan(s: CandidateSpec, machine, baseline: BuildPlan, *, source: Path 
     """The candidate's plan: resolved again (another goal, the ISA spelled out, features avoided)
     or the plain plan, with its native, set and env changes on top."""
     from builddoctor.findings import catalogue
-    from builddoctor.flagcheck import isa_table
+    from builddoctor.llama_options import isa_table
     from builddoctor.resolve import resolve
 
     if s.goal or s.explicit or s.avoid:
