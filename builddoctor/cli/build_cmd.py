@@ -5,6 +5,7 @@ The plan options and the source and plan readers are shared with `fix` (fix_cmd)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -66,32 +67,52 @@ def plan_for(
     or resolved for ``machine``. ``recheck``: probe this machine's toolchain for the plan's
     prerequisites (a dry run runs no tool, so it skips that)."""
 
-    from builddoctor import build, plan_policy
-    from builddoctor.profiles import BuildPlan, SchemaError
-
     if plan_path is not None:
-        from builddoctor.readinput import read_json
-
-        data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
-        try:
-            plan = BuildPlan.from_dict(data)
-        except (SchemaError, ValueError) as exc:
-            raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
-        env = build.environment(plan, source, build.default_cache_root())
-        plan_policy.enforce(
-            data, where=f"The plan {plan_path}", source=source, allowed_paths=allowed_paths, search_path=env.get("PATH")
-        )
-        if recheck:
-            # The plan says where its tools were found when it was saved (maybe on another machine):
-            # what this build needs is this machine's toolchain.
-            from builddoctor.probe import machine_profile
-            from builddoctor.resolve import recheck_prerequisites
-
-            recheck_prerequisites(plan, machine_profile())
-        return plan
+        return _saved_plan(plan_path, machine, source, allowed_paths, recheck)
     from builddoctor.resolve import resolve
 
     return resolve(machine, goal=goal, backend=backend, source=source, host=host)
+
+
+def _saved_plan(plan_path: Path, here, source: Path, allowed_paths, recheck: bool):
+    """A plan from `recipe --save`, maybe saved for another machine: the paths it names that are not
+    here become this machine's same tools (said on stderr), its content is checked against the plan
+    policy before anything runs, and its prerequisites are found again on this machine, which is the
+    one that compiles (a dry run runs no tool, so it skips that)."""
+    from builddoctor import build, plan_policy
+    from builddoctor.probe import machine_profile
+    from builddoctor.profiles import BuildPlan, SchemaError
+    from builddoctor.readinput import read_json
+    from builddoctor.resolve import recheck_prerequisites
+    from builddoctor.resolve.rebind import rebind_paths, regrade_cuda
+
+    data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
+    try:
+        plan = BuildPlan.from_dict(data)
+    except (SchemaError, ValueError) as exc:
+        raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
+    if here is None and any(os.path.isabs(o.value) and not os.path.exists(o.value) for o in plan.options):
+        here = machine_profile()  # only when a path must be found again here
+    for line in rebind_paths(plan, here) if here is not None else ():
+        click.echo(f"builddoctor: {line}", err=True)
+    rebound = {o.name: o.value for o in plan.options}
+    for raw in data.get("options") or []:
+        if isinstance(raw, dict) and raw.get("name") in rebound:
+            raw["value"] = rebound[raw["name"]]
+    env = build.environment(plan, source, build.default_cache_root())
+    plan_policy.enforce(
+        data, where=f"The plan {plan_path}", source=source, allowed_paths=allowed_paths, search_path=env.get("PATH")
+    )
+    if recheck:
+        here = here or machine_profile()
+        recheck_prerequisites(plan, here)
+        regrade_cuda(plan, here)
+        for p in plan.prerequisites:
+            if p.kind == "driver" and p.status in ("too-old", "too-new"):
+                click.echo(
+                    f"builddoctor: warning: the machine this plan is for cannot run the build: {p.reason}", err=True
+                )
+    return plan
 
 
 def source_tree(source_path: Path | None, dry_run: bool = False) -> tuple[Path, str]:
@@ -152,10 +173,13 @@ def build_cmd(
 
     out = console(ctx)
     source, note = source_tree(source_path, dry_run)
-    machine = None if plan_path else load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    if plan_path is None:
+        machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    else:  # a saved plan is built with this machine's tools (cuBLAS from PyPI with --cuda-from-pip)
+        from builddoctor.probe import machine_profile
+
+        machine = machine_profile() if cuda_from_pip else None
     if cuda_from_pip:
-        if plan_path is not None:
-            raise errors.UserError("--cuda-from-pip resolves the plan itself: use it without --plan")
         _use_cuda_from_pip(machine, dry_run, out)
     here = describes_this_cpu(profile_path, cpuinfo_path)
     plan = plan_for(plan_path, machine, goal, backend, source, here, allowed_paths, recheck=not dry_run)

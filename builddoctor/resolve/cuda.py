@@ -38,11 +38,11 @@ def check_cuda(plan: BuildPlan, recipe: Recipe, facts: Facts, ctx: Context) -> N
     span = toolkit_range(plan, table, [g for g in facts.nvidia() if cc_int(g.compute_capability)])
     if nvcc is not None:
         _bound_nvcc(plan, nvcc, table, span, facts)
-    _cublas_install(plan, facts.machine)
-    _without_libcuda(plan, recipe, facts.machine, nvcc)
+    cublas_install(plan, facts.machine)
+    without_libcuda(plan, recipe, facts.machine, nvcc)
     drv = prereq(plan, "nvidia-driver")
     if drv is not None:
-        _check_driver(plan, drv, recipe, facts, nvcc)
+        check_driver(plan, drv, recipe, facts, nvcc)
 
 
 def toolkit_range(plan: BuildPlan, table: list[dict[str, Any]], gpus: list[GpuProfile]) -> ToolkitRange:
@@ -104,7 +104,7 @@ def _bound_nvcc(
         plan.options = [o for o in plan.options if o.name != "CMAKE_CUDA_COMPILER"]
 
 
-def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
+def cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
     """The cuBLAS install commands for this nvcc's CUDA version: the distro package named for it,
     and the pinned PyPI wheels (cuda_pip.py) that `build --cuda-from-pip` places itself."""
     p = prereq(plan, "cublas")
@@ -123,7 +123,7 @@ def _cublas_install(plan: BuildPlan, machine: MachineProfile) -> None:
         p.reason += f" ({fact.detail}, the toolkit of {nvcc.path})"
 
 
-def _without_libcuda(plan: BuildPlan, recipe: Recipe, machine: MachineProfile, nvcc: Prerequisite | None) -> None:
+def without_libcuda(plan: BuildPlan, recipe: Recipe, machine: MachineProfile, nvcc: Prerequisite | None) -> None:
     """A machine with nvcc but no libcuda (a build host without a GPU driver): the recipe's
     ``[data] without_libcuda`` option replaces the plan's."""
     lib = machine.toolchains.get("libcuda")
@@ -137,7 +137,7 @@ def _without_libcuda(plan: BuildPlan, recipe: Recipe, machine: MachineProfile, n
         )
 
 
-def _check_driver(plan: BuildPlan, drv: Prerequisite, recipe: Recipe, facts: Facts, nvcc: Prerequisite | None) -> None:
+def check_driver(plan: BuildPlan, drv: Prerequisite, recipe: Recipe, facts: Facts, nvcc: Prerequisite | None) -> None:
     """The driver against the toolkit the build uses (``[data] driver_min`` per OS and CUDA major)."""
     os_key = "windows" if facts.machine.os.lower() == "windows" else "linux"
     mins = recipe.data.get("driver_min", {}).get(os_key, {})
