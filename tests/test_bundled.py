@@ -293,3 +293,17 @@ def test_run_help_and_unknown_tool(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "not a bundled tool" in result.output
     result = CliRunner().invoke(cli, ["run", "server", "--port", "8080"])
     assert result.exit_code == errors.NOT_BUNDLED and "no bundled llama.cpp" in result.output
+
+
+def test_which_help_names_the_exit_code_it_exits_with():
+    """`which --help` said 13 while a build without binaries exits NOT_BUNDLED (14)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from builddoctor import errors
+    from builddoctor.cli import _register, cli
+
+    _register()
+    text = CliRunner().invoke(cli, ["which", "--help"]).output
+    assert re.search(r"Exit code (\d+)", text).group(1) == str(errors.NOT_BUNDLED)

@@ -39,7 +39,7 @@ def _describe() -> dict:
 def which_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the llama.cpp bundled with builddoctor: its binaries and the plan it was built with.
 
-    Exit code 13 when this builddoctor was installed without binaries.
+    Exit code 14 when this builddoctor was installed without binaries.
     """
     from builddoctor import bundled
     from builddoctor.render import bundle as bundle_view
