@@ -167,3 +167,33 @@ def test_cli_refuses_an_unknown_backend():
     _register()
     got = CliRunner().invoke(cli, ["tune", "--backend", "tpu", "--no-install"])
     assert got.exit_code == 2 and "tpu" in got.output
+
+
+def test_only_a_rerun_of_the_same_tune_resumes_from_its_runs(tmp_path):
+    """The plain plan's runs are kept per tune (its answer key): a rerun of the same tune resumes
+    from them, another tune of the same build and model (e.g. on a busier machine an hour ago) does
+    not join its figures to this one's."""
+
+    def once(session: str) -> list:
+        clock, calls = Clock(), []
+        budget = Budget(1e6, clock=clock)
+        entries = [tune.Entry(n, Path(n), f"key-{n}") for n in ("plain", "threadpool")]
+        cands = {n: tune.Candidate(name=n, status="measuring") for n in ("plain", "threadpool")}
+        tune.measure(
+            entries,
+            cands,
+            Path("m.gguf"),
+            "s" * 64,
+            objective="generation",
+            cache=tune.ResultsCache(tmp_path),
+            deadline=budget.end,
+            max_rounds=1,
+            budget=budget,
+            runner=_runner(clock, calls),
+            session=session,
+        )
+        return calls
+
+    assert len(once("tune-a")) == 2  # plain and threadpool, one round
+    assert once("tune-a") == []  # the same tune again: everything was kept
+    assert len(once("tune-b")) == 2  # another tune measures its own

@@ -40,14 +40,17 @@ def measure(
     on_run: Callable[[str, BenchResult], None] | None = None,
     budget: Budget | None = None,
     runner: Callable[..., BenchResult] | None = None,
+    session: str = "",
 ) -> str:
     """Successive halving against the first entry (the plain plan): one round for all, then the
     better half gets two rounds more, and so on to ``max_rounds``. The plain plan runs in every
     round, interleaved, and each candidate's run is kept with the plain run of its round, so a
     ratio never pairs runs of different sessions. A run starts only when its estimate fits before
     ``deadline`` and is cut at the budget's end. Saved run by run; Ctrl-C propagates with
-    everything measured so far kept. Returns why it stopped."""
-    h = Halving(entries, cands, model, model_sha, objective, cache, reps, threads, on_run, runner)
+    everything measured so far kept. ``session``: the tune's answer key, so that only a rerun of the
+    same tune resumes from these runs (a plain plan's runs from another tune, perhaps on a busier
+    machine, never join this one's figures). Returns why it stopped."""
+    h = Halving(entries, cands, model, model_sha, objective, cache, reps, threads, on_run, runner, session=session)
     h.budget = budget or Budget(max(0.0, deadline - time.monotonic()))
     h.deadline = deadline
     h.load()
@@ -87,6 +90,7 @@ class Halving:
     paired: dict[str, list[BenchResult]] = field(default_factory=dict)  # the plain run of each run's round
     active: list[str] = field(default_factory=list)
     estimates: Estimates = field(default_factory=lambda: Estimates(build_s={}))
+    session: str = ""  # the tune's answer key: the runs kept are this tune's
 
     @property
     def base(self) -> str:
@@ -95,7 +99,14 @@ class Halving:
     def params(self, candidate: bool = False) -> dict:
         from builddoctor import bench
 
-        p = {"pp": bench.DEFAULT_PP, "tg": bench.DEFAULT_TG, "reps": self.reps, "threads": self.threads}
+        p: dict[str, int | str] = {
+            "pp": bench.DEFAULT_PP,
+            "tg": bench.DEFAULT_TG,
+            "reps": self.reps,
+            "threads": self.threads,
+        }
+        if self.session:
+            p["session"] = self.session
         return dict(p, base=self.entries[0].key) if candidate else p
 
     def load(self) -> None:

@@ -256,6 +256,7 @@ def _measure(s: Session) -> None:
             threads=res.threads,
             on_run=lambda _n, _r: s.update(),
             budget=s.budget,
+            session=s.key,
         )
 
 
