@@ -56,10 +56,8 @@ def has_gpu_backend(bench_binary: Path) -> bool:
         low = f.name.lower()
         if low.startswith(("libggml-", "ggml-")) and any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
             return True
-    try:
-        from builddoctor.inspect import inspect_paths
-    except ImportError:
-        return False
+    from builddoctor.inspect import inspect_paths  # always ships: no ImportError guard
+
     try:
         builds, _ = inspect_paths([Path(bench_binary)], run=False)
     except Exception:  # noqa: BLE001 - the inspector failing must not stop a benchmark
