@@ -29,7 +29,10 @@ def _s(stat) -> str:
 
 
 def _r(stat) -> str:
-    return f"{stat.mean:5.2f}x ± {stat.stddev:4.2f}" if stat else f"{'':>13}"
+    """A ratio with its spread; one paired run has none to show (not "± 0.00")."""
+    if not stat:
+        return f"{'':>13}"
+    return f"{stat.mean:5.2f}x ± {stat.stddev:4.2f}" if stat.n > 1 else f"{stat.mean:5.2f}x (1 run)"
 
 
 def _args():
