@@ -80,6 +80,9 @@ def test_binary_skip_gives_a_pure_python_wheel_quickly(tmp_path, how):
     assert not [n for n in names if "/_llama/" in n]
     assert "builddoctor/recipes/cpu.toml" in names and "builddoctor/bundled.py" in names
     assert "builddoctor-server = builddoctor.bundled:server_main" in entry_points
+    # every module ships: an unanchored "build/" exclude once left builddoctor/build/ out of the wheel
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "builddoctor").rglob("*.py")}
+    assert sorted(modules - set(names)) == []
     assert took < 120, f"a binary-less wheel took {took:.0f} s"
 
 

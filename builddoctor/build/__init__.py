@@ -20,7 +20,14 @@ compile, progress, log), ``builder`` (``build()`` as named steps) and ``verify``
 from builddoctor.build.builder import build
 from builddoctor.build.cache import _omit_variants, build_lock
 from builddoctor.build.cmake_run import _NINJA, _EtaWeights, classify_failure, relevant_error_lines
-from builddoctor.build.commands import KEY_PLACEHOLDER, DryRun, choose_jobs, commands, compile_command, configure_command
+from builddoctor.build.commands import (
+    KEY_PLACEHOLDER,
+    DryRun,
+    choose_jobs,
+    commands,
+    compile_command,
+    configure_command,
+)
 from builddoctor.build.key import cache_key
 from builddoctor.build.prerequisites import _distro, prerequisite_hint, unmet_prerequisites
 from builddoctor.build.settings import (
