@@ -48,6 +48,7 @@ class Session:
     budget: Budget
     results: ResultsCache
     key: str = ""
+    runs_key: str = ""  # what the kept benchmark runs belong to: the answer key less the settings step
     model: Path | None = None
     model_bytes: int | None = None
     max_rounds: int = 5
@@ -160,18 +161,17 @@ def _plan(s: Session, *, baseline: BuildPlan | None, only, targets, backend: str
         if not Path(s.model).is_file():
             raise errors.InputError(f"--model {s.model}: no such file.")
         res.model = str(s.model)
-    s.key = answer_key(
-        s.machine,
-        s.source,
-        res.candidates,
+    inputs = dict(
         budget_s=res.budget_s,
         objective=res.objective,
         max_rounds=s.max_rounds,
         reps=s.reps,
         model=s.model,
         model_bytes=s.model_bytes,
-        settings=s.settings,
     )
+    s.key = answer_key(s.machine, s.source, res.candidates, settings=s.settings, **inputs)
+    # the benchmark runs are the same question with or without the run-time settings after them
+    s.runs_key = answer_key(s.machine, s.source, res.candidates, **inputs)
 
 
 def choose_backend(machine, backend: str) -> tuple[str, str]:
@@ -256,7 +256,7 @@ def _measure(s: Session) -> None:
             threads=res.threads,
             on_run=lambda _n, _r: s.update(),
             budget=s.budget,
-            session=s.key,
+            session=s.runs_key,
         )
 
 
