@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from builddoctor.cli import console
 from builddoctor.cli.options import json_option, load_machine, machine_options
-from builddoctor.render import machine as machine_view
+from builddoctor.console import json_text, safe_text
 
 
 @click.command("probe")
@@ -25,12 +26,10 @@ def probe(
 
     With --profile, --cpuinfo or --nvidia-smi, describe another machine from recorded files.
     """
-    from builddoctor.cli import console
+    from builddoctor.render import machine as machine_view
 
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
     con = console(ctx)
-    from builddoctor.console import json_text, safe_text
-
     # JSON escapes control characters itself (and bounds every list); text from a recorded profile is foreign
     text = (
         json_text(machine) if as_json else safe_text("\n".join(machine_view.lines(machine, con)), keep_style=con.color)

@@ -10,7 +10,6 @@ import click
 from builddoctor import errors
 from builddoctor.cli import console
 from builddoctor.cli.options import json_option
-from builddoctor.tune.values import BACKENDS
 
 
 def _stat(s) -> str:
@@ -129,7 +128,7 @@ class LiveTable:
 @click.option("--budget", default="20m", show_default=True, help="Time for building and measuring (20m, 90s, 1h).")
 @click.option(
     "--backend",
-    type=click.Choice(list(BACKENDS)),
+    type=click.Choice(["cpu", "cuda", "hip", "vulkan", "metal", "sycl"]),  # tune.values.BACKENDS (a test compares)
     default="cpu",
     show_default=True,
     help="The backend to tune; a GPU one adds its candidates when this machine has such a GPU.",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from builddoctor.build import ProgressEvent
 from builddoctor.console import safe_text
+
+if TYPE_CHECKING:  # the build package is the build command's, not every command's start-up
+    from builddoctor.build import ProgressEvent
 
 
 def fmt_time(seconds: float | None) -> str:
