@@ -25,10 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from builddoctor import __version__, errors, paths
+from builddoctor import __version__, cuda_pip, errors, paths, plan_policy
+from builddoctor import source as src
 from builddoctor.bundled import BundleInfo, BundleOverride
 from builddoctor.cmake_bool import same_value
+from builddoctor.probe import machine_profile
 from builddoctor.profiles import BuildPlan, PlanOption
+from builddoctor.resolve import resolve
 
 PREFIX = "builddoctor: "
 
@@ -134,8 +137,6 @@ def check_policy(plan: BuildPlan, effective: list[PlanOption], source: Path) -> 
     """The plan as it will be built and recorded (the recipes' options and the GGML_/LLAMA_ ones the
     command line added or changed) obeys the same policy as a plan file (plan_policy): a value from
     CMAKE_ARGS is never written into plan.cmake or plan.json unchecked."""
-    from builddoctor import plan_policy
-
     doc = plan.to_dict()
     doc["options"] = [o.to_dict() for o in effective]
     plan_policy.enforce(
@@ -145,8 +146,6 @@ def check_policy(plan: BuildPlan, effective: list[PlanOption], source: Path) -> 
 
 def build_commit(source: Path, pinned: bool) -> tuple[str, int]:
     """What the binaries report as their commit and build number."""
-    from builddoctor import source as src
-
     if pinned:
         pin = src.load_pin()
         return pin.short_commit, pin.build_number
@@ -155,14 +154,9 @@ def build_commit(source: Path, pinned: bool) -> tuple[str, int]:
 
 
 def plan_for_this_machine(goal: str, backend: str, source: Path | None) -> BuildPlan:
-    from builddoctor.probe import machine_profile
-    from builddoctor.resolve import resolve
-
     smi = os.environ.get("BUILDDOCTOR_NVIDIA_SMI", "")
     machine = machine_profile(nvidia_smi=Path(smi) if smi else None)  # a recorded GPU: build for it here
     if os.environ.get("BUILDDOCTOR_CUDA_FROM_PIP", "") not in ("", "0") and backend in ("cuda", "auto"):
-        from builddoctor import cuda_pip
-
         cuda_pip.use_for(machine, say=say)  # cuBLAS from the pinned PyPI wheel, asked for by name
     plan = resolve(machine, goal=goal, backend=backend, source=source)
     blocking = [
@@ -203,8 +197,6 @@ def plan_for_this_machine(goal: str, backend: str, source: Path | None) -> Build
 
 def locate_source(requested: str) -> tuple[Path, bool, str]:
     """(tree, pinned?, description). Fetches the pinned tree when it is missing."""
-    from builddoctor import source as src
-
     if requested:
         root = src.resolve_source(Path(requested))
         return root, False, f"{root} (a llama.cpp checkout given with BUILDDOCTOR_LLAMA_SOURCE)"
@@ -373,9 +365,7 @@ def bundle_info(
     and the commit and build number the binaries report (``build``)."""
     pin = None
     if pinned:
-        from builddoctor.source import load_pin
-
-        pin = load_pin()
+        pin = src.load_pin()
     return BundleInfo(
         builddoctor_version=__version__,
         goal=plan.goal,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from builddoctor import paths, proc
 from builddoctor.profiles import Serializable
+from builddoctor.smoke_model import DEFAULT_BYTES
 
 #: a size's speed within this fraction of the largest size's: memory's plateau, past every cache
 PLATEAU_TOLERANCE = 0.25
@@ -268,8 +269,6 @@ def plan_smoke(
     """The smoke model for `bench`: the user's size (checked against the knee) or one past the knee.
     ``remember``: a file keeping the curve (tune: per machine, so that a rerun picks the same model
     and its cached results without measuring again)."""
-    from builddoctor.smoke_model import DEFAULT_BYTES
-
     default = default or DEFAULT_BYTES
     if not measure:
         return SmokeSize(size_bytes or default, False, "not measured: --no-bandwidth")

@@ -15,12 +15,16 @@ import math
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from builddoctor import proc
+from builddoctor import bandwidth, proc, smoke_model
+from builddoctor.inspect import inspect_paths
 from builddoctor.inspect.compute import parse_bench_json
+from builddoctor.probe import machine_profile
 from builddoctor.profiles import BenchResult, Serializable, Stat
 
 BENCH_TIMEOUT = 900.0  # one llama-bench run; a Debug build on a big model is slow
@@ -56,7 +60,6 @@ def has_gpu_backend(bench_binary: Path) -> bool:
         low = f.name.lower()
         if low.startswith(("libggml-", "ggml-")) and any(f"ggml-{b}" in low for b in GPU_BACKEND_LIBS):
             return True
-    from builddoctor.inspect import inspect_paths  # always ships: no ImportError guard
 
     try:
         builds, _ = inspect_paths([Path(bench_binary)], run=False)
@@ -69,8 +72,6 @@ def physical_cores(machine=None) -> int:
     if machine is not None and getattr(machine.cpu, "cores", None):
         return int(machine.cpu.cores)
     try:
-        from builddoctor.probe import machine_profile
-
         cores = machine_profile().cpu.cores
         if cores:
             return int(cores)
@@ -237,9 +238,7 @@ def run_bench(
 def _bytes_per_token(model: Path) -> int:
     """What one generated token reads from the model file; 0 (use the model size) when unreadable."""
     try:
-        from builddoctor.smoke_model import bytes_per_token
-
-        return bytes_per_token(model)
+        return smoke_model.bytes_per_token(model)
     except Exception:  # noqa: BLE001 - not a GGUF file gguf can read: the model size stands in
         return 0
 
@@ -287,8 +286,6 @@ def memory_bandwidth(
 ) -> float:
     """Read bandwidth in GB/s (1e9 bytes/s) at one working-set size with ``threads`` threads
     (default: all CPUs), from ``bandwidth``'s kernel; numpy threads when it cannot be built."""
-    from builddoctor import bandwidth
-
     threads = threads or os.cpu_count() or 1
     size = size_bytes or max(512 << 20, 16 * (l3_bytes or 0))
     size = min(size, 8 << 30)
@@ -299,10 +296,7 @@ def memory_bandwidth(
 
 
 def _numpy_bandwidth(threads: int, size: int, reps: int) -> float:
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 (numpy is heavy: loaded for this fallback only)
 
     a = np.ones(size // 8, dtype=np.float64)
     chunks = np.array_split(a, threads)

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builddoctor import errors, paths
-from builddoctor.profiles import SCHEMA_VERSION, BuildPlan, PlanOption, Serializable, _from_plain, check_schema
+from builddoctor.profiles import (
+    SCHEMA_VERSION,
+    BuildPlan,
+    PlanOption,
+    SchemaError,
+    Serializable,
+    _from_plain,
+    check_schema,
+)
+from builddoctor.readinput import read_json
 
 #: The tools in the bundle, by the short names the console scripts and ``builddoctor run`` accept.
 TOOLS = {
@@ -148,9 +157,6 @@ def info() -> BundleInfo | None:
 
 def _record(path: Path, cls):
     """A record of the bundle, read with the bounded reader; a damaged one is named, not a crash."""
-    from builddoctor.profiles import SchemaError
-    from builddoctor.readinput import read_json
-
     remedy = "Reinstall builddoctor (`pip install --force-reinstall builddoctor`)."
     try:
         return cls.from_dict(read_json(path, f"bundle record {path.name}", remedy=remedy))

@@ -13,14 +13,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from builddoctor import known_bad
+from builddoctor.inspect import compute
+from builddoctor.probe import machine_profile
+from builddoctor.smoke_model import ensure_probe_model
+
 
 def gate(bin_dir: Path, record: Path | None = None) -> tuple[bool, str]:
     """Run the compute probe on ``bin_dir``'s program; with ``record``, write its ComputeResult there
     (the wheel carries it as builddoctor/_llama/compute.json)."""
-    from builddoctor import known_bad
-    from builddoctor.inspect import compute
-    from builddoctor.smoke_model import ensure_probe_model
-
     names = [p.name for p in bin_dir.iterdir()] if bin_dir.is_dir() else []
     found = compute.program_for(names)
     if found is None:
@@ -46,7 +47,6 @@ def gate(bin_dir: Path, record: Path | None = None) -> tuple[bool, str]:
         if res.error
         else res.problem
     )
-    from builddoctor.probe import machine_profile
 
     cpu = machine_profile().cpu.features
     rows = known_bad.applying(cpu, None)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from builddoctor import errors, paths, versions
 from builddoctor.probe.toolchain import cublas_fact, find_cublas, toolkit_root
+from builddoctor.profiles import ToolInfo
+from builddoctor.source import pip_download, sha256_file
 from builddoctor.tomlload import load_toml
 
 DATA_FILE = paths.DATA_DIR / "cuda_pip.toml"
@@ -169,8 +171,6 @@ def use_for(machine, say: Callable[[str], None] = lambda s: None, *, offline: bo
     plan resolved next points CMake there (CUDAToolkit_ROOT); `build --cuda-from-pip` and
     `BUILDDOCTOR_CUDA_FROM_PIP=1 pip install .` both come here. ``offline``: only a toolkit made before
     (a dry run fetches nothing); None when there is none."""
-    from builddoctor.profiles import ToolInfo
-
     nvcc = machine.tool("nvcc")
     if not nvcc.found or not nvcc.path:
         raise errors.UserError(
@@ -261,8 +261,6 @@ def _record(z: zipfile.ZipFile) -> dict[str, bytes]:
 def _wheel_file(w: Wheel, say, wheel_dir: Path | None) -> Path:
     """The wheel, sha256-checked: from ``wheel_dir`` (refused when it is not the pinned one), or from
     the download cache or pip (source.pip_download)."""
-    from builddoctor.source import pip_download, sha256_file
-
     if wheel_dir is not None and (wheel_dir / w.file).is_file():
         cand = wheel_dir / w.file
         if sha256_file(cand) != w.sha256:

@@ -6,6 +6,8 @@ code. Anything else escaping a command is a bug in builddoctor.
 
 from __future__ import annotations
 
+import errno
+
 # exit codes (pip/uv style: 0 fine, 1 problems found, 2 bad usage or input)
 OK = 0
 PROBLEMS = 1
@@ -56,38 +58,34 @@ class SourceError(UserError):
 
 def os_reason(exc: OSError) -> str:
     """A short phrase for what an OSError means to a user (one table for the reader and the CLI)."""
-    import errno as e
-
     return {
-        e.EROFS: "the file system is read-only",
-        e.EACCES: "permission denied",
-        e.EPERM: "not permitted",
-        e.ENOTDIR: "a part of the path is a file, not a folder",
-        e.EISDIR: "it is a folder",
-        e.ELOOP: "a loop of symbolic links",
-        e.ENOENT: "it does not exist",
-        e.ENAMETOOLONG: "the path is too long for this file system",
-        e.ENOSPC: "no space left on the device",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "not permitted",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder",
+        errno.ELOOP: "a loop of symbolic links",
+        errno.ENOENT: "it does not exist",
+        errno.ENAMETOOLONG: "the path is too long for this file system",
+        errno.ENOSPC: "no space left on the device",
     }.get(exc.errno or 0, exc.strerror or str(exc))
 
 
 def from_os_error(exc: OSError) -> UserError | None:
     """The UserError for an OSError that a user's environment or input causes (a full disk, a read-only
     or denied folder, a path part that is a file, a name too long); None for anything else (a bug)."""
-    import errno as e
-
     where = exc.filename or "a file"
-    if exc.errno == e.ENOSPC or exc.errno == getattr(e, "EDQUOT", -1):
+    if exc.errno == errno.ENOSPC or exc.errno == getattr(errno, "EDQUOT", -1):
         return UserError(
             f"No space left on device ({where}). Free some space and run the command again.", exit_code=NO_SPACE
         )
-    if exc.errno == e.ENAMETOOLONG:
+    if exc.errno == errno.ENAMETOOLONG:
         name = str(where)
         return InputError(
             f"A path is too long for this file system ({len(name)} characters: {name[:60]}...). Use a shorter path."
         )
-    if exc.errno in (e.EROFS, e.EACCES, e.EPERM, e.ENOTDIR, e.EISDIR, e.ELOOP, e.ENOENT):
-        why = os_reason(exc) + (" and cannot be made there" if exc.errno == e.ENOENT else "")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENOENT):
+        why = os_reason(exc) + (" and cannot be made there" if exc.errno == errno.ENOENT else "")
         return UserError(
             f"Cannot use {where}: {why}. builddoctor keeps its cache in $BUILDDOCTOR_CACHE "
             "(default ~/.cache/builddoctor) and its builds in $BUILDDOCTOR_HOME (default "

@@ -16,8 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from builddoctor import errors
-from builddoctor.paths import DATA_DIR
+from builddoctor.paths import DATA_DIR, vendor_dir
 from builddoctor.readinput import read_text
+from builddoctor.source import load_pin
 from builddoctor.tomlload import data_file
 
 SNAPSHOT = DATA_DIR / "llama_options.toml"
@@ -185,10 +186,7 @@ def render_snapshot(known: KnownOptions, commit: str = "") -> str:
 
 
 def regenerate(source: Path | None = None, out: Path = SNAPSHOT) -> Path:
-    from builddoctor.paths import vendor_dir
-
     source = Path(source) if source else vendor_dir()
-    from builddoctor.source import load_pin
 
     commit = load_pin().short_commit
     out.write_text(render_snapshot(scan_source(source), commit), encoding="utf-8")

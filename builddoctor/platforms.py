@@ -171,8 +171,6 @@ def install_keys(os_name: str | None, description: str | None) -> list[str]:
 
 def this_description() -> str:
     """This machine's distribution in words: /etc/os-release's ID and ID_LIKE ('' when unreadable)."""
-    import re
-
     try:
         with open("/etc/os-release", encoding="utf-8", errors="replace") as fh:
             text = fh.read(65536)

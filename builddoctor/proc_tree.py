@@ -30,7 +30,7 @@ def libc_prctl():
     global _prctl
     if _prctl is None and _LINUX:
         try:
-            import ctypes
+            import ctypes  # noqa: PLC0415 (ctypes: Linux only, when the first child starts, not at every start-up)
 
             _prctl = ctypes.CDLL(None, use_errno=True).prctl
             _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of our children come to us

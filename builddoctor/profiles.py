@@ -17,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
+from builddoctor.readinput import JsonInputError, loads
+
 SCHEMA_VERSION = 1
 
 T = TypeVar("T", bound="Serializable")
@@ -41,8 +43,6 @@ class Serializable:
 
     @classmethod
     def from_json(cls: type[T], text: str) -> T:
-        from builddoctor.readinput import JsonInputError, loads
-
         try:
             data = loads(text)  # bounded depth and numbers: no document reaches a RecursionError below
         except JsonInputError as exc:

@@ -16,6 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from builddoctor import errors, paths
+from builddoctor.resources import available_memory, free_space
+
 DEFAULT_BYTES = 100 * 1000 * 1000  # ~100 MB
 #: the largest model roofline_bytes asks for: the reported cache size is no guide (a VM reports its
 #: host's 480 MiB L3, and 4x that made a 2 GB model that took minutes per build); `bench` measures
@@ -80,9 +83,6 @@ def roofline_bytes(l3_cache_bytes: int | None) -> int:
 def check_room(shape: ModelShape, folder: Path) -> None:
     """Refuse (exit 7, "needs X, Y free") a model that the disk holding ``folder`` or the memory
     llama-bench maps it into cannot take, before a byte is written."""
-    from builddoctor import errors
-    from builddoctor.resources import available_memory, free_space
-
     need = shape.approx_bytes + (16 << 20)
     disk = free_space(folder)
     mem = available_memory()
@@ -97,8 +97,6 @@ def check_room(shape: ModelShape, folder: Path) -> None:
 
 
 def model_path(shape: ModelShape, seed: int, cache_root: Path | None = None) -> Path:
-    from builddoctor import paths
-
     root = cache_root or (paths.cache_dir() / "models")
     name = (
         f"smoke-llama-v{shape.n_vocab}-d{shape.n_embd}-f{shape.n_ff}-l{shape.n_layer}-h{shape.n_head}-s{seed}-q4_0.gguf"
@@ -117,14 +115,10 @@ def ensure_model(
     tokenizer: ``vocab``, else the pinned tree's llama tokenizer, else (no tree here) the probe
     vocabulary: llama-bench feeds random tokens, so a benchmark needs no real tokenizer, and
     `bench` must not need the llama.cpp source."""
-    from builddoctor import paths
-
     if vocab is not None:
         vocab = Path(vocab)
         if not vocab.is_file():
-            from builddoctor.errors import InputError
-
-            raise InputError(f"the tokenizer for the smoke model is missing: {vocab}.")
+            raise errors.InputError(f"the tokenizer for the smoke model is missing: {vocab}.")
     elif (paths.vendor_dir() / VOCAB_FILE).is_file():
         vocab = paths.vendor_dir() / VOCAB_FILE
     shape = shape_for_bytes(target_bytes, n_vocab=32000 if vocab is not None else PROBE_SHAPE.n_vocab)
@@ -165,7 +159,7 @@ PROBE_WORDS = (
 def probe_vocab() -> list[tuple[str, float, int]]:
     """(text, score, token type) of a SentencePiece-style vocabulary: unk, BOS, EOS, the 256
     byte-fallback tokens, the word-start marker and a few words (gguf.TokenType values)."""
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     toks: list[tuple[str, float, int]] = [
         ("<unk>", 0.0, gguf.TokenType.UNKNOWN),
@@ -185,8 +179,6 @@ PROBE_SHAPE = ModelShape(
 
 def ensure_probe_model(cache_root: Path | None = None) -> Path:
     """The compute probe's tiny model (about 0.3 MB), generated once and cached."""
-    from builddoctor import paths
-
     root = cache_root or (paths.cache_dir() / "models")
     out = root / f"probe-llama-v{PROBE_SHAPE.n_vocab}-d{PROBE_SHAPE.n_embd}-l{PROBE_SHAPE.n_layer}-q4_0.gguf"
     if out.is_file():
@@ -204,7 +196,7 @@ def ensure_probe_model(cache_root: Path | None = None) -> Path:
 def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None) -> None:
     """Write a random-weight llama GGUF; ``vocab``: a GGUF whose tokenizer it takes, or None
     for the probe vocabulary (whose size must be ``shape.n_vocab``)."""
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     writer = gguf.GGUFWriter(str(path), "llama")
     _add_hparams(writer, shape)
@@ -220,7 +212,7 @@ def write_model(path: Path, shape: ModelShape, *, seed: int, vocab: Path | None)
 
 def _add_hparams(writer, shape: ModelShape) -> None:
     """The llama architecture's header keys for ``shape`` (Q4_0 weights)."""
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     writer.add_name(f"builddoctor smoke llama {shape.params / 1e6:.0f}M (random weights)")
     writer.add_context_length(shape.n_ctx)
@@ -237,7 +229,7 @@ def _add_hparams(writer, shape: ModelShape) -> None:
 
 def _add_tokenizer(writer, shape: ModelShape, vocab: Path | None) -> None:
     """The tokenizer keys: the probe vocabulary's, or copied from the ``vocab`` GGUF."""
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     if vocab is None:
         toks = probe_vocab()
@@ -284,8 +276,8 @@ def tensor_layout(shape: ModelShape) -> list[tuple[str, int, int]]:
 
 def _declare_tensors(writer, shape: ModelShape) -> list[tuple[str, int, int]]:
     """Declare the tensors (Q4_0 weights, f32 norms) before any data is written; their layout."""
-    import gguf
-    import numpy as np
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
+    import numpy as np  # noqa: PLC0415 (numpy is heavy: loaded with gguf)
 
     layout = tensor_layout(shape)
     for name, rows, cols in layout:
@@ -301,8 +293,8 @@ def _declare_tensors(writer, shape: ModelShape) -> list[tuple[str, int, int]]:
 
 def _write_tensors(writer, layout: list[tuple[str, int, int]], seed: int) -> None:
     """The tensor data: norms of ones, weights random (N(0, 0.02)) and quantized ROWS_PER_CHUNK rows at a time."""
-    import gguf
-    import numpy as np
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
+    import numpy as np  # noqa: PLC0415 (numpy is heavy: loaded with gguf)
 
     rng = np.random.default_rng(seed)
     assert writer.fout is not None  # opened by write_header_to_file
@@ -326,7 +318,7 @@ def _write_tensors(writer, layout: list[tuple[str, int, int]], seed: int) -> Non
 
 def tensor_bytes(path: Path) -> int:
     """Bytes of tensor data in a GGUF file (the model size llama-bench reports)."""
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     reader = gguf.GGUFReader(str(path))
     return int(sum(t.n_bytes for t in reader.tensors))
@@ -345,7 +337,7 @@ def bytes_per_token(path: Path) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _bytes_per_token(path: str, size: int, mtime_ns: int) -> int:  # noqa: ARG001 - size, mtime: the cache key
-    import gguf
+    import gguf  # noqa: PLC0415 (gguf is heavy, about 0.3 s: loaded when a model is written or read)
 
     reader = gguf.GGUFReader(path)
     names = {t.name for t in reader.tensors}

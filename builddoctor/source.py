@@ -11,6 +11,7 @@ tree lets ``status`` tell a verified tree from a hand-edited one.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -441,6 +442,4 @@ def sha256_file(path: Path) -> str:
 
 
 def _has_module(name: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(name) is not None

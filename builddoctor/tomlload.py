@@ -18,7 +18,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from builddoctor.errors import UserError
-from builddoctor.readinput import JSON_CAP
+from builddoctor.paths import DATA_DIR
+from builddoctor.readinput import JSON_CAP, read_text
 
 TOMLDecodeError = tomllib.TOMLDecodeError
 _AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -39,16 +40,12 @@ def parse_toml(text: str, path: str | Path, error: type[UserError] = UserError) 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """A TOML file, read within the size cap (a fresh dict: the caller may change it)."""
-    from builddoctor.readinput import read_text
-
     text = read_text(path, "TOML file", cap=JSON_CAP, truncate=False).text
     return parse_toml(text, path)
 
 
 def data_file(name: str) -> dict[str, Any]:
     """builddoctor/data/NAME (``.toml`` added when missing), read once per process and shared."""
-    from builddoctor.paths import DATA_DIR
-
     return _cached(str(DATA_DIR / (name if name.endswith(".toml") else f"{name}.toml")))
 
 

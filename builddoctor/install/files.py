@@ -21,6 +21,7 @@ from builddoctor import paths
 from builddoctor.errors import INTERRUPTED, NO_SPACE, USAGE, UserError
 from builddoctor.install_marker import Unusable, open_regular
 from builddoctor.profiles import Serializable
+from builddoctor.tomlload import data_file
 
 # A backup is <backups>/<time>/ with files/ (copies of the replaced files) and manifest.json (a
 # BackupManifest). The marker replace leaves in the folder names the backup and the sha256 of its
@@ -82,8 +83,6 @@ def stamped_folders(root: Path, keep: Callable[[Path], bool]) -> list[Path]:
 
 
 def _lib_globs() -> list[str]:
-    from builddoctor.tomlload import data_file
-
     return list(data_file("build.toml")["files"]["library_globs"])
 
 
