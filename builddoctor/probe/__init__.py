@@ -10,10 +10,13 @@ that cannot be learned is a note in the profile, never a failure of the command.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builddoctor.errors import InputError
-from builddoctor.profiles import MachineProfile
+from builddoctor.probe import cpu, gpu, platform, toolchain
+from builddoctor.profiles import CpuProfile, MachineProfile, SchemaError
+from builddoctor.readinput import cut_note, read_bytes, read_json
 
 __all__ = ["machine_profile", "probe_live", "load_profile", "cpu_from_file", "gpus_from_file"]
 
@@ -43,8 +46,6 @@ def machine_profile(
 
 def _read(path: Path, what: str, remedy: str) -> tuple[bytes, bool]:
     """Bounded and non-blocking (a FIFO or /dev/zero is refused): (data, cut at the cap)."""
-    from builddoctor.readinput import read_bytes
-
     data, cut = read_bytes(path, what, remedy=remedy)
     if cut:  # whole entries (cpuinfo's blank-line paragraphs), else whole lines: no character is split
         end = data.rfind(b"\n\n")
@@ -53,8 +54,6 @@ def _read(path: Path, what: str, remedy: str) -> tuple[bytes, bool]:
 
 
 def _cut_note(path: Path, what: str) -> str:
-    from builddoctor.readinput import cut_note
-
     return cut_note(path, what)
 
 
@@ -67,9 +66,6 @@ _PROFILE_REMEDY = "Write one with `builddoctor probe --json > machine.json` on t
 
 
 def load_profile(path: Path) -> MachineProfile:
-    from builddoctor.profiles import SchemaError
-    from builddoctor.readinput import read_json
-
     data = read_json(path, "machine profile", remedy=_PROFILE_REMEDY)
     try:
         return MachineProfile.from_dict(data)
@@ -87,8 +83,6 @@ _CPU_REMEDY = (
 
 def cpu_from_file(path: Path):
     """Parse a recorded /proc/cpuinfo or sysctl -a file -> cpu.CpuFacts (InputError when unusable)."""
-    from builddoctor.probe import cpu
-
     data, cut = _read(path, "cpuinfo text", _CPU_REMEDY)
     try:
         text = cpu.decode(data)
@@ -112,8 +106,6 @@ def gpus_from_file(path: Path):
 
 def _gpus_read(path: Path):
     """(GPUs, whether the file was cut at the cap)."""
-    from builddoctor.probe import cpu, gpu
-
     data, cut = _read(path, "nvidia-smi output", _GPU_REMEDY)
     try:
         text = cpu.decode(data)
@@ -124,8 +116,6 @@ def _gpus_read(path: Path):
 
 
 def _apply_cpu(machine: MachineProfile, path: Path, live_parts: bool) -> None:
-    from builddoctor.probe import gpu
-
     facts = cpu_from_file(path)
     machine.cpu = facts.cpu
     machine.arch = facts.cpu.arch
@@ -157,11 +147,6 @@ def _apply_cpu(machine: MachineProfile, path: Path, live_parts: bool) -> None:
 
 
 def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfile:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from builddoctor.probe import cpu, platform, toolchain
-    from builddoctor.profiles import CpuProfile
-
     facts = platform.basic()
     system = facts.system
     notes = list(facts.notes)
@@ -205,8 +190,6 @@ def probe_live(skip_cpu: bool = False, skip_gpus: bool = False) -> MachineProfil
 
 def _submit_gpus(pool, system: str, gpu_notes: list[str]) -> dict:
     """Start the GPU probes of this OS (NVIDIA and AMD on Linux, Vulkan everywhere) in ``pool``."""
-    from builddoctor.probe import gpu
-
     futures = {}
     if system == "linux":
         futures["nvidia"] = pool.submit(gpu.live_nvidia, gpu_notes)
@@ -218,8 +201,6 @@ def _submit_gpus(pool, system: str, gpu_notes: list[str]) -> dict:
 def _gpus(futures: dict, system: str, cpu_facts, facts, notes: list[str], gpu_notes: list[str]):
     """(GPUs, ROCm version, Vulkan loader) from the probes ``_submit_gpus`` started, merged, plus
     the Apple GPU a Mac's CPU facts describe and (Linux) the PCI devices no tool listed."""
-    from builddoctor.probe import gpu
-
     gpus, rocm = [], None
     if system == "linux":
         gpus = _result(futures["nvidia"], [], "NVIDIA", notes)
@@ -240,11 +221,8 @@ def _safe_cpu(cpu, system: str, notes: list[str]):
     try:
         return cpu.live(system)
     except Exception as exc:  # noqa: BLE001 - a probe never fails the command
-        from builddoctor.probe.platform import basic
-        from builddoctor.profiles import CpuProfile
-
         notes.append(f"The CPU probe failed ({type(exc).__name__}: {exc}).")
-        return cpu.CpuFacts(cpu=CpuProfile(arch=cpu.normalize_arch(basic().machine), source="live"))
+        return cpu.CpuFacts(cpu=CpuProfile(arch=cpu.normalize_arch(platform.basic().machine), source="live"))
 
 
 def _result(future, default, what: str, notes: list[str]):

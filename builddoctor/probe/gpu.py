@@ -8,11 +8,14 @@ SwiftShader) are kept but marked ``cpu_emulated``: never a device to choose.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from builddoctor import proc
 from builddoctor.probe import _data
 from builddoctor.profiles import CpuProfile, GpuProfile
 
@@ -85,8 +88,6 @@ def parse_nvidia_smi(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
 
 
 def parse_nvidia_xml(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
-    import xml.etree.ElementTree as ET
-
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -138,8 +139,6 @@ _CSV_FIELDS = {
 
 
 def parse_nvidia_csv(text: str, source: str = "nvidia-smi") -> list[GpuProfile]:
-    import csv
-
     try:
         rows = [r for r in csv.reader(text.splitlines(), skipinitialspace=True) if any(c.strip() for c in r)]
     except csv.Error as exc:  # a field over csv's limit (128 KiB), a NUL...
@@ -396,8 +395,6 @@ def pci_display_devices() -> list[tuple[int, int, str]]:
 
 
 def live_nvidia(notes: list[str]) -> list[GpuProfile]:
-    from builddoctor import proc
-
     smi = shutil.which("nvidia-smi")
     if smi:
         fields = "name,memory.total,compute_cap,driver_version,pci.bus_id"
@@ -424,8 +421,6 @@ def live_nvidia(notes: list[str]) -> list[GpuProfile]:
 
 
 def live_amd(notes: list[str]) -> tuple[list[GpuProfile], str | None]:
-    from builddoctor import proc
-
     version = rocm_version()
     tool = shutil.which("rocminfo") or (
         "/opt/rocm/bin/rocminfo" if os.access("/opt/rocm/bin/rocminfo", os.X_OK) else None
@@ -439,8 +434,6 @@ def live_amd(notes: list[str]) -> tuple[list[GpuProfile], str | None]:
 
 
 def live_vulkan(notes: list[str]) -> tuple[list[GpuProfile], str | None]:
-    from builddoctor import proc
-
     loader = vulkan_loader()
     tool = shutil.which("vulkaninfo")
     if not tool:

@@ -5,11 +5,14 @@ All read from files and os calls; no child process on glibc Linux.
 
 from __future__ import annotations
 
+import mmap
 import os
+import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builddoctor import proc
 from builddoctor.platforms import system_name
 
 
@@ -33,8 +36,6 @@ def basic() -> PlatformFacts:
         u = os.uname()
         machine, kernel = u.machine, f"{u.sysname} {u.release}"
     else:
-        import platform
-
         machine, kernel = platform.machine(), f"{platform.system()} {platform.release()}"
     facts = PlatformFacts(system=system, machine=machine, kernel=kernel)
     if system == "linux":
@@ -42,14 +43,10 @@ def basic() -> PlatformFacts:
         facts.libc, facts.libc_version = linux_libc()
         facts.memory_bytes = linux_memory(facts.notes)
     elif system == "darwin":
-        import platform
-
         release = platform.mac_ver()[0]
         facts.os_version = f"macOS {release}" if release else ""
         facts.libc = "libSystem"
     elif system == "windows":
-        import platform
-
         facts.os_version = f"Windows {platform.release()} ({platform.version()})"
         facts.libc = "msvcrt"
     if facts.memory_bytes is None:
@@ -84,8 +81,6 @@ def linux_libc() -> tuple[str | None, str | None]:
     if m:
         return "glibc", m.group(1)
     for loader in sorted(Path("/lib").glob("ld-musl-*.so.1")):
-        from builddoctor import proc
-
         done = proc.run([str(loader)], timeout=2)  # musl's loader prints its version when run bare
         mv = re.search(r"Version (\S+)", done.stdout + done.stderr)
         return "musl", mv.group(1) if mv else None
@@ -146,8 +141,6 @@ def find_libstdcxx() -> Path | None:
 
 def glibcxx_versions(path: Path) -> list[str]:
     """Every GLIBCXX_x.y.z version a libstdc++ defines, read from the file's string table."""
-    import mmap
-
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         found = {m.group(1).decode() for m in _GLIBCXX.finditer(mm)}
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))

@@ -11,7 +11,7 @@ import glob
 import os
 import re
 import shutil
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -239,7 +239,5 @@ def libcuda_fact(nvcc: ToolInfo) -> ToolInfo:
 
 
 def probe_all(system: str) -> dict[str, ToolInfo]:
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=8) as pool:
         return collect(submit_all(system, pool))

@@ -4,9 +4,11 @@ and sysfs, sysctl -a, or py-cpuinfo as the fallback)."""
 from __future__ import annotations
 
 import os
+import platform
 import re
 from pathlib import Path
 
+from builddoctor import proc
 from builddoctor.probe.cpu.facts import CpuFacts, CpuTextError, finish, size_bytes
 from builddoctor.probe.cpu.microarch import x86_microarch
 from builddoctor.probe.cpu.proc_cpuinfo import parse_cpuinfo
@@ -58,8 +60,6 @@ def live(system: str) -> CpuFacts:
         _linux_topology(facts.cpu)
         return facts
     if system == "darwin":
-        from builddoctor import proc
-
         done = proc.run(["sysctl", "-a"], timeout=3)
         if done.ok:
             try:
@@ -97,10 +97,8 @@ def _linux_topology(cpu: CpuProfile) -> None:
 
 def _py_cpuinfo(system: str) -> CpuFacts:
     """Fallback (Windows, BSD, an unreadable /proc): py-cpuinfo, slower, best effort."""
-    import platform
-
     try:
-        import cpuinfo  # py-cpuinfo
+        import cpuinfo  # noqa: PLC0415 (py-cpuinfo: the fallback only; absent where the wheel build probes)
 
         info = cpuinfo.get_cpu_info()
     except Exception as exc:  # noqa: BLE001 - a probe never fails the command
