@@ -19,24 +19,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builddoctor.inspect import assemble, compute, discover, places
+from builddoctor.inspect.binary import analyze
+from builddoctor.inspect.binary import inspect_binary as _ib
+from builddoctor.inspect.cmakecache import read_cmake_cache as _rc
+from builddoctor.inspect.grouping import group
 from builddoctor.profiles import BinaryFile, BuildProfile
+from builddoctor.smoke_model import ensure_probe_model
 
 __all__ = ["inspect_paths", "inspect_binary", "read_cmake_cache"]
 
 
 def inspect_binary(path: Path) -> BinaryFile:
-    from builddoctor.inspect.binary import inspect_binary as _ib
-
     return _ib(Path(path))
 
 
 def read_cmake_cache(path: Path) -> dict[str, str]:
-    from builddoctor.inspect.cmakecache import read_cmake_cache as _rc
-
     return _rc(Path(path))
 
 
@@ -54,9 +57,6 @@ def inspect_paths(
     ``--list-devices``) and, unless ``compute`` is False, the compute probe (a real inference
     on the probe model, ``compute_timeout`` seconds at most each). ``prefer_arch``: the slice of
     fat Mach-O files to read; ``may_run(build)``: the platform gate's say on running a build."""
-    from builddoctor.inspect import discover
-    from builddoctor.inspect.grouping import group
-
     messages: list[str] = []
     facts_of = _FactsCache(prefer_arch)
     search = discover.Search.start()  # one time budget for the whole search
@@ -78,8 +78,6 @@ class _FactsCache:
         self.cache: dict[Path, Any] = {}
 
     def __call__(self, p: Path) -> Any:
-        from builddoctor.inspect.binary import analyze
-
         got = self.cache.get(p)
         if got is None:
             got = self.cache[p] = analyze(p, self.prefer_arch)
@@ -91,8 +89,6 @@ def _candidates(
 ) -> tuple[list[Any], bool]:
     """(candidate files, whether every path given is a folder that exists): the default places
     when ``paths`` is None, else each path (a file the user named that is no program is said plainly)."""
-    from builddoctor.inspect import discover, places
-
     if paths is None:
         return places.default_candidates(messages, search), False
     cands = []
@@ -120,8 +116,6 @@ class _Profiled:
 def _profile_groups(groups: list, facts_of: _FactsCache, timeout: float, *, discovering: bool, may_run) -> _Profiled:
     """A profile per group with a usable file (in discovery, llama.cpp builds only); the unusable
     files of the others (in discovery, only damaged binaries) as skipped lines."""
-    from builddoctor.inspect import assemble
-
     out = _Profiled()
     for g in groups:
         facts = [facts_of(f) for f in g.files]
@@ -145,10 +139,6 @@ def _run_programs(
 ) -> None:
     """``--version``/``--list-devices`` of every build side by side (each waits on a child), then
     the compute probes."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from builddoctor.inspect import assemble
-
     with ThreadPoolExecutor(max_workers=min(8, len(to_run))) as pool:
         list(pool.map(lambda item: assemble.apply_runtime(item[0], item[1], timeout=timeout), to_run))
     if compute:
@@ -172,9 +162,6 @@ def _skipped_lines(skipped: dict[str, list[str]]) -> list[str]:
 def _compute_all(to_run: list, timeout: float | None, messages: list[str]) -> None:
     """The compute probes, one build after another: each inference uses every core, and
     inferences side by side on a small machine would measure each other (OpenMP spins)."""
-    from builddoctor.inspect import assemble, compute
-    from builddoctor.smoke_model import ensure_probe_model
-
     try:
         model = ensure_probe_model()
     except Exception as exc:  # noqa: BLE001 - no probe model (read-only cache, full disk): say so, check the rest

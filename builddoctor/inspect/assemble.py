@@ -8,7 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from builddoctor.errors import InputError
+from builddoctor.inspect import cmakecache, compute, runtime
 from builddoctor.inspect import isa as isa_mod
+from builddoctor.inspect.buildinfo import from_folder, from_soname
 from builddoctor.inspect.discover import Group
 from builddoctor.inspect.discover import _data as discover_data
 from builddoctor.inspect.filefacts import FileFacts, runs_on_host
@@ -157,8 +160,6 @@ def _embedded_info(bp: BuildProfile, facts: list[FileFacts]) -> None:
 
 def _info_from_names(bp: BuildProfile, facts: list[FileFacts], root: Path) -> None:
     """Nothing embedded (stripped Mach-O/PE files): what libllama's name or the folder's says."""
-    from builddoctor.inspect.buildinfo import from_folder, from_soname
-
     for f in facts:
         name = os.path.basename(f.file.path)
         for key, value in from_soname(name).items():
@@ -174,9 +175,6 @@ def _info_from_names(bp: BuildProfile, facts: list[FileFacts], root: Path) -> No
 
 def _cmake_cache(bp: BuildProfile, path: Path) -> None:
     """The options the user set, the build type, and FlashAttention kernels compiled empty."""
-    from builddoctor.errors import InputError
-    from builddoctor.inspect import cmakecache
-
     bp.cmake_cache = str(path)
     try:
         cache = cmakecache.load(path)
@@ -202,7 +200,6 @@ def apply_runtime(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, p
     exe = _pick_executable(facts)
     if exe is None:
         return
-    from builddoctor.inspect import runtime
 
     ri = (probe or runtime.probe)(exe.file.path, timeout=timeout)
     bp.runtime = ri.results
@@ -220,7 +217,6 @@ def apply_compute(bp: BuildProfile, facts: list[FileFacts], *, timeout: float, m
     Skipped when ``--version`` already crashed or hung (that is reported on its own)."""
     if not bp.is_llama_cpp or any(r.signal or r.timed_out for r in bp.runtime):
         return
-    from builddoctor.inspect import compute
 
     absent = compute.device_not_here(bp.backends)
     if absent is not None:  # a speed from the CPU fallback would say nothing of the GPU code

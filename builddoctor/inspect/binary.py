@@ -25,6 +25,7 @@ from pathlib import Path
 from builddoctor import platforms
 from builddoctor.inspect import fatbin, foreign
 from builddoctor.inspect import isa as isa_mod
+from builddoctor.inspect.discover import canonical_name
 from builddoctor.inspect.elf import analyze_elf
 from builddoctor.inspect.filefacts import (
     _BACKEND_LIB,
@@ -79,8 +80,6 @@ def _sniff(head: bytes) -> tuple[str | None, str | None]:
 def analyze(path: Path, prefer_arch: str | None = None) -> FileFacts:
     """``prefer_arch``: the slice of a fat Mach-O to read (the machine being diagnosed's
     architecture); default this machine's, else the first."""
-    from builddoctor.inspect.discover import canonical_name
-
     bf = BinaryFile(path=str(path), role=guess_role(canonical_name(path.name)))
     facts = FileFacts(file=bf)
     try:

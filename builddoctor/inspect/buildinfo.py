@@ -19,9 +19,12 @@ compiler puts them, one after another in .rodata, around the compiler string.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+from builddoctor.inspect.discover import _data, canonical_name
 from builddoctor.inspect.image import Image
+from builddoctor.inspect.isa import symbols_anywhere
 
 _COMPILER = re.compile(
     rb"\x00((?:GNU|Clang|AppleClang|MSVC|IntelLLVM|Intel|NVHPC|cc|gcc) [0-9][0-9.]{1,20}"
@@ -40,8 +43,6 @@ def from_soname(*names: str | None) -> dict[str, Any]:
     """What libllama's soname or file name says when the binary does not: the build number of an
     old one (libllama.so.0.0.4965), or the semver version of a newer one (libllama.so.0.5.0, a
     packager's llama.v0.4.0.dll / libllama.metal.v0.4.0.dylib; patterns in inspect_discover.toml)."""
-    from builddoctor.inspect.discover import _data, canonical_name
-
     for name in names:
         m = _SONAME_BUILD.match(name or "")
         if m and int(m.group(1)) > 1:
@@ -57,10 +58,6 @@ def from_soname(*names: str | None) -> dict[str, Any]:
 def from_folder(path: Any) -> dict[str, Any]:
     """The build number a release folder's name carries (llama.cpp's release archives unpack to
     llama-b<N>-bin-<platform>): the build itself keeps it only in code no symbol points to."""
-    from pathlib import Path
-
-    from builddoctor.inspect.discover import _data
-
     p = Path(path)
     for folder in (p, *list(p.parents)[:2]):
         for pat in _data()["version_names"]["folder"]:
@@ -83,8 +80,6 @@ SYMBOLS = (
 
 def read(img: Image, arch: str, local: bool = False) -> dict[str, Any]:
     """``local``: look in .symtab too (a module that carries llama.cpp without exporting it)."""
-    from builddoctor.inspect.isa import symbols_anywhere
-
     out: dict[str, Any] = {}
     syms = symbols_anywhere(img, list(SYMBOLS), local)
     sym = syms.get("LLAMA_BUILD_NUMBER")
@@ -142,7 +137,7 @@ def returned_string(img: Image, arch: str, addr: int) -> str | None:
         return None
     target: int | None = None
     if arch == "x86_64":
-        import iced_x86
+        import iced_x86  # noqa: PLC0415 (iced-x86 is heavy: loaded when code is decoded)
 
         for n, ins in enumerate(iced_x86.Decoder(64, code, ip=addr)):
             if n > 8:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from builddoctor.readinput import read_text
+
 _LINE = re.compile(r'^(?:"(?P<q>[^"]*)"|(?P<n>[^:=]+)):(?P<t>[A-Za-z_]+)=(?P<v>.*)$')
 
 #: entry types that are CMake's own bookkeeping, not options a user set or could set
@@ -49,8 +51,6 @@ class CacheFile:
 def load(path: Path) -> CacheFile:
     """Read a CMakeCache.txt with the bounded reader (a FIFO, a device or a huge file never blocks or
     fills memory). Raises InputError when it cannot be read; a file that is not a cache has no entries."""
-    from builddoctor.readinput import read_text
-
     got = read_text(path, "CMakeCache.txt", errors="replace")
     text = got.text[: got.text.rfind("\n") + 1] if got.truncated else got.text  # no half entry
     return CacheFile(parse_cmake_cache(text), got.truncated, got.cut_note("CMake cache") if got.truncated else "")

@@ -23,6 +23,7 @@ from typing import TypeGuard
 
 from builddoctor import paths, proc
 from builddoctor.profiles import ComputeResult
+from builddoctor.readinput import JsonInputError, loads
 from builddoctor.tomlload import load_toml
 
 OUTPUT_KEEP = 4096
@@ -131,8 +132,6 @@ def _finite(x: object) -> TypeGuard[float]:
 def parse_bench_json(text: str) -> list[dict]:
     """llama-bench -o json prints one JSON array (possibly after log lines). Read here, below both
     its readers: the compute probe and the benchmark (bench.py)."""
-    from builddoctor.readinput import JsonInputError, loads
-
     start = text.find("[")
     if start < 0:
         raise ValueError("no JSON array in llama-bench output")

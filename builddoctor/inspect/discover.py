@@ -30,6 +30,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from builddoctor.errors import InputError
+from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
+from builddoctor.inspect.data import load
+from builddoctor.inspect.symbols import mentions_prefixes, mentions_strings
+from builddoctor.install_marker import read_marker
+from builddoctor.paths import REPLACED_MARKER
+
 # llama-cli, llama-server.exe; llama(.exe), the one program of 2026's releases; ggml-rpc-server
 EXE_RX = re.compile(r"^(llama(-[A-Za-z0-9_-]+)?|ggml-rpc-server)(\.exe)?$")
 LIB_RX = re.compile(r"^(lib)?(llama|ggml|mtmd)([A-Za-z0-9_.+-]*)\.(so(\.[0-9]+)*|dylib|dll)$")
@@ -38,8 +45,6 @@ BACKEND_RX = re.compile(r"^(lib)?ggml-[A-Za-z0-9_.-]+\.(so(\.[0-9]+)*|dylib|dll)
 
 @lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:
-    from builddoctor.inspect.data import load
-
     return load("inspect_discover.toml")
 
 
@@ -303,8 +308,6 @@ def walk(root: Path, search: Search, origin: str, messages: list[str] | None) ->
     names say nothing. Bounded (see [search] and [limits]); symlinked folders are followed once
     (by real path), kernel and network file systems are not entered. ``messages``: problems
     with the folder itself (deeper ones are quiet)."""
-    from builddoctor.inspect.symbols import mentions_prefixes, mentions_strings
-
     lim = _data()["search"]
     names_cfg = _data()["names"]
     strings, scan = names_cfg.get("content_strings", []), int(names_cfg.get("string_scan_bytes", 0))
@@ -420,11 +423,6 @@ def nothing_found(search: Search) -> str:
 
 def find_cmake_cache(folder: Path) -> Path | None:
     """CMakeCache.txt of the build tree a bin folder belongs to (bin/, bin/Release/ ...)."""
-    from builddoctor.errors import InputError
-    from builddoctor.inspect.cmakecache import is_llama_cache, read_cmake_cache
-    from builddoctor.install_marker import read_marker
-    from builddoctor.paths import REPLACED_MARKER
-
     if os.path.lexists(folder / REPLACED_MARKER):
         # `fix --replace` put another build's programs here: its cache describes them, the folder's does not
         marker = read_marker(folder)

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from builddoctor import platforms
 from builddoctor.inspect import buildinfo, fatbin
 from builddoctor.inspect import isa as isa_mod
+from builddoctor.inspect.discover import canonical_name
 from builddoctor.inspect.filefacts import (
     BadFile,
     FileFacts,
@@ -104,8 +105,8 @@ def _identify(head: bytes, size: int) -> ElfHeaders:
 
 def _read_headers(fh: BinaryIO, img: Image, hdr: ElfHeaders) -> None:
     """Segments, sections, dynamic tags and required versions (pyelftools' errors as damage)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    from elftools.common.exceptions import ELFError  # noqa: PLC0415 (pyelftools is heavy: loaded when an ELF file is read)
+    from elftools.elf.elffile import ELFFile  # noqa: PLC0415 (pyelftools is heavy: loaded when an ELF file is read)
 
     try:
         elf = ELFFile(fh)
@@ -256,8 +257,6 @@ def _unversioned_imports(img: Image, secs: list[Section]) -> list[str]:
 
 def _cpu_code(path: Path, facts: FileFacts, img: Image, arch: str) -> None:
     """The CPU instruction sets the file's code uses (and how that was read)."""
-    from builddoctor.inspect.discover import canonical_name
-
     bf = facts.file
     text = img.sections.get(".text")
     text_t = (text.vaddr, text.offset, text.size) if text is not None and text.size else None

@@ -14,8 +14,10 @@ from typing import Any
 from builddoctor import platforms
 from builddoctor.inspect import buildinfo
 from builddoctor.inspect import isa as isa_mod
+from builddoctor.inspect.data import load
+from builddoctor.inspect.discover import canonical_name
 from builddoctor.inspect.image import Image
-from builddoctor.inspect.libs import Resolver
+from builddoctor.inspect.libs import Resolver, _version_key
 from builddoctor.profiles import BinaryFile
 
 # llama.cpp's own libraries: their CPU code is not the ggml CPU backend's.
@@ -65,8 +67,6 @@ def resolver() -> Resolver:
 
 @lru_cache(maxsize=1)
 def backend_data() -> dict[str, Any]:
-    from builddoctor.inspect.data import load
-
     return load("inspect_backends.toml")
 
 
@@ -82,8 +82,6 @@ def interesting_symbols() -> list[str]:
 def max_versions(names) -> dict[str, str]:
     """The highest version each prefix asks for (GLIBC -> 2.34); a version no int() can read (a
     forged 5000-digit one) is ignored, not taken for damage."""
-    from builddoctor.inspect.libs import _version_key
-
     best: dict[str, tuple[int, ...]] = {}
     for name in names:
         m = _VERSION_NAME.match(name)
@@ -188,8 +186,6 @@ def _has_llama_markers(name: str, named_backend: bool, bf: BinaryFile, names: _N
 
 def common_facts(path: Path, facts: FileFacts, img: Image | None, symbol_names: set[str] | None = None) -> None:
     """Backends, llama markers and OpenMP, from names, symbols and NEEDED."""
-    from builddoctor.inspect.discover import canonical_name
-
     bf = facts.file
     name = canonical_name(path.name)  # libggml-cpu-1a2b3c4d.so (auditwheel) is libggml-cpu.so
     names = _Names(img, symbol_names)

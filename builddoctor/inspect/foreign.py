@@ -106,7 +106,7 @@ def read_pe(data, size: int) -> PeFacts:
     """Facts of a PE file from its mmap (``data``), whose headers headers.pe_machine checked first.
 
     Raises ForeignError when pefile refuses the headers."""
-    import pefile
+    import pefile  # noqa: PLC0415 (pefile is heavy: loaded when a PE file is read)
 
     try:
         pe = pefile.PE(data=data, fast_load=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from builddoctor.inspect.image import ImageError
+from builddoctor.platforms import macho_arch, pe_arch
 
 
 def elf_header_problem(head: bytes, size: int) -> str | None:
@@ -63,8 +64,6 @@ def macho_slices(data, size: int) -> list[tuple[str, int]]:
     """(arch, offset) of each slice of a Mach-O file (one for a thin file), header checked.
 
     Raises ImageError with the reason when the header is not a Mach-O's a loader would take."""
-    from builddoctor.platforms import macho_arch
-
     head = bytes(data[:8])
     if head[:4] == b"\xca\xfe\xba\xbe":
         (n,) = struct.unpack_from(">I", head, 4)
@@ -90,8 +89,6 @@ def macho_slices(data, size: int) -> list[tuple[str, int]]:
 
 
 def _macho_thin(data, off: int, size: int) -> str:
-    from builddoctor.platforms import macho_arch
-
     magic = bytes(data[off : off + 4])
     if magic not in MACHO_THIN:
         raise ImageError("damaged Mach-O file: a slice does not start with a Mach-O header")
@@ -144,8 +141,6 @@ _PE_MAX_SECTIONS = 96  # the PE format's limit (the Windows loader refuses more)
 
 def pe_machine(data, size: int) -> str:
     """The architecture of a PE file, its headers checked (ImageError with the reason)."""
-    from builddoctor.platforms import pe_arch
-
     if size < 64:
         raise ImageError(f"only {size} bytes: a truncated MZ/PE header")
     (lfanew,) = struct.unpack_from("<I", bytes(data[0x3C:0x40]))

@@ -10,6 +10,7 @@ relocations, C strings and function bytes.
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import struct
 import sys
@@ -333,15 +334,11 @@ class FileWindow:
         if stop <= start:
             return b""
         if not (self._base <= start and stop <= self._base + len(self._buf)):
-            import os
-
             self._base = start
             self._buf = os.pread(self._fd, max(stop - start, 4096), start)
         return self._buf[start - self._base : stop - self._base]
 
     def find(self, needle: bytes, start: int = 0, end: int | None = None) -> int:
-        import os
-
         end = self._size if end is None else min(end, self._size)
         pos = start
         while pos < end:

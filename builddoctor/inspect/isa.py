@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from builddoctor.inspect.data import load
 from builddoctor.inspect.image import Image
+from builddoctor.inspect.symbols import mentions_strings
 
 X86 = ("x86_64", "i386")
 _NOT_ISA = {"LLAMAFILE", "WASM_SIMD"}  # ggml_cpu_has_* answers that are not CPU features
@@ -45,8 +47,6 @@ class IsaResult:
 
 @lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:
-    from builddoctor.inspect.data import load
-
     return load("inspect_isa.toml")
 
 
@@ -60,7 +60,7 @@ def level_of(features: set[str] | list[str]) -> str | None:
 
 @lru_cache(maxsize=1)
 def _feature_names() -> dict[int, str]:
-    import iced_x86
+    import iced_x86  # noqa: PLC0415 (iced-x86 is heavy: loaded when code is decoded)
 
     return {v: k for k, v in vars(iced_x86.CpuidFeature).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -71,7 +71,7 @@ _CODE_FEATURES: dict[int, tuple[str, ...]] = {}
 def _features_of_code(code: int) -> tuple[str, ...]:
     got = _CODE_FEATURES.get(code)
     if got is None:
-        import iced_x86
+        import iced_x86  # noqa: PLC0415 (iced-x86 is heavy: loaded when code is decoded)
 
         ins = iced_x86.Instruction()
         ins.code = code  # type: ignore[assignment]  # the stub says IntEnum; iced_x86.Code holds plain ints
@@ -98,7 +98,7 @@ def classify_codes(codes: set[int]) -> tuple[set[str], set[str]]:
 
 
 def decode_codes(code: bytes, ip: int, bitness: int = 64) -> set[int]:
-    import iced_x86
+    import iced_x86  # noqa: PLC0415 (iced-x86 is heavy: loaded when code is decoded)
 
     return {ins.code for ins in iced_x86.Decoder(bitness, code, ip=ip)}
 
@@ -114,7 +114,7 @@ def x86_constant_return(code: bytes, ip: int) -> tuple[int | None, bool]:
     """(value, frame) of a function that returns a constant in eax: ``mov eax, 1; ret``,
     ``xor eax, eax; ret``, or their -O0 forms with ``push rbp; mov rbp, rsp``.
     value is None when the function does something else."""
-    import iced_x86
+    import iced_x86  # noqa: PLC0415 (iced-x86 is heavy: loaded when code is decoded)
 
     Code = iced_x86.Code
     Reg = iced_x86.Register
@@ -300,8 +300,6 @@ def names_carry_cpu_backend(symbols: set[str], name: str = "", needed: tuple[str
 def module_carries_cpu_backend(path, name: str = "", needed: tuple[str, ...] | list[str] = ()) -> bool:
     """For a Mach-O/PE module whose symbols say nothing (llama.cpp linked in statically, only the
     module's init exported): the ggml source paths its assertions leave in the file."""
-    from builddoctor.inspect.symbols import mentions_strings
-
     cfg = _data()["cpu_backend"]
     split = tuple(cfg["split"])
     if name.startswith(split) or any(n.startswith(split) for n in needed):

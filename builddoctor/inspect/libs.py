@@ -13,11 +13,12 @@ import os
 import struct
 import sys
 from functools import lru_cache
-from itertools import compress
+from itertools import accumulate, compress
 from operator import not_
 from pathlib import Path
 
 from builddoctor import platforms, proc
+from builddoctor.inspect.data import load
 from builddoctor.profiles import LoadProblem
 
 _LDCONFIG_ARCH = {"x86_64": "x86-64", "aarch64": "AArch64", "riscv64": "RISC-V", "ppc64": "ppc64", "s390x": "s390x"}
@@ -294,8 +295,6 @@ def _name_at(strtab, off: int) -> str:
 def _defined_names(raw, strtab, is64: bool, little: bool) -> set[str]:
     """Names of the defined GLOBAL/WEAK/UNIQUE symbols. The string table is split at C speed and
     mapped by offset; only names that start inside another (tail-merged) are looked up one by one."""
-    from itertools import accumulate
-
     strtab = bytes(strtab)
     parts = strtab.split(b"\x00")
     by_off = dict(zip(accumulate((len(p) + 1 for p in parts), initial=0), parts, strict=False))
@@ -344,8 +343,6 @@ def load_problems(
     the library found does not define (GLIBCXX_3.4.99 from a libstdc++ that stops at 3.4.30), or
     an unversioned symbol that none of the libraries it loads defines (ld.so's "undefined symbol").
     Missing libraries are reported on their own: with one missing, pass no ``unversioned``."""
-    from builddoctor.inspect.data import load
-
     out: list[LoadProblem] = []
     for lib, versions in required.items():
         got = resolved.get(lib)

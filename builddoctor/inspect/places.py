@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import glob
 import os
+import site
 import sys
 from pathlib import Path
 
+from builddoctor.bundled import bundled_dir
 from builddoctor.inspect.discover import Candidate, Search, _data, list_dir, resolve, walk
+from builddoctor.paths import data_home
 
 
 def _expand_user(p: str) -> str:
@@ -31,8 +34,6 @@ def _globs(patterns: list[str]) -> list[Path]:
 def site_dirs() -> list[Path]:
     """Every site-packages around: this Python's (sys.path), the user site, activated
     environments (VIRTUAL_ENV, CONDA_PREFIX) and the usual places ([pip_sites])."""
-    import site
-
     conf = _data()["pip_sites"]
     dirs = [Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     try:
@@ -78,7 +79,6 @@ def default_candidates(messages: list[str], search: Search | None = None) -> lis
                 r = resolve(p, messages)  # a broken llama-cli on PATH is worth saying
                 if r is not None and r.is_file():
                     found.append(Candidate(r, "path"))
-    from builddoctor.paths import data_home
 
     own = [str(data_home()), str(data_home()) + "/*"]  # where builddoctor installs its own builds
     for prefix in _globs(data["prefixes"]) + _globs(data["kegs"]) + _globs(own):
@@ -104,7 +104,6 @@ def default_candidates(messages: list[str], search: Search | None = None) -> lis
             if (co / sub / "CMakeCache.txt").is_file():
                 search.looked_in.append(str(co / sub))
                 found += walk(co / sub, search, "build-folder", None)
-    from builddoctor.bundled import bundled_dir
 
     bundled = bundled_dir()  # the llama.cpp that `pip install builddoctor` compiled
     if bundled is not None and bundled.is_dir():

@@ -12,10 +12,15 @@ when the file is inspected for other reasons).
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+
+from builddoctor.inspect import foreign
+from builddoctor.inspect.headers import elf_header_problem, macho_slices, pe_machine
+from builddoctor.inspect.image import ImageError, SymbolTable
 
 # The string table of one .dynsym is read at most this far (a 300 MB CUDA module has a few MB).
 _MAX_STRTAB = 64 << 20
@@ -73,9 +78,6 @@ def _elf(fh, head: bytes, prefixes: Sequence[str]) -> bool:
     """The section headers are unpacked here with struct: pyelftools spends about 2.5 ms a file
     setting up its parsers, and a site-packages holds thousands of libraries. The string table
     is searched first (at C speed) and a hit is confirmed against .dynsym (image.SymbolTable)."""
-    from builddoctor.inspect.headers import elf_header_problem
-    from builddoctor.inspect.image import SymbolTable
-
     size = os.fstat(fh.fileno()).st_size
     if len(head) < 64 or elf_header_problem(head, size):
         return False
@@ -117,12 +119,6 @@ SHT_DYNSYM = 11
 
 def _foreign(path: Path, head: bytes, prefixes: Sequence[str]) -> bool:
     """PE: its import and export names; Mach-O: every slice's symbols (inspect.foreign, over an mmap)."""
-    import mmap
-
-    from builddoctor.inspect import foreign
-    from builddoctor.inspect.headers import macho_slices, pe_machine
-    from builddoctor.inspect.image import ImageError
-
     want = tuple(prefixes) + tuple("_" + p for p in prefixes)  # Mach-O names carry a leading "_"
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
