@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builddoctor.console import safe_text
 from builddoctor.findings.catalogue import Hit, fill, render
 from builddoctor.profiles import BuildProfile, Finding, MachineProfile
 
@@ -134,8 +135,6 @@ def _check_of(group: list[dict[str, Any]], hit: Hit) -> dict[str, Any]:
 def _incomplete(area: str, label: str, broken: list[tuple[str, BaseException]]) -> Finding:
     """The one line an area costs when a check of it raises: which checks, what they raised (the
     traceback for -v), and that the rest of the report stands."""
-    from builddoctor.console import safe_text
-
     what = "; ".join(safe_text(f"{who}: {type(exc).__name__}: {exc}")[:300] for who, exc in broken)
     trace = "\n".join(
         safe_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))) for _who, exc in broken

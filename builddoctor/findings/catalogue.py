@@ -12,6 +12,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from builddoctor import errors
 from builddoctor.profiles import Finding, Hit
 from builddoctor.tomlload import load_toml
 
@@ -38,8 +39,6 @@ def _check_form(data: dict[str, Any]) -> None:
             or not isinstance(check.get("rule"), str)
         )
         if bad:
-            from builddoctor import errors
-
             raise errors.UserError(
                 f"{CATALOGUE}: check {check.get('code')} is duplicated or malformed", exit_code=errors.INTERNAL
             )

@@ -11,7 +11,9 @@ from builddoctor.findings.areas import VALIDATORS
 from builddoctor.findings.catalogue import CATALOGUE, SEVERITIES
 from builddoctor.findings.catalogue import catalogue as _catalogue
 from builddoctor.findings.rules import RULES, Context
+from builddoctor.inspect import inspect_paths
 from builddoctor.profiles import BuildProfile, BuildReport, Diagnosis, Finding, MachineProfile
+from builddoctor.source import load_pin
 
 COMPUTE_TIMEOUT_FACTOR = 6  # the compute probe's time limit, in --timeout units (5 s -> 30 s)
 
@@ -35,8 +37,6 @@ def catalogue() -> dict[str, Any]:
 def _context(
     machine: MachineProfile, run_timeout: float, source: Path | None, here: bool = True, host: bool | None = None
 ) -> Context:
-    from builddoctor.source import load_pin
-
     pin = load_pin()
     return Context(
         catalogue=catalogue(),
@@ -96,8 +96,6 @@ def diagnose(
     can be judged by looking them up on this system. ``host``: its CPU is this one's (default:
     ``here``), so builddoctor's own plan for it, which builds are compared with, is -march=native.
     """
-    from builddoctor.inspect import inspect_paths
-
     if paths_:
         missing = [p for p in paths_ if not p.exists() and not p.is_symlink()]
         if missing and len(missing) == len(paths_):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from builddoctor import platforms
 from builddoctor.findings.rules import rule
+from builddoctor.inspect.binary import _BACKEND_LIB
+from builddoctor.inspect.isa import level_of
 from builddoctor.profiles import BinaryFile, BuildProfile, MachineProfile
 
 # the rules of this module: they always run (the gate's own verdict)
@@ -72,8 +74,6 @@ def runnable_view(build: BuildProfile, gate: Gate) -> BuildProfile:
     the CPU code facts of its CPU backend files that run (not an aarch64 variant's on x86_64)."""
     if not gate.foreign:
         return build
-    from builddoctor.inspect.binary import _BACKEND_LIB
-    from builddoctor.inspect.isa import level_of
 
     view = dataclasses.replace(build, files=list(gate.runnable))
     carried = {b for f in gate.runnable for b in f.backends}

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builddoctor import known_bad
 from builddoctor.findings.areas import Context
 from builddoctor.findings.catalogue import catalogue
+from builddoctor.inspect.data import load
+from builddoctor.inspect.isa import level_of
 from builddoctor.platforms import canonical_arch
+from builddoctor.probe.cpu import variants_for
 from builddoctor.profiles import BinaryFile, BuildProfile, MachineProfile
 
 # --------------------------------------------------------------------------- helpers
@@ -21,17 +25,12 @@ def gpu_runtime_prefixes() -> tuple[str, ...]:
 
 def _level_of(features: list[str] | set[str]) -> str:
     """The x86 level of ``features`` (inspect.isa.level_of, data/inspect_isa.toml [levels]: the one reading)."""
-    from builddoctor.inspect.data import load
-    from builddoctor.inspect.isa import level_of
-
     return level_of(features) or load("inspect_isa.toml")["levels"]["default_x86"]
 
 
 def links_openmp(files: list[BinaryFile]) -> bool:
     """Whether any of the files links an OpenMP runtime (libgomp, libomp, MSVC's VCOMP140.DLL...):
     the names of inspect_backends.toml's [openmp] table, compared case-insensitively (Windows)."""
-    from builddoctor.inspect.data import load
-
     prefixes = tuple(p.lower() for p in load("inspect_backends.toml")["openmp"]["needed"])
     return any(lib.lower().startswith(prefixes) for f in files for lib in f.needed)
 
@@ -72,8 +71,6 @@ def _comparable(machine: MachineProfile) -> set[str]:
 def _variant_rank(features: set[str], machine: MachineProfile) -> tuple[str | None, int]:
     """The best llama.cpp CPU variant whose requirements ``features`` meet, with its score
     (probe.cpu.variants_for: the one scorer, which leaves out the tags a variant only builds with)."""
-    from builddoctor.probe.cpu import variants_for
-
     ranked = variants_for(features, machine.os, machine.cpu.arch)
     return ranked[-1] if ranked else (None, 0)
 
@@ -90,8 +87,6 @@ def _same_arch(a: str, b: str) -> bool:
 def _known_bad(build: BuildProfile, machine: MachineProfile, signal: str | None = None):
     """The known-bad rows that this build's code and this CPU meet (and, with ``signal``, whose
     symptom it is), for this build's llama.cpp version."""
-    from builddoctor import known_bad
-
     code = closed_features(build.isa, machine) if build.isa else set()
     return known_bad.explaining(code, machine.cpu.features, build.version, build.build_number, signal)
 

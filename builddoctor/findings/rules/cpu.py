@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from builddoctor import known_bad
 from builddoctor.findings.areas import Context, rule, validator
 from builddoctor.findings.rules.base import (
     _comparable,
@@ -78,7 +79,6 @@ def _below(build: BuildProfile, machine: MachineProfile) -> dict[str, Any] | Non
     """What the CPU code lacks that this CPU has and that would make it a better llama.cpp variant."""
     if build.cpu_variants or not (build.isa or build.isa_level) or "CPU" not in build.backends:
         return None  # (an isa_level with no isa: the CPU code was read and uses the baseline only)
-    from builddoctor import known_bad
 
     comparable = _comparable(machine)
     have = closed_features(build.isa, machine) & comparable

@@ -8,7 +8,10 @@ from typing import Any
 from builddoctor.cmake_bool import same_value
 from builddoctor.findings.areas import Context, rule, validator
 from builddoctor.findings.rules.base import _name
+from builddoctor.flagcheck import option_hits
+from builddoctor.llama_options import isa_table, known_options
 from builddoctor.profiles import BuildProfile, MachineProfile
+from builddoctor.resolve import resolve
 
 
 def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
@@ -18,8 +21,6 @@ def _user_set(options: dict[str, str], source: Path | None) -> dict[str, str]:
     only names llama.cpp no longer declares, and values that differ from a literal default,
     say what the user asked for.
     """
-    from builddoctor.llama_options import known_options
-
     known = known_options(source)
     out = {}
     for name, value in options.items():
@@ -43,7 +44,6 @@ def cmake_options(build, machine, ctx):
     """The options the user set, judged as `builddoctor flags` judges a command line (BD401-BD409)."""
     if not build.cmake_options:
         return None
-    from builddoctor.flagcheck import option_hits
 
     return option_hits(_user_set(build.cmake_options, ctx.source), machine, ctx.source, from_cache=True) or None
 
@@ -92,8 +92,6 @@ def plan_departure(build, machine, ctx):
 
 def isa_options() -> dict:
     """llama.cpp's instruction-set options and the features each forces (data/llama_options_isa.toml)."""
-    from builddoctor.llama_options import isa_table
-
     return isa_table()
 
 
@@ -101,8 +99,6 @@ def _plan(machine: MachineProfile, goal: str, ctx: Context):
     key = f"plan:{goal}"
     if key not in ctx.extra:
         try:
-            from builddoctor.resolve import resolve
-
             ctx.extra[key] = resolve(machine, goal=goal, host=ctx.extra.get("host"))
         except Exception:  # noqa: BLE001 - no plan (e.g. broken recipes) means no comparison, not a failed check
             ctx.extra[key] = None
