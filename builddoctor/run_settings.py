@@ -157,6 +157,27 @@ def load(prefix: Path | None = None) -> SavedSettings | None:
     return saved
 
 
+def installed_settings(prefix: Path | None = None) -> dict | None:
+    """The run-time settings the last tune saved beside builddoctor's installed build (for
+    `which`; `run` applies them); None if none. Here, not in the tune package, so that `which`
+    reads them without importing what a tune runs (builddoctor.tune keeps the name)."""
+    saved = load(prefix)
+    if saved is None:
+        return None
+    link = Path(prefix or paths.data_home()) / "bin"
+    return {
+        "file": str(settings_file(prefix)),
+        "winner": saved.winner,
+        "objective": saved.objective,
+        "bin_dir": str(link),
+        "values": saved.values,
+        "flags": saved.flags,
+        "server": ["llama-server", "-m", "MODEL.gguf", *saved.flags],
+        "cli": ["llama-cli", "-m", "MODEL.gguf", *saved.flags],
+        "reason": "; ".join(f"{k}: {v}" for k, v in saved.reasons.items()),
+    }
+
+
 def tuned_argv(tool: str, user_args: list[str], prefix: Path | None = None) -> list[str] | None:
     """[tuned program, saved settings the user did not override, user's args], or None when no
     tuned build with ``tool`` is installed in the prefix."""

@@ -10,7 +10,7 @@ from builddoctor.cli.options import json_option
 
 def _describe() -> dict:
     from builddoctor import bundled
-    from builddoctor.tune import installed_settings
+    from builddoctor.run_settings import installed_settings
 
     folder = bundled.bundled_dir()
     if folder is None:
@@ -43,7 +43,7 @@ def which_cmd(ctx: click.Context, as_json: bool) -> None:
     """
     from builddoctor import bundled
     from builddoctor.render import bundle as bundle_view
-    from builddoctor.tune import installed_settings
+    from builddoctor.run_settings import installed_settings
 
     out = console(ctx)
     try:

@@ -19,11 +19,12 @@ The package's modules, one per step: ``values`` (the dataclasses), ``candidates`
 tune; tune.tune(...)`` and the names below keep working.
 """
 
+from builddoctor.run_settings import installed_settings
 from builddoctor.tune.building import loader_pick
 from builddoctor.tune.cache import ResultsCache, answer_key, machine_key
 from builddoctor.tune.candidates import code_features, load_candidates, plan_candidates, signature
 from builddoctor.tune.halving import Entry, measure
-from builddoctor.tune.session import choose_backend, installed_settings, parse_budget, sort_key, tune
+from builddoctor.tune.session import choose_backend, parse_budget, sort_key, tune
 from builddoctor.tune.settings import Setting, runtime_settings
 from builddoctor.tune.stats import choose_winner, halve, interval, objective_ratio, summarize
 from builddoctor.tune.values import (

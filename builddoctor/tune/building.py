@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors
+from builddoctor import bench, build, errors, proc
 from builddoctor.errors import UserError
+from builddoctor.fix import build_error
 from builddoctor.tune.budget import BUILD_SHARE, Budget, Estimates
 from builddoctor.tune.cache import ResultsCache, machine_key
 from builddoctor.tune.values import BASELINE, Candidate, TuneResult
@@ -67,9 +68,6 @@ def _starts(c: Candidate, b: Builds) -> bool:
 
 def _build_one(c: Candidate, b: Builds) -> None:
     """Build (cut at the budget), verify (cached verdict), and keep its llama-bench."""
-    from builddoctor import bench, build
-    from builddoctor.fix import build_error
-
     assert c.plan is not None
     b.say(f"build {c.name}: {c.title}")
     c.status = "building"
@@ -113,8 +111,6 @@ def _build_one(c: Candidate, b: Builds) -> None:
 
 def _verify(r, lb: Path | None, b: Builds) -> str:
     """Why the build cannot be measured (the compute probe failed, no llama-bench), or ""."""
-    from builddoctor import build
-
     mkey = machine_key(b.machine)
     v = b.results.verdict(r.cache_key, mkey)
     if v is None:
@@ -129,8 +125,6 @@ def _verify(r, lb: Path | None, b: Builds) -> str:
 def loader_pick(bench_binary: Path) -> str:
     """The CPU variant ggml's loader picks on this machine (its "loaded CPU backend from
     .../libggml-cpu-<variant>.so" line), or "" when it says none."""
-    from builddoctor import proc
-
     done = proc.run([str(bench_binary), "--list-devices"], timeout=60, extra_env=proc.from_user(proc.DEVICE_ENV))
     m = re.search(r"loaded CPU backend from \S*?ggml-cpu-([A-Za-z0-9_]+)\.(?:so|dll|dylib)", done.output)
     return f"the loader picked the {m.group(1)} variant" if m else ""

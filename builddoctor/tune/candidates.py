@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors
+from builddoctor import errors, known_bad
 from builddoctor.errors import UserError
+from builddoctor.findings import catalogue
+from builddoctor.llama_options import isa_table
 from builddoctor.profiles import BuildPlan, PlanOption
 from builddoctor.recipe_schema import CONDITION_KEYS
 from builddoctor.recipes import Context, cpu_features, evaluate
+from builddoctor.resolve import resolve, source_version
 from builddoctor.tomlload import load_toml
 from builddoctor.tune.values import BASELINE, CANDIDATES_FILE, SCOPES, Candidate, CandidateSpec
 
@@ -94,9 +97,6 @@ def _set(plan: BuildPlan, name: str, value: str, reason: str) -> None:
 
 def code_features(plan: BuildPlan, machine) -> set[str]:
     """The CPU features the plan's CPU code compiles in (the all-variants build: none fixed)."""
-    from builddoctor.findings import catalogue
-    from builddoctor.llama_options import isa_table
-
     opts = {o.name: o.value.upper() for o in plan.options}
     if opts.get("GGML_CPU_ALL_VARIANTS") == "ON":
         return set()  # the resolver leaves out the known-bad variants (omit_cpu_variants)
@@ -119,9 +119,6 @@ def plan_candidates(
 ) -> list[Candidate]:
     """Each applicable candidate's plan; the others listed with why not (a prerequisite to install,
     a known-bad row, the same build as another)."""
-    from builddoctor import known_bad
-    from builddoctor.resolve import source_version
-
     specs = _chosen(load_candidates() if specs is None else specs, only)
     rows = known_bad.applying(cpu_features(machine), version or source_version(source))
     avoided = frozenset(f for r in rows for f in r.avoid)
@@ -173,10 +170,6 @@ def _applies(s: CandidateSpec, ctx: Context, host: bool) -> tuple[str, str]:
 def derive_plan(s: CandidateSpec, machine, baseline: BuildPlan, *, source: Path | None, host: bool) -> BuildPlan:
     """The candidate's plan: resolved again (another goal, the ISA spelled out, features avoided)
     or the plain plan, with its native, set and env changes on top."""
-    from builddoctor.findings import catalogue
-    from builddoctor.llama_options import isa_table
-    from builddoctor.resolve import resolve
-
     if s.goal or s.explicit or s.avoid:
         plan = resolve(
             machine,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builddoctor import errors
+from builddoctor import bench, errors
 from builddoctor.errors import UserError
 from builddoctor.profiles import BenchResult
 from builddoctor.tune.budget import Budget, Estimates
@@ -97,8 +97,6 @@ class Halving:
         return self.entries[0].name
 
     def params(self, candidate: bool = False) -> dict:
-        from builddoctor import bench
-
         p: dict[str, int | str] = {
             "pp": bench.DEFAULT_PP,
             "tg": bench.DEFAULT_TG,
@@ -156,8 +154,6 @@ class Halving:
 
     def run(self, name: str) -> BenchResult | None:
         """One benchmark run, or None when it does not fit or was cut at the budget's end (not kept)."""
-        from builddoctor import bench
-
         first = not self.runs[self.base]
         if (first and self.budget.left() <= 0) or (
             not first and not self.budget.fits(self.estimates.run(), self.deadline)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builddoctor import errors, paths
+from builddoctor import bandwidth, bench, build, errors, paths, run_settings, smoke_model
+from builddoctor import install as inst
+from builddoctor.fix import build_error
 from builddoctor.profiles import BuildPlan
+from builddoctor.recipes import Context, evaluate
+from builddoctor.resolve import resolve
+from builddoctor.source import sha256_file
 from builddoctor.tune.budget import Budget
 from builddoctor.tune.building import Builds, build_all
 from builddoctor.tune.cache import ResultsCache, answer_key, machine_key
@@ -23,8 +29,6 @@ from builddoctor.tune.values import BACKENDS, BASELINE, OBJECTIVES, SETTINGS_SHA
 
 def parse_budget(text: str) -> float:
     """'20m', '90s', '1h', '1h30m' or plain seconds -> seconds; anything else is a usage error."""
-    import re
-
     t = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", t):
         value = float(t)
@@ -133,9 +137,6 @@ def tune(
 
 def _plan(s: Session, *, baseline: BuildPlan | None, only, targets, backend: str) -> None:
     """The plain plan, the candidates and the key of this question (the answer cache's)."""
-    from builddoctor import bench, build
-    from builddoctor.resolve import resolve
-
     res = s.res
     if res.objective not in OBJECTIVES:
         raise errors.InputError(f"Unknown objective '{res.objective}': use one of {', '.join(OBJECTIVES)}.")
@@ -177,8 +178,6 @@ def _plan(s: Session, *, baseline: BuildPlan | None, only, targets, backend: str
 def choose_backend(machine, backend: str) -> tuple[str, str]:
     """The backend to tune and, when it is not the one asked for, why: a GPU backend needs a real
     GPU of that API in the machine profile (the recipes' ``gpu_api`` condition)."""
-    from builddoctor.recipes import Context, evaluate
-
     if backend not in BACKENDS:
         raise errors.InputError(f"Unknown backend '{backend}': use one of {', '.join(BACKENDS)}.")
     if backend == "cpu":
@@ -191,9 +190,6 @@ def choose_backend(machine, backend: str) -> tuple[str, str]:
 
 def _answer_again(s: Session, cached: TuneResult) -> TuneResult:
     """The same inputs were tuned to the end before: that answer, in seconds (installed again)."""
-    from builddoctor import build
-    from builddoctor.fix import build_error
-
     cached.answer_cached = True
     cached.elapsed_s = round(s.budget.spent(), 1)
     cached.phase = "done"
@@ -226,9 +222,6 @@ def _build(s: Session) -> None:
 
 def _measure(s: Session) -> None:
     """The model (the user's, else a smoke model past the cache knee), then the halving."""
-    from builddoctor import build
-    from builddoctor.source import sha256_file
-
     assert s.builds is not None
     res, built = s.res, s.builds.built
     model = Path(s.model) if s.model is not None else _smoke_model(s)
@@ -262,8 +255,6 @@ def _measure(s: Session) -> None:
 
 def _smoke_model(s: Session) -> Path:
     """bench's default smoke model: past the measured cache knee, or the plain 100 MB."""
-    from builddoctor import bandwidth, smoke_model
-
     size = s.model_bytes
     if not size:
         mkey = machine_key(s.machine)
@@ -296,8 +287,6 @@ def _conclude(s: Session) -> TuneResult:
 
 def _settings(s: Session, win_build, win_bench: Path) -> None:
     """The run-time settings measured on the winner, up to the end of the budget."""
-    from builddoctor import bench, build
-
     res = s.res
     s.say(f"run-time settings on {res.winner}:")
     res.phase = "settings"
@@ -321,8 +310,6 @@ def _settings(s: Session, win_build, win_bench: Path) -> None:
 
 def _install(res: TuneResult, win_build, replace_dir: Path | None) -> None:
     """Install the winner as `fix` does, its tune result and run-time settings beside it."""
-    from builddoctor import install as inst
-
     if replace_dir is not None:
         got = inst.replace(win_build, Path(replace_dir))
         res.backup = got.backup
@@ -333,8 +320,6 @@ def _install(res: TuneResult, win_build, replace_dir: Path | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     (target / "tune.json").write_text(res.to_json())
     if res.settings is not None and replace_dir is None:  # `run` starts the prefix's build only
-        from builddoctor import run_settings
-
         saved = run_settings.SavedSettings(
             values=res.settings.values,
             physical_cores=res.settings.physical_cores,
@@ -370,25 +355,3 @@ def sort_key(objective: str) -> Callable[[Candidate], tuple]:
         return (1, 0.0)
 
     return key
-
-
-def installed_settings(prefix: Path | None = None) -> dict | None:
-    """The run-time settings the last tune saved beside builddoctor's installed build (for
-    `which`; `run` applies them); None if none."""
-    from builddoctor import run_settings
-
-    saved = run_settings.load(prefix)
-    if saved is None:
-        return None
-    link = Path(prefix or paths.data_home()) / "bin"
-    return {
-        "file": str(run_settings.settings_file(prefix)),
-        "winner": saved.winner,
-        "objective": saved.objective,
-        "bin_dir": str(link),
-        "values": saved.values,
-        "flags": saved.flags,
-        "server": ["llama-server", "-m", "MODEL.gguf", *saved.flags],
-        "cli": ["llama-cli", "-m", "MODEL.gguf", *saved.flags],
-        "reason": "; ".join(f"{k}: {v}" for k, v in saved.reasons.items()),
-    }

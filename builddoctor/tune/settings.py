@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builddoctor import errors
+from builddoctor import bench, errors, run_settings
 from builddoctor.errors import UserError
 from builddoctor.profiles import BenchResult, Stat
 from builddoctor.tune.budget import Budget
@@ -40,8 +40,6 @@ def runtime_settings(
     settings, so a rerun (or one after Ctrl-C) repeats none. A run starts only when it fits before
     ``deadline`` and is cut there; the settings not measured keep llama.cpp's defaults
     (``complete`` False)."""
-    from builddoctor import run_settings
-
     search = SettingsSearch(
         binary=binary,
         model=model,
@@ -113,8 +111,6 @@ class SettingsSearch:
     def trial(self, sp, value: str, r: int):
         """One run of ``value`` (the others as chosen so far), from the cache when kept; None when
         it does not fit before the deadline or was cut there."""
-        from builddoctor import bench, run_settings
-
         vals = dict(self.chosen, **{sp.name: value})
         pp = 0 if sp.measure == "tg" else bench.DEFAULT_PP
         tg = 0 if sp.measure == "pp" else bench.DEFAULT_TG
@@ -137,8 +133,6 @@ class SettingsSearch:
 
     def run(self, vals: dict[str, str], pp: int, tg: int) -> BenchResult | None:
         """One llama-bench run with these settings, cut at the deadline (then None)."""
-        from builddoctor import bench
-
         flag_of = {sp.name: sp.bench for sp in self.specs}
         threads = int(vals.get("threads", self.physical))
         extra = tuple(x for name, v in vals.items() if name != "threads" for x in (flag_of[name], v))
@@ -187,8 +181,6 @@ class SettingsSearch:
             self.reasons[sp.name] = f"{sp.bench} {default} (default): no value is surely faster"
 
     def result(self, logical: int) -> RunSettings:
-        from builddoctor import run_settings
-
         fl = run_settings.flags(self.chosen, self.specs, physical=self.physical)
         return RunSettings(
             threads=int(self.chosen.get("threads", self.physical)),
@@ -217,8 +209,6 @@ class Setting:
 
 
 def _pool(stats):
-    from builddoctor import bench
-
     return bench._pool(stats)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from builddoctor import bench
 from builddoctor.profiles import BenchResult, Stat
 from builddoctor.tune.values import BASELINE, Candidate
 
@@ -43,8 +44,6 @@ def summarize(
     """Speeds, ratios to the plain plan over paired rounds (``bench._ratio``) and the objective's
     interval, from the recorded runs of each candidate. ``paired[name][i]``: the plain plan's run
     of the round of that candidate's run i (default: the plain plan's run i)."""
-    from builddoctor import bench
-
     for c in cands:
         mine = runs.get(c.name, [])
         base = (paired or {}).get(c.name, runs.get(BASELINE, []))
