@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -102,8 +103,6 @@ def _llama_benches(binaries) -> list[Path]:
 def _smoke_plan(size_mb: float | None, machine, no_bandwidth: bool):
     """The smoke model's size and the bandwidth its roofline uses (measured unless --no-bandwidth,
     with no builddoctor compile on the cores meanwhile)."""
-    from contextlib import nullcontext
-
     from builddoctor import bandwidth
     from builddoctor.build import build_lock
 

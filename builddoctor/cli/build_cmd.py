@@ -13,6 +13,8 @@ import click
 from builddoctor import errors
 from builddoctor.cli import console
 from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
+from builddoctor.profiles import BuildPlan, SchemaError
+from builddoctor.readinput import read_json
 from builddoctor.render.progress import ProgressView
 
 
@@ -81,8 +83,6 @@ def _saved_plan(plan_path: Path, here, source: Path, allowed_paths, recheck: boo
     one that compiles (a dry run runs no tool, so it skips that)."""
     from builddoctor import build, plan_policy
     from builddoctor.probe import machine_profile
-    from builddoctor.profiles import BuildPlan, SchemaError
-    from builddoctor.readinput import read_json
     from builddoctor.resolve import recheck_prerequisites
     from builddoctor.resolve.rebind import rebind_paths, regrade_cuda
 

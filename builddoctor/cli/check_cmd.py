@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from builddoctor import errors
+from builddoctor import errors, render
 from builddoctor.cli import console
 from builddoctor.cli.options import FiniteFloatRange, describes_this_cpu, json_option, load_machine, machine_options
 
@@ -53,7 +53,6 @@ def check_cmd(
     Exit code: 0 when every build is healthy, 1 when problems were found, 2 for bad usage
     or when none of the PATHS could be read, 12 when no build was found where it looked.
     """
-    from builddoctor import render
     from builddoctor.findings import diagnose
 
     out = console(ctx)

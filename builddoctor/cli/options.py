@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -12,8 +13,6 @@ class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf: nan passes every range comparison (all are false)."""
 
     def convert(self, value, param, ctx):
-        import math
-
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number: give one between {self.min} and {self.max}.", param, ctx)

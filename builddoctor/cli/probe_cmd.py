@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -38,9 +40,6 @@ def probe(
         click.echo(text, file=con.stream)
         con.stream.flush()
     except BrokenPipeError:  # `builddoctor probe | head`: the reader left, which is fine
-        import os
-        import sys
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

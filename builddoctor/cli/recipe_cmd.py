@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from builddoctor import errors
+from builddoctor.cli import console
 from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
+from builddoctor.readinput import write_text
 
 BACKENDS = ("auto", "cpu", "cuda", "hip", "metal", "sycl", "vulkan")
 
@@ -65,7 +67,6 @@ def recipe(
 ):
     """The cmake options for this machine (or --profile's), each with its reason."""
     from builddoctor import build
-    from builddoctor.cli import console
     from builddoctor.paths import vendor_dir
     from builddoctor.render import plan as plan_view
     from builddoctor.resolve import resolve
@@ -89,7 +90,6 @@ def _save(plan, save_path: Path, source_dir: Path | None) -> None:
     """Write the plan for `build --plan`. A saved plan is built elsewhere: its form is checked here
     (values a --profile put into it included), its paths on the machine that builds it."""
     from builddoctor import plan_policy
-    from builddoctor.readinput import write_text
 
     plan_policy.enforce(plan.to_dict(), where="The plan resolved for this profile", source=source_dir, here=False)
     try:
@@ -124,7 +124,6 @@ def flags(ctx, command_line, profile_path, cpuinfo_path, nvidia_smi_path, no_mac
     builddoctor flags "cmake -B build -DLLAMA_CUDA=ON"
     Exit status: 0 nothing to fix, 1 warnings or errors, 2 bad usage.
     """
-    from builddoctor.cli import console
     from builddoctor.findings.flags import check_flags
     from builddoctor.render import flags as flags_view
 

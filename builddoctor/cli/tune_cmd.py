@@ -10,6 +10,7 @@ import click
 from builddoctor import errors
 from builddoctor.cli import console
 from builddoctor.cli.options import json_option
+from builddoctor.console import safe_text
 
 
 def _stat(s) -> str:
@@ -80,8 +81,6 @@ class LiveTable:
         if not self.enabled:
             return
         if self.tty:
-            from builddoctor.console import safe_text
-
             # a candidate's reason may quote a build's output
             lines = [safe_text(ln) for ln in table_lines(res) + [progress_line(res)]]
             text = (f"\x1b[{self.drawn}F\x1b[J" if self.drawn else "") + "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from builddoctor.console import MAX_ITEMS, MAX_JSON_ITEMS, Console
+from builddoctor.probe import _data, cpu
 from builddoctor.profiles import GpuProfile, MachineProfile
 
 # AVX512F..AVX512BW are shown folded into AVX512 when all five are there
@@ -45,8 +46,6 @@ def _system(machine: MachineProfile, con: Console) -> list[str]:
 
 def feature_order(machine: MachineProfile) -> list[str]:
     """The CPU's features in the order of the shipped feature table (then by name): families read together."""
-    from builddoctor.probe import _data, cpu
-
     table = _data.load("cpu_features").get(machine.os if machine.os == "darwin" else "linux", {})
     order = list(table.get(cpu.feature_family(machine.cpu.arch), {}))
     return sorted(machine.cpu.features, key=lambda f: (order.index(f) if f in order else len(order), f))
