@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builddoctor.findings import diagnose
 from builddoctor.profiles import BuildResult
 
 
@@ -25,6 +24,10 @@ def problem_codes(report) -> list[str]:
 
 def verify(result: BuildResult, machine, motivating: list[str] | None = None) -> Verification:
     """Inspect the new build as ``check`` does; it counts only if the old problems are gone."""
+    # findings and inspect (some 40 modules) load when a build is verified: `recipe` and
+    # `build --dry-run` import the build package and verify nothing
+    from builddoctor.findings import diagnose  # noqa: PLC0415 (start-up of recipe, build --dry-run)
+
     bin_dir = Path(result.build_dir) / "bin"
     diag = diagnose(machine, [bin_dir], run=True)
     if not diag.builds:
