@@ -62,6 +62,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier)
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_have_no_source(request, tmp_path_factory, monkeypatch):
+    """A unit test runs as on a fresh clone: no pinned tree, and no fetch of one.
+
+    A test that needs vendor/llama.cpp asks for ``pinned_source`` (the network tier: a fresh clone
+    downloads it); without this guard such a test passes wherever the tree happens to be fetched and
+    makes the "fast" tier download the sdist on a fresh clone.
+    """
+    if request.node.get_closest_marker("unit") is None:
+        return
+    from builddoctor import source
+
+    monkeypatch.setenv("BUILDDOCTOR_VENDOR", str(tmp_path_factory.getbasetemp() / "no-vendor" / "llama.cpp"))
+
+    def refuse(*_a, **_k):
+        pytest.fail("a unit test fetched the pinned llama.cpp source: give it the pinned_source fixture")
+
+    monkeypatch.setattr(source, "_download", refuse)
+
+
+@pytest.fixture(scope="session")
+def pinned_source() -> Path:
+    """The pinned llama.cpp tree (vendor/llama.cpp), fetched once if missing: tests/tiers.toml puts its users in
+    the network tier."""
+    from builddoctor.source import ensure_source
+
+    return ensure_source()
+
+
 @pytest.fixture(scope="session")
 def elf_dir(tmp_path_factory) -> Path:
     if fx.GCC is None:

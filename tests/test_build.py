@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builddoctor import build, proc
+from builddoctor import build, paths, proc
 from builddoctor.profiles import BuildPlan, PlanOption
 from builddoctor.source import ensure_source  # the pinned tree, fetched once if missing
 from tests.toolpath import only_tools
@@ -205,7 +205,7 @@ def test_choose_jobs_from_cores_and_memory():
 
 
 def test_configure_command_has_the_fixed_arguments(tmp_path):
-    vendor = ensure_source()
+    vendor = paths.vendor_dir()  # the command is made without reading the tree: a fresh clone has none
     env = build.build_env(mini_plan(), tmp_path)
     argv = build.configure_command(mini_plan(GGML_NATIVE="ON"), vendor, tmp_path / "b", env)
     assert argv[:1] == ["cmake"] and "-G" in argv and "Ninja" in argv

@@ -50,7 +50,7 @@ def test_build_dry_run_prints_the_commands():
 
 
 def test_build_with_a_bad_plan_file_is_a_usage_error(tmp_path):
-    _vendor()
+    # refused before the source is looked at: no fetch for a plan that cannot be built
     bad = tmp_path / "plan.json"
     bad.write_text('{"goal": "native"}')
     res = invoke("build", "--plan", str(bad))

@@ -13,7 +13,6 @@ from builddoctor.findings.flags import check_cmake_options, check_flags
 from builddoctor.flagcheck import parse_defines
 from builddoctor.llama_options import SNAPSHOT, known_options, render_snapshot, scan_source
 from builddoctor.profiles import MachineProfile
-from builddoctor.source import ensure_source
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 
@@ -185,9 +184,8 @@ def test_snapshot_knows_the_source_options():
             assert d["replacement"] in k.options, (name, d["replacement"])
 
 
-def test_snapshot_matches_the_vendor_tree():
-    src = ensure_source()
-    fresh = scan_source(src)
+def test_snapshot_matches_the_vendor_tree(pinned_source):
+    fresh = scan_source(pinned_source)
     text = SNAPSHOT.read_text()
     commit = text.split('source_commit = "', 1)[1].split('"', 1)[0]
     assert render_snapshot(fresh, commit) == text, (
@@ -274,6 +272,5 @@ def test_all_variants_cache_does_not_trip_isa_check():
     assert codes(check_cmake_options({"GGML_AVX512": "ON"}, machine("zen3-desktop"))) == ["BD407"]
 
 
-def test_source_tree_is_read_when_given():
-    src = ensure_source()
-    assert codes(check_flags("-DLLAMA_CUDA=ON -DGGML_CUDA_FA=ON", None, source=src)) == ["BD401"]
+def test_source_tree_is_read_when_given(pinned_source):
+    assert codes(check_flags("-DLLAMA_CUDA=ON -DGGML_CUDA_FA=ON", None, source=pinned_source)) == ["BD401"]

@@ -360,17 +360,8 @@ def test_big_little_lists_both_cores():
 # --------------------------------------------------------------------------- the data agrees with llama.cpp
 
 
-def _vendor() -> Path:
-    from builddoctor.paths import vendor_dir
-
-    root = vendor_dir()
-    if not (root / "ggml/src/CMakeLists.txt").is_file():
-        pytest.skip("pinned llama.cpp tree not present (vendor/llama.cpp)")
-    return root
-
-
-def test_variant_table_matches_pinned_cmakelists():
-    text = (_vendor() / "ggml/src/CMakeLists.txt").read_text()
+def test_variant_table_matches_pinned_cmakelists(pinned_source):
+    text = (pinned_source / "ggml/src/CMakeLists.txt").read_text()
     calls = re.findall(r"^\s*ggml_add_cpu_backend_variant\(([^)]*)\)", text, re.M)
     from_cmake = {tuple(c.split()) for c in calls}
     from_toml = {tuple(v) for s in _data.load("cpu_variants").values() for v in s["variants"]}
@@ -381,8 +372,8 @@ def test_variant_table_matches_pinned_cmakelists():
     "arch_dir,section",
     [("x86", "x86"), ("arm", "arm_linux"), ("riscv", "riscv64"), ("powerpc", "power"), ("s390", "s390x")],
 )
-def test_variant_weights_match_llama_loader_scores(arch_dir, section):
-    src = (_vendor() / f"ggml/src/ggml-cpu/arch/{arch_dir}/cpu-feats.cpp").read_text()
+def test_variant_weights_match_llama_loader_scores(arch_dir, section, pinned_source):
+    src = (pinned_source / f"ggml/src/ggml-cpu/arch/{arch_dir}/cpu-feats.cpp").read_text()
     expected = {}
     for cond, body in re.findall(r"#(?:ifdef\s+|if defined\()(\w+)\)?\s*\n(.*?)#endif", src, re.S):
         m = re.search(r"score \+= 1(?:\s*<<\s*(\d+))?;", body)
@@ -393,8 +384,8 @@ def test_variant_weights_match_llama_loader_scores(arch_dir, section):
     assert _data.load("cpu_variants")[section]["weights"] == expected
 
 
-def test_avx512_means_what_ggml_avx512_compiles():
-    text = (_vendor() / "ggml/src/ggml-cpu/CMakeLists.txt").read_text()
+def test_avx512_means_what_ggml_avx512_compiles(pinned_source):
+    text = (pinned_source / "ggml/src/ggml-cpu/CMakeLists.txt").read_text()
     block = re.search(r"if \(GGML_AVX512\)\s*\n((?:\s*list\(APPEND ARCH_FLAGS -mavx512\w+\)\s*\n)+)", text)
     assert block, "GGML_AVX512 -m flags not found"
     parts = re.findall(r"-mavx512(\w+)", block.group(1))

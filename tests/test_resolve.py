@@ -472,17 +472,16 @@ def test_cmake_command_line():
     assert configure_command(mac, Path("src"), Path("build"), {"PATH": ""})[5:7] == ["-G", "Ninja"]
 
 
-def test_every_emitted_option_is_known_to_the_pinned_source():
+def test_every_emitted_option_is_known_to_the_pinned_source(pinned_source):
     """Every option any recipe can set is declared or read by the pinned llama.cpp (snapshot or tree)."""
     from builddoctor.llama_options import STANDARD_NAMES, known_options, scan_source
-    from builddoctor.source import ensure_source
 
     names = {o.name for r in load_recipes() for o in r.options}
     known = known_options()
     unknown = {n for n in names if not n.startswith("CMAKE_") and n not in STANDARD_NAMES and n not in known.options}
     assert not unknown
     assert not names & set(known.deprecated)
-    tree = scan_source(ensure_source())
+    tree = scan_source(pinned_source)
     declared = {n for n, o in tree.options.items() if o["kind"] != "variable"}
     ggml = {n for n in names if n.startswith(("GGML_", "LLAMA_"))}
     assert ggml <= declared, ggml - declared

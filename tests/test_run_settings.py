@@ -8,20 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from builddoctor import errors, paths, proc, run_settings, tune
+from builddoctor import errors, proc, run_settings, tune
 from builddoctor.errors import UserError
 from builddoctor.profiles import BenchResult, Stat
 
-PIN = paths.vendor_dir()
 
-
-def test_every_flag_of_the_table_is_in_the_pinned_source():
+def test_every_flag_of_the_table_is_in_the_pinned_source(pinned_source):
     """The table is facts about llama.cpp: each llama-bench flag is parsed by llama-bench, each
     llama-cli/server flag declared in common/arg.cpp (a new pin that renames one fails here)."""
-    bench_src = PIN / "tools" / "llama-bench" / "llama-bench.cpp"
-    arg_src = PIN / "common" / "arg.cpp"
-    if not bench_src.is_file():
-        pytest.skip("no pinned llama.cpp tree here (builddoctor source fetch)")
+    bench_src = pinned_source / "tools" / "llama-bench" / "llama-bench.cpp"
+    arg_src = pinned_source / "common" / "arg.cpp"
     bench_text, arg_text = bench_src.read_text(), arg_src.read_text()
     specs = run_settings.load_specs()
     assert {s.name for s in specs} >= {"threads", "flash_attn", "poll", "ubatch", "batch", "load_mode"}

@@ -18,7 +18,7 @@ LLAMA = ROOT / "vendor" / "llama.cpp"
 FIX = Path(__file__).parent / "fixtures"
 PROFILES = ("sapphirerapids-xeon-8488c-aws.txt", "zen4-ryzen9-7950x.txt", "zen3-epyc-vm-debian12.txt")
 
-pytestmark = pytest.mark.skipif(not (LLAMA / "ggml" / "CMakeLists.txt").is_file(), reason="no pinned source")
+pytestmark = pytest.mark.usefixtures("pinned_source")  # the network tier: a fresh clone fetches the tree
 
 
 @functools.cache

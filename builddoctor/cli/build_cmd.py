@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -55,8 +56,23 @@ def plan_options(func):
     return func
 
 
+def read_plan_file(plan_path: Path | None) -> tuple[Path, dict, Any] | None:
+    """``--plan FILE`` read and parsed: (path, document, BuildPlan), or None without one. Called before
+    the source is looked at, so that a file that is no plan is refused before any fetch."""
+    if plan_path is None:
+        return None
+    from builddoctor.profiles import BuildPlan, SchemaError
+    from builddoctor.readinput import read_json
+
+    data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
+    try:
+        return plan_path, data, BuildPlan.from_dict(data)
+    except (SchemaError, ValueError) as exc:
+        raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
+
+
 def plan_for(
-    plan_path: Path | None,
+    saved: tuple[Path, dict, Any] | None,
     machine,
     goal: str,
     backend: str,
@@ -69,14 +85,14 @@ def plan_for(
     or resolved for ``machine``. ``recheck``: probe this machine's toolchain for the plan's
     prerequisites (a dry run runs no tool, so it skips that)."""
 
-    if plan_path is not None:
-        return _saved_plan(plan_path, machine, source, allowed_paths, recheck)
+    if saved is not None:
+        return _saved_plan(saved, machine, source, allowed_paths, recheck)
     from builddoctor.resolve import resolve
 
     return resolve(machine, goal=goal, backend=backend, source=source, host=host)
 
 
-def _saved_plan(plan_path: Path, here, source: Path, allowed_paths, recheck: bool):
+def _saved_plan(saved: tuple[Path, dict, Any], here, source: Path, allowed_paths, recheck: bool):
     """A plan from `recipe --save`, maybe saved for another machine: the paths it names that are not
     here become this machine's same tools (said on stderr), its content is checked against the plan
     policy before anything runs, and its prerequisites are found again on this machine, which is the
@@ -86,11 +102,7 @@ def _saved_plan(plan_path: Path, here, source: Path, allowed_paths, recheck: boo
     from builddoctor.resolve import recheck_prerequisites
     from builddoctor.resolve.rebind import rebind_paths, regrade_cuda
 
-    data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
-    try:
-        plan = BuildPlan.from_dict(data)
-    except (SchemaError, ValueError) as exc:
-        raise errors.InputError(f"{plan_path} is not a builddoctor build plan: {exc}") from None
+    plan_path, data, plan = saved
     if here is None and any(os.path.isabs(o.value) and not os.path.exists(o.value) for o in plan.options):
         here = machine_profile()  # only when a path must be found again here
     for line in rebind_paths(plan, here) if here is not None else ():
@@ -172,6 +184,7 @@ def build_cmd(
     from builddoctor.render import build as build_view
 
     out = console(ctx)
+    saved = read_plan_file(plan_path)
     source, note = source_tree(source_path, dry_run)
     if plan_path is None:
         machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
@@ -182,7 +195,7 @@ def build_cmd(
     if cuda_from_pip:
         _use_cuda_from_pip(machine, dry_run, out)
     here = describes_this_cpu(profile_path, cpuinfo_path)
-    plan = plan_for(plan_path, machine, goal, backend, source, here, allowed_paths, recheck=not dry_run)
+    plan = plan_for(saved, machine, goal, backend, source, here, allowed_paths, recheck=not dry_run)
     if dry_run:
         dry = build.commands(plan, source, jobs=jobs, allowed_paths=allowed_paths)
         build_view.dry_run(dry, source, note, out, as_json=as_json)

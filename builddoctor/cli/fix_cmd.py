@@ -9,7 +9,7 @@ import click
 
 from builddoctor import errors
 from builddoctor.cli import console
-from builddoctor.cli.build_cmd import plan_for, plan_options, source_tree
+from builddoctor.cli.build_cmd import plan_for, plan_options, read_plan_file, source_tree
 from builddoctor.cli.options import describes_this_cpu, json_option, load_machine, machine_options
 from builddoctor.render.progress import ProgressView
 
@@ -60,13 +60,10 @@ def fix_cmd(
     out = console(ctx)
     _refuse_fix(rebuild, replace and not yes and not dry_run)
     machine = load_machine(profile_path, cpuinfo_path, nvidia_smi_path)
+    saved = read_plan_file(plan_path)  # a file that is no plan is refused before any fetch
     source, note = source_tree(source_path, dry_run)
     host = describes_this_cpu(profile_path, cpuinfo_path)
-    plan = (
-        plan_for(plan_path, machine, goal, backend, source, host, allowed_paths, recheck=not dry_run)
-        if plan_path
-        else None
-    )
+    plan = plan_for(saved, machine, goal, backend, source, host, allowed_paths, recheck=not dry_run) if saved else None
     say = (lambda m: None) if as_json else (lambda m: out.echo(("would " if dry_run else "") + m))
     if note:
         say(f"fetch: {note}")
