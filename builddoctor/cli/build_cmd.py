@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -56,14 +55,11 @@ def plan_options(func):
     return func
 
 
-def read_plan_file(plan_path: Path | None) -> tuple[Path, dict, Any] | None:
+def read_plan_file(plan_path: Path | None) -> tuple[Path, dict, BuildPlan] | None:
     """``--plan FILE`` read and parsed: (path, document, BuildPlan), or None without one. Called before
     the source is looked at, so that a file that is no plan is refused before any fetch."""
     if plan_path is None:
         return None
-    from builddoctor.profiles import BuildPlan, SchemaError
-    from builddoctor.readinput import read_json
-
     data = read_json(plan_path, "build plan", remedy="Write one with `builddoctor recipe --save plan.json`.")
     try:
         return plan_path, data, BuildPlan.from_dict(data)
@@ -72,7 +68,7 @@ def read_plan_file(plan_path: Path | None) -> tuple[Path, dict, Any] | None:
 
 
 def plan_for(
-    saved: tuple[Path, dict, Any] | None,
+    saved: tuple[Path, dict, BuildPlan] | None,
     machine,
     goal: str,
     backend: str,
@@ -92,7 +88,7 @@ def plan_for(
     return resolve(machine, goal=goal, backend=backend, source=source, host=host)
 
 
-def _saved_plan(saved: tuple[Path, dict, Any], here, source: Path, allowed_paths, recheck: bool):
+def _saved_plan(saved: tuple[Path, dict, BuildPlan], here, source: Path, allowed_paths, recheck: bool):
     """A plan from `recipe --save`, maybe saved for another machine: the paths it names that are not
     here become this machine's same tools (said on stderr), its content is checked against the plan
     policy before anything runs, and its prerequisites are found again on this machine, which is the
