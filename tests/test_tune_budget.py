@@ -197,3 +197,33 @@ def test_only_a_rerun_of_the_same_tune_resumes_from_its_runs(tmp_path):
     assert len(once("tune-a")) == 2  # plain and threadpool, one round
     assert once("tune-a") == []  # the same tune again: everything was kept
     assert len(once("tune-b")) == 2  # another tune measures its own
+
+
+def test_a_tune_the_budget_cut_short_is_not_kept_as_the_answer(tmp_path):
+    """Seen on a new machine: the plain plan's cold build took 562 s of a 20-minute budget, every
+    candidate was skipped, and the same command again answered that from the cache in seconds, never
+    building them. A tune cut short keeps no answer: its rerun goes on (builds and runs cached)."""
+    cache, said = tune.ResultsCache(tmp_path), []
+    done = tune.RunSettings(threads=2, complete=True)
+    res = tune.TuneResult(
+        objective="generation",
+        winner="plain",
+        stopped="rounds",
+        settings=done,
+        candidates=[
+            tune.Candidate(name="plain", status="winner"),
+            tune.Candidate(name="threadpool", status="skipped", reason="not built: a ggml-scope build takes ..."),
+            tune.Candidate(name="native", status="known-bad"),
+        ],
+    )
+    assert not tune.keep_if_finished(cache, "k", res, settings=True, say=said.append)
+    assert cache.answer("k") is None and res.unfinished == ["building threadpool"]
+    assert "run the same command again" in said[0] and "threadpool" in said[0]
+    # the rerun built it, but its rounds and the settings were cut at the end of the budget
+    res.candidates[1].status, res.stopped, res.settings = "cut", "budget", tune.RunSettings(threads=2, complete=False)
+    assert not tune.keep_if_finished(cache, "k", res, settings=True, say=said.append)
+    assert res.unfinished == ["the last rounds", "the run-time settings"] and cache.answer("k") is None
+    # settings not asked for (--no-settings) are not missing; everything done: kept, and answered again
+    res.stopped = "rounds"
+    assert tune.keep_if_finished(cache, "k", res, settings=False, say=said.append)
+    assert res.unfinished == [] and cache.answer("k").winner == "plain" and len(said) == 2

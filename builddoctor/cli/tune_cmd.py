@@ -227,6 +227,11 @@ def _report(out, res) -> None:
     for line in table_lines(res, final=True, bars=True):
         out.echo(line)
     out.echo(f"winner: {res.winner} - {res.winner_reason}")
+    if res.unfinished:
+        out.echo(
+            f"{out.symbol('warning')} not finished in the budget: {'; '.join(res.unfinished)}. The same command "
+            "again goes on from here (builds and runs are cached); a larger --budget does more at once."
+        )
     cpus = res.settings.logical_cpus if res.settings else 0
     if res.load_avg is not None and res.load_avg > max(1, cpus or res.threads):
         out.echo(

@@ -24,7 +24,7 @@ from builddoctor.tune.building import loader_pick
 from builddoctor.tune.cache import ResultsCache, answer_key, machine_key
 from builddoctor.tune.candidates import code_features, load_candidates, plan_candidates, signature
 from builddoctor.tune.halving import Entry, measure
-from builddoctor.tune.session import choose_backend, parse_budget, sort_key, tune
+from builddoctor.tune.session import choose_backend, keep_if_finished, parse_budget, sort_key, tune, unfinished
 from builddoctor.tune.settings import Setting, runtime_settings
 from builddoctor.tune.stats import choose_winner, halve, interval, objective_ratio, summarize
 from builddoctor.tune.values import (
@@ -63,6 +63,7 @@ __all__ = [
     "halve",
     "installed_settings",
     "interval",
+    "keep_if_finished",
     "load_candidates",
     "loader_pick",
     "machine_key",
@@ -75,4 +76,5 @@ __all__ = [
     "sort_key",
     "summarize",
     "tune",
+    "unfinished",
 ]

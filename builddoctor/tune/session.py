@@ -278,11 +278,41 @@ def _conclude(s: Session) -> TuneResult:
             res.interrupted, res.stopped = True, "interrupted"
             return res
     res.phase = "done"
-    s.results.keep_answer(s.key, res)
+    keep_if_finished(s.results, s.key, res, settings=s.settings, say=s.say)
     if s.install:
         _install(res, win_build, s.replace_dir)
     res.elapsed_s = round(s.budget.spent(), 1)
     return res
+
+
+def keep_if_finished(
+    results: ResultsCache, key: str, res: TuneResult, *, settings: bool, say: Callable[[str], None]
+) -> bool:
+    """Keep ``res`` as the answer to ``key`` only when the budget left nothing undone; else say what
+    a rerun of the same command goes on with (``res.unfinished``)."""
+    res.unfinished = unfinished(res, settings)
+    if res.unfinished:
+        say(
+            f"the budget ran out before {'; '.join(res.unfinished)}: run the same command again to go on "
+            "(every build and run so far is cached), or give a larger --budget"
+        )
+        return False
+    results.keep_answer(key, res)
+    return True
+
+
+def unfinished(res: TuneResult, settings: bool) -> list[str]:
+    """What the budget left undone. A tune cut short is no answer to keep: its rerun would return it
+    in seconds and never build the candidates it skipped, measure the rounds or settings it missed."""
+    left = []
+    skipped = [c.name for c in res.candidates if c.status == "skipped"]  # tune/building.py: for the budget
+    if skipped:
+        left.append(f"building {', '.join(skipped)}")
+    if res.stopped == "budget":
+        left.append("the last rounds")
+    if settings and (res.settings is None or not res.settings.complete):
+        left.append("the run-time settings")
+    return left
 
 
 def _settings(s: Session, win_build, win_bench: Path) -> None:

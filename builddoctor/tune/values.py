@@ -110,6 +110,9 @@ class TuneResult(Serializable):
     load_avg: float | None = None  # the 1-minute load average when measuring began: other work on the cores
     runs_done: int = 0  # benchmark runs so far (this session's and the cached ones)
     interrupted: bool = False
+    # what the budget left undone (candidates not built, rounds, settings): such a tune is not kept as
+    # the answer, so that a rerun continues it from the cached builds and runs
+    unfinished: list[str] = field(default_factory=list)
     settings: RunSettings | None = None
     installed: str = ""  # bin folder of the installed winner
     backup: str | None = None
