@@ -63,6 +63,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _own_data_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own builddoctor data home (install prefix, backups, tuned settings).
+
+    Without it a test sees what `fix` or `tune` installed for the user: `run server` found the tuned
+    llama-server in ~/.local/share/builddoctor and exec'd it in the pytest process, which then served
+    on port 8080 until killed. A test that sets BUILDDOCTOR_HOME itself overrides this one.
+    """
+    monkeypatch.setenv("BUILDDOCTOR_HOME", str(tmp_path_factory.mktemp("data-home")))
+
+
+@pytest.fixture(autouse=True)
 def _unit_tests_have_no_source(request, tmp_path_factory, monkeypatch):
     """A unit test runs as on a fresh clone: no pinned tree, and no fetch of one.
 
